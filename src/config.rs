@@ -1,0 +1,84 @@
+//! Node settings: where to listen, which zones and GeoIP database to serve. Read from an optional
+//! YAML node config file; command-line flags override what the file says.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the DNS frontend listens when nothing else is said.
+pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:5300";
+
+/// A node config file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// DNS listen address (UDP and TCP).
+    pub listen: Option<SocketAddr>,
+    /// Directory of zone YAML files.
+    pub zones: Option<PathBuf>,
+}
+
+impl NodeFile {
+    pub fn parse(text: &str) -> Result<NodeFile, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<NodeFile> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading node config {}", path.display()))?;
+        NodeFile::parse(&text).with_context(|| format!("parsing node config {}", path.display()))
+    }
+}
+
+/// Effective settings of a node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub zones: PathBuf,
+    /// Where to write the bound addresses once listening (for scripts and tests).
+    pub ready_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Defaults, then the file, then explicit flags.
+    pub fn resolve(
+        file: NodeFile,
+        listen: Option<SocketAddr>,
+        zones: Option<PathBuf>,
+        ready_file: Option<PathBuf>,
+    ) -> Settings {
+        Settings {
+            listen: listen.or(file.listen).unwrap_or_else(|| {
+                DEFAULT_DNS_LISTEN
+                    .parse()
+                    .expect("DEFAULT_DNS_LISTEN is a valid socket address")
+            }),
+            zones: zones
+                .or(file.zones)
+                .unwrap_or_else(|| PathBuf::from("zones")),
+            ready_file,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file = NodeFile::parse("listen: 127.0.0.2:53\nzones: /etc/steerdns/zones\n").unwrap();
+        let s = Settings::resolve(file, Some("127.0.0.3:5353".parse().unwrap()), None, None);
+        assert_eq!(s.listen, "127.0.0.3:5353".parse().unwrap());
+        assert_eq!(s.zones, PathBuf::from("/etc/steerdns/zones"));
+        let d = Settings::resolve(NodeFile::default(), None, None, None);
+        assert_eq!(d.listen.port(), 5300);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(NodeFile::parse("lisen: 127.0.0.1:53\n").is_err());
+    }
+}

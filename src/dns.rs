@@ -1,0 +1,297 @@
+//! The DNS frontend: the only module that speaks hickory-server. It turns a request into a
+//! `(name, type)` question, calls `answer::answer` once, and writes the response, taking care of
+//! what the protocol demands around it (EDNS, truncation, opcodes, FORMERR).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_server::Server;
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, SOA, SRV, TXT};
+use hickory_server::proto::rr::{self, DNSClass, Record, RecordType as HRecordType};
+use hickory_server::proto::serialize::binary::BinEncoder;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+use crate::answer::{self, QType, Rcode};
+use crate::model::{Name, RData, RecordType, Rr};
+use crate::state::Snapshots;
+
+/// The UDP payload size we advertise and never exceed: the DNS Flag Day 2020 value, which avoids
+/// IP fragmentation on virtually every path.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// How long an idle TCP connection is kept open between queries.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Socket receive buffer: enough to ride out bursts (the kernel default drops packets under load).
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+/// The request handler registered with hickory's `Server`.
+pub struct Handler {
+    snapshots: Arc<Snapshots>,
+}
+
+impl Handler {
+    pub fn new(snapshots: Arc<Snapshots>) -> Handler {
+        Handler { snapshots }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        let resp_edns = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            e
+        });
+        let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
+
+        let error = if request.metadata.op_code != OpCode::Query {
+            Some(ResponseCode::NotImp)
+        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            // RFC 6891 section 6.1.3: we speak EDNS version 0 only.
+            Some(ResponseCode::BADVERS)
+        } else if request.queries.len() != 1 {
+            Some(ResponseCode::FormErr)
+        } else {
+            None
+        };
+        if let Some(code) = error {
+            meta.response_code = code;
+            let msg = builder.build_no_records(meta);
+            return send(&mut response, msg, meta).await;
+        }
+
+        let query = &request.queries.queries()[0];
+        let qtype = query.query_type();
+        if query.query_class() != DNSClass::IN
+            || matches!(qtype, HRecordType::AXFR | HRecordType::IXFR)
+        {
+            meta.response_code = ResponseCode::Refused;
+            let msg = builder.build_no_records(meta);
+            return send(&mut response, msg, meta).await;
+        }
+
+        let qname = Name::from_lower(&query.name().to_string());
+        let zones = self.snapshots.zones.load();
+        let ans = answer::answer(&zones, &qname, to_qtype(qtype));
+
+        meta.authoritative = ans.authoritative;
+        meta.response_code = match ans.rcode {
+            Rcode::NoError => ResponseCode::NoError,
+            Rcode::NxDomain => ResponseCode::NXDomain,
+            Rcode::Refused => ResponseCode::Refused,
+            Rcode::ServFail => ResponseCode::ServFail,
+        };
+
+        // Owner names equal to the question keep the client's spelling (0x20 case).
+        let original = query.original().name();
+        let to_record = |rr: &Rr| to_record(rr, &qname, original);
+        let answers: Vec<Record> = ans.answers.iter().map(to_record).collect();
+        let authority: Vec<Record> = ans.authority.iter().map(to_record).collect();
+        let additional: Vec<Record> = ans.additional.iter().map(to_record).collect();
+
+        if request.protocol() == hickory_server::net::xfer::Protocol::Udp {
+            let limit = resp_edns.as_ref().map_or(512, |e| e.max_payload()) as usize;
+            let bound = 12
+                + query.original().name().len()
+                + 6
+                + resp_edns.as_ref().map_or(0, |_| 11)
+                + ans
+                    .answers
+                    .iter()
+                    .chain(&ans.authority)
+                    .chain(&ans.additional)
+                    .map(Rr::wire_len)
+                    .sum::<usize>();
+            // Only when the uncompressed size could exceed the limit is it worth a trial encoding.
+            let sections = [&answers[..], &authority[..], &additional[..]];
+            if bound > limit && !fits(&request.queries, resp_edns.as_ref(), meta, sections, limit) {
+                // RFC 6891 section 7: a truncated response still carries the OPT record, so send
+                // header, question and OPT only; the client retries over TCP.
+                meta.truncation = true;
+                let msg = builder.build_no_records(meta);
+                return send(&mut response, msg, meta).await;
+            }
+        }
+
+        let msg = builder.build(meta, &answers, &authority, [], &additional);
+        send(&mut response, msg, meta).await
+    }
+}
+
+/// Whether the full response fits in `limit` bytes once compressed.
+fn fits(
+    queries: &Queries,
+    edns: Option<&Edns>,
+    meta: Metadata,
+    [answers, authority, additional]: [&[Record]; 3],
+    limit: usize,
+) -> bool {
+    let mut buf = Vec::with_capacity(limit);
+    let mut encoder = BinEncoder::new(&mut buf);
+    encoder.set_max_size(limit as u16);
+    let trial =
+        MessageResponseBuilder::new(queries, edns).build(meta, answers, authority, [], additional);
+    match trial.destructive_emit(&mut encoder) {
+        Ok(info) => !info.truncation,
+        Err(_) => false,
+    }
+}
+
+async fn send<'a, R: ResponseHandler>(
+    response: &mut R,
+    msg: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    meta: Metadata,
+) -> ResponseInfo {
+    match response.send_response(msg).await {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::debug!(%error, "sending a response failed");
+            ResponseInfo::from(Header {
+                metadata: meta,
+                counts: HeaderCounts::default(),
+            })
+        }
+    }
+}
+
+fn to_qtype(t: HRecordType) -> QType {
+    match t {
+        HRecordType::A => QType::Known(RecordType::A),
+        HRecordType::AAAA => QType::Known(RecordType::Aaaa),
+        HRecordType::NS => QType::Known(RecordType::Ns),
+        HRecordType::CNAME => QType::Known(RecordType::Cname),
+        HRecordType::SOA => QType::Known(RecordType::Soa),
+        HRecordType::MX => QType::Known(RecordType::Mx),
+        HRecordType::TXT => QType::Known(RecordType::Txt),
+        HRecordType::SRV => QType::Known(RecordType::Srv),
+        HRecordType::CAA => QType::Known(RecordType::Caa),
+        HRecordType::ANY => QType::Any,
+        other => QType::Other(u16::from(other)),
+    }
+}
+
+fn to_name(name: &Name) -> rr::Name {
+    // Model names are validated at load time, so this only fails on a bug; the root stands in.
+    rr::Name::from_ascii(name.to_string()).unwrap_or_else(|_| rr::Name::root())
+}
+
+fn to_record(rr: &Rr, qname: &Name, original: &rr::Name) -> Record {
+    let owner = if &rr.name == qname {
+        original.clone()
+    } else {
+        to_name(&rr.name)
+    };
+    let data = match &rr.data {
+        RData::A(v4) => rr::RData::A(A(*v4)),
+        RData::Aaaa(v6) => rr::RData::AAAA(AAAA(*v6)),
+        RData::Cname(n) => rr::RData::CNAME(CNAME(to_name(n))),
+        RData::Ns(n) => rr::RData::NS(NS(to_name(n))),
+        RData::Mx {
+            preference,
+            exchange,
+        } => rr::RData::MX(MX::new(*preference, to_name(exchange))),
+        RData::Txt(strings) => rr::RData::TXT(TXT::new(strings.clone())),
+        RData::Srv {
+            priority,
+            weight,
+            port,
+            target,
+        } => rr::RData::SRV(SRV::new(*priority, *weight, *port, to_name(target))),
+        RData::Caa {
+            critical,
+            tag,
+            value,
+        } => {
+            // Written as raw RDATA (RFC 8659 section 4.1) so any tag and value pass unchanged.
+            let mut bytes = Vec::with_capacity(2 + tag.len() + value.len());
+            bytes.push(if *critical { 0x80 } else { 0 });
+            bytes.push(tag.len() as u8);
+            bytes.extend_from_slice(tag.as_bytes());
+            bytes.extend_from_slice(value.as_bytes());
+            rr::RData::Unknown {
+                code: HRecordType::CAA,
+                rdata: NULL::with(bytes),
+            }
+        }
+        RData::Soa(soa) => rr::RData::SOA(SOA::new(
+            to_name(&soa.mname),
+            to_name(&soa.rname),
+            soa.serial,
+            soa.refresh as i32,
+            soa.retry as i32,
+            soa.expire as i32,
+            soa.minimum,
+        )),
+    };
+    Record::from_rdata(owner, rr.ttl, data)
+}
+
+/// The bound addresses of a running DNS frontend.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+}
+
+/// Binds UDP and TCP on `addr`. With port 0 both get the same, kernel-chosen port.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let mut last_err = None;
+    for _ in 0..20 {
+        let udp = udp_socket(addr)?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("no free port for UDP and TCP")))
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Serves DNS on the given sockets until `shutdown` is cancelled.
+pub async fn serve(
+    snapshots: Arc<Snapshots>,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut server = Server::new(Handler::new(snapshots));
+    server.register_socket(udp);
+    server.register_listener(tcp, TCP_IDLE_TIMEOUT, 65_535);
+    tokio::select! {
+        result = server.block_until_done() => {
+            result.map_err(|e| anyhow::anyhow!("DNS server stopped: {e}"))
+        }
+        _ = shutdown.cancelled() => {
+            server.shutdown_gracefully().await.map_err(|e| anyhow::anyhow!("DNS shutdown: {e}"))
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! steerdns: a multi-region, DNS-based global failover service.
+//!
+//! Each module has one job:
+//! - `model`: validated domain types (zones, records, services, data centers);
+//! - `zone_file`: zone YAML → validated `ZoneSet`, every error with file, record and field;
+//! - `config`: node settings from a node config file and flags;
+//! - `answer`: choose the records for a query (pure, synchronous);
+//! - `state`: the live snapshots the query path reads without locks;
+//! - `dns`: speak DNS through hickory-server (the only user of hickory-server);
+//! - `app`: wiring, signals, task lifecycle.
+//!
+//! Data flow:
+//! ```text
+//! zones/*.yaml --zone_file--> ZoneSet --swap--> state::Snapshots
+//!                                                     |
+//! DNS request --dns--> (name, type) --answer()--> Answer --dns--> response
+//! ```
+
+pub mod answer;
+pub mod app;
+pub mod config;
+pub mod dns;
+pub mod model;
+pub mod state;
+pub mod zone_file;

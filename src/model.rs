@@ -1,0 +1,411 @@
+//! Validated domain types: the zone set the query path reads. Values of these types can only be
+//! built by `zone_file` after validation, so the query path never re-checks them.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+/// A lower-case, fully qualified domain name without the trailing dot (`www.api.example.com`).
+/// The root is the empty string. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>);
+
+/// Why a string is not a valid domain name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("empty label in {0:?}")]
+    EmptyLabel(String),
+    #[error("label longer than 63 octets in {0:?}")]
+    LabelTooLong(String),
+    #[error("name longer than 253 characters: {0:?}")]
+    TooLong(String),
+    #[error("character {1:?} not allowed in name {0:?} (letters, digits, '-', '_' and '*' only)")]
+    BadChar(String, char),
+}
+
+impl Name {
+    /// Parses an absolute name; a trailing dot is optional. Case is folded.
+    pub fn parse(s: &str) -> Result<Name, NameError> {
+        let s = s.strip_suffix('.').unwrap_or(s);
+        if s.is_empty() {
+            return Ok(Name(Arc::from("")));
+        }
+        if s.len() > 253 {
+            return Err(NameError::TooLong(s.to_string()));
+        }
+        for label in s.split('.') {
+            if label.is_empty() {
+                return Err(NameError::EmptyLabel(s.to_string()));
+            }
+            if label.len() > 63 {
+                return Err(NameError::LabelTooLong(s.to_string()));
+            }
+            if let Some(c) = label
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '*'))
+            {
+                return Err(NameError::BadChar(s.to_string(), c));
+            }
+        }
+        Ok(Name(Arc::from(s.to_ascii_lowercase())))
+    }
+
+    /// A name from text the caller guarantees is already lower-case and dot-free at the end
+    /// (used on the query path, where the DNS parser has done the checking).
+    pub fn from_lower(s: &str) -> Name {
+        Name(Arc::from(s.strip_suffix('.').unwrap_or(s)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when `self` equals `ancestor` or lies below it.
+    pub fn is_subdomain_of(&self, ancestor: &Name) -> bool {
+        let (s, a) = (self.as_str(), ancestor.as_str());
+        if a.is_empty() || s == a {
+            return true;
+        }
+        s.len() > a.len() && s.ends_with(a) && s.as_bytes()[s.len() - a.len() - 1] == b'.'
+    }
+
+    /// The name with its first label removed; `None` for the root.
+    pub fn parent(&self) -> Option<Name> {
+        if self.is_root() {
+            return None;
+        }
+        Some(match self.0.find('.') {
+            Some(i) => Name(Arc::from(&self.0[i + 1..])),
+            None => Name(Arc::from("")),
+        })
+    }
+
+    /// Length of the name in DNS wire format, uncompressed.
+    pub fn wire_len(&self) -> usize {
+        if self.is_root() { 1 } else { self.0.len() + 2 }
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.", self.0)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Name({}.)", self.0)
+    }
+}
+
+/// The record types steerdns knows, with their IANA numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordType {
+    A,
+    Ns,
+    Cname,
+    Soa,
+    Mx,
+    Txt,
+    Aaaa,
+    Srv,
+    Caa,
+}
+
+impl RecordType {
+    pub fn code(self) -> u16 {
+        match self {
+            RecordType::A => 1,
+            RecordType::Ns => 2,
+            RecordType::Cname => 5,
+            RecordType::Soa => 6,
+            RecordType::Mx => 15,
+            RecordType::Txt => 16,
+            RecordType::Aaaa => 28,
+            RecordType::Srv => 33,
+            RecordType::Caa => 257,
+        }
+    }
+}
+
+impl fmt::Display for RecordType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            RecordType::A => "A",
+            RecordType::Ns => "NS",
+            RecordType::Cname => "CNAME",
+            RecordType::Soa => "SOA",
+            RecordType::Mx => "MX",
+            RecordType::Txt => "TXT",
+            RecordType::Aaaa => "AAAA",
+            RecordType::Srv => "SRV",
+            RecordType::Caa => "CAA",
+        };
+        f.write_str(s)
+    }
+}
+
+/// The SOA fields of a zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Soa {
+    pub mname: Name,
+    pub rname: Name,
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub minimum: u32,
+}
+
+/// Record data, in steerdns's own terms (the DNS frontend maps these to the wire).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RData {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Cname(Name),
+    Ns(Name),
+    Mx {
+        preference: u16,
+        exchange: Name,
+    },
+    /// Character strings, each at most 255 octets.
+    Txt(Vec<String>),
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: Name,
+    },
+    Caa {
+        critical: bool,
+        tag: String,
+        value: String,
+    },
+    Soa(Soa),
+}
+
+impl RData {
+    pub fn record_type(&self) -> RecordType {
+        match self {
+            RData::A(_) => RecordType::A,
+            RData::Aaaa(_) => RecordType::Aaaa,
+            RData::Cname(_) => RecordType::Cname,
+            RData::Ns(_) => RecordType::Ns,
+            RData::Mx { .. } => RecordType::Mx,
+            RData::Txt(_) => RecordType::Txt,
+            RData::Srv { .. } => RecordType::Srv,
+            RData::Caa { .. } => RecordType::Caa,
+            RData::Soa(_) => RecordType::Soa,
+        }
+    }
+
+    /// Uncompressed wire length of the RDATA: an upper bound on what it costs in a message.
+    pub fn wire_len(&self) -> usize {
+        match self {
+            RData::A(_) => 4,
+            RData::Aaaa(_) => 16,
+            RData::Cname(n) | RData::Ns(n) => n.wire_len(),
+            RData::Mx { exchange, .. } => 2 + exchange.wire_len(),
+            RData::Txt(strings) => strings.iter().map(|s| 1 + s.len()).sum::<usize>().max(1),
+            RData::Srv { target, .. } => 6 + target.wire_len(),
+            RData::Caa { tag, value, .. } => 2 + tag.len() + value.len(),
+            RData::Soa(soa) => soa.mname.wire_len() + soa.rname.wire_len() + 20,
+        }
+    }
+}
+
+impl From<IpAddr> for RData {
+    fn from(ip: IpAddr) -> RData {
+        match ip {
+            IpAddr::V4(v4) => RData::A(v4),
+            IpAddr::V6(v6) => RData::Aaaa(v6),
+        }
+    }
+}
+
+/// One resource record as the answer code hands it to the DNS frontend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rr {
+    pub name: Name,
+    pub ttl: u32,
+    pub data: RData,
+}
+
+impl Rr {
+    /// Uncompressed wire length: owner, type, class, TTL, RDLENGTH and RDATA.
+    pub fn wire_len(&self) -> usize {
+        self.name.wire_len() + 10 + self.data.wire_len()
+    }
+}
+
+/// All records of one type at one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RrSet {
+    pub rtype: RecordType,
+    pub ttl: u32,
+    pub data: Vec<RData>,
+}
+
+/// A site with a location that hosts endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Datacenter {
+    pub name: String,
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+/// One DC's part in a service: its endpoint addresses, in the order the zone file lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceDc {
+    /// Index into `Zone::datacenters`.
+    pub dc: usize,
+    pub endpoints: Vec<IpAddr>,
+}
+
+/// A name whose A/AAAA answer is computed from data centers and their endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: Name,
+    pub ttl: u32,
+    /// How many addresses one answer carries at most.
+    pub answers: usize,
+    /// The DCs in the order the zone file lists them.
+    pub dcs: Vec<ServiceDc>,
+}
+
+/// What lives at one name of a zone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Node {
+    /// Static RRsets, at most one per type. A CNAME node holds only the CNAME set.
+    pub rrsets: Vec<RrSet>,
+    /// A computed A/AAAA answer, when the name is a service.
+    pub service: Option<Arc<Service>>,
+}
+
+impl Node {
+    pub fn rrset(&self, rtype: RecordType) -> Option<&RrSet> {
+        self.rrsets.iter().find(|s| s.rtype == rtype)
+    }
+}
+
+/// One authoritative zone, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone {
+    pub apex: Name,
+    /// The file the zone came from, for messages.
+    pub source: String,
+    pub default_ttl: u32,
+    pub soa: Soa,
+    /// TTL of the SOA record itself.
+    pub soa_ttl: u32,
+    pub nodes: HashMap<Name, Node>,
+    /// Names that exist only because something lies below them (empty non-terminals).
+    pub empty_non_terminals: HashSet<Name>,
+    /// Names below the apex that carry NS records: delegation points.
+    pub delegations: HashSet<Name>,
+    pub datacenters: Vec<Datacenter>,
+}
+
+impl Zone {
+    /// The SOA record as it goes into answers and negative responses.
+    pub fn soa_rr(&self) -> Rr {
+        Rr {
+            name: self.apex.clone(),
+            ttl: self.soa_ttl,
+            data: RData::Soa(self.soa.clone()),
+        }
+    }
+
+    /// The TTL of a negative answer (RFC 2308 section 5): the lesser of the SOA's TTL and MINIMUM.
+    pub fn negative_ttl(&self) -> u32 {
+        self.soa_ttl.min(self.soa.minimum)
+    }
+
+    /// The delegation point at or above `name`, if `name` lies in a delegated sub-zone.
+    pub fn delegation_for(&self, name: &Name) -> Option<Name> {
+        if self.delegations.is_empty() {
+            return None;
+        }
+        let mut cur = name.clone();
+        while cur != self.apex {
+            if self.delegations.contains(&cur) {
+                return Some(cur);
+            }
+            cur = cur.parent()?;
+        }
+        None
+    }
+}
+
+/// Every zone a node serves. Immutable once built; replaced whole on reload.
+#[derive(Debug, Clone, Default)]
+pub struct ZoneSet {
+    pub zones: Vec<Arc<Zone>>,
+}
+
+impl ZoneSet {
+    /// The zone with the longest apex that contains `name`, if any.
+    pub fn find(&self, name: &Name) -> Option<&Arc<Zone>> {
+        self.zones
+            .iter()
+            .filter(|z| name.is_subdomain_of(&z.apex))
+            .max_by_key(|z| z.apex.as_str().len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fold_case_and_drop_the_dot() {
+        let n = Name::parse("WWW.Api.Example.COM.").unwrap();
+        assert_eq!(n.as_str(), "www.api.example.com");
+        assert_eq!(n.to_string(), "www.api.example.com.");
+        assert_eq!(n.wire_len(), 21);
+    }
+
+    #[test]
+    fn bad_names_are_rejected() {
+        assert!(matches!(Name::parse("a..b"), Err(NameError::EmptyLabel(_))));
+        assert!(matches!(
+            Name::parse(&"x".repeat(64)),
+            Err(NameError::LabelTooLong(_))
+        ));
+        assert!(matches!(
+            Name::parse("a b"),
+            Err(NameError::BadChar(_, ' '))
+        ));
+    }
+
+    #[test]
+    fn subdomains_respect_label_boundaries() {
+        let apex = Name::parse("example.com").unwrap();
+        assert!(
+            Name::parse("www.example.com")
+                .unwrap()
+                .is_subdomain_of(&apex)
+        );
+        assert!(apex.is_subdomain_of(&apex));
+        assert!(
+            !Name::parse("badexample.com")
+                .unwrap()
+                .is_subdomain_of(&apex)
+        );
+        assert!(!Name::parse("com").unwrap().is_subdomain_of(&apex));
+    }
+
+    #[test]
+    fn parent_walks_up_to_the_root() {
+        let n = Name::parse("a.b").unwrap();
+        let p = n.parent().unwrap();
+        assert_eq!(p.as_str(), "b");
+        assert!(p.parent().unwrap().is_root());
+        assert!(p.parent().unwrap().parent().is_none());
+    }
+}

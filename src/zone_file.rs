@@ -1,0 +1,966 @@
+//! Zone YAML → validated `ZoneSet`. Parsing is two steps: raw serde structs that reject unknown
+//! fields, then `validate` into model types. Every problem found is reported, each with its file,
+//! line where known, record and field.
+//!
+//! Names: `@` is the apex. A record's own name (a key under `records`) is relative to the apex
+//! (`www`, `_sip._tcp`) unless it ends with a dot or with the apex itself. A name in a value (a
+//! CNAME or MX target, a name server, the SOA) is absolute when it contains a dot
+//! (`cdn.example.net`, trailing dot optional) and relative when it is a single label (`ns1` →
+//! `ns1.api.example.com`).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::model::{
+    Datacenter, Name, Node, RData, RecordType, RrSet, Service, ServiceDc, Soa, Zone, ZoneSet,
+};
+
+/// The largest TTL RFC 2181 section 8 allows.
+pub const MAX_TTL: u32 = 2_147_483_647;
+/// Default TTL of static records when the zone sets none.
+pub const DEFAULT_TTL: u32 = 300;
+/// Default TTL of service answers: short, so failover reaches resolvers quickly.
+pub const DEFAULT_SERVICE_TTL: u32 = 30;
+/// Default number of addresses in one service answer.
+pub const DEFAULT_SERVICE_ANSWERS: usize = 8;
+
+/// One problem in a zone file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub zone: Option<String>,
+    pub record: Option<String>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ZoneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        f.write_str(": ")?;
+        if let Some(zone) = &self.zone {
+            write!(f, "zone {zone}, ")?;
+        }
+        if let Some(record) = &self.record {
+            write!(f, "record {record}, ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "field {field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a set of zone files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ZoneErrors(pub Vec<ZoneError>);
+
+impl fmt::Display for ZoneErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    zone: String,
+    ttl: Option<u32>,
+    soa: Option<RawSoa>,
+    nameservers: Option<IndexMap<String, Vec<String>>>,
+    #[serde(default)]
+    datacenters: IndexMap<String, RawDatacenter>,
+    #[serde(default)]
+    records: serde_yaml::Mapping,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSoa {
+    primary: String,
+    contact: String,
+    serial: Option<u32>,
+    refresh: Option<u32>,
+    retry: Option<u32>,
+    expire: Option<u32>,
+    minimum: Option<u32>,
+    ttl: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatacenter {
+    /// Latitude and longitude in degrees.
+    location: [f64; 2],
+}
+
+/// One value or a list of them (`TXT: "x"` or `TXT: ["x", "y"]`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecord {
+    ttl: Option<u32>,
+    #[serde(rename = "A")]
+    a: Option<OneOrMany>,
+    #[serde(rename = "AAAA")]
+    aaaa: Option<OneOrMany>,
+    #[serde(rename = "CNAME")]
+    cname: Option<String>,
+    #[serde(rename = "TXT")]
+    txt: Option<OneOrMany>,
+    #[serde(rename = "MX")]
+    mx: Option<OneOrMany>,
+    #[serde(rename = "SRV")]
+    srv: Option<OneOrMany>,
+    #[serde(rename = "CAA")]
+    caa: Option<OneOrMany>,
+    #[serde(rename = "NS")]
+    ns: Option<OneOrMany>,
+    service: Option<RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    ttl: Option<u32>,
+    answers: Option<usize>,
+    endpoints: IndexMap<String, Vec<String>>,
+}
+
+/// Loads every `*.yaml` / `*.yml` file in `dir` (sorted by name), one zone per file.
+pub fn load_dir(dir: &Path) -> Result<ZoneSet, ZoneErrors> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        ZoneErrors(vec![file_error(
+            dir.display().to_string(),
+            format!("cannot read zone directory: {e}"),
+        )])
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(ZoneErrors(vec![file_error(
+            dir.display().to_string(),
+            "no zone files (*.yaml) in the directory".to_string(),
+        )]));
+    }
+    let mut errors = Vec::new();
+    let mut zones: Vec<Arc<Zone>> = Vec::new();
+    for path in paths {
+        let source = path.display().to_string();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match parse_zone(&text, &source) {
+                Ok(zone) => {
+                    if let Some(other) = zones.iter().find(|z| z.apex == zone.apex) {
+                        errors.push(ZoneError {
+                            zone: Some(zone.apex.as_str().to_string()),
+                            ..file_error(
+                                source,
+                                format!("zone is also defined in {}", other.source),
+                            )
+                        });
+                    } else {
+                        zones.push(Arc::new(zone));
+                    }
+                }
+                Err(ZoneErrors(mut e)) => errors.append(&mut e),
+            },
+            Err(e) => errors.push(file_error(source, format!("cannot read: {e}"))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(ZoneSet { zones })
+    } else {
+        Err(ZoneErrors(errors))
+    }
+}
+
+fn file_error(file: String, message: String) -> ZoneError {
+    ZoneError {
+        file,
+        line: None,
+        column: None,
+        zone: None,
+        record: None,
+        field: None,
+        message,
+    }
+}
+
+/// Parses and validates one zone from YAML text. `source` names the file in messages.
+pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
+    let raw: RawZone = serde_yaml::from_str(text).map_err(|e| {
+        let loc = e.location();
+        ZoneErrors(vec![ZoneError {
+            line: loc.as_ref().map(|l| l.line()),
+            column: loc.as_ref().map(|l| l.column()),
+            ..file_error(source.to_string(), e.to_string())
+        }])
+    })?;
+    Validator::new(text, source).validate(raw)
+}
+
+/// Collects errors while turning a `RawZone` into a `Zone`.
+struct Validator<'a> {
+    text: &'a str,
+    source: &'a str,
+    zone: Option<String>,
+    errors: Vec<ZoneError>,
+}
+
+impl<'a> Validator<'a> {
+    fn new(text: &'a str, source: &'a str) -> Self {
+        Validator {
+            text,
+            source,
+            zone: None,
+            errors: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, record: Option<&str>, field: Option<&str>, message: impl Into<String>) {
+        let line = record
+            .and_then(|r| key_line(self.text, r))
+            .or_else(|| field.and_then(|f| key_line(self.text, f.split('.').next().unwrap_or(f))));
+        self.errors.push(ZoneError {
+            file: self.source.to_string(),
+            line,
+            column: None,
+            zone: self.zone.clone(),
+            record: record.map(str::to_string),
+            field: field.map(str::to_string),
+            message: message.into(),
+        });
+    }
+
+    fn ttl(&mut self, record: Option<&str>, field: &str, ttl: u32) -> u32 {
+        if ttl > MAX_TTL {
+            self.error(
+                record,
+                Some(field),
+                format!("TTL {ttl} is out of range (0 to {MAX_TTL}, RFC 2181)"),
+            );
+        }
+        ttl
+    }
+
+    /// Resolves a name in a value (see the module doc for the rule).
+    fn name(&mut self, apex: &Name, record: Option<&str>, field: &str, text: &str) -> Option<Name> {
+        self.resolve(apex, record, field, text, text.contains('.'))
+    }
+
+    /// Resolves a record's own name (see the module doc for the rule).
+    fn owner(&mut self, apex: &Name, record: &str) -> Option<Name> {
+        let lower = record.to_ascii_lowercase();
+        let absolute = lower.ends_with('.')
+            || lower == apex.as_str()
+            || lower.ends_with(&format!(".{}", apex.as_str()));
+        self.resolve(apex, Some(record), "name", record, absolute)
+    }
+
+    fn resolve(
+        &mut self,
+        apex: &Name,
+        record: Option<&str>,
+        field: &str,
+        text: &str,
+        absolute: bool,
+    ) -> Option<Name> {
+        if text == "@" {
+            return Some(apex.clone());
+        }
+        let full = if absolute || apex.is_root() {
+            text.to_string()
+        } else {
+            format!("{text}.{}", apex.as_str())
+        };
+        match Name::parse(&full) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.error(record, Some(field), e.to_string());
+                None
+            }
+        }
+    }
+
+    fn address(&mut self, record: Option<&str>, field: &str, text: &str) -> Option<IpAddr> {
+        match text.trim().parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.error(
+                    record,
+                    Some(field),
+                    format!("{text:?} is not an IPv4 or IPv6 address"),
+                );
+                None
+            }
+        }
+    }
+
+    fn validate(mut self, raw: RawZone) -> Result<Zone, ZoneErrors> {
+        let apex = match Name::parse(&raw.zone) {
+            Ok(apex) if !apex.is_root() => apex,
+            Ok(_) => {
+                self.error(None, Some("zone"), "the root zone cannot be served");
+                return Err(ZoneErrors(self.errors));
+            }
+            Err(e) => {
+                self.error(None, Some("zone"), e.to_string());
+                return Err(ZoneErrors(self.errors));
+            }
+        };
+        self.zone = Some(apex.as_str().to_string());
+        let default_ttl = self.ttl(None, "ttl", raw.ttl.unwrap_or(DEFAULT_TTL));
+
+        let soa = match raw.soa {
+            Some(s) => self.soa(&apex, s, default_ttl),
+            None => {
+                self.error(None, Some("soa"), "missing: every zone needs an SOA");
+                None
+            }
+        };
+
+        let datacenters = self.datacenters(&raw.datacenters);
+        let mut nodes: HashMap<Name, Node> = HashMap::new();
+        let mut spelled: HashMap<Name, String> = HashMap::new();
+
+        // Apex NS set and glue from `nameservers`.
+        match raw.nameservers {
+            Some(ns) if !ns.is_empty() => {
+                let mut targets = Vec::new();
+                for (ns_name, glue) in ns {
+                    let field = format!("nameservers.{ns_name}");
+                    let Some(target) = self.name(&apex, None, &field, &ns_name) else {
+                        continue;
+                    };
+                    let in_zone = target.is_subdomain_of(&apex);
+                    if in_zone && glue.is_empty() {
+                        self.error(
+                            None,
+                            Some(&field),
+                            format!("{target} is inside the zone, so it needs glue addresses"),
+                        );
+                    }
+                    if !in_zone && !glue.is_empty() {
+                        self.error(
+                            None,
+                            Some(&field),
+                            format!(
+                                "{target} is outside the zone: glue addresses are not served for it"
+                            ),
+                        );
+                    }
+                    let addrs: Vec<IpAddr> = glue
+                        .iter()
+                        .filter_map(|a| self.address(None, &field, a))
+                        .collect();
+                    if in_zone && !addrs.is_empty() {
+                        let node = nodes.entry(target.clone()).or_default();
+                        add_addresses(node, &addrs, default_ttl);
+                        spelled.insert(target.clone(), field.clone());
+                    }
+                    targets.push(RData::Ns(target));
+                }
+                nodes.entry(apex.clone()).or_default().rrsets.push(RrSet {
+                    rtype: RecordType::Ns,
+                    ttl: default_ttl,
+                    data: targets,
+                });
+            }
+            _ => self.error(
+                None,
+                Some("nameservers"),
+                "missing: every zone needs at least one name server",
+            ),
+        }
+
+        for (key, value) in raw.records {
+            let Some(key) = key.as_str().map(str::to_string) else {
+                self.error(
+                    None,
+                    Some("records"),
+                    format!("record name {key:?} is not a string"),
+                );
+                continue;
+            };
+            let record: RawRecord = match serde_yaml::from_value(value) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.error(Some(&key), None, e.to_string());
+                    continue;
+                }
+            };
+            let Some(owner) = self.owner(&apex, &key) else {
+                continue;
+            };
+            if !owner.is_subdomain_of(&apex) {
+                self.error(
+                    Some(&key),
+                    Some("name"),
+                    format!("{owner} is outside the zone {apex}."),
+                );
+                continue;
+            }
+            if let Some(first) = spelled.get(&owner) {
+                self.error(
+                    Some(&key),
+                    Some("name"),
+                    format!("duplicate name: {owner} is already defined by {first}"),
+                );
+                continue;
+            }
+            spelled.insert(owner.clone(), key.clone());
+            let node = self.record(&apex, &key, &owner, record, default_ttl, &datacenters);
+            if owner == apex {
+                if node.rrset(RecordType::Ns).is_some() {
+                    self.error(
+                        Some(&key),
+                        Some("NS"),
+                        "the apex NS set comes from `nameservers`",
+                    );
+                }
+                if node.rrset(RecordType::Cname).is_some() {
+                    self.error(Some(&key), Some("CNAME"), "the zone apex cannot be a CNAME");
+                }
+                let apex_node = nodes.entry(apex.clone()).or_default();
+                apex_node.rrsets.extend(node.rrsets);
+                apex_node.service = node.service;
+            } else {
+                nodes.insert(owner, node);
+            }
+        }
+
+        let delegations: HashSet<Name> = nodes
+            .iter()
+            .filter(|(name, node)| **name != apex && node.rrset(RecordType::Ns).is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.check_delegations(&apex, &nodes, &delegations, &spelled);
+
+        let mut empty_non_terminals = HashSet::new();
+        for name in nodes.keys() {
+            let mut cur = name.parent();
+            while let Some(p) = cur {
+                if !p.is_subdomain_of(&apex) || nodes.contains_key(&p) {
+                    break;
+                }
+                cur = p.parent();
+                empty_non_terminals.insert(p);
+            }
+        }
+
+        match soa {
+            Some((soa, soa_ttl)) if self.errors.is_empty() => Ok(Zone {
+                apex,
+                source: self.source.to_string(),
+                default_ttl,
+                soa,
+                soa_ttl,
+                nodes,
+                empty_non_terminals,
+                delegations,
+                datacenters,
+            }),
+            _ => Err(ZoneErrors(self.errors)),
+        }
+    }
+
+    fn soa(&mut self, apex: &Name, raw: RawSoa, default_ttl: u32) -> Option<(Soa, u32)> {
+        let mname = self.name(apex, None, "soa.primary", &raw.primary);
+        // The contact may be written as a mail address.
+        let contact = raw.contact.replacen('@', ".", 1);
+        let rname = self.name(apex, None, "soa.contact", &contact);
+        let ttl = self.ttl(None, "soa.ttl", raw.ttl.unwrap_or(default_ttl));
+        let minimum = self.ttl(None, "soa.minimum", raw.minimum.unwrap_or(60));
+        Some((
+            Soa {
+                mname: mname?,
+                rname: rname?,
+                serial: raw.serial.unwrap_or(1),
+                refresh: raw.refresh.unwrap_or(7200),
+                retry: raw.retry.unwrap_or(3600),
+                expire: raw.expire.unwrap_or(1_209_600),
+                minimum,
+            },
+            ttl,
+        ))
+    }
+
+    fn datacenters(&mut self, raw: &IndexMap<String, RawDatacenter>) -> Vec<Datacenter> {
+        let mut out = Vec::new();
+        for (name, dc) in raw {
+            let field = format!("datacenters.{name}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                self.error(
+                    None,
+                    Some(&field),
+                    "data center names use letters, digits, '-' and '_' only",
+                );
+            }
+            let [lat, lon] = dc.location;
+            if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+                self.error(
+                    None,
+                    Some(&format!("{field}.location")),
+                    format!("[{lat}, {lon}] is not a [latitude, longitude] in degrees"),
+                );
+            }
+            out.push(Datacenter {
+                name: name.clone(),
+                latitude: lat,
+                longitude: lon,
+            });
+        }
+        out
+    }
+
+    fn record(
+        &mut self,
+        apex: &Name,
+        key: &str,
+        owner: &Name,
+        raw: RawRecord,
+        default_ttl: u32,
+        datacenters: &[Datacenter],
+    ) -> Node {
+        let rec = Some(key);
+        let ttl = self.ttl(rec, "ttl", raw.ttl.unwrap_or(default_ttl));
+        let mut node = Node::default();
+        let mut push = |rtype: RecordType, data: Vec<RData>| {
+            if !data.is_empty() {
+                node.rrsets.push(RrSet { rtype, ttl, data });
+            }
+        };
+        if let Some(v) = raw.a {
+            let data = v
+                .into_vec()
+                .iter()
+                .filter_map(|a| match self.address(rec, "A", a) {
+                    Some(IpAddr::V4(v4)) => Some(RData::A(v4)),
+                    Some(IpAddr::V6(_)) => {
+                        self.error(rec, Some("A"), format!("{a} is IPv6: put it under AAAA"));
+                        None
+                    }
+                    None => None,
+                })
+                .collect();
+            push(RecordType::A, data);
+        }
+        if let Some(v) = raw.aaaa {
+            let data = v
+                .into_vec()
+                .iter()
+                .filter_map(|a| match self.address(rec, "AAAA", a) {
+                    Some(IpAddr::V6(v6)) => Some(RData::Aaaa(v6)),
+                    Some(IpAddr::V4(_)) => {
+                        self.error(rec, Some("AAAA"), format!("{a} is IPv4: put it under A"));
+                        None
+                    }
+                    None => None,
+                })
+                .collect();
+            push(RecordType::Aaaa, data);
+        }
+        if let Some(t) = raw.cname.and_then(|t| self.name(apex, rec, "CNAME", &t)) {
+            if &t == owner {
+                self.error(rec, Some("CNAME"), "a CNAME cannot point at itself");
+            }
+            push(RecordType::Cname, vec![RData::Cname(t)]);
+        }
+        if let Some(v) = raw.txt {
+            let mut data = Vec::new();
+            for t in v.into_vec() {
+                data.push(RData::Txt(split_txt(&t)));
+            }
+            push(RecordType::Txt, data);
+        }
+        if let Some(v) = raw.mx {
+            let data = v
+                .into_vec()
+                .iter()
+                .filter_map(|m| self.mx(apex, rec, m))
+                .collect();
+            push(RecordType::Mx, data);
+        }
+        if let Some(v) = raw.srv {
+            let data = v
+                .into_vec()
+                .iter()
+                .filter_map(|s| self.srv(apex, rec, s))
+                .collect();
+            push(RecordType::Srv, data);
+        }
+        if let Some(v) = raw.caa {
+            let data = v
+                .into_vec()
+                .iter()
+                .filter_map(|c| self.caa(rec, c))
+                .collect();
+            push(RecordType::Caa, data);
+        }
+        if let Some(v) = raw.ns {
+            let data = v
+                .into_vec()
+                .iter()
+                .filter_map(|n| self.name(apex, rec, "NS", n).map(RData::Ns))
+                .collect();
+            push(RecordType::Ns, data);
+        }
+        if node.rrset(RecordType::Cname).is_some()
+            && (node.rrsets.len() > 1 || raw.service.is_some())
+        {
+            self.error(
+                rec,
+                Some("CNAME"),
+                "a CNAME cannot stand beside other data at the same name (RFC 1034 section 3.6.2)",
+            );
+        }
+        if let Some(s) = raw.service {
+            if node.rrset(RecordType::A).is_some() || node.rrset(RecordType::Aaaa).is_some() {
+                self.error(
+                    rec,
+                    Some("service"),
+                    "a service computes the A and AAAA answers: remove the static A/AAAA records",
+                );
+            }
+            node.service = self.service(rec, owner, s, datacenters).map(Arc::new);
+        }
+        node
+    }
+
+    fn service(
+        &mut self,
+        rec: Option<&str>,
+        owner: &Name,
+        raw: RawService,
+        datacenters: &[Datacenter],
+    ) -> Option<Service> {
+        let ttl = self.ttl(rec, "service.ttl", raw.ttl.unwrap_or(DEFAULT_SERVICE_TTL));
+        let answers = raw.answers.unwrap_or(DEFAULT_SERVICE_ANSWERS);
+        if answers == 0 {
+            self.error(rec, Some("service.answers"), "must be at least 1");
+        }
+        if raw.endpoints.is_empty() {
+            self.error(
+                rec,
+                Some("service.endpoints"),
+                "a service needs endpoints in at least one data center",
+            );
+        }
+        let mut dcs = Vec::new();
+        let mut ok = true;
+        for (dc_name, addrs) in &raw.endpoints {
+            let field = format!("service.endpoints.{dc_name}");
+            let Some(dc) = datacenters.iter().position(|d| &d.name == dc_name) else {
+                self.error(
+                    rec,
+                    Some(&field),
+                    format!("data center {dc_name:?} is not defined under `datacenters`"),
+                );
+                ok = false;
+                continue;
+            };
+            if addrs.is_empty() {
+                self.error(rec, Some(&field), "no endpoint addresses");
+                ok = false;
+            }
+            let mut endpoints = Vec::new();
+            for a in addrs {
+                match self.address(rec, &field, a) {
+                    Some(ip) if endpoints.contains(&ip) => {
+                        self.error(rec, Some(&field), format!("endpoint {ip} is listed twice"));
+                        ok = false;
+                    }
+                    Some(ip) => endpoints.push(ip),
+                    None => ok = false,
+                }
+            }
+            dcs.push(ServiceDc { dc, endpoints });
+        }
+        (ok && answers > 0).then(|| Service {
+            name: owner.clone(),
+            ttl,
+            answers,
+            dcs,
+        })
+    }
+
+    fn mx(&mut self, apex: &Name, rec: Option<&str>, text: &str) -> Option<RData> {
+        let mut parts = text.split_whitespace();
+        match (
+            parts.next().map(str::parse::<u16>),
+            parts.next(),
+            parts.next(),
+        ) {
+            (Some(Ok(preference)), Some(host), None) => {
+                let exchange = self.name(apex, rec, "MX", host)?;
+                Some(RData::Mx {
+                    preference,
+                    exchange,
+                })
+            }
+            _ => {
+                self.error(
+                    rec,
+                    Some("MX"),
+                    format!(
+                        "{text:?} is not \"PREFERENCE EXCHANGE\" (e.g. \"10 mail.example.com.\")"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn srv(&mut self, apex: &Name, rec: Option<&str>, text: &str) -> Option<RData> {
+        let parts: Vec<&str> = text.split_whitespace().collect();
+        let nums: Vec<Option<u16>> = parts.iter().take(3).map(|p| p.parse().ok()).collect();
+        match (parts.len(), nums.as_slice()) {
+            (4, [Some(priority), Some(weight), Some(port)]) => {
+                let target = self.name(apex, rec, "SRV", parts[3])?;
+                Some(RData::Srv {
+                    priority: *priority,
+                    weight: *weight,
+                    port: *port,
+                    target,
+                })
+            }
+            _ => {
+                self.error(
+                    rec,
+                    Some("SRV"),
+                    format!(
+                        "{text:?} is not \"PRIORITY WEIGHT PORT TARGET\" (e.g. \"10 5 443 www\")"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn caa(&mut self, rec: Option<&str>, text: &str) -> Option<RData> {
+        let mut parts = text.splitn(3, char::is_whitespace);
+        let flags = parts.next().and_then(|f| f.parse::<u8>().ok());
+        let tag = parts.next();
+        let value = parts.next().map(|v| v.trim().trim_matches('"'));
+        match (flags, tag, value) {
+            (Some(flags), Some(tag), Some(value))
+                if !tag.is_empty()
+                    && tag.len() < 256
+                    && tag.chars().all(|c| c.is_ascii_alphanumeric()) =>
+            {
+                Some(RData::Caa {
+                    critical: flags & 0x80 != 0,
+                    tag: tag.to_ascii_lowercase(),
+                    value: value.to_string(),
+                })
+            }
+            _ => {
+                self.error(
+                    rec,
+                    Some("CAA"),
+                    format!(
+                        "{text:?} is not \"FLAGS TAG VALUE\" (e.g. '0 issue \"letsencrypt.org\"')"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_delegations(
+        &mut self,
+        apex: &Name,
+        nodes: &HashMap<Name, Node>,
+        delegations: &HashSet<Name>,
+        spelled: &HashMap<Name, String>,
+    ) {
+        for (name, node) in nodes {
+            // Find a delegation strictly above this name.
+            let mut cur = name.parent();
+            while let Some(p) = cur {
+                if &p == apex || !p.is_subdomain_of(apex) {
+                    break;
+                }
+                if delegations.contains(&p) {
+                    let only_glue = node.service.is_none()
+                        && node
+                            .rrsets
+                            .iter()
+                            .all(|s| matches!(s.rtype, RecordType::A | RecordType::Aaaa));
+                    if !only_glue {
+                        let key = spelled.get(name).map(String::as_str);
+                        self.error(
+                            key,
+                            Some("name"),
+                            format!("{name} lies below the delegation {p}: only glue (A/AAAA) may be given there"),
+                        );
+                    }
+                    break;
+                }
+                cur = p.parent();
+            }
+            if delegations.contains(name)
+                && (node.service.is_some()
+                    || node.rrsets.iter().any(|s| {
+                        !matches!(s.rtype, RecordType::Ns | RecordType::A | RecordType::Aaaa)
+                    }))
+            {
+                let key = spelled.get(name).map(String::as_str);
+                self.error(
+                    key,
+                    Some("NS"),
+                    format!("{name} is a delegation: it may carry only NS (and glue) records"),
+                );
+            }
+        }
+    }
+}
+
+fn add_addresses(node: &mut Node, addrs: &[IpAddr], ttl: u32) {
+    for ip in addrs {
+        let rtype = match ip {
+            IpAddr::V4(_) => RecordType::A,
+            IpAddr::V6(_) => RecordType::Aaaa,
+        };
+        match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
+            Some(set) => set.data.push(RData::from(*ip)),
+            None => node.rrsets.push(RrSet {
+                rtype,
+                ttl,
+                data: vec![RData::from(*ip)],
+            }),
+        }
+    }
+}
+
+/// A TXT value longer than 255 octets is split into several character strings, as zone-file
+/// tools do; the record still reads as one string to clients that join them.
+fn split_txt(text: &str) -> Vec<String> {
+    if text.is_empty() {
+        return vec![String::new()];
+    }
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in text.chars() {
+        if cur.len() + c.len_utf8() > 255 {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(c);
+    }
+    out.push(cur);
+    out
+}
+
+/// The first line (1-based) where `key` appears as a mapping key, for messages.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let candidates = [
+        format!("{key}:"),
+        format!("\"{key}\":"),
+        format!("'{key}':"),
+    ];
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            candidates.iter().any(|c| t.starts_with(c.as_str()))
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "
+zone: api.example.com
+soa: { primary: ns1, contact: hostmaster@example.com }
+nameservers: { ns1: [192.0.2.53] }
+";
+
+    #[test]
+    fn a_minimal_zone_parses() {
+        let z = parse_zone(MINIMAL, "t.yaml").unwrap();
+        assert_eq!(z.apex.as_str(), "api.example.com");
+        assert_eq!(z.soa.rname.as_str(), "hostmaster.example.com");
+        assert_eq!(z.soa.mname.as_str(), "ns1.api.example.com");
+        let ns1 = &z.nodes[&Name::parse("ns1.api.example.com").unwrap()];
+        assert_eq!(ns1.rrset(RecordType::A).unwrap().data.len(), 1);
+    }
+
+    #[test]
+    fn empty_non_terminals_are_found() {
+        let text = format!("{MINIMAL}records:\n  a.b.c: {{ A: 192.0.2.1 }}\n");
+        let z = parse_zone(&text, "t.yaml").unwrap();
+        assert!(
+            z.empty_non_terminals
+                .contains(&Name::parse("b.c.api.example.com").unwrap())
+        );
+        assert!(
+            z.empty_non_terminals
+                .contains(&Name::parse("c.api.example.com").unwrap())
+        );
+        assert!(!z.empty_non_terminals.contains(&z.apex));
+    }
+
+    #[test]
+    fn long_txt_is_split_into_strings() {
+        let parts = split_txt(&"x".repeat(600));
+        assert_eq!(
+            parts.iter().map(String::len).collect::<Vec<_>>(),
+            [255, 255, 90]
+        );
+    }
+
+    #[test]
+    fn errors_carry_file_line_record_and_field() {
+        let text = format!("{MINIMAL}records:\n  www: {{ A: [300.1.1.1] }}\n");
+        let e = parse_zone(&text, "t.yaml").unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        let msg = e.0[0].to_string();
+        assert_eq!(
+            msg,
+            "t.yaml:6: zone api.example.com, record www, field A: \"300.1.1.1\" is not an IPv4 or IPv6 address"
+        );
+    }
+}
