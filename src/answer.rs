@@ -1,8 +1,47 @@
-//! Choosing the records for a query: a pure, synchronous function of the zone set and the query.
-//! Authoritative semantics (NXDOMAIN, NODATA, CNAME chasing, referrals, minimal ANY) live here;
-//! the DNS frontend only translates to and from the wire.
+//! Choosing the records for a query: a pure, synchronous function of the zone set, the query and
+//! the client. Authoritative semantics (NXDOMAIN, NODATA, CNAME chasing, referrals, minimal ANY)
+//! and the routing policies (nearest, geo rules, failover, weighted) live here; the DNS frontend
+//! only translates to and from the wire.
 
-use crate::model::{Name, RData, RecordType, Rr, Service, Zone, ZoneSet};
+use std::net::IpAddr;
+
+use crate::geo::{self, Located, Locator};
+use crate::model::{
+    GeoKey, GeoTarget, Name, Policy, RData, RecordType, Rr, Service, WhenAllDown, Zone, ZoneSet,
+};
+
+/// The longest ECS scope we return: resolvers cache per /24 (IPv4) and /56 (IPv6) at most
+/// (RFC 7871 section 11.1 recommends those source prefixes), so a longer scope only fragments
+/// their caches.
+pub const MAX_SCOPE_V4: u8 = 24;
+pub const MAX_SCOPE_V6: u8 = 56;
+
+/// Endpoint health as the answer code sees it. The health module provides the real one.
+pub trait Health: Send + Sync {
+    /// Whether `ip` of the service's DC number `dc` (index into `Service::dcs`) may be served.
+    fn endpoint_up(&self, service: &Service, dc: usize, ip: IpAddr) -> bool;
+}
+
+/// Every endpoint up (before health checks exist, and in tests).
+pub struct AllUp;
+
+impl Health for AllUp {
+    fn endpoint_up(&self, _: &Service, _: usize, _: IpAddr) -> bool {
+        true
+    }
+}
+
+/// Who is asking, and the means to place them.
+pub struct Client<'a> {
+    /// The address that decides: the ECS address when the resolver sent one, else its own.
+    pub addr: IpAddr,
+    /// The ECS source prefix, when the query carried ECS with a non-zero one.
+    pub ecs_prefix: Option<u8>,
+    pub locator: &'a dyn Locator,
+    pub health: &'a dyn Health,
+    /// Varies per query to rotate among a DC's endpoints.
+    pub rotation: usize,
+}
 
 /// The type a query asks for, as far as answer selection cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +74,8 @@ pub enum Outcome {
     Referral,
     /// Not a name we are authoritative for.
     Refused,
+    /// A service with nothing up, answered by its `when_all_down` policy.
+    AllDown,
 }
 
 /// Everything the DNS frontend needs to write the response.
@@ -46,6 +87,10 @@ pub struct Answer {
     pub answers: Vec<Rr>,
     pub authority: Vec<Rr>,
     pub additional: Vec<Rr>,
+    /// How many leading bits of the client address the answer depended on (the ECS scope).
+    pub scope: u8,
+    /// The DC the answer came from, for service answers.
+    pub dc: Option<String>,
 }
 
 impl Answer {
@@ -57,6 +102,8 @@ impl Answer {
             answers: Vec::new(),
             authority: Vec::new(),
             additional: Vec::new(),
+            scope: 0,
+            dc: None,
         }
     }
 
@@ -68,8 +115,8 @@ impl Answer {
 /// How many CNAMEs are followed inside the zone before giving up.
 const MAX_CNAME_CHAIN: usize = 8;
 
-/// Answers `qtype` at `qname` from `zones`.
-pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType) -> Answer {
+/// Answers `qtype` at `qname` from `zones` for `client`.
+pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> Answer {
     let Some(zone) = zones.find(qname) else {
         return Answer::refused();
     };
@@ -107,11 +154,11 @@ pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType) -> Answer {
             QType::Any => {
                 // RFC 8482: one RRset is enough, so the server is no amplifier.
                 if let Some(service) = &node.service {
-                    out.answers.extend(
-                        service_records(zone, service, RecordType::A)
-                            .into_iter()
-                            .take(1),
-                    );
+                    let sel = select(zone, service, RecordType::A, client);
+                    if let Some(ip) = sel.addresses.first() {
+                        out.answers.push(service_rr(service, *ip, sel.degraded));
+                        out.scope = sel.scope;
+                    }
                 }
                 if let (true, Some(set)) = (out.answers.is_empty(), node.rrsets.first()) {
                     push_set(&mut out.answers, &name, set.ttl, &set.data[..1]);
@@ -119,7 +166,22 @@ pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType) -> Answer {
             }
             QType::Known(rtype @ (RecordType::A | RecordType::Aaaa)) if node.service.is_some() => {
                 if let Some(service) = &node.service {
-                    out.answers.extend(service_records(zone, service, rtype));
+                    let sel = select(zone, service, rtype, client);
+                    if sel.all_down && service.when_all_down == WhenAllDown::ServFail {
+                        out.outcome = Outcome::AllDown;
+                        out.rcode = Rcode::ServFail;
+                        out.answers.clear();
+                        return out;
+                    }
+                    out.scope = sel.scope;
+                    out.dc = sel
+                        .chosen_dc()
+                        .map(|i| zone.datacenters[service.dcs[i].dc].name.clone());
+                    out.answers.extend(
+                        sel.addresses
+                            .iter()
+                            .map(|ip| service_rr(service, *ip, sel.degraded)),
+                    );
                 }
             }
             QType::Known(rtype) => {
@@ -147,28 +209,277 @@ pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType) -> Answer {
     out
 }
 
-/// A service's A or AAAA records. Until geo steering lands: the first DC that has endpoints of
-/// the family, at most `answers` of them.
-fn service_records(zone: &Zone, service: &Service, rtype: RecordType) -> Vec<Rr> {
-    let _ = zone;
+fn service_rr(service: &Service, ip: IpAddr, _degraded: bool) -> Rr {
+    Rr {
+        name: service.name.clone(),
+        ttl: service.ttl,
+        data: RData::from(ip),
+    }
+}
+
+/// Why a DC stands where it does in a client's order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reason {
+    /// Great-circle distance from the client, in km.
+    Distance(f64),
+    /// Listed by the geo rule with this label, at this position.
+    Rule(String, usize),
+    /// Not listed by the matching rule: after the listed ones, by distance (km) when known.
+    AfterRule(String, Option<f64>),
+    /// Position in the zone file's list (failover, or nearest for an unlocated client).
+    Priority(usize),
+    /// Weighted choice: the weight and this client network's score (highest first).
+    Weight(u32, f64),
+}
+
+/// One DC in a client's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Index into `Service::dcs`.
+    pub dc: usize,
+    pub reason: Reason,
+    /// Endpoints of the asked family, and how many of them are up.
+    pub endpoints: usize,
+    pub up: usize,
+}
+
+/// The whole decision for one service query: what `answer` uses and `explain` prints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    pub located: Option<Located>,
+    pub candidates: Vec<Candidate>,
+    pub addresses: Vec<IpAddr>,
+    /// Indexes into `candidates` of the DCs the addresses came from, in order.
+    pub used: Vec<usize>,
+    pub scope: u8,
+    /// No endpoint of the family is up: the `when_all_down` policy applied.
+    pub all_down: bool,
+    /// Some DC of the service has an endpoint down.
+    pub degraded: bool,
+}
+
+impl Selection {
+    /// The DC (index into `Service::dcs`) of the first address.
+    pub fn chosen_dc(&self) -> Option<usize> {
+        self.used.first().map(|&c| self.candidates[c].dc)
+    }
+}
+
+/// Orders the service's DCs for the client, drops what is down, and picks the addresses.
+pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client) -> Selection {
     let want_v4 = rtype == RecordType::A;
-    service
+    let cap = if client.addr.to_canonical().is_ipv4() {
+        MAX_SCOPE_V4
+    } else {
+        MAX_SCOPE_V6
+    };
+    let needs_location = matches!(service.policy, Policy::Nearest | Policy::Geo { .. });
+    let located = if needs_location {
+        client.locator.locate(client.addr)
+    } else {
+        None
+    };
+
+    let mut order: Vec<(usize, Reason)> = match &service.policy {
+        Policy::Failover => (0..service.dcs.len())
+            .map(|i| (i, Reason::Priority(i)))
+            .collect(),
+        Policy::Nearest => by_distance(zone, service, located.as_ref()),
+        Policy::Geo { rules, default } => {
+            let loc = located.as_ref().map(|l| &*l.location);
+            let rule = loc.and_then(|loc| {
+                rules
+                    .iter()
+                    .filter(|r| geo_matches(&r.key, loc))
+                    .max_by_key(|r| r.key.specificity())
+            });
+            let (label, target) = match rule {
+                Some(r) => (r.label.as_str(), &r.target),
+                None => ("default", default),
+            };
+            let nearest = by_distance(zone, service, located.as_ref());
+            match target {
+                GeoTarget::Nearest => nearest,
+                GeoTarget::Dcs(listed) => {
+                    let mut out: Vec<(usize, Reason)> = listed
+                        .iter()
+                        .enumerate()
+                        .map(|(pos, &dc)| (dc, Reason::Rule(label.to_string(), pos)))
+                        .collect();
+                    for (dc, reason) in nearest {
+                        if !listed.contains(&dc) {
+                            let km = match reason {
+                                Reason::Distance(km) => Some(km),
+                                _ => None,
+                            };
+                            out.push((dc, Reason::AfterRule(label.to_string(), km)));
+                        }
+                    }
+                    out
+                }
+            }
+        }
+        Policy::Weighted(weights) => {
+            let net = geo::mask(client.addr.to_canonical(), cap);
+            let mut scored: Vec<(usize, Reason, f64)> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| {
+                    let name = &zone.datacenters[service.dcs[i].dc].name;
+                    let score = weighted_score(net, name, w);
+                    (i, Reason::Weight(w, score), score)
+                })
+                .collect();
+            scored.sort_by(|a, b| b.2.total_cmp(&a.2));
+            scored.into_iter().map(|(i, r, _)| (i, r)).collect()
+        }
+    };
+
+    let mut candidates = Vec::with_capacity(order.len());
+    let mut degraded = false;
+    for (dc, reason) in order.drain(..) {
+        let eps = service.dcs[dc]
+            .endpoints
+            .iter()
+            .filter(|ip| ip.is_ipv4() == want_v4);
+        let (mut endpoints, mut up) = (0, 0);
+        for ip in eps {
+            endpoints += 1;
+            if client.health.endpoint_up(service, dc, *ip) {
+                up += 1;
+            }
+        }
+        degraded |= up < endpoints;
+        candidates.push(Candidate {
+            dc,
+            reason,
+            endpoints,
+            up,
+        });
+    }
+
+    let all_down = candidates.iter().all(|c| c.up == 0);
+    let mut addresses = Vec::new();
+    let mut used = Vec::new();
+    for (ci, cand) in candidates.iter().enumerate() {
+        if cand.endpoints == 0 || (!all_down && cand.up == 0) {
+            // A DC with nothing of the asked family, or nothing up, is skipped.
+            continue;
+        }
+        let eps: Vec<IpAddr> = service.dcs[cand.dc]
+            .endpoints
+            .iter()
+            .copied()
+            .filter(|ip| ip.is_ipv4() == want_v4)
+            .filter(|ip| all_down || client.health.endpoint_up(service, cand.dc, *ip))
+            .collect();
+        let start = client.rotation % eps.len();
+        let room = service.answers - addresses.len();
+        addresses.extend(eps.iter().cycle().skip(start).take(eps.len().min(room)));
+        used.push(ci);
+        if !service.fill || addresses.len() >= service.answers {
+            break;
+        }
+    }
+    if all_down && service.when_all_down != WhenAllDown::ServeAll {
+        addresses.clear();
+        used.clear();
+    }
+
+    let scope = match (&service.policy, &located) {
+        (Policy::Failover, _) => 0,
+        (Policy::Weighted(_), _) => cap,
+        (_, Some(l)) => l.prefix.min(cap),
+        (_, None) => cap,
+    };
+    Selection {
+        located,
+        candidates,
+        addresses,
+        used,
+        scope,
+        all_down,
+        degraded,
+    }
+}
+
+/// DCs by great-circle distance from the client; an unlocated client gets the zone file's order.
+fn by_distance(zone: &Zone, service: &Service, located: Option<&Located>) -> Vec<(usize, Reason)> {
+    let here = located.and_then(|l| geo::coordinates(&l.location));
+    let Some((lat, lon)) = here else {
+        return (0..service.dcs.len())
+            .map(|i| (i, Reason::Priority(i)))
+            .collect();
+    };
+    let mut v: Vec<(usize, Reason)> = service
         .dcs
         .iter()
-        .map(|dc| {
-            dc.endpoints
-                .iter()
-                .filter(|ip| ip.is_ipv4() == want_v4)
-                .take(service.answers)
-                .map(|ip| Rr {
-                    name: service.name.clone(),
-                    ttl: service.ttl,
-                    data: RData::from(*ip),
-                })
-                .collect::<Vec<_>>()
+        .enumerate()
+        .map(|(i, sdc)| {
+            let dc = &zone.datacenters[sdc.dc];
+            (
+                i,
+                Reason::Distance(distance_km((lat, lon), (dc.latitude, dc.longitude))),
+            )
         })
-        .find(|v| !v.is_empty())
-        .unwrap_or_default()
+        .collect();
+    // A stable sort: equal distances keep the zone file's order.
+    v.sort_by(|a, b| match (&a.1, &b.1) {
+        (Reason::Distance(x), Reason::Distance(y)) => x.total_cmp(y),
+        _ => std::cmp::Ordering::Equal,
+    });
+    v
+}
+
+fn geo_matches(key: &GeoKey, loc: &geo::Location) -> bool {
+    match key {
+        GeoKey::Continent(c) => loc.continent.as_deref() == Some(c.as_str()),
+        GeoKey::Country(c) => loc.country.as_deref() == Some(c.as_str()),
+        GeoKey::Subdivision { country, code } => {
+            loc.country.as_deref() == Some(country.as_str())
+                && loc.subdivision.as_deref() == Some(code.as_str())
+        }
+    }
+}
+
+/// Great-circle distance by the haversine formula, Earth radius 6371 km.
+pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (la1, lo1, la2, lo2) = (
+        a.0.to_radians(),
+        a.1.to_radians(),
+        b.0.to_radians(),
+        b.1.to_radians(),
+    );
+    let h = ((la2 - la1) / 2.0).sin().powi(2)
+        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
+    2.0 * 6371.0 * h.sqrt().min(1.0).asin()
+}
+
+/// Weighted rendezvous hashing: each (client network, DC) pair gets a stable pseudo-random
+/// score; the highest wins. A DC's share is proportional to its weight, and when a DC leaves
+/// only its own clients move.
+fn weighted_score(net: IpAddr, dc: &str, weight: u32) -> f64 {
+    if weight == 0 {
+        return f64::NEG_INFINITY;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes: Vec<u8> = match net {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    for b in bytes.iter().chain(dc.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64 finaliser, for well-spread bits.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    // u in (0, 1]; score = -w / ln(u) ranks proportionally to weight.
+    let u = ((h >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    -f64::from(weight) / u.ln().min(-f64::MIN_POSITIVE)
 }
 
 fn push_set(out: &mut Vec<Rr>, name: &Name, ttl: u32, data: &[RData]) {
@@ -216,6 +527,143 @@ fn add_glue(zone: &Zone, ns: &[RData], additional: &mut Vec<Rr>) {
     }
 }
 
+/// Why a query gets the answer it gets: what `steerdns explain` prints.
+pub struct Explanation {
+    pub qname: Name,
+    pub qtype: QType,
+    pub client: IpAddr,
+    pub ecs_prefix: Option<u8>,
+    pub answer: Answer,
+    /// For service names: the zone, the service and the full selection.
+    pub selection: Option<(std::sync::Arc<Zone>, std::sync::Arc<Service>, Selection)>,
+}
+
+/// Answers the query and keeps the selection that led to it.
+pub fn explain(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> Explanation {
+    let answer = answer(zones, qname, qtype, client);
+    let selection = zones.find(qname).and_then(|zone| {
+        let service = zone.nodes.get(qname)?.service.clone()?;
+        let rtype = match qtype {
+            QType::Known(RecordType::Aaaa) => RecordType::Aaaa,
+            _ => RecordType::A,
+        };
+        let sel = select(zone, &service, rtype, client);
+        Some((zone.clone(), service, sel))
+    });
+    Explanation {
+        qname: qname.clone(),
+        qtype,
+        client: client.addr,
+        ecs_prefix: client.ecs_prefix,
+        answer,
+        selection,
+    }
+}
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let qtype = match self.qtype {
+            QType::Known(t) => t.to_string(),
+            QType::Any => "ANY".to_string(),
+            QType::Other(n) => format!("TYPE{n}"),
+        };
+        match self.ecs_prefix {
+            Some(p) => writeln!(
+                f,
+                "query:     {} {qtype} for client subnet {}/{p}",
+                self.qname, self.client
+            )?,
+            None => writeln!(f, "query:     {} {qtype} from {}", self.qname, self.client)?,
+        }
+        if let Some((zone, service, sel)) = &self.selection {
+            match &sel.located {
+                Some(l) => {
+                    let loc = &l.location;
+                    let coords = geo::coordinates(loc)
+                        .map(|(a, b)| format!("{a:.2}, {b:.2}"))
+                        .unwrap_or_else(|| "no coordinates".into());
+                    writeln!(
+                        f,
+                        "location:  continent {}, country {}, subdivision {}, at {coords} (network /{}, from {})",
+                        loc.continent.as_deref().unwrap_or("-"),
+                        loc.country.as_deref().unwrap_or("-"),
+                        loc.subdivision.as_deref().unwrap_or("-"),
+                        l.prefix,
+                        l.source
+                    )?;
+                }
+                None if matches!(service.policy, Policy::Failover | Policy::Weighted(_)) => {
+                    writeln!(f, "location:  not needed by this policy")?
+                }
+                None => writeln!(
+                    f,
+                    "location:  unknown (no GeoIP database knows the address)"
+                )?,
+            }
+            let policy = match &service.policy {
+                Policy::Nearest => "nearest".to_string(),
+                Policy::Failover => "failover".to_string(),
+                Policy::Weighted(_) => "weighted".to_string(),
+                Policy::Geo { .. } => "geo rules".to_string(),
+            };
+            writeln!(
+                f,
+                "policy:    {policy}, up to {} address(es){}",
+                service.answers,
+                if service.fill {
+                    ", filled from the next DC"
+                } else {
+                    ""
+                }
+            )?;
+            writeln!(f, "candidates:")?;
+            for (i, c) in sel.candidates.iter().enumerate() {
+                let name = &zone.datacenters[service.dcs[c.dc].dc].name;
+                let why = match &c.reason {
+                    Reason::Distance(km) => format!("{km:.0} km away"),
+                    Reason::Rule(label, pos) => format!("rule {label}, position {}", pos + 1),
+                    Reason::AfterRule(label, Some(km)) => {
+                        format!("not in rule {label}; {km:.0} km away")
+                    }
+                    Reason::AfterRule(label, None) => format!("not in rule {label}"),
+                    Reason::Priority(p) => format!("listed {}", p + 1),
+                    Reason::Weight(w, score) => format!("weight {w}, score {score:.3}"),
+                };
+                let state = if c.endpoints == 0 {
+                    "no endpoint of this family: skipped".to_string()
+                } else {
+                    format!("{}/{} endpoints up", c.up, c.endpoints)
+                };
+                let mark = if sel.used.contains(&i) {
+                    "  <- answers"
+                } else {
+                    ""
+                };
+                writeln!(f, "  {}. {name:<8} {why}; {state}{mark}", i + 1)?;
+            }
+            if sel.all_down {
+                writeln!(
+                    f,
+                    "all down:  nothing is up; when_all_down = {:?}",
+                    service.when_all_down
+                )?;
+            }
+        }
+        writeln!(
+            f,
+            "rcode:     {:?} ({:?})",
+            self.answer.rcode, self.answer.outcome
+        )?;
+        if self.answer.answers.is_empty() {
+            writeln!(f, "answer:    (none)")?;
+        }
+        for rr in &self.answer.answers {
+            writeln!(f, "answer:    {} {} {}", rr.name, rr.ttl, rr.data)?;
+        }
+        write!(f, "ECS scope: /{}", self.answer.scope)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,8 +698,23 @@ records:
         }
     }
 
+    fn client(addr: &str) -> Client<'static> {
+        Client {
+            addr: addr.parse().unwrap(),
+            ecs_prefix: None,
+            locator: &geo::NoLocation,
+            health: &AllUp,
+            rotation: 0,
+        }
+    }
+
     fn q(name: &str, t: RecordType) -> Answer {
-        answer(&zones(), &Name::parse(name).unwrap(), QType::Known(t))
+        answer(
+            &zones(),
+            &Name::parse(name).unwrap(),
+            QType::Known(t),
+            &client("192.0.2.1"),
+        )
     }
 
     #[test]
@@ -370,6 +833,7 @@ records:
             &zones(),
             &Name::parse("www.api.example.com").unwrap(),
             QType::Any,
+            &client("192.0.2.1"),
         );
         assert_eq!(a.answers.len(), 1);
     }
@@ -378,5 +842,331 @@ records:
     fn apex_ns_answers_carry_in_zone_glue_only() {
         let a = q("api.example.com", RecordType::Ns);
         assert_eq!(a.additional.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod selection_tests {
+    use super::*;
+    use crate::geo::{Location, StaticLocator};
+    use crate::zone_file::parse_zone;
+
+    fn loc(continent: &str, country: &str, sub: &str, coords: Option<(f64, f64)>) -> Location {
+        let s = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        Location {
+            continent: s(continent),
+            country: s(country),
+            subdivision: s(sub),
+            coordinates: coords,
+        }
+    }
+
+    /// Network → location table the tests rely on.
+    fn locator() -> StaticLocator {
+        let e = |net: &str, l: Location| (net.parse().unwrap(), l);
+        StaticLocator {
+            entries: vec![
+                e("81.2.69.0/24", loc("EU", "GB", "ENG", Some((51.5, -0.1)))),
+                e("8.8.8.0/24", loc("NA", "US", "CA", Some((37.4, -122.1)))),
+                e("13.107.0.0/16", loc("NA", "US", "NY", Some((40.7, -74.0)))),
+                e("1.1.1.0/24", loc("OC", "AU", "", Some((-33.9, 151.2)))),
+                e("202.12.27.0/24", loc("AS", "JP", "", Some((35.7, 139.7)))),
+                e("2a02:d180::/29", loc("EU", "DE", "", Some((51.5, 10.5)))),
+                e("2001:218::/32", loc("AS", "JP", "", None)),
+                e("2.3.3.0/24", loc("EU", "", "", None)),
+                // Equidistant from fra2 and fra: the zone file's order breaks the tie.
+                e("100.64.0.0/24", loc("EU", "DE", "", Some((50.11, 8.68)))),
+            ],
+        }
+    }
+
+    fn zone(service: &str) -> Zone {
+        let text = format!(
+            "
+zone: api.example.com
+soa: {{ primary: ns1, contact: hostmaster.example.com }}
+nameservers: {{ ns1: [192.0.2.53] }}
+datacenters:
+  fra: {{ location: [50.11, 8.68] }}
+  iad: {{ location: [38.95, -77.45] }}
+  sin: {{ location: [1.35, 103.82] }}
+  sjc: {{ location: [37.34, -121.89] }}
+  fra2: {{ location: [50.11, 8.68] }}
+records:
+  www:
+    service:
+{service}
+"
+        );
+        parse_zone(&text, "t.yaml").unwrap()
+    }
+
+    const ENDPOINTS: &str = "      endpoints:
+        fra: [10.0.1.1, 10.0.1.2, \"2001:db8:1::1\"]
+        iad: [10.0.2.1]
+        sin: [10.0.3.1, \"2001:db8:3::1\"]
+        sjc: [10.0.4.1]
+        fra2: [10.0.5.1]";
+
+    struct Down(Vec<IpAddr>);
+    impl Health for Down {
+        fn endpoint_up(&self, _: &Service, _: usize, ip: IpAddr) -> bool {
+            !self.0.contains(&ip)
+        }
+    }
+
+    fn run(
+        zone: &Zone,
+        addr: &str,
+        rtype: RecordType,
+        health: &dyn Health,
+        rotation: usize,
+    ) -> Selection {
+        let service = zone.nodes[&Name::parse("www.api.example.com").unwrap()]
+            .service
+            .clone()
+            .unwrap();
+        let loc = locator();
+        let client = Client {
+            addr: addr.parse().unwrap(),
+            ecs_prefix: None,
+            locator: &loc,
+            health,
+            rotation,
+        };
+        select(zone, &service, rtype, &client)
+    }
+
+    fn dc_order(zone: &Zone, sel: &Selection) -> Vec<String> {
+        let service = zone.nodes[&Name::parse("www.api.example.com").unwrap()]
+            .service
+            .clone()
+            .unwrap();
+        sel.candidates
+            .iter()
+            .map(|c| zone.datacenters[service.dcs[c.dc].dc].name.clone())
+            .collect()
+    }
+
+    fn chosen(zone: &Zone, sel: &Selection) -> String {
+        dc_order(zone, sel)[sel.used[0]].clone()
+    }
+
+    #[test]
+    fn nearest_orders_by_distance() {
+        let z = zone(&format!("      answers: 1\n{ENDPOINTS}"));
+        let cases: &[(&str, RecordType, &str, u8)] = &[
+            ("81.2.69.7", RecordType::A, "fra", 24),
+            ("13.107.1.1", RecordType::A, "iad", 16),
+            ("8.8.8.8", RecordType::A, "sjc", 24),
+            ("1.1.1.1", RecordType::A, "sin", 24),
+            ("202.12.27.33", RecordType::A, "sin", 24),
+            // IPv6 client in Germany; AAAA answer from fra, scope capped at /56 (network is /29).
+            ("2a02:d180::1", RecordType::Aaaa, "fra", 29),
+            // Japan without coordinates: the country centroid places it; sin is nearest.
+            ("2001:218::1", RecordType::Aaaa, "sin", 32),
+            // Unlocated, and continent-only without coordinates: the zone file's order.
+            ("192.0.2.1", RecordType::A, "fra", 24),
+            ("2.3.3.3", RecordType::A, "fra", 24),
+            // A tie between fra and fra2 goes to the one listed first.
+            ("100.64.0.1", RecordType::A, "fra", 24),
+        ];
+        for (addr, rtype, dc, scope) in cases {
+            let sel = run(&z, addr, *rtype, &AllUp, 0);
+            assert_eq!(chosen(&z, &sel), *dc, "{addr}");
+            assert_eq!(sel.scope, *scope, "{addr}");
+        }
+        let sel = run(&z, "81.2.69.7", RecordType::A, &AllUp, 0);
+        assert_eq!(dc_order(&z, &sel), ["fra", "fra2", "iad", "sjc", "sin"]);
+    }
+
+    #[test]
+    fn dcs_without_the_family_are_skipped() {
+        let z = zone(&format!("      answers: 1\n{ENDPOINTS}"));
+        // Australia's nearest is sin, which has IPv6; iad has none, so an AAAA from New York
+        // skips iad and sjc and gets the nearest DC that has one.
+        let sel = run(&z, "13.107.1.1", RecordType::Aaaa, &AllUp, 0);
+        assert_eq!(chosen(&z, &sel), "fra");
+        assert_eq!(sel.addresses, ["2001:db8:1::1".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn geo_rules_most_specific_wins() {
+        let z = zone(&format!(
+            "      answers: 1
+      geo:
+        EU: [iad, fra]
+        NA-US: iad
+        NA-US-CA: [sjc]
+        AS: [sin]
+        default: [fra]
+{ENDPOINTS}"
+        ));
+        let cases: &[(&str, &str, &str)] = &[
+            ("81.2.69.7", "iad", "EU"),
+            ("13.107.1.1", "iad", "NA-US"),
+            ("8.8.8.8", "sjc", "NA-US-CA"),
+            ("202.12.27.33", "sin", "AS"),
+            ("1.1.1.1", "fra", "default"),
+            ("192.0.2.1", "fra", "default"),
+        ];
+        for (addr, dc, rule) in cases {
+            let sel = run(&z, addr, RecordType::A, &AllUp, 0);
+            assert_eq!(chosen(&z, &sel), *dc, "{addr}");
+            assert!(
+                matches!(&sel.candidates[0].reason, Reason::Rule(l, 0) if l == rule),
+                "{addr}: {:?}",
+                sel.candidates[0].reason
+            );
+        }
+        // After the rule's list, the rest follow by distance.
+        let sel = run(&z, "81.2.69.7", RecordType::A, &AllUp, 0);
+        assert_eq!(dc_order(&z, &sel), ["iad", "fra", "fra2", "sjc", "sin"]);
+        // When the rule's DCs are down, the nearest remaining one answers.
+        let down = Down(vec![
+            "10.0.2.1".parse().unwrap(),
+            "10.0.1.1".parse().unwrap(),
+            "10.0.1.2".parse().unwrap(),
+        ]);
+        let sel = run(&z, "81.2.69.7", RecordType::A, &down, 0);
+        assert_eq!(chosen(&z, &sel), "fra2");
+    }
+
+    #[test]
+    fn geo_default_may_be_nearest() {
+        let z = zone(&format!(
+            "      answers: 1\n      geo: {{ AS: [fra], default: nearest }}\n{ENDPOINTS}"
+        ));
+        assert_eq!(
+            chosen(&z, &run(&z, "1.1.1.1", RecordType::A, &AllUp, 0)),
+            "sin"
+        );
+        assert_eq!(
+            chosen(&z, &run(&z, "202.12.27.33", RecordType::A, &AllUp, 0)),
+            "fra"
+        );
+    }
+
+    #[test]
+    fn failover_ignores_location_and_has_scope_zero() {
+        let z = zone(&format!(
+            "      answers: 1\n      policy: failover\n{ENDPOINTS}"
+        ));
+        for addr in ["81.2.69.7", "1.1.1.1", "8.8.8.8"] {
+            let sel = run(&z, addr, RecordType::A, &AllUp, 0);
+            assert_eq!(chosen(&z, &sel), "fra");
+            assert_eq!(sel.scope, 0);
+            assert!(
+                sel.located.is_none(),
+                "failover must not need a GeoIP lookup"
+            );
+        }
+        let down = Down(vec![
+            "10.0.1.1".parse().unwrap(),
+            "10.0.1.2".parse().unwrap(),
+        ]);
+        assert_eq!(
+            chosen(&z, &run(&z, "1.1.1.1", RecordType::A, &down, 0)),
+            "iad"
+        );
+    }
+
+    #[test]
+    fn weighted_splits_by_weight_and_is_stable_per_network() {
+        let z = zone(&format!(
+            "      answers: 1\n      weights: {{ fra: 3, iad: 1, sin: 0, sjc: 0, fra2: 0 }}\n{ENDPOINTS}"
+        ));
+        let mut counts = std::collections::HashMap::new();
+        let n = 20_000u32;
+        for i in 0..n {
+            let addr = std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8) + 7).to_string();
+            let sel = run(&z, &addr, RecordType::A, &AllUp, 0);
+            assert_eq!(sel.scope, 24);
+            let dc = chosen(&z, &sel);
+            // Another address in the same /24 gets the same DC.
+            let same_net = std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8) + 200).to_string();
+            assert_eq!(
+                chosen(&z, &run(&z, &same_net, RecordType::A, &AllUp, 0)),
+                dc
+            );
+            *counts.entry(dc).or_insert(0u32) += 1;
+        }
+        let share = |dc: &str| f64::from(*counts.get(dc).unwrap_or(&0)) / f64::from(n);
+        assert!((share("fra") - 0.75).abs() < 0.02, "fra {}", share("fra"));
+        assert!((share("iad") - 0.25).abs() < 0.02, "iad {}", share("iad"));
+        assert_eq!(share("sin"), 0.0);
+
+        // When fra is down only its clients move; iad's stay.
+        let down = Down(vec![
+            "10.0.1.1".parse().unwrap(),
+            "10.0.1.2".parse().unwrap(),
+        ]);
+        for i in 0..2_000u32 {
+            let addr = std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8) + 7).to_string();
+            let before = chosen(&z, &run(&z, &addr, RecordType::A, &AllUp, 0));
+            let after = chosen(&z, &run(&z, &addr, RecordType::A, &down, 0));
+            if before == "iad" {
+                assert_eq!(after, "iad");
+            }
+            assert_ne!(after, "fra");
+        }
+    }
+
+    #[test]
+    fn answers_rotate_and_fill() {
+        let z = zone(&format!("      answers: 2\n{ENDPOINTS}"));
+        let ips = |sel: &Selection| {
+            sel.addresses
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ips(&run(&z, "81.2.69.7", RecordType::A, &AllUp, 0)),
+            ["10.0.1.1", "10.0.1.2"]
+        );
+        assert_eq!(
+            ips(&run(&z, "81.2.69.7", RecordType::A, &AllUp, 1)),
+            ["10.0.1.2", "10.0.1.1"]
+        );
+        // iad has one endpoint: without fill the answer has one address.
+        assert_eq!(
+            ips(&run(&z, "13.107.1.1", RecordType::A, &AllUp, 0)),
+            ["10.0.2.1"]
+        );
+        let z = zone(&format!("      answers: 2\n      fill: true\n{ENDPOINTS}"));
+        assert_eq!(
+            ips(&run(&z, "13.107.1.1", RecordType::A, &AllUp, 0)),
+            ["10.0.2.1", "10.0.4.1"]
+        );
+        // A down endpoint is left out of its DC's answer.
+        let down = Down(vec!["10.0.1.1".parse().unwrap()]);
+        let sel = run(&z, "81.2.69.7", RecordType::A, &down, 0);
+        assert_eq!(ips(&sel), ["10.0.1.2", "10.0.5.1"]);
+        assert!(sel.degraded);
+    }
+
+    #[test]
+    fn when_all_down_policies() {
+        let all: Vec<IpAddr> = [
+            "10.0.1.1", "10.0.1.2", "10.0.2.1", "10.0.3.1", "10.0.4.1", "10.0.5.1",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let down = Down(all);
+        let z = zone(&format!("      answers: 1\n{ENDPOINTS}"));
+        let sel = run(&z, "1.1.1.1", RecordType::A, &down, 0);
+        assert!(sel.all_down);
+        // serve_all fails open: the nearest DC as if everything were up.
+        assert_eq!(sel.addresses, ["10.0.3.1".parse::<IpAddr>().unwrap()]);
+        let z = zone(&format!(
+            "      answers: 1\n      when_all_down: nodata\n{ENDPOINTS}"
+        ));
+        assert!(
+            run(&z, "1.1.1.1", RecordType::A, &down, 0)
+                .addresses
+                .is_empty()
+        );
     }
 }

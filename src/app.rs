@@ -10,6 +10,7 @@ use tracing::{error, info};
 
 use crate::config::Settings;
 use crate::dns::{self, Bound};
+use crate::geo::GeoDb;
 use crate::state::Snapshots;
 use crate::zone_file;
 
@@ -28,7 +29,11 @@ impl Node {
     pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         let zones = zone_file::load_dir(&settings.zones)
             .with_context(|| format!("loading zones from {}", settings.zones.display()))?;
-        let snapshots = Arc::new(Snapshots::new(zones));
+        let geo = GeoDb::open(&settings.geoip)?;
+        for db in geo.describe() {
+            info!(path = %db.path, kind = %db.database_type, built = db.build_epoch, "GeoIP database loaded");
+        }
+        let snapshots = Arc::new(Snapshots::new(zones, Some(geo)));
         let (udp, tcp) = dns::bind(settings.listen)
             .await
             .with_context(|| format!("binding DNS on {}", settings.listen))?;
@@ -64,10 +69,21 @@ impl Node {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut task = self.task;
+        let mut geo_stamp = file_stamps(&self.settings.geoip);
+        let mut watch = tokio::time::interval(GEOIP_WATCH_INTERVAL);
         loop {
             tokio::select! {
                 _ = hup.recv() => {
                     let _ = reload(&self.settings, &self.snapshots);
+                    let _ = reload_geo(&self.settings, &self.snapshots);
+                    geo_stamp = file_stamps(&self.settings.geoip);
+                }
+                _ = watch.tick() => {
+                    let stamp = file_stamps(&self.settings.geoip);
+                    if stamp != geo_stamp {
+                        geo_stamp = stamp;
+                        let _ = reload_geo(&self.settings, &self.snapshots);
+                    }
                 }
                 _ = term.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
@@ -100,6 +116,38 @@ fn reload(settings: &Settings, snapshots: &Snapshots) -> Result<(), zone_file::Z
                 error!(error = %e, "zone reload failed; keeping the previous zones");
             }
             Err(errors)
+        }
+    }
+}
+
+/// How often the GeoIP files are checked for changes.
+const GEOIP_WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Modification time and size of each file, to notice a replaced database.
+fn file_stamps(paths: &[std::path::PathBuf]) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// Re-opens the GeoIP databases. A missing or corrupt file keeps the loaded ones in use.
+pub fn reload_geo(settings: &Settings, snapshots: &Snapshots) -> Result<(), crate::geo::GeoError> {
+    match GeoDb::open(&settings.geoip) {
+        Ok(db) => {
+            for d in db.describe() {
+                info!(path = %d.path, kind = %d.database_type, built = d.build_epoch, "GeoIP database reloaded");
+            }
+            snapshots.geo.store(Some(Arc::new(db)));
+            Ok(())
+        }
+        Err(error) => {
+            error!(%error, "GeoIP reload failed; keeping the loaded database");
+            Err(error)
         }
     }
 }

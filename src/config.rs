@@ -17,6 +17,8 @@ pub struct NodeFile {
     pub listen: Option<SocketAddr>,
     /// Directory of zone YAML files.
     pub zones: Option<PathBuf>,
+    /// GeoIP databases (MaxMind format), in order of preference.
+    pub geoip: Option<Vec<PathBuf>>,
 }
 
 impl NodeFile {
@@ -32,23 +34,42 @@ impl NodeFile {
     }
 }
 
+/// The shipped databases: DB-IP City Lite (coarse, IPv4) for coordinates, then DB-IP Country
+/// Lite for IPv6 and anything the first does not know.
+pub const DEFAULT_GEOIP: [&str; 2] = [
+    "geoip/dbip-city-lite-coarse-ipv4.mmdb",
+    "geoip/dbip-country.mmdb",
+];
+
+/// Settings given on the command line; each overrides the node config file.
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub listen: Option<SocketAddr>,
+    pub zones: Option<PathBuf>,
+    pub geoip: Vec<PathBuf>,
+    pub ready_file: Option<PathBuf>,
+}
+
 /// Effective settings of a node.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
     pub zones: PathBuf,
+    /// GeoIP databases, first match wins.
+    pub geoip: Vec<PathBuf>,
     /// Where to write the bound addresses once listening (for scripts and tests).
     pub ready_file: Option<PathBuf>,
 }
 
 impl Settings {
     /// Defaults, then the file, then explicit flags.
-    pub fn resolve(
-        file: NodeFile,
-        listen: Option<SocketAddr>,
-        zones: Option<PathBuf>,
-        ready_file: Option<PathBuf>,
-    ) -> Settings {
+    pub fn resolve(file: NodeFile, flags: Flags) -> Settings {
+        let Flags {
+            listen,
+            zones,
+            geoip,
+            ready_file,
+        } = flags;
         Settings {
             listen: listen.or(file.listen).unwrap_or_else(|| {
                 DEFAULT_DNS_LISTEN
@@ -58,6 +79,11 @@ impl Settings {
             zones: zones
                 .or(file.zones)
                 .unwrap_or_else(|| PathBuf::from("zones")),
+            geoip: match (geoip, file.geoip) {
+                (flags, _) if !flags.is_empty() => flags,
+                (_, Some(file)) => file,
+                _ => DEFAULT_GEOIP.iter().map(PathBuf::from).collect(),
+            },
             ready_file,
         }
     }
@@ -70,10 +96,15 @@ mod tests {
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {
         let file = NodeFile::parse("listen: 127.0.0.2:53\nzones: /etc/steerdns/zones\n").unwrap();
-        let s = Settings::resolve(file, Some("127.0.0.3:5353".parse().unwrap()), None, None);
+        let flags = Flags {
+            listen: Some("127.0.0.3:5353".parse().unwrap()),
+            ..Flags::default()
+        };
+        let s = Settings::resolve(file, flags);
         assert_eq!(s.listen, "127.0.0.3:5353".parse().unwrap());
         assert_eq!(s.zones, PathBuf::from("/etc/steerdns/zones"));
-        let d = Settings::resolve(NodeFile::default(), None, None, None);
+        assert_eq!(s.geoip.len(), 2);
+        let d = Settings::resolve(NodeFile::default(), Flags::default());
         assert_eq!(d.listen.port(), 5300);
     }
 

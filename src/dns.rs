@@ -4,11 +4,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, SOA, SRV, TXT};
 use hickory_server::proto::rr::{self, DNSClass, Record, RecordType as HRecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
@@ -17,7 +19,8 @@ use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-use crate::answer::{self, QType, Rcode};
+use crate::answer::{self, AllUp, Client, QType, Rcode};
+use crate::geo::{self, Locator, NoLocation};
 use crate::model::{Name, RData, RecordType, Rr};
 use crate::state::Snapshots;
 
@@ -32,11 +35,15 @@ const UDP_RECV_BUFFER: usize = 4 << 20;
 /// The request handler registered with hickory's `Server`.
 pub struct Handler {
     snapshots: Arc<Snapshots>,
+    rotation: AtomicUsize,
 }
 
 impl Handler {
     pub fn new(snapshots: Arc<Snapshots>) -> Handler {
-        Handler { snapshots }
+        Handler {
+            snapshots,
+            rotation: AtomicUsize::new(0),
+        }
     }
 }
 
@@ -48,25 +55,36 @@ impl RequestHandler for Handler {
         mut response: R,
     ) -> ResponseInfo {
         let mut meta = Metadata::response_from_request(&request.metadata);
-        let resp_edns = request.edns.as_ref().map(|req| {
+        let mut resp_edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
             e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
             e
         });
-        let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
+        let ecs = match request
+            .edns
+            .as_ref()
+            .and_then(|e| e.option(EdnsCode::Subnet))
+        {
+            Some(EdnsOption::Subnet(cs)) => Some(*cs),
+            _ => None,
+        };
+        let ecs_ok = ecs.as_ref().is_none_or(ecs_is_valid);
 
         let error = if request.metadata.op_code != OpCode::Query {
             Some(ResponseCode::NotImp)
         } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             // RFC 6891 section 6.1.3: we speak EDNS version 0 only.
             Some(ResponseCode::BADVERS)
-        } else if request.queries.len() != 1 {
+        } else if request.queries.len() != 1 || !ecs_ok {
+            // RFC 7871 section 7.1.2: a malformed ECS option (prefix longer than the address,
+            // address bits set beyond the prefix) gets FORMERR.
             Some(ResponseCode::FormErr)
         } else {
             None
         };
         if let Some(code) = error {
             meta.response_code = code;
+            let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
             let msg = builder.build_no_records(meta);
             return send(&mut response, msg, meta).await;
         }
@@ -77,13 +95,47 @@ impl RequestHandler for Handler {
             || matches!(qtype, HRecordType::AXFR | HRecordType::IXFR)
         {
             meta.response_code = ResponseCode::Refused;
+            let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
             let msg = builder.build_no_records(meta);
             return send(&mut response, msg, meta).await;
         }
 
         let qname = Name::from_lower(&query.name().to_string());
         let zones = self.snapshots.zones.load();
-        let ans = answer::answer(&zones, &qname, to_qtype(qtype));
+        let geo = self.snapshots.geo.load();
+        let locator: &dyn Locator = match geo.as_deref() {
+            Some(db) => db,
+            None => &NoLocation,
+        };
+        // ECS with a zero source prefix carries no client information (RFC 7871 section 7.1.2):
+        // answer for the resolver's own address.
+        let (addr, ecs_prefix) = match &ecs {
+            Some(cs) if cs.source_prefix() > 0 => (cs.addr(), Some(cs.source_prefix())),
+            _ => (request.src().ip().to_canonical(), None),
+        };
+        let client = Client {
+            addr,
+            ecs_prefix,
+            locator,
+            health: &AllUp,
+            rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
+        };
+        let ans = answer::answer(&zones, &qname, to_qtype(qtype), &client);
+        if let (Some(cs), Some(e)) = (&ecs, resp_edns.as_mut()) {
+            // Echo family, source prefix and address; the scope says how much of the address
+            // the answer depended on (0 for answers that do not depend on it).
+            let scope = if cs.source_prefix() == 0 {
+                0
+            } else {
+                ans.scope
+            };
+            e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+                cs.addr(),
+                cs.source_prefix(),
+                scope,
+            )));
+        }
+        let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
 
         meta.authoritative = ans.authoritative;
         meta.response_code = match ans.rcode {
@@ -170,6 +222,12 @@ async fn send<'a, R: ResponseHandler>(
             })
         }
     }
+}
+
+/// RFC 7871 section 6: the source prefix fits the family and no address bit is set beyond it.
+fn ecs_is_valid(cs: &ClientSubnet) -> bool {
+    let bits = if cs.addr().is_ipv4() { 32 } else { 128 };
+    cs.source_prefix() <= bits && geo::mask(cs.addr(), cs.source_prefix()) == cs.addr()
 }
 
 fn to_qtype(t: HRecordType) -> QType {

@@ -20,6 +20,7 @@ pub mod answer;
 pub mod app;
 pub mod config;
 pub mod dns;
+pub mod geo;
 pub mod model;
 pub mod state;
 pub mod zone_file;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use steerdns::app::Node;
-use steerdns::config::{NodeFile, Settings};
+use steerdns::config::{Flags, NodeFile, Settings};
 use steerdns::zone_file;
 
 /// Multi-region DNS-based global failover: an authoritative DNS server that answers with the
@@ -25,6 +25,26 @@ struct Cli {
 enum Command {
     /// Serve DNS for the zones in a directory (the default command).
     Serve(ServeArgs),
+    /// Explain the answer a client gets: its location, the DCs in order and why.
+    Explain {
+        /// The name to ask for, e.g. www.api.example.com.
+        name: String,
+        /// The resolver's address (decides when there is no subnet).
+        #[arg(long, default_value = "127.0.0.1")]
+        client: std::net::IpAddr,
+        /// The EDNS Client Subnet the resolver would send, e.g. 81.2.69.0/24.
+        #[arg(long)]
+        subnet: Option<ipnet::IpNet>,
+        /// Query type: A or AAAA (any other type is answered from static records).
+        #[arg(long = "type", default_value = "A")]
+        qtype: String,
+        /// Directory of zone YAML files.
+        #[arg(long, default_value = "zones")]
+        zones: PathBuf,
+        /// GeoIP database(s) [default: the two shipped in geoip/].
+        #[arg(long = "geoip", value_name = "PATH")]
+        geoip: Vec<PathBuf>,
+    },
     /// Validate zone files and print every error; exit 1 if any.
     Check {
         /// Directory of zone YAML files.
@@ -44,6 +64,10 @@ struct ServeArgs {
     /// Directory of zone YAML files [default: zones].
     #[arg(long)]
     zones: Option<PathBuf>,
+    /// GeoIP database (MaxMind format); repeat to stack several, first match wins
+    /// [default: the two shipped in geoip/].
+    #[arg(long = "geoip", value_name = "PATH")]
+    geoip: Vec<PathBuf>,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -54,6 +78,23 @@ fn main() -> ExitCode {
     init_logging(&cli.log_format);
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Check { dir } => check(&dir),
+        Command::Explain {
+            name,
+            client,
+            subnet,
+            qtype,
+            zones,
+            geoip,
+        } => match explain(&name, client, subnet, &qtype, &zones, geoip) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("steerdns: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => match serve(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -87,12 +128,68 @@ fn check(dir: &std::path::Path) -> ExitCode {
     }
 }
 
+fn explain(
+    name: &str,
+    client: std::net::IpAddr,
+    subnet: Option<ipnet::IpNet>,
+    qtype: &str,
+    zones: &std::path::Path,
+    geoip: Vec<PathBuf>,
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use steerdns::answer::{self, AllUp, Client, QType};
+    use steerdns::model::{Name, RecordType};
+    let zones = zone_file::load_dir(zones)
+        .with_context(|| format!("loading zones from {}", zones.display()))?;
+    let paths = if geoip.is_empty() {
+        steerdns::config::DEFAULT_GEOIP
+            .iter()
+            .map(PathBuf::from)
+            .collect()
+    } else {
+        geoip
+    };
+    let db = steerdns::geo::GeoDb::open(&paths)?;
+    let qname = Name::parse(name).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    let qtype = match qtype.to_ascii_uppercase().as_str() {
+        "A" => QType::Known(RecordType::A),
+        "AAAA" => QType::Known(RecordType::Aaaa),
+        "TXT" => QType::Known(RecordType::Txt),
+        "MX" => QType::Known(RecordType::Mx),
+        "NS" => QType::Known(RecordType::Ns),
+        "SOA" => QType::Known(RecordType::Soa),
+        "CNAME" => QType::Known(RecordType::Cname),
+        "SRV" => QType::Known(RecordType::Srv),
+        "CAA" => QType::Known(RecordType::Caa),
+        "ANY" => QType::Any,
+        other => anyhow::bail!("unsupported query type {other}"),
+    };
+    let (addr, ecs_prefix) = match subnet {
+        Some(net) if net.prefix_len() > 0 => (net.network(), Some(net.prefix_len())),
+        _ => (client, None),
+    };
+    let client = Client {
+        addr,
+        ecs_prefix,
+        locator: &db,
+        health: &AllUp,
+        rotation: 0,
+    };
+    Ok(answer::explain(&zones, &qname, qtype, &client).to_string())
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => NodeFile::load(path)?,
         None => NodeFile::default(),
     };
-    let settings = Settings::resolve(file, args.listen, args.zones, args.ready_file);
+    let flags = Flags {
+        listen: args.listen,
+        zones: args.zones,
+        geoip: args.geoip,
+        ready_file: args.ready_file,
+    };
+    let settings = Settings::resolve(file, flags);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

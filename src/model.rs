@@ -219,6 +219,45 @@ impl RData {
     }
 }
 
+/// Presentation format, as in a zone file.
+impl fmt::Display for RData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RData::A(ip) => write!(f, "A {ip}"),
+            RData::Aaaa(ip) => write!(f, "AAAA {ip}"),
+            RData::Cname(n) => write!(f, "CNAME {n}"),
+            RData::Ns(n) => write!(f, "NS {n}"),
+            RData::Mx {
+                preference,
+                exchange,
+            } => write!(f, "MX {preference} {exchange}"),
+            RData::Txt(strings) => {
+                f.write_str("TXT")?;
+                for s in strings {
+                    write!(f, " {s:?}")?;
+                }
+                Ok(())
+            }
+            RData::Srv {
+                priority,
+                weight,
+                port,
+                target,
+            } => write!(f, "SRV {priority} {weight} {port} {target}"),
+            RData::Caa {
+                critical,
+                tag,
+                value,
+            } => write!(f, "CAA {} {tag} {value:?}", if *critical { 128 } else { 0 }),
+            RData::Soa(s) => write!(
+                f,
+                "SOA {} {} {} {} {} {} {}",
+                s.mname, s.rname, s.serial, s.refresh, s.retry, s.expire, s.minimum
+            ),
+        }
+    }
+}
+
 impl From<IpAddr> for RData {
     fn from(ip: IpAddr) -> RData {
         match ip {
@@ -267,6 +306,69 @@ pub struct ServiceDc {
     pub endpoints: Vec<IpAddr>,
 }
 
+/// How a service orders its DCs for a client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Policy {
+    /// By great-circle distance from the client.
+    Nearest,
+    /// The order the zone file lists the DCs in, wherever the client is.
+    Failover,
+    /// Split by weight, stable per client network. One weight per `Service::dcs` entry.
+    Weighted(Vec<u32>),
+    /// Ordered DC lists per continent, country or subdivision; the most specific match wins.
+    Geo {
+        rules: Vec<GeoRule>,
+        /// For clients no rule matches (and unlocated ones).
+        default: GeoTarget,
+    },
+}
+
+/// Where a geo rule applies, octoDNS-style: `EU`, `NA-US`, `NA-US-CA`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GeoKey {
+    Continent(String),
+    Country(String),
+    Subdivision { country: String, code: String },
+}
+
+impl GeoKey {
+    /// How specific the key is: the most specific matching rule wins.
+    pub fn specificity(&self) -> u8 {
+        match self {
+            GeoKey::Continent(_) => 1,
+            GeoKey::Country(_) => 2,
+            GeoKey::Subdivision { .. } => 3,
+        }
+    }
+}
+
+/// What a geo rule sends clients to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GeoTarget {
+    /// These DCs first, in this order (indexes into `Service::dcs`); the rest follow by distance.
+    Dcs(Vec<usize>),
+    /// All DCs by distance.
+    Nearest,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoRule {
+    /// The key as written (`NA-US-CA`), for explanations.
+    pub label: String,
+    pub key: GeoKey,
+    pub target: GeoTarget,
+}
+
+/// What to answer when no endpoint of a service is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenAllDown {
+    /// Fail open: answer as if everything were up (Route 53 and gdnsd do the same).
+    #[default]
+    ServeAll,
+    NoData,
+    ServFail,
+}
+
 /// A name whose A/AAAA answer is computed from data centers and their endpoints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
@@ -274,6 +376,10 @@ pub struct Service {
     pub ttl: u32,
     /// How many addresses one answer carries at most.
     pub answers: usize,
+    /// Fill an answer from the next DC when the chosen one has fewer than `answers` addresses.
+    pub fill: bool,
+    pub policy: Policy,
+    pub when_all_down: WhenAllDown,
     /// The DCs in the order the zone file lists them.
     pub dcs: Vec<ServiceDc>,
 }

@@ -1,19 +1,23 @@
 //! The live snapshots the query path reads without locks. Everything that changes state builds a
 //! new value aside and swaps it in whole.
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
+use crate::geo::GeoDb;
 use crate::model::ZoneSet;
 
 /// What a node serves right now.
 pub struct Snapshots {
     pub zones: ArcSwap<ZoneSet>,
+    /// The GeoIP database; without one every client is unlocated.
+    pub geo: ArcSwapOption<GeoDb>,
 }
 
 impl Snapshots {
-    pub fn new(zones: ZoneSet) -> Snapshots {
+    pub fn new(zones: ZoneSet, geo: Option<GeoDb>) -> Snapshots {
         Snapshots {
             zones: ArcSwap::from_pointee(zones),
+            geo: ArcSwapOption::from_pointee(geo),
         }
     }
 }

@@ -18,7 +18,8 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::model::{
-    Datacenter, Name, Node, RData, RecordType, RrSet, Service, ServiceDc, Soa, Zone, ZoneSet,
+    Datacenter, GeoKey, GeoRule, GeoTarget, Name, Node, Policy, RData, RecordType, RrSet, Service,
+    ServiceDc, Soa, WhenAllDown, Zone, ZoneSet,
 };
 
 /// The largest TTL RFC 2181 section 8 allows.
@@ -159,8 +160,24 @@ struct RawRecord {
 struct RawService {
     ttl: Option<u32>,
     answers: Option<usize>,
+    fill: Option<bool>,
+    policy: Option<String>,
+    geo: Option<IndexMap<String, RawGeoTarget>>,
+    weights: Option<IndexMap<String, u32>>,
+    when_all_down: Option<String>,
     endpoints: IndexMap<String, Vec<String>>,
 }
+
+/// A geo rule's target: `nearest`, or DC names in order.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawGeoTarget {
+    Word(String),
+    Dcs(Vec<String>),
+}
+
+/// Continent codes as MaxMind uses them.
+const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
 
 /// Loads every `*.yaml` / `*.yml` file in `dir` (sorted by name), one zone per file.
 pub fn load_dir(dir: &Path) -> Result<ZoneSet, ZoneErrors> {
@@ -718,12 +735,152 @@ impl<'a> Validator<'a> {
             }
             dcs.push(ServiceDc { dc, endpoints });
         }
-        (ok && answers > 0).then(|| Service {
-            name: owner.clone(),
-            ttl,
-            answers,
-            dcs,
-        })
+        let dc_names: Vec<&str> = raw.endpoints.keys().map(String::as_str).collect();
+        let policy = self.policy(rec, &raw, &dc_names);
+        let when_all_down = match raw.when_all_down.as_deref() {
+            None | Some("serve_all") => WhenAllDown::ServeAll,
+            Some("nodata") => WhenAllDown::NoData,
+            Some("servfail") => WhenAllDown::ServFail,
+            Some(other) => {
+                self.error(
+                    rec,
+                    Some("service.when_all_down"),
+                    format!("{other:?} is not one of serve_all, nodata, servfail"),
+                );
+                WhenAllDown::ServeAll
+            }
+        };
+        match (ok && answers > 0, policy) {
+            (true, Some(policy)) => Some(Service {
+                name: owner.clone(),
+                ttl,
+                answers,
+                fill: raw.fill.unwrap_or(false),
+                policy,
+                when_all_down,
+                dcs,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The routing policy; `None` after reporting errors.
+    fn policy(&mut self, rec: Option<&str>, raw: &RawService, dcs: &[&str]) -> Option<Policy> {
+        let name = raw.policy.as_deref().unwrap_or(if raw.geo.is_some() {
+            "geo"
+        } else if raw.weights.is_some() {
+            "weighted"
+        } else {
+            "nearest"
+        });
+        if raw.geo.is_some() && name != "geo" {
+            self.error(
+                rec,
+                Some("service.geo"),
+                format!("geo rules need `policy: geo`, not {name}"),
+            );
+            return None;
+        }
+        if raw.weights.is_some() && name != "weighted" {
+            self.error(
+                rec,
+                Some("service.weights"),
+                format!("weights need `policy: weighted`, not {name}"),
+            );
+            return None;
+        }
+        let index = |v: &mut Self, field: &str, dc: &str| -> Option<usize> {
+            let i = dcs.iter().position(|d| *d == dc);
+            if i.is_none() {
+                v.error(
+                    rec,
+                    Some(field),
+                    format!("data center {dc:?} has no endpoints in this service"),
+                );
+            }
+            i
+        };
+        match name {
+            "nearest" => Some(Policy::Nearest),
+            "failover" => Some(Policy::Failover),
+            "weighted" => {
+                let mut weights = vec![1u32; dcs.len()];
+                let mut ok = true;
+                for (dc, w) in raw.weights.iter().flatten() {
+                    match index(self, "service.weights", dc) {
+                        Some(i) => weights[i] = *w,
+                        None => ok = false,
+                    }
+                }
+                if weights.iter().all(|w| *w == 0) {
+                    self.error(
+                        rec,
+                        Some("service.weights"),
+                        "at least one weight must be above 0",
+                    );
+                    ok = false;
+                }
+                ok.then_some(Policy::Weighted(weights))
+            }
+            "geo" => {
+                let mut rules = Vec::new();
+                let mut default = GeoTarget::Nearest;
+                let mut ok = true;
+                for (label, target) in raw.geo.iter().flatten() {
+                    let field = format!("service.geo.{label}");
+                    let target = match target {
+                        RawGeoTarget::Word(w) if w == "nearest" => GeoTarget::Nearest,
+                        RawGeoTarget::Word(dc) => match index(self, &field, dc) {
+                            Some(i) => GeoTarget::Dcs(vec![i]),
+                            None => {
+                                ok = false;
+                                continue;
+                            }
+                        },
+                        RawGeoTarget::Dcs(list) => {
+                            let idx: Vec<Option<usize>> =
+                                list.iter().map(|dc| index(self, &field, dc)).collect();
+                            if idx.iter().any(Option::is_none) || idx.is_empty() {
+                                if idx.is_empty() {
+                                    self.error(
+                                        rec,
+                                        Some(&field),
+                                        "an empty list sends clients nowhere",
+                                    );
+                                }
+                                ok = false;
+                                continue;
+                            }
+                            GeoTarget::Dcs(idx.into_iter().flatten().collect())
+                        }
+                    };
+                    if label == "default" {
+                        default = target;
+                        continue;
+                    }
+                    match parse_geo_key(label) {
+                        Ok(key) => rules.push(GeoRule {
+                            label: label.clone(),
+                            key,
+                            target,
+                        }),
+                        Err(msg) => {
+                            self.error(rec, Some(&field), msg);
+                            ok = false;
+                        }
+                    }
+                }
+                ok.then_some(Policy::Geo { rules, default })
+            }
+            other => {
+                self.error(
+                    rec,
+                    Some("service.policy"),
+                    format!("{other:?} is not one of nearest, failover, weighted, geo"),
+                );
+                None
+            }
+        }
     }
 
     fn mx(&mut self, apex: &Name, rec: Option<&str>, text: &str) -> Option<RData> {
@@ -855,6 +1012,41 @@ impl<'a> Validator<'a> {
                 );
             }
         }
+    }
+}
+
+/// `EU`, `NA-US` or `NA-US-CA` (octoDNS-style geo codes).
+fn parse_geo_key(label: &str) -> Result<GeoKey, String> {
+    let parts: Vec<&str> = label.split('-').collect();
+    let continent = parts[0];
+    if !CONTINENTS.contains(&continent) {
+        return Err(format!(
+            "{label:?}: {continent:?} is not a continent code ({}), and keys look like EU, NA-US or NA-US-CA",
+            CONTINENTS.join(" ")
+        ));
+    }
+    let upper_alnum = |s: &str, max: usize| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    };
+    match parts.as_slice() {
+        [c] => Ok(GeoKey::Continent(c.to_string())),
+        [_, country] if country.len() == 2 && upper_alnum(country, 2) => {
+            Ok(GeoKey::Country(country.to_string()))
+        }
+        [_, country, sub]
+            if country.len() == 2 && upper_alnum(country, 2) && upper_alnum(sub, 3) =>
+        {
+            Ok(GeoKey::Subdivision {
+                country: country.to_string(),
+                code: sub.to_string(),
+            })
+        }
+        _ => Err(format!(
+            "{label:?} is not a geo code like EU, NA-US or NA-US-CA (upper case)"
+        )),
     }
 }
 
