@@ -21,6 +21,7 @@ pub mod app;
 pub mod config;
 pub mod dns;
 pub mod geo;
+pub mod metrics;
 pub mod model;
 pub mod state;
 pub mod zone_file;
