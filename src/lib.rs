@@ -4,6 +4,7 @@
 //! - `model`: validated domain types (zones, records, services, data centers);
 //! - `zone_file`: zone YAML → validated `ZoneSet`, every error with file, record and field;
 //! - `config`: node settings from a node config file and flags;
+//! - `check`: health check definitions (HTTP, HTTPS, TCP; timing, thresholds) and their YAML form;
 //! - `answer`: choose the records for a query (pure, synchronous);
 //! - `state`: the live snapshots the query path reads without locks;
 //! - `dns`: speak DNS through hickory-server (the only user of hickory-server);
@@ -18,6 +19,7 @@
 
 pub mod answer;
 pub mod app;
+pub mod check;
 pub mod config;
 pub mod dns;
 pub mod model;
