@@ -5,6 +5,7 @@
 //! - `zone_file`: zone YAML → validated `ZoneSet`, every error with file, record and field;
 //! - `config`: node settings from a node config file and flags;
 //! - `check`: health check definitions (HTTP, HTTPS, TCP; timing, thresholds) and their YAML form;
+//! - `health`: probe results → per-endpoint rise/fall status, readiness, the `HealthView` snapshot;
 //! - `answer`: choose the records for a query (pure, synchronous);
 //! - `state`: the live snapshots the query path reads without locks;
 //! - `dns`: speak DNS through hickory-server (the only user of hickory-server);
@@ -22,6 +23,7 @@ pub mod app;
 pub mod check;
 pub mod config;
 pub mod dns;
+pub mod health;
 pub mod model;
 pub mod state;
 pub mod zone_file;
