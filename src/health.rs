@@ -276,7 +276,8 @@ impl HealthView {
         self.by_addr
             .get(&addr)?
             .iter()
-            .find(|o| *o.target.check == *check)
+            // Usually the very same Arc the zone holds; compare by value only when not.
+            .find(|o| std::ptr::eq(&*o.target.check, check) || *o.target.check == *check)
     }
 
     /// Every observation, in no particular order.
