@@ -1,0 +1,757 @@
+//! Endpoint health as plain, synchronous data: the rise/fall state machine of one probe target,
+//! the table of every target with readiness and counters, and the immutable `HealthView` the
+//! query path reads. Probing itself (I/O, timers) lives in `probe`, which feeds results in here.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::check::Check;
+
+/// What one prober probes: one address with one check. Services that share an address and an
+/// identical check share a target, and so share its probes and its health. Equal and hashed by
+/// value, so a reloaded zone that repeats a target maps onto the running one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProbeTarget {
+    pub addr: IpAddr,
+    pub check: Arc<Check>,
+}
+
+impl ProbeTarget {
+    pub fn new(addr: IpAddr, check: Arc<Check>) -> ProbeTarget {
+        ProbeTarget { addr, check }
+    }
+}
+
+/// `192.0.2.1 https://api.example.com:443/healthz`
+impl fmt::Display for ProbeTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.addr, self.check)
+    }
+}
+
+/// The outcome of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    pub ok: bool,
+    /// From the start of the probe to its verdict (connect, request, body read).
+    pub rtt: Duration,
+    /// Why the probe failed; `None` when it passed.
+    pub error: Option<String>,
+    /// The probe was cut off by the check's timeout (a failure, counted apart in metrics).
+    pub timed_out: bool,
+}
+
+impl ProbeResult {
+    pub fn success(rtt: Duration) -> ProbeResult {
+        ProbeResult {
+            ok: true,
+            rtt,
+            error: None,
+            timed_out: false,
+        }
+    }
+
+    pub fn failure(rtt: Duration, error: impl Into<String>) -> ProbeResult {
+        ProbeResult {
+            ok: false,
+            rtt,
+            error: Some(error.into()),
+            timed_out: false,
+        }
+    }
+
+    pub fn timeout(after: Duration) -> ProbeResult {
+        ProbeResult {
+            ok: false,
+            rtt: after,
+            error: Some(format!("timed out after {after:?}")),
+            timed_out: true,
+        }
+    }
+}
+
+/// Whether an endpoint should be in answers, as one node's probes see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Up,
+    Down,
+}
+
+/// A change of status, returned by `EndpointState::record` when one happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: Status,
+    pub to: Status,
+    pub at: Instant,
+}
+
+/// The rise/fall state machine of one probe target.
+///
+/// It starts Up but unconfirmed: until its first probe result the node answers as if the
+/// endpoint were healthy, rather than taking everything out at start-up (PowerDNS's "everything
+/// is down on the first query"). The first result confirms the state without any special rule:
+/// a failing first probe starts the count towards `fall` like any later failure, so an endpoint
+/// that is dead at start-up leaves the answers after `fall` probes, not after one.
+///
+/// While Up, `fall` consecutive failures take it Down; while Down, `rise` consecutive successes
+/// bring it Up. A result of the other kind resets the count, so a pattern that never reaches a
+/// threshold in a row never changes the status (hysteresis against flapping).
+#[derive(Debug, Clone)]
+pub struct EndpointState {
+    fall: u32,
+    rise: u32,
+    status: Status,
+    confirmed: bool,
+    since: Instant,
+    /// Consecutive results that argue against the current status: failures while Up,
+    /// successes while Down.
+    streak: u32,
+    last_rtt: Option<Duration>,
+    last_error: Option<String>,
+    /// Probes recorded, failures included.
+    pub probes_total: u64,
+    /// Probes that failed, timeouts included.
+    pub probes_failed: u64,
+    /// Status changes so far.
+    pub transitions: u64,
+}
+
+impl EndpointState {
+    /// A new state, optimistically Up since `now`. `fall` and `rise` below 1 are treated as 1.
+    pub fn new(fall: u32, rise: u32, now: Instant) -> EndpointState {
+        EndpointState {
+            fall: fall.max(1),
+            rise: rise.max(1),
+            status: Status::Up,
+            confirmed: false,
+            since: now,
+            streak: 0,
+            last_rtt: None,
+            last_error: None,
+            probes_total: 0,
+            probes_failed: 0,
+            transitions: 0,
+        }
+    }
+
+    /// A new state with the thresholds of `check`.
+    pub fn for_check(check: &Check, now: Instant) -> EndpointState {
+        EndpointState::new(check.fall, check.rise, now)
+    }
+
+    /// Feeds one probe result in; returns the transition when the status changed.
+    pub fn record(&mut self, result: &ProbeResult, now: Instant) -> Option<Transition> {
+        self.confirmed = true;
+        self.probes_total += 1;
+        if result.ok {
+            self.last_rtt = Some(result.rtt);
+            self.last_error = None;
+        } else {
+            self.probes_failed += 1;
+            self.last_error = Some(
+                result
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "probe failed".to_string()),
+            );
+        }
+        let (against, threshold, next) = match self.status {
+            Status::Up => (!result.ok, self.fall, Status::Down),
+            Status::Down => (result.ok, self.rise, Status::Up),
+        };
+        if !against {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        if self.streak < threshold {
+            return None;
+        }
+        let transition = Transition {
+            from: self.status,
+            to: next,
+            at: now,
+        };
+        self.status = next;
+        self.since = now;
+        self.streak = 0;
+        self.transitions += 1;
+        Some(transition)
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// When the current status began (creation time for the initial, unconfirmed Up).
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// False until the first probe result: the status is then only the optimistic default.
+    pub fn is_confirmed(&self) -> bool {
+        self.confirmed
+    }
+
+    /// Round-trip time of the latest successful probe.
+    pub fn last_rtt(&self) -> Option<Duration> {
+        self.last_rtt
+    }
+
+    /// Why the latest probe failed; `None` when it passed (or none ran yet).
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// What this state says about `target`, as a value to publish.
+    pub fn observation(&self, target: &ProbeTarget) -> Observation {
+        Observation {
+            target: target.clone(),
+            status: self.status,
+            confirmed: self.confirmed,
+            since: self.since,
+            last_rtt: self.last_rtt,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// What one node concluded about one probe target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub target: ProbeTarget,
+    pub status: Status,
+    /// False while the status is only the optimistic start-up default (no probe result yet).
+    pub confirmed: bool,
+    pub since: Instant,
+    /// Round-trip time of the latest successful probe.
+    pub last_rtt: Option<Duration>,
+    /// Why the latest probe failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// An immutable snapshot of endpoint health, swapped whole when a status changes. The query
+/// path asks it `is_up(addr, check)`; anything it has not heard of counts as up.
+#[derive(Debug, Clone, Default)]
+pub struct HealthView {
+    /// True once the first probe round finished; never goes back to false.
+    pub ready: bool,
+    /// Indexed by address so that a lookup needs no allocation: there are rarely more than one
+    /// or two checks per address.
+    by_addr: HashMap<IpAddr, Vec<Observation>>,
+}
+
+impl HealthView {
+    /// A view of the given observations.
+    pub fn new(ready: bool, observations: impl IntoIterator<Item = Observation>) -> HealthView {
+        let mut by_addr: HashMap<IpAddr, Vec<Observation>> = HashMap::new();
+        for o in observations {
+            by_addr.entry(o.target.addr).or_default().push(o);
+        }
+        HealthView { ready, by_addr }
+    }
+
+    /// Whether `addr` should be in answers for a service that uses `check`. A service without a
+    /// check (`None`) is never taken out by health, and a target nobody probes yet counts as up:
+    /// both fail open, like Route 53 and gdnsd.
+    pub fn is_up(&self, addr: IpAddr, check: Option<&Check>) -> bool {
+        match check {
+            None => true,
+            Some(check) => self.status(addr, check) != Some(Status::Down),
+        }
+    }
+
+    /// The status of a probed target, `None` when it is not probed.
+    pub fn status(&self, addr: IpAddr, check: &Check) -> Option<Status> {
+        self.observation(addr, check).map(|o| o.status)
+    }
+
+    /// The observation of a probed target.
+    pub fn observation(&self, addr: IpAddr, check: &Check) -> Option<&Observation> {
+        self.by_addr
+            .get(&addr)?
+            .iter()
+            // Usually the very same Arc the zone holds; compare by value only when not.
+            .find(|o| std::ptr::eq(&*o.target.check, check) || *o.target.check == *check)
+    }
+
+    /// Every observation, in no particular order.
+    pub fn observations(&self) -> impl Iterator<Item = &Observation> {
+        self.by_addr.values().flatten()
+    }
+
+    /// How many targets the view knows.
+    pub fn len(&self) -> usize {
+        self.by_addr.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_addr.is_empty()
+    }
+}
+
+/// Upper bounds of the probe latency buckets; a last, unbounded bucket catches the rest.
+pub const LATENCY_BUCKETS: [Duration; 10] = [
+    Duration::from_millis(1),
+    Duration::from_millis(2),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_millis(1000),
+];
+
+/// Probe latency as a histogram (non-cumulative counts per `LATENCY_BUCKETS` bound, then the
+/// overflow) with sum and count, ready to export as Prometheus buckets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    pub counts: [u64; LATENCY_BUCKETS.len() + 1],
+    pub sum: Duration,
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&mut self, d: Duration) {
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| d <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum += d;
+        self.count += 1;
+    }
+}
+
+/// Probes by result, and their latency, over every target since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeCounters {
+    pub ok: u64,
+    /// Failed for a reason other than the timeout.
+    pub failed: u64,
+    pub timed_out: u64,
+    /// Latency of every probe, whatever its result.
+    pub latency: LatencyHistogram,
+}
+
+/// Counters of one target, kept across zone reloads while the target stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub observation: Observation,
+    pub probes_total: u64,
+    pub probes_failed: u64,
+    pub transitions: u64,
+}
+
+/// Everything the metrics exporter needs, as plain values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthStats {
+    pub ready: bool,
+    pub probes: ProbeCounters,
+    pub endpoints: Vec<EndpointStats>,
+}
+
+/// The targets a `set_targets` call started and stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub added: Vec<ProbeTarget>,
+    pub removed: Vec<ProbeTarget>,
+}
+
+/// What recording one result changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recorded {
+    pub transition: Option<Transition>,
+    /// This result completed the first probe round.
+    pub became_ready: bool,
+}
+
+/// The state of every probe target, plus readiness and counters. The prober tasks share one
+/// table (behind a mutex, never held across an await) and publish `view()` when `record` reports
+/// a change.
+#[derive(Debug, Default)]
+pub struct HealthTable {
+    endpoints: HashMap<ProbeTarget, EndpointState>,
+    /// Targets of the first `set_targets` that have not reported yet.
+    awaiting_first: HashSet<ProbeTarget>,
+    targets_set: bool,
+    ready: bool,
+    counters: ProbeCounters,
+}
+
+impl HealthTable {
+    pub fn new() -> HealthTable {
+        HealthTable::default()
+    }
+
+    /// Makes `targets` the probed set: unchanged targets keep their state (this is how a zone
+    /// reload keeps health), new ones start optimistically Up, removed ones are forgotten.
+    ///
+    /// Readiness waits for the targets of the first call only: a target added by a later reload
+    /// must not make a serving node unready again.
+    pub fn set_targets(&mut self, targets: &HashSet<ProbeTarget>, now: Instant) -> Reconciled {
+        let removed: Vec<ProbeTarget> = self
+            .endpoints
+            .keys()
+            .filter(|t| !targets.contains(*t))
+            .cloned()
+            .collect();
+        for t in &removed {
+            self.endpoints.remove(t);
+            // A removed target will never report; it must not hold readiness back.
+            self.awaiting_first.remove(t);
+        }
+        let mut added = Vec::new();
+        for t in targets {
+            if !self.endpoints.contains_key(t) {
+                self.endpoints
+                    .insert(t.clone(), EndpointState::for_check(&t.check, now));
+                added.push(t.clone());
+            }
+        }
+        if !self.targets_set {
+            self.targets_set = true;
+            self.awaiting_first = targets.clone();
+        }
+        if !self.ready && self.awaiting_first.is_empty() {
+            self.ready = true;
+        }
+        Reconciled { added, removed }
+    }
+
+    /// Feeds one probe result of `target` in. A result for a target no longer in the table (a
+    /// probe that finished while its target was being removed) is ignored.
+    pub fn record(&mut self, target: &ProbeTarget, result: &ProbeResult, now: Instant) -> Recorded {
+        let Some(state) = self.endpoints.get_mut(target) else {
+            return Recorded::default();
+        };
+        let transition = state.record(result, now);
+        match (result.ok, result.timed_out) {
+            (true, _) => self.counters.ok += 1,
+            (false, true) => self.counters.timed_out += 1,
+            (false, false) => self.counters.failed += 1,
+        }
+        self.counters.latency.observe(result.rtt);
+        let mut became_ready = false;
+        if !self.ready && self.awaiting_first.remove(target) && self.awaiting_first.is_empty() {
+            self.ready = true;
+            became_ready = true;
+        }
+        Recorded {
+            transition,
+            became_ready,
+        }
+    }
+
+    /// True once every target of the first `set_targets` reported (or was removed).
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The state of one target.
+    pub fn state(&self, target: &ProbeTarget) -> Option<&EndpointState> {
+        self.endpoints.get(target)
+    }
+
+    /// A snapshot to publish.
+    pub fn view(&self) -> HealthView {
+        HealthView::new(
+            self.ready,
+            self.endpoints.iter().map(|(t, s)| s.observation(t)),
+        )
+    }
+
+    /// Counters and the latest observation of every target.
+    pub fn stats(&self) -> HealthStats {
+        HealthStats {
+            ready: self.ready,
+            probes: self.counters.clone(),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|(t, s)| EndpointStats {
+                    observation: s.observation(t),
+                    probes_total: s.probes_total,
+                    probes_failed: s.probes_failed,
+                    transitions: s.transitions,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::CheckKind;
+    use Status::{Down, Up};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// `S` success, `F` failure, `T` timeout.
+    fn result(c: char) -> ProbeResult {
+        match c {
+            'S' => ProbeResult::success(ms(3)),
+            'F' => ProbeResult::failure(ms(1), "connection refused"),
+            'T' => ProbeResult::timeout(ms(800)),
+            _ => panic!("unknown result {c:?}"),
+        }
+    }
+
+    /// The status after each result, `U` or `D`.
+    fn run(fall: u32, rise: u32, results: &str) -> String {
+        let mut state = EndpointState::new(fall, rise, Instant::now());
+        results
+            .chars()
+            .map(|c| {
+                state.record(&result(c), Instant::now());
+                match state.status() {
+                    Up => 'U',
+                    Down => 'D',
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rise_and_fall_thresholds() {
+        #[rustfmt::skip]
+        let table: &[(u32, u32, &str, &str, &str)] = &[
+            // fall, rise, results, statuses, why
+            (3, 2, "FFF", "UUD", "fall consecutive failures take it down"),
+            (3, 2, "FFFSS", "UUDDU", "rise consecutive successes bring it back"),
+            (3, 2, "FFSFFF", "UUUUUD", "a success resets the failure count"),
+            (3, 2, "FFFSFSS", "UUDDDDU", "a failure resets the success count"),
+            (3, 2, "TTT", "UUD", "timeouts are failures"),
+            (3, 2, "FTF", "UUD", "timeouts and failures count together"),
+            (1, 1, "FSF", "DUD", "fall 1 / rise 1 follow every probe"),
+            (2, 3, "FFSSS", "UDDDU", "thresholds are independent"),
+            (3, 2, "SSSS", "UUUU", "healthy stays up"),
+        ];
+        for (fall, rise, results, want, why) in table {
+            assert_eq!(&run(*fall, *rise, results), want, "{why}: {results}");
+        }
+    }
+
+    #[test]
+    fn flapping_under_the_thresholds_never_changes_the_status() {
+        #[rustfmt::skip]
+        let table: &[(u32, u32, &str, &str)] = &[
+            (2, 2, "FSFSFSFSFS", "UUUUUUUUUU"),
+            (3, 2, "FFSFFSFFSFFS", "UUUUUUUUUUUU"),
+            (3, 2, "TTSTTSTTS", "UUUUUUUUU"),
+            // Once down, successes that never come `rise` in a row keep it down.
+            (1, 2, "FSFSFSF", "DDDDDDD"),
+            (1, 3, "FSSFSSFSSF", "DDDDDDDDDD"),
+        ];
+        for (fall, rise, results, want) in table {
+            assert_eq!(&run(*fall, *rise, results), want, "{results}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn starts_up_unconfirmed_and_a_failing_first_probe_is_an_ordinary_failure() {
+        let t0 = Instant::now();
+        let mut s = EndpointState::new(3, 2, t0);
+        assert_eq!((s.status(), s.is_confirmed(), s.since()), (Up, false, t0));
+
+        tokio::time::advance(ms(1000)).await;
+        assert_eq!(s.record(&result('F'), Instant::now()), None);
+        assert!(s.is_confirmed());
+        assert_eq!(
+            s.status(),
+            Up,
+            "one failure at start-up does not take it out"
+        );
+        assert_eq!(s.last_error(), Some("connection refused"));
+        assert_eq!(s.since(), t0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transitions_carry_their_time_and_reset_since() {
+        let t0 = Instant::now();
+        let mut s = EndpointState::new(2, 2, t0);
+        let mut transitions = Vec::new();
+        for c in "SFFFSS".chars() {
+            tokio::time::advance(ms(1000)).await;
+            if let Some(t) = s.record(&result(c), Instant::now()) {
+                transitions.push((t.from, t.to, t.at - t0));
+            }
+        }
+        assert_eq!(
+            transitions,
+            [(Up, Down, ms(3000)), (Down, Up, ms(6000))],
+            "down at the 2nd failure (t=3s), up at the 2nd success (t=6s)"
+        );
+        assert_eq!(s.since() - t0, ms(6000));
+        assert_eq!((s.probes_total, s.probes_failed, s.transitions), (6, 3, 2));
+        assert_eq!(s.last_rtt(), Some(ms(3)));
+        assert_eq!(s.last_error(), None, "the latest probe passed");
+    }
+
+    fn target(addr: &str, port: u16) -> ProbeTarget {
+        ProbeTarget::new(
+            addr.parse().unwrap(),
+            Arc::new(Check {
+                fall: 2,
+                rise: 2,
+                ..Check::new(CheckKind::Tcp { port })
+            }),
+        )
+    }
+
+    fn set(targets: &[&ProbeTarget]) -> HashSet<ProbeTarget> {
+        targets.iter().map(|t| (*t).clone()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_waits_for_the_first_round_and_never_goes_back() {
+        let (a, b, c) = (
+            target("192.0.2.1", 80),
+            target("192.0.2.2", 80),
+            target("192.0.2.3", 80),
+        );
+        let mut table = HealthTable::new();
+        assert!(!table.view().ready, "nothing loaded yet");
+        table.set_targets(&set(&[&a, &b]), Instant::now());
+        assert!(!table.is_ready());
+
+        let r = table.record(&a, &result('F'), Instant::now());
+        assert!(!r.became_ready && !table.is_ready(), "b has not reported");
+        let r = table.record(&b, &result('S'), Instant::now());
+        assert!(r.became_ready && table.is_ready());
+        assert!(table.view().ready);
+
+        // A reload that adds a target does not make the node unready.
+        table.set_targets(&set(&[&a, &b, &c]), Instant::now());
+        assert!(table.is_ready());
+        let r = table.record(&c, &result('F'), Instant::now());
+        assert!(!r.became_ready && table.is_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_with_nothing_to_probe_or_a_removed_straggler() {
+        let mut empty = HealthTable::new();
+        empty.set_targets(&HashSet::new(), Instant::now());
+        assert!(empty.is_ready(), "nothing to probe: ready at once");
+
+        let (a, b) = (target("192.0.2.1", 80), target("192.0.2.2", 80));
+        let mut table = HealthTable::new();
+        table.set_targets(&set(&[&a, &b]), Instant::now());
+        table.record(&a, &result('S'), Instant::now());
+        assert!(!table.is_ready());
+        table.set_targets(&set(&[&a]), Instant::now());
+        assert!(table.is_ready(), "b was removed before it reported");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn set_targets_keeps_the_state_of_unchanged_targets() {
+        let (a, b, c) = (
+            target("192.0.2.1", 80),
+            target("192.0.2.2", 80),
+            target("192.0.2.3", 80),
+        );
+        let mut table = HealthTable::new();
+        let r = table.set_targets(&set(&[&a, &b]), Instant::now());
+        assert_eq!(r.added.len(), 2);
+        for _ in 0..2 {
+            table.record(&a, &result('F'), Instant::now());
+        }
+        assert_eq!(table.state(&a).unwrap().status(), Down);
+
+        // The "reload" builds new, equal targets: they must map onto the running state.
+        let (a2, b2) = (target("192.0.2.1", 80), target("192.0.2.2", 80));
+        let r = table.set_targets(&set(&[&a2, &c]), Instant::now());
+        assert_eq!(
+            r,
+            Reconciled {
+                added: vec![c.clone()],
+                removed: vec![b2]
+            }
+        );
+        assert_eq!(table.state(&a).unwrap().status(), Down, "a kept its state");
+        assert_eq!(table.state(&a).unwrap().probes_total, 2, "and its counters");
+        assert!(!table.state(&c).unwrap().is_confirmed(), "c starts fresh");
+        assert!(table.state(&b).is_none());
+        assert_eq!(
+            table.record(&b, &result('S'), Instant::now()),
+            Recorded::default()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_change_is_a_new_target() {
+        let a = target("192.0.2.1", 80);
+        let a_other_port = target("192.0.2.1", 8080);
+        let mut table = HealthTable::new();
+        table.set_targets(&set(&[&a]), Instant::now());
+        let r = table.set_targets(&set(&[&a_other_port]), Instant::now());
+        assert_eq!((r.added, r.removed), (vec![a_other_port], vec![a]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_view_answers_is_up() {
+        let down = target("192.0.2.1", 80);
+        let up = target("192.0.2.2", 80);
+        let mut table = HealthTable::new();
+        table.set_targets(&set(&[&down, &up]), Instant::now());
+        for _ in 0..2 {
+            table.record(&down, &result('F'), Instant::now());
+            table.record(&up, &result('S'), Instant::now());
+        }
+        let view = table.view();
+        let check = |t: &ProbeTarget| Some(&*t.check).cloned();
+        #[rustfmt::skip]
+        let cases: &[(&str, Option<Check>, bool, &str)] = &[
+            ("192.0.2.1", check(&down), false, "probed down"),
+            ("192.0.2.2", check(&up), true, "probed up"),
+            ("192.0.2.9", check(&up), true, "unknown address fails open"),
+            ("192.0.2.1", check(&target("192.0.2.1", 443)), true, "same address, other check: unknown"),
+            ("192.0.2.1", None, true, "a service without a check is never taken out"),
+        ];
+        for (addr, check, want, why) in cases {
+            assert_eq!(
+                view.is_up(addr.parse().unwrap(), check.as_ref()),
+                *want,
+                "{why}"
+            );
+        }
+        assert_eq!(view.len(), 2);
+        let o = view.observation(down.addr, &down.check).unwrap();
+        assert_eq!((o.status, o.confirmed), (Down, true));
+        assert_eq!(o.last_error.as_deref(), Some("connection refused"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_split_probes_by_result_and_bucket_latency() {
+        let a = target("192.0.2.1", 80);
+        let mut table = HealthTable::new();
+        table.set_targets(&set(&[&a]), Instant::now());
+        for c in "SSFTT".chars() {
+            table.record(&a, &result(c), Instant::now());
+        }
+        let stats = table.stats();
+        assert_eq!(
+            (stats.probes.ok, stats.probes.failed, stats.probes.timed_out),
+            (2, 1, 2)
+        );
+        let l = &stats.probes.latency;
+        assert_eq!(l.count, 5);
+        assert_eq!(l.sum, ms(3 + 3 + 1 + 800 + 800));
+        assert_eq!(l.counts[0], 1, "1 ms → first bucket");
+        assert_eq!(l.counts[2], 2, "3 ms → ≤ 5 ms bucket");
+        assert_eq!(l.counts[9], 2, "800 ms → ≤ 1 s bucket");
+        assert_eq!(stats.endpoints.len(), 1);
+        let e = &stats.endpoints[0];
+        assert_eq!((e.probes_total, e.probes_failed, e.transitions), (5, 3, 1));
+    }
+}
