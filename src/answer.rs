@@ -22,6 +22,12 @@ pub trait Health: Send + Sync {
     fn endpoint_up(&self, service: &Service, dc: usize, ip: IpAddr) -> bool;
 }
 
+impl Health for crate::health::HealthView {
+    fn endpoint_up(&self, service: &Service, _dc: usize, ip: IpAddr) -> bool {
+        self.is_up(ip, service.check.as_deref())
+    }
+}
+
 /// Every endpoint up (before health checks exist, and in tests).
 pub struct AllUp;
 
@@ -209,10 +215,15 @@ pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> A
     out
 }
 
-fn service_rr(service: &Service, ip: IpAddr, _degraded: bool) -> Rr {
+/// A service address record; a degraded service answers with its shorter TTL.
+fn service_rr(service: &Service, ip: IpAddr, degraded: bool) -> Rr {
     Rr {
         name: service.name.clone(),
-        ttl: service.ttl,
+        ttl: if degraded {
+            service.degraded_ttl
+        } else {
+            service.ttl
+        },
         data: RData::from(ip),
     }
 }

@@ -19,6 +19,8 @@ pub struct NodeFile {
     pub zones: Option<PathBuf>,
     /// GeoIP databases (MaxMind format), in order of preference.
     pub geoip: Option<Vec<PathBuf>>,
+    /// Local address health probes are sent from.
+    pub probe_source: Option<std::net::IpAddr>,
 }
 
 impl NodeFile {
@@ -47,6 +49,7 @@ pub struct Flags {
     pub listen: Option<SocketAddr>,
     pub zones: Option<PathBuf>,
     pub geoip: Vec<PathBuf>,
+    pub probe_source: Option<std::net::IpAddr>,
     pub ready_file: Option<PathBuf>,
 }
 
@@ -57,6 +60,8 @@ pub struct Settings {
     pub zones: PathBuf,
     /// GeoIP databases, first match wins.
     pub geoip: Vec<PathBuf>,
+    /// Local address health probes are sent from (so a node's vantage point is its own).
+    pub probe_source: Option<std::net::IpAddr>,
     /// Where to write the bound addresses once listening (for scripts and tests).
     pub ready_file: Option<PathBuf>,
 }
@@ -68,6 +73,7 @@ impl Settings {
             listen,
             zones,
             geoip,
+            probe_source,
             ready_file,
         } = flags;
         Settings {
@@ -84,6 +90,7 @@ impl Settings {
                 (_, Some(file)) => file,
                 _ => DEFAULT_GEOIP.iter().map(PathBuf::from).collect(),
             },
+            probe_source: probe_source.or(file.probe_source),
             ready_file,
         }
     }

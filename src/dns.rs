@@ -19,7 +19,7 @@ use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-use crate::answer::{self, AllUp, Client, QType, Rcode};
+use crate::answer::{self, Client, QType, Rcode};
 use crate::geo::{self, Locator, NoLocation};
 use crate::model::{Name, RData, RecordType, Rr};
 use crate::state::Snapshots;
@@ -113,11 +113,12 @@ impl RequestHandler for Handler {
             Some(cs) if cs.source_prefix() > 0 => (cs.addr(), Some(cs.source_prefix())),
             _ => (request.src().ip().to_canonical(), None),
         };
+        let health = self.snapshots.health.load();
         let client = Client {
             addr,
             ecs_prefix,
             locator,
-            health: &AllUp,
+            health: &**health,
             rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
         };
         let ans = answer::answer(&zones, &qname, to_qtype(qtype), &client);

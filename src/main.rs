@@ -68,6 +68,9 @@ struct ServeArgs {
     /// [default: the two shipped in geoip/].
     #[arg(long = "geoip", value_name = "PATH")]
     geoip: Vec<PathBuf>,
+    /// Local address to send health probes from.
+    #[arg(long)]
+    probe_source: Option<std::net::IpAddr>,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -187,6 +190,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         zones: args.zones,
         geoip: args.geoip,
+        probe_source: args.probe_source,
         ready_file: args.ready_file,
     };
     let settings = Settings::resolve(file, flags);

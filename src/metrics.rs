@@ -89,7 +89,11 @@ impl Metrics {
             query_duration.clone(),
         );
         let zone_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register("zone_reloads", "Zone reloads by result", zone_reloads.clone());
+        registry.register(
+            "zone_reloads",
+            "Zone reloads by result",
+            zone_reloads.clone(),
+        );
         let zone_last_reload_ok = Gauge::default();
         registry.register(
             "zone_last_reload_success",
@@ -104,7 +108,11 @@ impl Metrics {
             zone_last_reload_time.clone(),
         );
         let geoip_loads = Family::<ResultLabels, Counter>::default();
-        registry.register("geoip_loads", "GeoIP database loads by result", geoip_loads.clone());
+        registry.register(
+            "geoip_loads",
+            "GeoIP database loads by result",
+            geoip_loads.clone(),
+        );
         let geoip_build_time = Family::<DatabaseLabels, Gauge>::default();
         registry.register_with_unit(
             "geoip_build_timestamp",
@@ -140,14 +148,18 @@ impl Metrics {
 
     pub fn record_zone_load(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
-        self.zone_reloads.get_or_create(&ResultLabels { result }).inc();
+        self.zone_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
         self.zone_last_reload_ok.set(i64::from(ok));
         self.zone_last_reload_time.set(unix_now());
     }
 
     pub fn record_geoip_load(&self, ok: bool, databases: &[(String, u64)]) {
         let result = if ok { "ok" } else { "error" };
-        self.geoip_loads.get_or_create(&ResultLabels { result }).inc();
+        self.geoip_loads
+            .get_or_create(&ResultLabels { result })
+            .inc();
         if ok {
             self.geoip_build_time.clear();
             for (database, epoch) in databases {

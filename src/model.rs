@@ -6,6 +6,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use crate::check::Check;
+
 /// A lower-case, fully qualified domain name without the trailing dot (`www.api.example.com`).
 /// The root is the empty string. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -380,6 +382,10 @@ pub struct Service {
     pub fill: bool,
     pub policy: Policy,
     pub when_all_down: WhenAllDown,
+    /// The health check its endpoints are probed with; none means always up.
+    pub check: Option<Arc<Check>>,
+    /// TTL while degraded (an endpoint down): short, so resolvers return quickly on recovery.
+    pub degraded_ttl: u32,
     /// The DCs in the order the zone file lists them.
     pub dcs: Vec<ServiceDc>,
 }
@@ -455,6 +461,36 @@ pub struct ZoneSet {
 }
 
 impl ZoneSet {
+    /// Every (address, check) pair some service probes.
+    pub fn probe_targets(&self) -> std::collections::HashSet<(IpAddr, Arc<Check>)> {
+        let mut out = std::collections::HashSet::new();
+        for zone in &self.zones {
+            for node in zone.nodes.values() {
+                let Some(service) = &node.service else {
+                    continue;
+                };
+                let Some(check) = &service.check else {
+                    continue;
+                };
+                for dc in &service.dcs {
+                    for ip in &dc.endpoints {
+                        out.insert((*ip, check.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every service of every zone.
+    pub fn services(&self) -> impl Iterator<Item = (&Arc<Zone>, &Arc<Service>)> {
+        self.zones.iter().flat_map(|z| {
+            z.nodes
+                .values()
+                .filter_map(move |n| n.service.as_ref().map(|s| (z, s)))
+        })
+    }
+
     /// The zone with the longest apex that contains `name`, if any.
     pub fn find(&self, name: &Name) -> Option<&Arc<Zone>> {
         self.zones

@@ -3,7 +3,11 @@
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+use std::sync::Arc;
+
 use crate::geo::GeoDb;
+use crate::health::HealthView;
+use crate::metrics::Metrics;
 use crate::model::ZoneSet;
 
 /// What a node serves right now.
@@ -11,13 +15,23 @@ pub struct Snapshots {
     pub zones: ArcSwap<ZoneSet>,
     /// The GeoIP database; without one every client is unlocated.
     pub geo: ArcSwapOption<GeoDb>,
+    /// The health the answers use.
+    pub health: Arc<ArcSwap<HealthView>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Snapshots {
-    pub fn new(zones: ZoneSet, geo: Option<GeoDb>) -> Snapshots {
+    pub fn new(
+        zones: ZoneSet,
+        geo: Option<GeoDb>,
+        health: Arc<ArcSwap<HealthView>>,
+        metrics: Arc<Metrics>,
+    ) -> Snapshots {
         Snapshots {
             zones: ArcSwap::from_pointee(zones),
             geo: ArcSwapOption::from_pointee(geo),
+            health,
+            metrics,
         }
     }
 }

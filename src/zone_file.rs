@@ -17,6 +17,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use crate::check::{Check, RawCheck};
 use crate::model::{
     Datacenter, GeoKey, GeoRule, GeoTarget, Name, Node, Policy, RData, RecordType, RrSet, Service,
     ServiceDc, Soa, WhenAllDown, Zone, ZoneSet,
@@ -92,6 +93,8 @@ struct RawZone {
     #[serde(default)]
     datacenters: IndexMap<String, RawDatacenter>,
     #[serde(default)]
+    checks: IndexMap<String, RawCheck>,
+    #[serde(default)]
     records: serde_yaml::Mapping,
 }
 
@@ -165,6 +168,8 @@ struct RawService {
     geo: Option<IndexMap<String, RawGeoTarget>>,
     weights: Option<IndexMap<String, u32>>,
     when_all_down: Option<String>,
+    check: Option<String>,
+    degraded_ttl: Option<u32>,
     endpoints: IndexMap<String, Vec<String>>,
 }
 
@@ -375,6 +380,19 @@ impl<'a> Validator<'a> {
         };
 
         let datacenters = self.datacenters(&raw.datacenters);
+        let mut checks: HashMap<String, Arc<Check>> = HashMap::new();
+        for (name, raw_check) in raw.checks {
+            match raw_check.validate() {
+                Ok(c) => {
+                    checks.insert(name, Arc::new(c));
+                }
+                Err(errors) => {
+                    for (field, message) in errors {
+                        self.error(None, Some(&format!("checks.{name}.{field}")), message);
+                    }
+                }
+            }
+        }
         let mut nodes: HashMap<Name, Node> = HashMap::new();
         let mut spelled: HashMap<Name, String> = HashMap::new();
 
@@ -464,7 +482,15 @@ impl<'a> Validator<'a> {
                 continue;
             }
             spelled.insert(owner.clone(), key.clone());
-            let node = self.record(&apex, &key, &owner, record, default_ttl, &datacenters);
+            let node = self.record(
+                &apex,
+                &key,
+                &owner,
+                record,
+                default_ttl,
+                &datacenters,
+                &checks,
+            );
             if owner == apex {
                 if node.rrset(RecordType::Ns).is_some() {
                     self.error(
@@ -580,6 +606,7 @@ impl<'a> Validator<'a> {
         raw: RawRecord,
         default_ttl: u32,
         datacenters: &[Datacenter],
+        checks: &HashMap<String, Arc<Check>>,
     ) -> Node {
         let rec = Some(key);
         let ttl = self.ttl(rec, "ttl", raw.ttl.unwrap_or(default_ttl));
@@ -681,7 +708,9 @@ impl<'a> Validator<'a> {
                     "a service computes the A and AAAA answers: remove the static A/AAAA records",
                 );
             }
-            node.service = self.service(rec, owner, s, datacenters).map(Arc::new);
+            node.service = self
+                .service(rec, owner, s, datacenters, checks)
+                .map(Arc::new);
         }
         node
     }
@@ -692,7 +721,22 @@ impl<'a> Validator<'a> {
         owner: &Name,
         raw: RawService,
         datacenters: &[Datacenter],
+        checks: &HashMap<String, Arc<Check>>,
     ) -> Option<Service> {
+        let check = match raw.check.as_deref() {
+            None => None,
+            Some(name) => match checks.get(name) {
+                Some(c) => Some(c.clone()),
+                None => {
+                    self.error(
+                        rec,
+                        Some("service.check"),
+                        format!("check {name:?} is not defined under `checks`"),
+                    );
+                    return None;
+                }
+            },
+        };
         let ttl = self.ttl(rec, "service.ttl", raw.ttl.unwrap_or(DEFAULT_SERVICE_TTL));
         let answers = raw.answers.unwrap_or(DEFAULT_SERVICE_ANSWERS);
         if answers == 0 {
@@ -754,6 +798,12 @@ impl<'a> Validator<'a> {
             (true, Some(policy)) => Some(Service {
                 name: owner.clone(),
                 ttl,
+                degraded_ttl: match (raw.degraded_ttl, &check) {
+                    (Some(t), _) => t.min(ttl),
+                    (None, Some(c)) => degraded_ttl(ttl, c),
+                    (None, None) => ttl,
+                },
+                check,
                 answers,
                 fill: raw.fill.unwrap_or(false),
                 policy,
@@ -1014,6 +1064,17 @@ impl<'a> Validator<'a> {
         }
     }
 }
+
+/// The TTL of a degraded service's answers: no longer than it takes to notice a recovery
+/// (`interval × rise`), so resolvers come back quickly, but at least `MIN_DEGRADED_TTL` so that a
+/// degraded service does not turn every resolver into a query storm; never above the normal TTL.
+pub fn degraded_ttl(ttl: u32, check: &Check) -> u32 {
+    let recovery = (check.interval * check.rise).as_secs_f64().ceil() as u32;
+    recovery.max(MIN_DEGRADED_TTL).min(ttl)
+}
+
+/// The shortest TTL a degraded service answers with (seconds).
+pub const MIN_DEGRADED_TTL: u32 = 5;
 
 /// `EU`, `NA-US` or `NA-US-CA` (octoDNS-style geo codes).
 fn parse_geo_key(label: &str) -> Result<GeoKey, String> {
