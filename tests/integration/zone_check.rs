@@ -22,7 +22,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "name_outside_zone.yaml",
-        "name_outside_zone.yaml:8: zone api.example.com, record www.example.org., field name: www.example.org. is outside the zone api.example.com....",
+        "name_outside_zone.yaml:8: zone api.example.com, record www.example.org., field name: www.example.org. is outside the zone api.example.com.",
     ),
     (
         "cname_beside_other_data.yaml",
