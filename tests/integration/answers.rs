@@ -355,3 +355,50 @@ fn any_is_answered_minimally() {
         }
     }
 }
+
+/// Regression, issue 2: the question name went through hickory's `Display`, which turns
+/// punycode into Unicode, so `xn--` names in a zone were NXDOMAIN.
+#[test]
+fn idn_names_are_answered_as_written_in_the_zone() {
+    // `xn--bcher-kva` is the punycode of "bücher": a name a zone may hold and a client may ask.
+    let server = TestServer::start(&format!("{ZONE}  xn--bcher-kva: {{ A: 192.0.2.7 }}\n"));
+    let reply = ask(&server, "xn--bcher-kva.api.example.com", RecordType::A);
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        records(&reply.answers),
+        ["xn--bcher-kva.api.example.com. 300 A 192.0.2.7"]
+    );
+}
+
+/// Regression, issue 2: a dot inside a label came through as `\.`, which the model read as a
+/// label boundary, so `status\.api.example.com` counted as inside `api.example.com`.
+#[test]
+fn a_label_holding_a_dot_is_not_split_into_two() {
+    let server = TestServer::start(ZONE);
+    // One label "status.api" under example.com: outside api.example.com, whatever its text.
+    let outside = raw_query(0x0d07, &[b"status.api", b"example", b"com"], RecordType::A);
+    let reply = parse(&exchange_udp(server.addr, &outside));
+    assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+    assert!(reply.answers.is_empty(), "{:?}", records(&reply.answers));
+
+    // One label "a.b" under api.example.com: in the zone, but no such name (a.b.api... is
+    // three labels, and b.api... is an empty non-terminal, not this).
+    let inside = raw_query(
+        0x0d08,
+        &[b"a.b", b"api", b"example", b"com"],
+        RecordType::TXT,
+    );
+    let reply = parse(&exchange_udp(server.addr, &inside));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    assert!(reply.answers.is_empty(), "{:?}", records(&reply.answers));
+    assert_eq!(records(&reply.authorities), [NEGATIVE_SOA]);
+
+    // Other odd bytes in a label: a name that cannot exist in the zone.
+    let space = raw_query(
+        0x0d09,
+        &[b"stat us", b"api", b"example", b"com"],
+        RecordType::A,
+    );
+    let reply = parse(&exchange_udp(server.addr, &space));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+}
