@@ -1,7 +1,7 @@
 //! The header and question of a response: flags, ID, 0x20 case echo, opcodes, FORMERR, REFUSED.
 
 use hickory_proto::op::{OpCode, ResponseCode};
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{DNSClass, RecordType};
 
 use crate::support::*;
 
@@ -80,6 +80,25 @@ fn names_outside_the_served_zones_are_refused() {
         assert!(!reply.metadata.recursion_available, "{name}: RA");
         assert!(reply.answers.is_empty(), "{name}: answers");
         assert!(reply.authorities.is_empty(), "{name}: authority");
+    }
+}
+
+#[test]
+fn classes_other_than_in_are_refused() {
+    let server = TestServer::start(ZONE);
+    for (name, class) in [
+        ("version.bind", DNSClass::CH),
+        ("status.api.example.com", DNSClass::CH),
+        ("status.api.example.com", DNSClass::ANY),
+    ] {
+        let q = query(name, RecordType::TXT).class(class);
+        let reply = query_udp(server.addr, &q);
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::Refused,
+            "{name} {class}"
+        );
+        assert!(reply.answers.is_empty(), "{name} {class}: answers");
     }
 }
 

@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 /// How long any single receive may take before the test fails.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(2);
@@ -227,6 +227,7 @@ pub struct EdnsOpts {
 pub struct QueryBuilder {
     name: String,
     rtype: RecordType,
+    class: DNSClass,
     id: u16,
     rd: bool,
     op_code: OpCode,
@@ -239,6 +240,7 @@ pub fn query(name: &str, rtype: RecordType) -> QueryBuilder {
     QueryBuilder {
         name: name.to_string(),
         rtype,
+        class: DNSClass::IN,
         id: rand::random(),
         rd: true,
         op_code: OpCode::Query,
@@ -249,6 +251,11 @@ pub fn query(name: &str, rtype: RecordType) -> QueryBuilder {
 impl QueryBuilder {
     pub fn id(mut self, id: u16) -> Self {
         self.id = id;
+        self
+    }
+
+    pub fn class(mut self, class: DNSClass) -> Self {
+        self.class = class;
         self
     }
 
@@ -297,7 +304,9 @@ impl QueryBuilder {
         msg.metadata.recursion_desired = self.rd;
         let name = Name::from_ascii(&self.name)
             .unwrap_or_else(|e| panic!("bad query name {:?}: {e}", self.name));
-        msg.add_query(Query::query(name, self.rtype));
+        let mut question = Query::query(name, self.rtype);
+        question.set_query_class(self.class);
+        msg.add_query(question);
         msg
     }
 
