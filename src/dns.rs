@@ -100,7 +100,7 @@ impl RequestHandler for Handler {
             return send(&mut response, msg, meta).await;
         }
 
-        let qname = Name::from_lower(&query.name().to_string());
+        let qname = model_name(query.name());
         let zones = self.snapshots.zones.load();
         let geo = self.snapshots.geo.load();
         let locator: &dyn Locator = match geo.as_deref() {
@@ -245,6 +245,31 @@ fn to_qtype(t: HRecordType) -> QType {
         HRecordType::ANY => QType::Any,
         other => QType::Other(u16::from(other)),
     }
+}
+
+/// The question name as the model spells names: lower-case labels joined by dots. Labels are
+/// read as octets, not through hickory's `Display`, which turns `xn--` labels into Unicode and
+/// writes a dot inside a label as `\.`, which the model's suffix and parent logic reads as a
+/// label boundary. An octet no zone name can hold is written `\DDD`, so such a label matches
+/// no record and never splits into two.
+fn model_name(name: &rr::LowerName) -> Name {
+    use std::fmt::Write;
+    let mut text = String::with_capacity(name.len());
+    for (i, label) in name.iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        for &b in label {
+            match b.to_ascii_lowercase() {
+                c @ (b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*') => text.push(char::from(c)),
+                _ => {
+                    // Writing to a String cannot fail.
+                    let _ = write!(text, "\\{b:03}");
+                }
+            }
+        }
+    }
+    Name::from_lower(&text)
 }
 
 fn to_name(name: &Name) -> rr::Name {

@@ -469,7 +469,7 @@ impl<'a> Validator<'a> {
                 self.error(
                     Some(&key),
                     Some("name"),
-                    format!("{owner} is outside the zone {apex}."),
+                    format!("{owner} is outside the zone {apex}"),
                 );
                 continue;
             }

@@ -1,0 +1,527 @@
+//! Helpers for the integration tests: start the real `steerdns` binary on loopback, build
+//! queries, exchange them over UDP and TCP, and show records in a form tests can compare.
+//!
+//! Everything here blocks with a timeout, so a hung or crashed server fails the test instead of
+//! hanging it.
+
+#![allow(dead_code)] // Not every test module uses every helper.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+/// How long any single receive may take before the test fails.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a one-shot command (`check`, a failing `serve`) may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The zone most tests run against: one of everything the zone format supports. Names are
+/// relative to `api.example.com`.
+pub const ZONE: &str = r#"
+zone: api.example.com
+ttl: 300
+soa:
+  primary: ns1
+  contact: hostmaster@example.com
+  serial: 2026113001
+  minimum: 60
+  ttl: 3600
+nameservers:
+  ns1: [192.0.2.53]
+  ns.other.net.: []
+datacenters:
+  fra: { location: [50.11, 8.68] }
+  iad: { location: [38.95, -77.45] }
+records:
+  www:
+    service:
+      ttl: 30
+      answers: 2
+      endpoints:
+        fra: [203.0.113.10, 203.0.113.11, 203.0.113.12, "2001:db8:10::1"]
+        iad: [198.51.100.20, "2001:db8:20::1"]
+  "@":
+    TXT: "v=spf1 -all"
+    MX: "10 mail.example.com."
+    CAA: '0 issue "letsencrypt.org"'
+  status:
+    A: [192.0.2.10, 192.0.2.11]
+    AAAA: "2001:db8::10"
+    TXT: [hello, world]
+  docs: { CNAME: www }
+  chain: { CNAME: docs }
+  outside: { CNAME: cdn.example.net. }
+  _https._tcp: { SRV: "10 5 443 www" }
+  a.b: { TXT: deep }
+  sub: { NS: [ns.sub.api.example.com, ns.elsewhere.net.] }
+  ns.sub: { A: 192.0.2.99, AAAA: "2001:db8::99" }
+"#;
+
+/// The path of a file or directory in the crate, independent of the test's working directory.
+pub fn manifest_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A `steerdns serve` child process listening on loopback. Killed when dropped.
+pub struct TestServer {
+    /// The DNS address (UDP and TCP share the port).
+    pub addr: SocketAddr,
+    child: Child,
+    stderr_path: PathBuf,
+    // Kept for its lifetime: the zone file, the ready file and the log live here.
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Serves one zone, given as YAML text, on a kernel-chosen port.
+    pub fn start(yaml: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let zones = dir.path().join("zones");
+        std::fs::create_dir(&zones).expect("creating the zone dir");
+        std::fs::write(zones.join("zone.yaml"), yaml).expect("writing the zone file");
+        TestServer::spawn(&zones, dir)
+    }
+
+    /// Serves an existing zone directory (such as the shipped `zones/`).
+    pub fn start_dir(zones: &Path) -> TestServer {
+        TestServer::spawn(zones, tempfile::tempdir().expect("creating a temp dir"))
+    }
+
+    fn spawn(zones: &Path, dir: tempfile::TempDir) -> TestServer {
+        let ready = dir.path().join("ready.json");
+        let stderr_path = dir.path().join("stderr.log");
+        // Stderr goes to a file, not a pipe: a pipe nobody reads would block a chatty server.
+        let stderr = std::fs::File::create(&stderr_path).expect("creating the log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
+            .arg("serve")
+            .arg("--zones")
+            .arg(zones)
+            .args(["--listen", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning steerdns");
+        let mut server = TestServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child,
+            stderr_path,
+            _dir: dir,
+        };
+        server.addr = server.wait_ready(&ready);
+        server
+    }
+
+    /// Polls the ready file until the server has written its address.
+    fn wait_ready(&mut self, ready: &Path) -> SocketAddr {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            // The file is written atomically (rename), so whatever we read is complete.
+            if let Ok(text) = std::fs::read_to_string(ready) {
+                let json: serde_json::Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("ready file {text:?} is not JSON: {e}"));
+                let dns = json["dns"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("ready file {text:?} has no \"dns\" string"));
+                return dns
+                    .parse()
+                    .unwrap_or_else(|e| panic!("ready file address {dns:?}: {e}"));
+            }
+            if let Some(status) = self.child.try_wait().expect("polling the child") {
+                panic!(
+                    "steerdns exited ({status}) before it was ready; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "steerdns not ready after {START_TIMEOUT:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().expect("polling the child").is_none()
+    }
+
+    /// What the server has logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The outcome of a one-shot `steerdns` command.
+#[derive(Debug)]
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `steerdns ARGS` in `cwd` and waits for it to exit, failing the test if it runs longer
+/// than a few seconds (a `serve` that should have refused to start, for example).
+pub fn run_steerdns(cwd: &Path, args: &[&std::ffi::OsStr]) -> Run {
+    let dir = tempfile::tempdir().expect("creating a temp dir");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("creating stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("creating stderr file"))
+        .spawn()
+        .expect("spawning steerdns");
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("polling the child") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "steerdns {args:?} still running after {COMMAND_TIMEOUT:?}; stderr:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        status,
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+/// EDNS settings of a query. The OPT record is written by hand so that any payload size,
+/// version and option can be sent, including ones hickory's own encoder would correct.
+#[derive(Debug, Clone)]
+pub struct EdnsOpts {
+    pub payload: u16,
+    pub version: u8,
+    pub options: Vec<(u16, Vec<u8>)>,
+}
+
+/// A query under construction: `query("www.api.example.com", RecordType::A).id(7).edns(4096)`.
+#[derive(Debug, Clone)]
+pub struct QueryBuilder {
+    name: String,
+    rtype: RecordType,
+    class: DNSClass,
+    id: u16,
+    rd: bool,
+    op_code: OpCode,
+    edns: Option<EdnsOpts>,
+}
+
+/// A standard query for `name` (written as given, letter case included) and `rtype`: random ID,
+/// RD set, no EDNS.
+pub fn query(name: &str, rtype: RecordType) -> QueryBuilder {
+    QueryBuilder {
+        name: name.to_string(),
+        rtype,
+        class: DNSClass::IN,
+        id: rand::random(),
+        rd: true,
+        op_code: OpCode::Query,
+        edns: None,
+    }
+}
+
+impl QueryBuilder {
+    pub fn id(mut self, id: u16) -> Self {
+        self.id = id;
+        self
+    }
+
+    pub fn class(mut self, class: DNSClass) -> Self {
+        self.class = class;
+        self
+    }
+
+    pub fn rd(mut self, rd: bool) -> Self {
+        self.rd = rd;
+        self
+    }
+
+    pub fn op_code(mut self, op_code: OpCode) -> Self {
+        self.op_code = op_code;
+        self
+    }
+
+    /// Adds an OPT record (EDNS version 0) advertising `payload` bytes.
+    pub fn edns(mut self, payload: u16) -> Self {
+        self.edns = Some(EdnsOpts {
+            payload,
+            version: 0,
+            options: Vec::new(),
+        });
+        self
+    }
+
+    /// Sets the EDNS version (adding an OPT with payload 1232 if there is none yet).
+    pub fn edns_version(mut self, version: u8) -> Self {
+        self.edns.get_or_insert_with(default_edns).version = version;
+        self
+    }
+
+    /// Adds an EDNS option (adding an OPT with payload 1232 if there is none yet).
+    pub fn edns_option(mut self, code: u16, data: &[u8]) -> Self {
+        self.edns
+            .get_or_insert_with(default_edns)
+            .options
+            .push((code, data.to_vec()));
+        self
+    }
+
+    pub fn get_id(&self) -> u16 {
+        self.id
+    }
+
+    /// The query as a message, without its OPT record (see `wire`).
+    pub fn message(&self) -> Message {
+        let mut msg = Message::new(self.id, MessageType::Query, self.op_code);
+        msg.metadata.recursion_desired = self.rd;
+        let name = Name::from_ascii(&self.name)
+            .unwrap_or_else(|e| panic!("bad query name {:?}: {e}", self.name));
+        let mut question = Query::query(name, self.rtype);
+        question.set_query_class(self.class);
+        msg.add_query(question);
+        msg
+    }
+
+    /// The query in wire format.
+    pub fn wire(&self) -> Vec<u8> {
+        let mut bytes = self.message().to_vec().expect("encoding the query");
+        if let Some(edns) = &self.edns {
+            // Root owner, TYPE 41, CLASS = payload, TTL = ext-rcode 0 | version | flags 0.
+            bytes.push(0);
+            bytes.extend_from_slice(&41u16.to_be_bytes());
+            bytes.extend_from_slice(&edns.payload.to_be_bytes());
+            bytes.extend_from_slice(&[0, edns.version, 0, 0]);
+            let rdata: Vec<u8> = edns
+                .options
+                .iter()
+                .flat_map(|(code, data)| {
+                    let mut o = code.to_be_bytes().to_vec();
+                    o.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                    o.extend_from_slice(data);
+                    o
+                })
+                .collect();
+            bytes.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(&rdata);
+            set_count(&mut bytes, Section::Additional, 1);
+        }
+        bytes
+    }
+}
+
+fn default_edns() -> EdnsOpts {
+    EdnsOpts {
+        payload: 1232,
+        version: 0,
+        options: Vec::new(),
+    }
+}
+
+/// A header count field.
+#[derive(Debug, Clone, Copy)]
+pub enum Section {
+    Question = 4,
+    Answer = 6,
+    Authority = 8,
+    Additional = 10,
+}
+
+/// Overwrites a header count in a wire-format message.
+pub fn set_count(bytes: &mut [u8], section: Section, count: u16) {
+    let at = section as usize;
+    bytes[at..at + 2].copy_from_slice(&count.to_be_bytes());
+}
+
+/// Reads a header count from a wire-format message.
+pub fn count(bytes: &[u8], section: Section) -> u16 {
+    let at = section as usize;
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+/// Parses a response, failing the test with the bytes if it does not parse.
+pub fn parse(bytes: &[u8]) -> Message {
+    Message::from_vec(bytes)
+        .unwrap_or_else(|e| panic!("response does not parse ({e}): {bytes:02x?}"))
+}
+
+/// A UDP socket on loopback, connected to `addr`, that gives up receiving after `RECV_TIMEOUT`.
+pub fn udp_socket(addr: SocketAddr) -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("binding a UDP socket");
+    socket
+        .set_read_timeout(Some(RECV_TIMEOUT))
+        .expect("setting a read timeout");
+    socket.connect(addr).expect("connecting the UDP socket");
+    socket
+}
+
+/// Sends one datagram and returns the reply's bytes.
+pub fn exchange_udp(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let socket = udp_socket(addr);
+    socket.send(bytes).expect("sending a datagram");
+    let mut buf = vec![0; 65_535];
+    let n = socket
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no UDP reply from {addr} within {RECV_TIMEOUT:?}: {e}"));
+    buf.truncate(n);
+    buf
+}
+
+/// Sends a query over UDP and returns the parsed reply, checking that its ID matches.
+pub fn query_udp(addr: SocketAddr, q: &QueryBuilder) -> Message {
+    let reply = parse(&exchange_udp(addr, &q.wire()));
+    assert_eq!(reply.metadata.id, q.get_id(), "reply ID");
+    reply
+}
+
+/// A TCP connection to `addr` whose reads give up after `RECV_TIMEOUT`.
+pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connecting over TCP");
+    stream
+        .set_read_timeout(Some(RECV_TIMEOUT))
+        .expect("setting a read timeout");
+    stream
+}
+
+/// Writes one length-prefixed DNS message.
+pub fn write_frame(stream: &mut TcpStream, bytes: &[u8]) {
+    let mut frame = (bytes.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(bytes);
+    stream.write_all(&frame).expect("writing a TCP frame");
+}
+
+/// Reads one length-prefixed DNS message.
+pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0; 2];
+    stream.read_exact(&mut len)?;
+    let mut buf = vec![0; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Writes every message on one connection, then reads as many replies (pipelining).
+pub fn exchange_tcp(addr: SocketAddr, messages: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut stream = tcp_connect(addr);
+    for m in messages {
+        write_frame(&mut stream, m);
+    }
+    (0..messages.len())
+        .map(|i| {
+            read_frame(&mut stream).unwrap_or_else(|e| {
+                panic!("no TCP reply {i} from {addr} within {RECV_TIMEOUT:?}: {e}")
+            })
+        })
+        .collect()
+}
+
+/// Sends queries over one TCP connection and returns the parsed replies, in order.
+pub fn query_tcp(addr: SocketAddr, queries: &[QueryBuilder]) -> Vec<Message> {
+    let wires: Vec<Vec<u8>> = queries.iter().map(QueryBuilder::wire).collect();
+    exchange_tcp(addr, &wires)
+        .iter()
+        .map(|b| parse(b))
+        .collect()
+}
+
+/// One record as `owner TTL TYPE rdata`, with names exactly as they came off the wire (case
+/// included), so tests compare whole records at once.
+pub fn show(r: &Record) -> String {
+    let data = match &r.data {
+        RData::A(a) => a.0.to_string(),
+        RData::AAAA(a) => a.0.to_string(),
+        RData::CNAME(n) => n.0.to_ascii(),
+        RData::NS(n) => n.0.to_ascii(),
+        RData::MX(mx) => format!("{} {}", mx.preference, mx.exchange.to_ascii()),
+        RData::TXT(txt) => txt
+            .txt_data
+            .iter()
+            .map(|s| format!("{:?}", String::from_utf8_lossy(s)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        RData::SRV(srv) => format!(
+            "{} {} {} {}",
+            srv.priority,
+            srv.weight,
+            srv.port,
+            srv.target.to_ascii()
+        ),
+        RData::SOA(soa) => format!(
+            "{} {} {} {} {} {} {}",
+            soa.mname.to_ascii(),
+            soa.rname.to_ascii(),
+            soa.serial,
+            soa.refresh,
+            soa.retry,
+            soa.expire,
+            soa.minimum
+        ),
+        RData::CAA(caa) => format!(
+            "{} {} {:?}",
+            caa.flags(),
+            caa.tag,
+            String::from_utf8_lossy(&caa.value)
+        ),
+        other => format!("{other:?}"),
+    };
+    format!(
+        "{} {} {} {}",
+        r.name.to_ascii(),
+        r.ttl,
+        r.record_type(),
+        data
+    )
+}
+
+/// A section shown record by record, in wire order.
+pub fn records(section: &[Record]) -> Vec<String> {
+    section.iter().map(show).collect()
+}
+
+/// A section shown record by record, sorted (for RRsets, whose order carries no meaning).
+pub fn sorted(section: &[Record]) -> Vec<String> {
+    let mut v = records(section);
+    v.sort();
+    v
+}
+
+/// A query in wire format with the question name given label by label, so a label may hold
+/// any byte (a dot, a space) without escaping. RD set, class IN, no EDNS.
+pub fn raw_query(id: u16, labels: &[&[u8]], rtype: RecordType) -> Vec<u8> {
+    let mut b = id.to_be_bytes().to_vec();
+    b.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in labels {
+        b.push(label.len() as u8);
+        b.extend_from_slice(label);
+    }
+    b.push(0);
+    b.extend_from_slice(&u16::from(rtype).to_be_bytes());
+    b.extend_from_slice(&1u16.to_be_bytes());
+    b
+}

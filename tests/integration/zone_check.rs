@@ -1,0 +1,211 @@
+//! `steerdns check` and `steerdns serve` on broken and shipped zones. The broken zones live in
+//! `tests/fixtures/invalid/`, each named after the error it triggers.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::support::*;
+
+/// Each fixture and the line `check` must print for it, after the directory. A line ending in
+/// `...` only has to start with the text before it (for messages that list what serde expects).
+const INVALID: &[(&str, &str)] = &[
+    (
+        "unknown_field.yaml",
+        "unknown_field.yaml:8: zone api.example.com, record www, unknown field `tll`, expected one of `ttl`...",
+    ),
+    (
+        "bad_address.yaml",
+        "bad_address.yaml:8: zone api.example.com, record www, field A: \"300.1.1.1\" is not an IPv4 or IPv6 address",
+    ),
+    (
+        "name_outside_zone.yaml",
+        "name_outside_zone.yaml:8: zone api.example.com, record www.example.org., field name: www.example.org. is outside the zone api.example.com.",
+    ),
+    (
+        "cname_beside_other_data.yaml",
+        "cname_beside_other_data.yaml:8: zone api.example.com, record docs, field CNAME: a CNAME cannot stand beside other data at the same name (RFC 1034 section 3.6.2)",
+    ),
+    (
+        "undefined_datacenter.yaml",
+        "undefined_datacenter.yaml:8: zone api.example.com, record www, field service.endpoints.mars: data center \"mars\" is not defined under `datacenters`",
+    ),
+    (
+        "duplicate_name.yaml",
+        "duplicate_name.yaml:9: zone api.example.com, record www.api.example.com., field name: duplicate name: www.api.example.com. is already defined by www",
+    ),
+    (
+        "missing_soa.yaml",
+        "missing_soa.yaml: zone api.example.com, field soa: missing: every zone needs an SOA",
+    ),
+    (
+        "missing_nameservers.yaml",
+        "missing_nameservers.yaml: zone api.example.com, field nameservers: missing: every zone needs at least one name server",
+    ),
+    (
+        "ttl_out_of_range.yaml",
+        "ttl_out_of_range.yaml:8: zone api.example.com, record www, field ttl: TTL 3000000000 is out of range (0 to 2147483647, RFC 2181)",
+    ),
+    (
+        "yaml_syntax.yaml",
+        "yaml_syntax.yaml:9:9: did not find expected ',' or '}'...",
+    ),
+];
+
+fn fixture(file: &str) -> PathBuf {
+    manifest_path("tests/fixtures/invalid").join(file)
+}
+
+/// A temp dir holding only a copy of the fixture, so `check` sees that one file.
+fn dir_with(file: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("creating a temp dir");
+    std::fs::copy(fixture(file), dir.path().join(file))
+        .unwrap_or_else(|e| panic!("copying fixture {file}: {e}"));
+    dir
+}
+
+fn check(dir: &Path) -> Run {
+    run_steerdns(dir, &[OsStr::new("check"), dir.as_os_str()])
+}
+
+/// Whether `stderr` has the line `{dir}/{expected}` (see `INVALID` for the `...` form).
+fn has_line(stderr: &str, dir: &Path, expected: &str) -> bool {
+    let want = format!("{}/{}", dir.display(), expected);
+    stderr.lines().any(|line| match want.strip_suffix("...") {
+        Some(prefix) => line.starts_with(prefix),
+        None => line == want,
+    })
+}
+
+#[test]
+fn check_reports_each_kind_of_invalid_zone() {
+    for (file, expected) in INVALID {
+        let dir = dir_with(file);
+        let run = check(dir.path());
+        assert_eq!(run.status.code(), Some(1), "{file}: exit code; {run:?}");
+        assert!(
+            has_line(&run.stderr, dir.path(), expected),
+            "{file}: expected the line\n  {expected}\nin stderr:\n{}",
+            run.stderr
+        );
+        assert_eq!(
+            run.stderr.lines().last(),
+            Some("1 error(s)"),
+            "{file}: one error"
+        );
+    }
+}
+
+#[test]
+fn every_invalid_fixture_is_checked() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(manifest_path("tests/fixtures/invalid"))
+        .expect("reading the fixture dir")
+        .map(|e| e.expect("a dir entry").file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    on_disk.sort();
+    let mut covered: Vec<String> = INVALID.iter().map(|(f, _)| f.to_string()).collect();
+    covered.push("many_errors.yaml".to_string());
+    covered.sort();
+    assert_eq!(on_disk, covered);
+}
+
+#[test]
+fn check_lists_every_error_of_a_file_at_once() {
+    let dir = dir_with("many_errors.yaml");
+    let run = check(dir.path());
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    for expected in [
+        "many_errors.yaml:8: zone api.example.com, record www, field A: \"300.1.1.1\" is not an IPv4 or IPv6 address",
+        "many_errors.yaml:9: zone api.example.com, record status, field ttl: TTL 3000000000 is out of range (0 to 2147483647, RFC 2181)",
+        "many_errors.yaml:10: zone api.example.com, record api, field service.endpoints.mars: data center \"mars\" is not defined under `datacenters`",
+    ] {
+        assert!(
+            has_line(&run.stderr, dir.path(), expected),
+            "expected the line\n  {expected}\nin stderr:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(run.stderr.lines().last(), Some("3 error(s)"));
+}
+
+#[test]
+fn check_accepts_the_shipped_zones() {
+    let run = run_steerdns(
+        &manifest_path(""),
+        &[OsStr::new("check"), OsStr::new("zones")],
+    );
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("ok: zone api.example.com. (zones/example.yaml,")),
+        "stdout:\n{}",
+        run.stdout
+    );
+    assert!(run.stderr.is_empty(), "stderr:\n{}", run.stderr);
+}
+
+#[test]
+fn serve_refuses_to_start_on_a_broken_zone() {
+    let dir = dir_with("bad_address.yaml");
+    let ready = dir.path().join("ready.json");
+    let run = run_steerdns(
+        dir.path(),
+        &[
+            OsStr::new("serve"),
+            OsStr::new("--zones"),
+            dir.path().as_os_str(),
+            OsStr::new("--listen"),
+            OsStr::new("127.0.0.1:0"),
+            OsStr::new("--ready-file"),
+            ready.as_os_str(),
+        ],
+    );
+    assert!(!run.status.success(), "{run:?}");
+    let expected = INVALID
+        .iter()
+        .find(|(f, _)| *f == "bad_address.yaml")
+        .map(|(_, line)| *line)
+        .unwrap();
+    let want = format!("{}/{}", dir.path().display(), expected);
+    assert!(
+        run.stderr.contains(&want),
+        "expected\n  {want}\nin stderr:\n{}",
+        run.stderr
+    );
+    assert!(
+        !ready.exists(),
+        "a server that did not start wrote its ready file"
+    );
+}
+
+#[test]
+fn the_shipped_zones_are_served() {
+    let server = TestServer::start_dir(&manifest_path("zones"));
+    let reply = query_udp(server.addr, &query("www.api.example.com", RecordType::A));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(reply.metadata.authoritative);
+    // fra is the first DC; `answers: 2`.
+    assert_eq!(
+        sorted(&reply.answers),
+        [
+            "www.api.example.com. 30 A 203.0.113.10",
+            "www.api.example.com. 30 A 203.0.113.11",
+        ]
+    );
+    let docs = query_tcp(
+        server.addr,
+        &[query("docs.api.example.com", RecordType::AAAA)],
+    )
+    .remove(0);
+    assert_eq!(
+        records(&docs.answers),
+        [
+            "docs.api.example.com. 300 CNAME www.api.example.com.",
+            "www.api.example.com. 30 AAAA 2001:db8:10::1",
+        ]
+    );
+}
