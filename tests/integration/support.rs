@@ -82,19 +82,57 @@ pub struct TestServer {
 impl TestServer {
     /// Serves one zone, given as YAML text, on a kernel-chosen port.
     pub fn start(yaml: &str) -> TestServer {
+        TestServer::start_with(yaml, &[])
+    }
+
+    /// Serves one zone with extra `serve` flags. Without a `--geoip` flag the server uses the
+    /// small MaxMind test database (tests/fixtures/geoip/README.md has its networks).
+    pub fn start_with(yaml: &str, args: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let zones = dir.path().join("zones");
         std::fs::create_dir(&zones).expect("creating the zone dir");
         std::fs::write(zones.join("zone.yaml"), yaml).expect("writing the zone file");
-        TestServer::spawn(&zones, dir)
+        TestServer::spawn(&zones, dir, args, false)
     }
 
-    /// Serves an existing zone directory (such as the shipped `zones/`).
+    /// Serves an existing zone directory (such as the shipped `zones/`) with the shipped GeoIP
+    /// databases.
     pub fn start_dir(zones: &Path) -> TestServer {
-        TestServer::spawn(zones, tempfile::tempdir().expect("creating a temp dir"))
+        TestServer::spawn(
+            zones,
+            tempfile::tempdir().expect("creating a temp dir"),
+            &[],
+            true,
+        )
     }
 
-    fn spawn(zones: &Path, dir: tempfile::TempDir) -> TestServer {
+    /// The directory holding the zone file, for tests that rewrite it and reload.
+    pub fn zone_dir(&self) -> PathBuf {
+        self._dir.path().join("zones")
+    }
+
+    /// Sends a signal (e.g. "HUP") to the server.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    fn spawn(
+        zones: &Path,
+        dir: tempfile::TempDir,
+        args: &[&str],
+        shipped_geoip: bool,
+    ) -> TestServer {
+        let test_geoip = if shipped_geoip || args.contains(&"--geoip") {
+            vec![]
+        } else {
+            let db = manifest_path("tests/fixtures/geoip/GeoIP2-City-Test.mmdb");
+            vec!["--geoip".to_string(), db.display().to_string()]
+        };
         let ready = dir.path().join("ready.json");
         let stderr_path = dir.path().join("stderr.log");
         // Stderr goes to a file, not a pipe: a pipe nobody reads would block a chatty server.
@@ -105,6 +143,8 @@ impl TestServer {
             .arg(zones)
             .args(["--listen", "127.0.0.1:0", "--ready-file"])
             .arg(&ready)
+            .args(args)
+            .args(test_geoip)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
