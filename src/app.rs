@@ -171,10 +171,10 @@ impl Node {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(m) = monitor {
-            if !m.shutdown(SHUTDOWN_GRACE).await {
-                warn!("probers did not stop within the grace period");
-            }
+        if let Some(m) = monitor
+            && !m.shutdown(SHUTDOWN_GRACE).await
+        {
+            warn!("probers did not stop within the grace period");
         }
         if !self.dns_task.is_finished()
             && tokio::time::timeout(SHUTDOWN_GRACE, &mut self.dns_task)

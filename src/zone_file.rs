@@ -259,6 +259,12 @@ pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
     Validator::new(text, source).validate(raw)
 }
 
+/// What a zone defines before its records: data centers and named checks.
+struct Defs<'a> {
+    datacenters: &'a [Datacenter],
+    checks: &'a HashMap<String, Arc<Check>>,
+}
+
 /// Collects errors while turning a `RawZone` into a `Zone`.
 struct Validator<'a> {
     text: &'a str,
@@ -482,15 +488,11 @@ impl<'a> Validator<'a> {
                 continue;
             }
             spelled.insert(owner.clone(), key.clone());
-            let node = self.record(
-                &apex,
-                &key,
-                &owner,
-                record,
-                default_ttl,
-                &datacenters,
-                &checks,
-            );
+            let defs = Defs {
+                datacenters: &datacenters,
+                checks: &checks,
+            };
+            let node = self.record(&apex, &key, &owner, record, default_ttl, &defs);
             if owner == apex {
                 if node.rrset(RecordType::Ns).is_some() {
                     self.error(
@@ -605,8 +607,7 @@ impl<'a> Validator<'a> {
         owner: &Name,
         raw: RawRecord,
         default_ttl: u32,
-        datacenters: &[Datacenter],
-        checks: &HashMap<String, Arc<Check>>,
+        defs: &Defs,
     ) -> Node {
         let rec = Some(key);
         let ttl = self.ttl(rec, "ttl", raw.ttl.unwrap_or(default_ttl));
@@ -709,7 +710,7 @@ impl<'a> Validator<'a> {
                 );
             }
             node.service = self
-                .service(rec, owner, s, datacenters, checks)
+                .service(rec, owner, s, defs.datacenters, defs.checks)
                 .map(Arc::new);
         }
         node
