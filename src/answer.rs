@@ -18,13 +18,19 @@ pub const MAX_SCOPE_V6: u8 = 56;
 
 /// Endpoint health as the answer code sees it. The health module provides the real one.
 pub trait Health: Send + Sync {
-    /// Whether `ip` of the service's DC number `dc` (index into `Service::dcs`) may be served.
-    fn endpoint_up(&self, service: &Service, dc: usize, ip: IpAddr) -> bool;
+    /// Whether `ip` of the service's DC named `dc` may be served (up and not drained).
+    fn endpoint_up(&self, service: &Service, dc: &str, ip: IpAddr) -> bool;
 }
 
 impl Health for crate::health::HealthView {
-    fn endpoint_up(&self, service: &Service, _dc: usize, ip: IpAddr) -> bool {
+    fn endpoint_up(&self, service: &Service, _dc: &str, ip: IpAddr) -> bool {
         self.is_up(ip, service.check.as_deref())
+    }
+}
+
+impl Health for crate::merge::EffectiveHealth {
+    fn endpoint_up(&self, service: &Service, dc: &str, ip: IpAddr) -> bool {
+        !self.is_drained(dc, service.name.as_str()) && self.is_up(ip, service.check.as_deref())
     }
 }
 
@@ -32,7 +38,7 @@ impl Health for crate::health::HealthView {
 pub struct AllUp;
 
 impl Health for AllUp {
-    fn endpoint_up(&self, _: &Service, _: usize, _: IpAddr) -> bool {
+    fn endpoint_up(&self, _: &Service, _: &str, _: IpAddr) -> bool {
         true
     }
 }
@@ -353,10 +359,11 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
             .endpoints
             .iter()
             .filter(|ip| ip.is_ipv4() == want_v4);
+        let dc_name = zone.datacenters[service.dcs[dc].dc].name.as_str();
         let (mut endpoints, mut up) = (0, 0);
         for ip in eps {
             endpoints += 1;
-            if client.health.endpoint_up(service, dc, *ip) {
+            if client.health.endpoint_up(service, dc_name, *ip) {
                 up += 1;
             }
         }
@@ -369,7 +376,10 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
         });
     }
 
-    let all_down = candidates.iter().all(|c| c.up == 0);
+    // Only DCs with endpoints of the asked family count: a service without any is NODATA for
+    // that family, not "all down".
+    let all_down = candidates.iter().any(|c| c.endpoints > 0)
+        && candidates.iter().all(|c| c.endpoints == 0 || c.up == 0);
     let mut addresses = Vec::new();
     let mut used = Vec::new();
     for (ci, cand) in candidates.iter().enumerate() {
@@ -377,12 +387,13 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
             // A DC with nothing of the asked family, or nothing up, is skipped.
             continue;
         }
+        let dc_name = zone.datacenters[service.dcs[cand.dc].dc].name.as_str();
         let eps: Vec<IpAddr> = service.dcs[cand.dc]
             .endpoints
             .iter()
             .copied()
             .filter(|ip| ip.is_ipv4() == want_v4)
-            .filter(|ip| all_down || client.health.endpoint_up(service, cand.dc, *ip))
+            .filter(|ip| all_down || client.health.endpoint_up(service, dc_name, *ip))
             .collect();
         let start = client.rotation % eps.len();
         let room = service.answers - addresses.len();
@@ -921,7 +932,7 @@ records:
 
     struct Down(Vec<IpAddr>);
     impl Health for Down {
-        fn endpoint_up(&self, _: &Service, _: usize, ip: IpAddr) -> bool {
+        fn endpoint_up(&self, _: &Service, _: &str, ip: IpAddr) -> bool {
             !self.0.contains(&ip)
         }
     }

@@ -2,6 +2,8 @@
 //! and on GeoIP file changes, shut down cleanly.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,12 +12,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::admin::{self, AdminState, Control};
 use crate::config::Settings;
 use crate::dns::{self, Bound};
 use crate::geo::GeoDb;
 use crate::health::ProbeTarget;
+use crate::merge::MergeSettings;
 use crate::metrics::Metrics;
 use crate::model::ZoneSet;
+use crate::peers::{Cluster, ClusterSettings};
 use crate::probe::HealthMonitor;
 use crate::state::Snapshots;
 use crate::zone_file;
@@ -25,60 +30,17 @@ const GEOIP_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// How long shutdown waits for tasks to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// A running node.
-pub struct Node {
-    pub dns: Bound,
-    pub snapshots: Arc<Snapshots>,
-    monitor: Mutex<Option<HealthMonitor>>,
-    shutdown: CancellationToken,
-    dns_task: JoinHandle<anyhow::Result<()>>,
+/// The parts of a node that reloads and the admin API act on.
+struct Core {
     settings: Settings,
+    snapshots: Arc<Snapshots>,
+    monitor: Mutex<Option<HealthMonitor>>,
 }
 
-impl Node {
-    /// Loads the zones and GeoIP data, starts probing and serving. Fails, naming the cause, on a
-    /// broken zone, a missing GeoIP file or a port that cannot be bound.
-    pub async fn start(settings: Settings) -> anyhow::Result<Node> {
-        let metrics = Arc::new(Metrics::new());
-        let zones = zone_file::load_dir(&settings.zones)
-            .with_context(|| format!("loading zones from {}", settings.zones.display()))?;
-        metrics.record_zone_load(true);
-        let geo = GeoDb::open(&settings.geoip)?;
-        log_geo(&geo, &metrics, "GeoIP database loaded");
-
-        let (mut monitor, health) = HealthMonitor::new(settings.probe_source);
-        monitor.set_targets(probe_targets(&zones));
-        let snapshots = Arc::new(Snapshots::new(zones, Some(geo), health, metrics));
-
-        let (udp, tcp) = dns::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding DNS on {}", settings.listen))?;
-        let bound = Bound {
-            udp: udp.local_addr()?,
-            tcp: tcp.local_addr()?,
-        };
-        let shutdown = CancellationToken::new();
-        let dns_task = tokio::spawn(dns::serve(snapshots.clone(), udp, tcp, shutdown.clone()));
-        tokio::spawn(watch_services(snapshots.clone(), shutdown.clone()));
-        info!(udp = %bound.udp, tcp = %bound.tcp, zones = %settings.zones.display(), "serving DNS");
-        if let Some(path) = &settings.ready_file {
-            let body = serde_json::json!({ "dns": bound.udp.to_string() }).to_string();
-            write_atomically(path, body.as_bytes())
-                .with_context(|| format!("writing ready file {}", path.display()))?;
-        }
-        Ok(Node {
-            dns: bound,
-            snapshots,
-            monitor: Mutex::new(Some(monitor)),
-            shutdown,
-            dns_task,
-            settings,
-        })
-    }
-
+impl Core {
     /// Re-reads the zone directory and swaps it in; probing follows the new zones (unchanged
     /// endpoints keep their health). A broken zone keeps the previous set serving.
-    pub fn reload_zones(&self) -> Result<(), zone_file::ZoneErrors> {
+    fn reload_zones(&self) -> Result<usize, zone_file::ZoneErrors> {
         let metrics = &self.snapshots.metrics;
         match zone_file::load_dir(&self.settings.zones) {
             Ok(zones) => {
@@ -100,7 +62,7 @@ impl Node {
                     );
                 }
                 metrics.record_zone_load(true);
-                Ok(())
+                Ok(count)
             }
             Err(errors) => {
                 for e in &errors.0 {
@@ -113,7 +75,7 @@ impl Node {
     }
 
     /// Re-opens the GeoIP databases. A missing or corrupt file keeps the loaded ones in use.
-    pub fn reload_geo(&self) -> Result<(), crate::geo::GeoError> {
+    fn reload_geo(&self) -> Result<(), crate::geo::GeoError> {
         match GeoDb::open(&self.settings.geoip) {
             Ok(db) => {
                 log_geo(&db, &self.snapshots.metrics, "GeoIP database reloaded");
@@ -127,6 +89,138 @@ impl Node {
             }
         }
     }
+}
+
+impl Control for Core {
+    fn reload(&self) -> Result<String, String> {
+        let zones = self.reload_zones().map_err(|e| e.to_string())?;
+        self.reload_geo()
+            .map_err(|e| format!("zones reloaded, but GeoIP: {e}"))?;
+        Ok(format!("reloaded {zones} zone(s) and the GeoIP data"))
+    }
+
+    fn observe_probes(&self, metrics: &Metrics) {
+        let monitor = self.monitor.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = monitor.as_ref() {
+            let p = m.stats().probes;
+            metrics.set_probe_counts(p.ok, p.failed, p.timed_out, p.latency.sum.as_secs_f64());
+        }
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub dns: Bound,
+    pub admin: SocketAddr,
+    pub snapshots: Arc<Snapshots>,
+    core: Arc<Core>,
+    shutdown: CancellationToken,
+    dns_task: JoinHandle<anyhow::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Loads the zones and GeoIP data, starts probing, the exchange with peers, the admin API and
+    /// DNS. Fails, naming the cause, on a broken zone, a missing GeoIP file or a busy port.
+    pub async fn start(settings: Settings) -> anyhow::Result<Node> {
+        // reqwest is built without a default TLS provider; ring serves probes and peers.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let metrics = Arc::new(Metrics::new());
+        let zones = zone_file::load_dir(&settings.zones)
+            .with_context(|| format!("loading zones from {}", settings.zones.display()))?;
+        metrics.record_zone_load(true);
+        let geo = GeoDb::open(&settings.geoip)?;
+        log_geo(&geo, &metrics, "GeoIP database loaded");
+
+        let (mut monitor, local_health) = HealthMonitor::new(settings.probe_source);
+        monitor.set_targets(probe_targets(&zones));
+        let snapshots = Arc::new(Snapshots::new(zones, Some(geo), metrics));
+        let cluster = Cluster::new(
+            ClusterSettings {
+                node: settings.node.clone(),
+                region: settings.region.clone(),
+                peers: settings.peers.clone(),
+                secret: settings.secret.clone(),
+                exchange_interval: settings.exchange_interval,
+                merge: MergeSettings {
+                    stale_after_ms: settings.stale_after.as_millis() as u64,
+                    quorum: settings.quorum,
+                },
+                state_dir: settings.state_dir.clone(),
+            },
+            local_health,
+            snapshots.clone(),
+        )?;
+        let core = Arc::new(Core {
+            settings: settings.clone(),
+            snapshots: snapshots.clone(),
+            monitor: Mutex::new(Some(monitor)),
+        });
+
+        let admin_listener = tokio::net::TcpListener::bind(settings.admin)
+            .await
+            .with_context(|| format!("binding the admin listener on {}", settings.admin))?;
+        let admin_addr = admin_listener.local_addr()?;
+        let (udp, tcp) = dns::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding DNS on {}", settings.listen))?;
+        let bound = Bound {
+            udp: udp.local_addr()?,
+            tcp: tcp.local_addr()?,
+        };
+
+        let shutdown = CancellationToken::new();
+        let admin_state = Arc::new(AdminState {
+            snapshots: snapshots.clone(),
+            cluster: cluster.clone(),
+            control: core.clone(),
+            token: settings.admin_token.clone(),
+            protect_reads: settings.protect_reads,
+            ready: AtomicBool::new(false),
+            status_page: |s| crate::status::page(&s.snapshots, &s.cluster),
+        });
+        let mut tasks = Vec::new();
+        let admin_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = admin::serve(admin_listener, admin_state, admin_shutdown).await {
+                error!(error = %e, "admin listener stopped");
+            }
+        }));
+        tasks.push(tokio::spawn(cluster.clone().run(shutdown.clone())));
+        tasks.push(tokio::spawn(watch_services(
+            snapshots.clone(),
+            shutdown.clone(),
+        )));
+        let dns_task = tokio::spawn(dns::serve(snapshots.clone(), udp, tcp, shutdown.clone()));
+        info!(
+            node = %settings.node, region = %settings.region, udp = %bound.udp, tcp = %bound.tcp,
+            admin = %admin_addr, peers = settings.peers.len(), zones = %settings.zones.display(),
+            "serving"
+        );
+        if let Some(path) = &settings.ready_file {
+            let body = serde_json::json!({
+                "dns": bound.udp.to_string(),
+                "admin": admin_addr.to_string(),
+            })
+            .to_string();
+            write_atomically(path, body.as_bytes())
+                .with_context(|| format!("writing ready file {}", path.display()))?;
+        }
+        Ok(Node {
+            dns: bound,
+            admin: admin_addr,
+            snapshots,
+            core,
+            shutdown,
+            dns_task,
+            tasks,
+        })
+    }
+
+    /// Reloads zones; see `Core::reload_zones`.
+    pub fn reload_zones(&self) -> Result<usize, zone_file::ZoneErrors> {
+        self.core.reload_zones()
+    }
 
     /// Runs until SIGINT/SIGTERM (or the DNS server fails); SIGHUP reloads zones and GeoIP data,
     /// and a changed GeoIP file is reloaded by itself.
@@ -134,21 +228,22 @@ impl Node {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
-        let mut geo_stamp = file_stamps(&self.settings.geoip);
+        let geoip = self.core.settings.geoip.clone();
+        let mut geo_stamp = file_stamps(&geoip);
         let mut watch = tokio::time::interval(GEOIP_WATCH_INTERVAL);
         let outcome = loop {
             tokio::select! {
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading zones and GeoIP data");
-                    let _ = self.reload_zones();
-                    let _ = self.reload_geo();
-                    geo_stamp = file_stamps(&self.settings.geoip);
+                    let _ = self.core.reload_zones();
+                    let _ = self.core.reload_geo();
+                    geo_stamp = file_stamps(&geoip);
                 }
                 _ = watch.tick() => {
-                    let stamp = file_stamps(&self.settings.geoip);
+                    let stamp = file_stamps(&geoip);
                     if stamp != geo_stamp {
                         geo_stamp = stamp;
-                        let _ = self.reload_geo();
+                        let _ = self.core.reload_geo();
                     }
                 }
                 _ = term.recv() => break Ok(()),
@@ -167,6 +262,7 @@ impl Node {
         info!("shutting down");
         self.shutdown.cancel();
         let monitor = self
+            .core
             .monitor
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -175,6 +271,11 @@ impl Node {
             && !m.shutdown(SHUTDOWN_GRACE).await
         {
             warn!("probers did not stop within the grace period");
+        }
+        for t in self.tasks.drain(..) {
+            if tokio::time::timeout(SHUTDOWN_GRACE, t).await.is_err() {
+                warn!("a task did not stop within the grace period");
+            }
         }
         if !self.dns_task.is_finished()
             && tokio::time::timeout(SHUTDOWN_GRACE, &mut self.dns_task)
@@ -220,11 +321,21 @@ async fn watch_services(snapshots: Arc<Snapshots>, shutdown: CancellationToken) 
         }
         let health = snapshots.health.load_full();
         let zones = snapshots.zones.load_full();
-        let key = (Arc::as_ptr(&health) as usize, Arc::as_ptr(&zones) as usize);
-        if last == Some(key) {
+        let key = Arc::as_ptr(&zones) as usize;
+        let state: Vec<bool> = zones
+            .services()
+            .flat_map(|(_, s)| {
+                s.dcs.iter().flat_map(|d| {
+                    d.endpoints
+                        .iter()
+                        .map(|ip| health.is_up(*ip, s.check.as_deref()))
+                })
+            })
+            .collect();
+        if last.as_ref() == Some(&(key, state.clone())) {
             continue;
         }
-        last = Some(key);
+        last = Some((key, state));
         let mut now_down = HashSet::new();
         for (_, service) in zones.services() {
             let up = service.dcs.iter().any(|dc| {

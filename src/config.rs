@@ -1,40 +1,24 @@
-//! Node settings: where to listen, which zones and GeoIP database to serve. Read from an optional
-//! YAML node config file; command-line flags override what the file says.
+//! Node settings: identity, listen addresses, zones and GeoIP data, peers and their shared secret,
+//! state directory. Read from an optional YAML node config file; command-line flags override it.
+//! Secrets come from files or the environment, never from the zone files.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use anyhow::{Context, bail};
 use serde::Deserialize;
+
+use crate::check::parse_duration;
+use crate::merge::Quorum;
 
 /// Where the DNS frontend listens when nothing else is said.
 pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:5300";
-
-/// A node config file, as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeFile {
-    /// DNS listen address (UDP and TCP).
-    pub listen: Option<SocketAddr>,
-    /// Directory of zone YAML files.
-    pub zones: Option<PathBuf>,
-    /// GeoIP databases (MaxMind format), in order of preference.
-    pub geoip: Option<Vec<PathBuf>>,
-    /// Local address health probes are sent from.
-    pub probe_source: Option<std::net::IpAddr>,
-}
-
-impl NodeFile {
-    pub fn parse(text: &str) -> Result<NodeFile, serde_yaml::Error> {
-        serde_yaml::from_str(text)
-    }
-
-    pub fn load(path: &Path) -> anyhow::Result<NodeFile> {
-        use anyhow::Context;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading node config {}", path.display()))?;
-        NodeFile::parse(&text).with_context(|| format!("parsing node config {}", path.display()))
-    }
-}
+/// Where the admin/peer HTTP listener binds when nothing else is said.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8053";
+/// Environment variables that may hold the secrets.
+pub const SECRET_ENV: &str = "STEERDNS_SECRET";
+pub const ADMIN_TOKEN_ENV: &str = "STEERDNS_ADMIN_TOKEN";
 
 /// The shipped databases: DB-IP City Lite (coarse, IPv4) for coordinates, then DB-IP Country
 /// Lite for IPv6 and anything the first does not know.
@@ -43,57 +27,232 @@ pub const DEFAULT_GEOIP: [&str; 2] = [
     "geoip/dbip-country.mmdb",
 ];
 
+/// A node config file, as written. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// This node's id, unique among the peers.
+    pub node: Option<String>,
+    /// The region the node probes from.
+    pub region: Option<String>,
+    /// DNS listen address (UDP and TCP).
+    pub listen: Option<SocketAddr>,
+    /// Admin and peer HTTP listen address.
+    pub admin: Option<SocketAddr>,
+    /// Directory of zone YAML files.
+    pub zones: Option<PathBuf>,
+    /// GeoIP databases (MaxMind format), in order of preference.
+    pub geoip: Option<Vec<PathBuf>>,
+    /// Local address health probes are sent from.
+    pub probe_source: Option<IpAddr>,
+    /// Where drains are persisted.
+    pub state_dir: Option<PathBuf>,
+    /// Base URLs of the other nodes' admin/peer listeners (`http://10.1.0.53:8053`).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// File holding the secret shared by all nodes (or set STEERDNS_SECRET).
+    pub secret_file: Option<PathBuf>,
+    /// File holding the admin bearer token (or set STEERDNS_ADMIN_TOKEN).
+    pub admin_token_file: Option<PathBuf>,
+    /// Whether reads of the admin API need the token too.
+    pub protect_reads: Option<bool>,
+    /// How often each peer is pulled ("1s").
+    pub exchange_interval: Option<String>,
+    /// Age after which a node's report stops voting ("5s").
+    pub stale_after: Option<String>,
+    /// majority (default), any, all, or a number of down votes.
+    pub quorum: Option<String>,
+}
+
+impl NodeFile {
+    pub fn parse(text: &str) -> Result<NodeFile, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<NodeFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading node config {}", path.display()))?;
+        NodeFile::parse(&text).with_context(|| format!("parsing node config {}", path.display()))
+    }
+}
+
 /// Settings given on the command line; each overrides the node config file.
 #[derive(Debug, Default, Clone)]
 pub struct Flags {
+    pub node: Option<String>,
+    pub region: Option<String>,
     pub listen: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
     pub zones: Option<PathBuf>,
     pub geoip: Vec<PathBuf>,
-    pub probe_source: Option<std::net::IpAddr>,
+    pub probe_source: Option<IpAddr>,
+    pub state_dir: Option<PathBuf>,
+    pub peers: Vec<String>,
+    pub secret_file: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
+    pub exchange_interval: Option<String>,
+    pub stale_after: Option<String>,
+    pub quorum: Option<String>,
     pub ready_file: Option<PathBuf>,
 }
 
 /// Effective settings of a node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
+    pub node: String,
+    pub region: String,
     pub listen: SocketAddr,
+    pub admin: SocketAddr,
     pub zones: PathBuf,
     /// GeoIP databases, first match wins.
     pub geoip: Vec<PathBuf>,
     /// Local address health probes are sent from (so a node's vantage point is its own).
-    pub probe_source: Option<std::net::IpAddr>,
+    pub probe_source: Option<IpAddr>,
+    pub state_dir: Option<PathBuf>,
+    pub peers: Vec<String>,
+    /// The shared secret peer messages are signed with.
+    pub secret: Option<Vec<u8>>,
+    /// The bearer token admin changes need.
+    pub admin_token: Option<String>,
+    pub protect_reads: bool,
+    pub exchange_interval: Duration,
+    pub stale_after: Duration,
+    pub quorum: Quorum,
     /// Where to write the bound addresses once listening (for scripts and tests).
     pub ready_file: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for Settings {
+    // Hand-written so that secrets never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("node", &self.node)
+            .field("region", &self.region)
+            .field("listen", &self.listen)
+            .field("admin", &self.admin)
+            .field("zones", &self.zones)
+            .field("peers", &self.peers)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Settings {
-    /// Defaults, then the file, then explicit flags.
-    pub fn resolve(file: NodeFile, flags: Flags) -> Settings {
-        let Flags {
-            listen,
-            zones,
-            geoip,
-            probe_source,
-            ready_file,
-        } = flags;
-        Settings {
-            listen: listen.or(file.listen).unwrap_or_else(|| {
-                DEFAULT_DNS_LISTEN
-                    .parse()
-                    .expect("DEFAULT_DNS_LISTEN is a valid socket address")
-            }),
-            zones: zones
+    /// Defaults, then the file, then explicit flags; secrets from files, then the environment.
+    pub fn resolve(file: NodeFile, flags: Flags) -> anyhow::Result<Settings> {
+        let secret = read_secret(flags.secret_file.or(file.secret_file), SECRET_ENV)?;
+        let admin_token = read_secret(
+            flags.admin_token_file.or(file.admin_token_file),
+            ADMIN_TOKEN_ENV,
+        )?
+        .map(String::from_utf8)
+        .transpose()
+        .context("the admin token is not UTF-8 text")?;
+        let peers: Vec<String> = if flags.peers.is_empty() {
+            file.peers
+        } else {
+            flags.peers
+        };
+        for p in &peers {
+            if !(p.starts_with("http://") || p.starts_with("https://")) {
+                bail!("peer {p:?} is not an http:// or https:// URL");
+            }
+        }
+        if !peers.is_empty() && secret.is_none() {
+            bail!("peers are configured but no shared secret: set secret_file or {SECRET_ENV}");
+        }
+        let duration =
+            |v: Option<String>, default: Duration, what: &str| -> anyhow::Result<Duration> {
+                match v {
+                    Some(text) => parse_duration(&text).map_err(|e| anyhow::anyhow!("{what}: {e}")),
+                    None => Ok(default),
+                }
+            };
+        let exchange_interval = duration(
+            flags.exchange_interval.or(file.exchange_interval),
+            Duration::from_secs(1),
+            "exchange_interval",
+        )?;
+        let stale_after = duration(
+            flags.stale_after.or(file.stale_after),
+            Duration::from_secs(5),
+            "stale_after",
+        )?;
+        if stale_after <= exchange_interval {
+            bail!(
+                "stale_after ({stale_after:?}) must be longer than exchange_interval ({exchange_interval:?})"
+            );
+        }
+        let quorum = match flags.quorum.or(file.quorum) {
+            Some(q) => Quorum::parse(&q).map_err(anyhow::Error::msg)?,
+            None => Quorum::Majority,
+        };
+        let admin = flags
+            .admin
+            .or(file.admin)
+            .unwrap_or_else(|| default_addr(DEFAULT_ADMIN_LISTEN));
+        if !admin.ip().is_loopback() && admin_token.is_none() {
+            bail!(
+                "the admin listener {admin} is not on loopback: set admin_token_file or {ADMIN_TOKEN_ENV} first"
+            );
+        }
+        Ok(Settings {
+            node: flags
+                .node
+                .or(file.node)
+                .unwrap_or_else(|| "node-1".to_string()),
+            region: flags
+                .region
+                .or(file.region)
+                .unwrap_or_else(|| "default".to_string()),
+            listen: flags
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| default_addr(DEFAULT_DNS_LISTEN)),
+            admin,
+            zones: flags
+                .zones
                 .or(file.zones)
                 .unwrap_or_else(|| PathBuf::from("zones")),
-            geoip: match (geoip, file.geoip) {
+            geoip: match (flags.geoip, file.geoip) {
                 (flags, _) if !flags.is_empty() => flags,
                 (_, Some(file)) => file,
                 _ => DEFAULT_GEOIP.iter().map(PathBuf::from).collect(),
             },
-            probe_source: probe_source.or(file.probe_source),
-            ready_file,
-        }
+            probe_source: flags.probe_source.or(file.probe_source),
+            state_dir: flags.state_dir.or(file.state_dir),
+            peers,
+            secret,
+            admin_token,
+            protect_reads: file.protect_reads.unwrap_or(false),
+            exchange_interval,
+            stale_after,
+            quorum,
+            ready_file: flags.ready_file,
+        })
     }
+}
+
+fn default_addr(s: &str) -> SocketAddr {
+    s.parse().expect("the default listen addresses are valid")
+}
+
+/// A secret from a file (trimmed), else from an environment variable; `None` if neither.
+fn read_secret(file: Option<PathBuf>, env: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    let value = match file {
+        Some(path) => std::fs::read_to_string(&path)
+            .with_context(|| format!("reading secret file {}", path.display()))?,
+        None => match std::env::var(env) {
+            Ok(v) => v,
+            Err(_) => return Ok(None),
+        },
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        bail!("the secret in {env} (or its file) is empty");
+    }
+    Ok(Some(value.as_bytes().to_vec()))
 }
 
 #[cfg(test)]
@@ -107,16 +266,44 @@ mod tests {
             listen: Some("127.0.0.3:5353".parse().unwrap()),
             ..Flags::default()
         };
-        let s = Settings::resolve(file, flags);
+        let s = Settings::resolve(file, flags).unwrap();
         assert_eq!(s.listen, "127.0.0.3:5353".parse().unwrap());
         assert_eq!(s.zones, PathBuf::from("/etc/steerdns/zones"));
         assert_eq!(s.geoip.len(), 2);
-        let d = Settings::resolve(NodeFile::default(), Flags::default());
+        let d = Settings::resolve(NodeFile::default(), Flags::default()).unwrap();
         assert_eq!(d.listen.port(), 5300);
+        assert_eq!(d.admin.port(), 8053);
+        assert_eq!(d.quorum, Quorum::Majority);
     }
 
     #[test]
     fn unknown_keys_are_rejected() {
         assert!(NodeFile::parse("lisen: 127.0.0.1:53\n").is_err());
+    }
+
+    #[test]
+    fn peers_need_a_secret_and_public_admin_needs_a_token() {
+        let file = NodeFile::parse("peers: [\"http://127.0.0.2:8053\"]\n").unwrap();
+        let e = Settings::resolve(file, Flags::default()).err().unwrap();
+        assert!(e.to_string().contains("shared secret"), "{e}");
+        let file = NodeFile::parse("admin: 0.0.0.0:8053\n").unwrap();
+        let e = Settings::resolve(file, Flags::default()).err().unwrap();
+        assert!(e.to_string().contains("not on loopback"), "{e}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "s3cret-value\n").unwrap();
+        let file = NodeFile::parse(&format!(
+            "peers: [\"http://127.0.0.2:8053\"]\nsecret_file: {}\nquorum: \"2\"\nstale_after: 3s\n",
+            path.display()
+        ))
+        .unwrap();
+        let s = Settings::resolve(file, Flags::default()).unwrap();
+        assert_eq!(s.secret.as_deref(), Some(&b"s3cret-value"[..]));
+        assert_eq!(s.quorum, Quorum::Count(2));
+        assert!(!format!("{s:?}").contains("s3cret"));
     }
 }

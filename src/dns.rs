@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Client, QType, Rcode};
 use crate::geo::{self, Locator, NoLocation};
+use crate::metrics::{QueryLabels, ServiceLabels};
 use crate::model::{Name, RData, RecordType, Rr};
 use crate::state::Snapshots;
 
@@ -47,6 +48,73 @@ impl Handler {
     }
 }
 
+impl Handler {
+    /// Counts the query and its outcome. Queries answered before `answer` (FORMERR, NOTIMP,
+    /// BADVERS, REFUSED for class or transfer) are counted where they are answered.
+    fn record(
+        &self,
+        zones: &crate::model::ZoneSet,
+        qname: &Name,
+        qtype: HRecordType,
+        ans: &answer::Answer,
+        ecs: bool,
+        started: std::time::Instant,
+    ) {
+        let zone = zones.find(qname).map(|z| z.apex.as_str().to_string());
+        let m = &self.snapshots.metrics;
+        m.record_query(
+            &QueryLabels {
+                zone: zone.clone().unwrap_or_else(|| "-".into()),
+                qtype: qtype.to_string(),
+                rcode: match ans.rcode {
+                    Rcode::NoError => "NOERROR",
+                    Rcode::NxDomain => "NXDOMAIN",
+                    Rcode::Refused => "REFUSED",
+                    Rcode::ServFail => "SERVFAIL",
+                }
+                .to_string(),
+                ecs: if ecs { "yes" } else { "no" },
+            },
+            started.elapsed().as_secs_f64(),
+        );
+        if let (Some(zone), Some(dc)) = (zone, ans.dc.as_ref()) {
+            m.record_service_answer(
+                &ServiceLabels {
+                    zone,
+                    record: qname.as_str().to_string(),
+                    dc: dc.clone(),
+                },
+                ans.outcome == answer::Outcome::AllDown,
+            );
+        }
+    }
+
+    fn record_error(
+        &self,
+        code: ResponseCode,
+        qtype: Option<HRecordType>,
+        ecs: bool,
+        started: std::time::Instant,
+    ) {
+        self.snapshots.metrics.record_query(
+            &QueryLabels {
+                zone: "-".into(),
+                qtype: qtype.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+                rcode: match code {
+                    ResponseCode::FormErr => "FORMERR",
+                    ResponseCode::NotImp => "NOTIMP",
+                    ResponseCode::Refused => "REFUSED",
+                    ResponseCode::BADVERS => "BADVERS",
+                    _ => "OTHER",
+                }
+                .to_string(),
+                ecs: if ecs { "yes" } else { "no" },
+            },
+            started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
@@ -54,6 +122,7 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
+        let started = std::time::Instant::now();
         let mut meta = Metadata::response_from_request(&request.metadata);
         let mut resp_edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
@@ -83,6 +152,8 @@ impl RequestHandler for Handler {
             None
         };
         if let Some(code) = error {
+            let qtype = request.queries.queries().first().map(|q| q.query_type());
+            self.record_error(code, qtype, ecs.is_some(), started);
             meta.response_code = code;
             let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
             let msg = builder.build_no_records(meta);
@@ -94,6 +165,7 @@ impl RequestHandler for Handler {
         if query.query_class() != DNSClass::IN
             || matches!(qtype, HRecordType::AXFR | HRecordType::IXFR)
         {
+            self.record_error(ResponseCode::Refused, Some(qtype), ecs.is_some(), started);
             meta.response_code = ResponseCode::Refused;
             let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
             let msg = builder.build_no_records(meta);
@@ -122,6 +194,7 @@ impl RequestHandler for Handler {
             rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
         };
         let ans = answer::answer(&zones, &qname, to_qtype(qtype), &client);
+        self.record(&zones, &qname, qtype, &ans, ecs.is_some(), started);
         if let (Some(cs), Some(e)) = (&ecs, resp_edns.as_mut()) {
             // Echo family, source prefix and address; the scope says how much of the address
             // the answer depended on (0 for answers that do not depend on it).

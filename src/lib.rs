@@ -19,15 +19,20 @@
 //! DNS request --dns--> (name, type) --answer()--> Answer --dns--> response
 //! ```
 
+pub mod admin;
 pub mod answer;
 pub mod app;
 pub mod check;
 pub mod config;
 pub mod dns;
+pub mod drain;
 pub mod geo;
 pub mod health;
+pub mod merge;
 pub mod metrics;
 pub mod model;
+pub mod peers;
 pub mod probe;
 pub mod state;
+pub mod status;
 pub mod zone_file;

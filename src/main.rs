@@ -1,12 +1,17 @@
-//! The `steerdns` command line: `serve` and `check`.
+//! The `steerdns` command line: `serve` (the default), `check`, `explain`, and the commands that
+//! talk to a running node's admin API: `status`, `drain`, `undrain`, `reload`.
+//!
+//! Exit codes: 0 success; 1 the request failed or was refused (invalid zone, drain refused, ...);
+//! 2 usage error; 3 the node could not be reached.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use steerdns::app::Node;
-use steerdns::config::{Flags, NodeFile, Settings};
+use steerdns::config::{ADMIN_TOKEN_ENV, Flags, NodeFile, Settings};
 use steerdns::zone_file;
 
 /// Multi-region DNS-based global failover: an authoritative DNS server that answers with the
@@ -24,18 +29,26 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve DNS for the zones in a directory (the default command).
-    Serve(ServeArgs),
-    /// Explain the answer a client gets: its location, the DCs in order and why.
+    Serve(Box<ServeArgs>),
+    /// Validate zone files and print every error; exit 1 if any.
+    Check {
+        /// Directory of zone YAML files.
+        #[arg(default_value = "zones")]
+        dir: PathBuf,
+    },
+    /// Explain the answer a client gets: its location, the DCs in order and why. Reads the zones
+    /// and GeoIP data directly (all endpoints taken as up); a running node explains with live
+    /// health at /api/v1/explain.
     Explain {
         /// The name to ask for, e.g. www.api.example.com.
         name: String,
         /// The resolver's address (decides when there is no subnet).
         #[arg(long, default_value = "127.0.0.1")]
-        client: std::net::IpAddr,
+        client: IpAddr,
         /// The EDNS Client Subnet the resolver would send, e.g. 81.2.69.0/24.
         #[arg(long)]
         subnet: Option<ipnet::IpNet>,
-        /// Query type: A or AAAA (any other type is answered from static records).
+        /// Query type: A or AAAA (other types are answered from static records).
         #[arg(long = "type", default_value = "A")]
         qtype: String,
         /// Directory of zone YAML files.
@@ -45,12 +58,50 @@ enum Command {
         #[arg(long = "geoip", value_name = "PATH")]
         geoip: Vec<PathBuf>,
     },
-    /// Validate zone files and print every error; exit 1 if any.
-    Check {
-        /// Directory of zone YAML files.
-        #[arg(default_value = "zones")]
-        dir: PathBuf,
+    /// Show a node's view: every service, DC and endpoint with each node's vote.
+    Status(AdminArgs),
+    /// Take a DC out of the answers on every node (manual failover).
+    Drain {
+        /// The data center.
+        dc: String,
+        /// Only this service (e.g. www.api.example.com); default: every service in the DC.
+        #[arg(long)]
+        service: Option<String>,
+        /// Why, for the status page and logs.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Lift it by itself after this long (e.g. 30m, 2h).
+        #[arg(long = "for")]
+        duration: Option<String>,
+        /// Drain even if a service is left with no healthy DC.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
+    /// Put a drained DC back into the answers.
+    Undrain {
+        dc: String,
+        #[arg(long)]
+        service: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make a node reload its zones and GeoIP data.
+    Reload(AdminArgs),
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The node's admin URL.
+    #[arg(long, default_value = "http://127.0.0.1:8053")]
+    admin: String,
+    /// File holding the admin token [or set STEERDNS_ADMIN_TOKEN].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print the raw JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Default)]
@@ -58,9 +109,18 @@ struct ServeArgs {
     /// Node config file (YAML); flags override it.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// This node's id, unique among its peers [default: node-1].
+    #[arg(long)]
+    node: Option<String>,
+    /// The region this node probes from [default: default].
+    #[arg(long)]
+    region: Option<String>,
     /// DNS listen address for UDP and TCP [default: 127.0.0.1:5300].
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Admin and peer HTTP listen address [default: 127.0.0.1:8053].
+    #[arg(long)]
+    admin: Option<SocketAddr>,
     /// Directory of zone YAML files [default: zones].
     #[arg(long)]
     zones: Option<PathBuf>,
@@ -70,17 +130,44 @@ struct ServeArgs {
     geoip: Vec<PathBuf>,
     /// Local address to send health probes from.
     #[arg(long)]
-    probe_source: Option<std::net::IpAddr>,
+    probe_source: Option<IpAddr>,
+    /// Directory where drains are persisted.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// A peer's admin URL (repeat for each peer).
+    #[arg(long = "peer", value_name = "URL")]
+    peers: Vec<String>,
+    /// File holding the secret shared by all nodes [or set STEERDNS_SECRET].
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// File holding the admin bearer token [or set STEERDNS_ADMIN_TOKEN].
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// How often each peer is pulled [default: 1s].
+    #[arg(long)]
+    exchange_interval: Option<String>,
+    /// Age after which a node's report stops voting [default: 5s].
+    #[arg(long)]
+    stale_after: Option<String>,
+    /// Down votes that take an endpoint out: majority, any, all, or a number [default: majority].
+    #[arg(long)]
+    quorum: Option<String>,
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long)]
     ready_file: Option<PathBuf>,
 }
 
+const EXIT_FAILED: u8 = 1;
+const EXIT_UNREACHABLE: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
-    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
-        Command::Check { dir } => check(&dir),
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::Serve(Box::default()));
+    let result = match command {
+        Command::Check { dir } => return check(&dir),
         Command::Explain {
             name,
             client,
@@ -88,27 +175,204 @@ fn main() -> ExitCode {
             qtype,
             zones,
             geoip,
-        } => match explain(&name, client, subnet, &qtype, &zones, geoip) {
-            Ok(text) => {
-                println!("{text}");
-                ExitCode::SUCCESS
+        } => explain(&name, client, subnet, &qtype, &zones, geoip).map(|t| println!("{t}")),
+        Command::Serve(args) => serve(*args),
+        Command::Status(a) => admin_call(&a, "GET", "/api/v1/state", None).map(|v| {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print!("{}", status_table(&v));
             }
-            Err(e) => {
-                eprintln!("steerdns: {e:#}");
-                ExitCode::FAILURE
+        }),
+        Command::Drain {
+            dc,
+            service,
+            reason,
+            duration,
+            force,
+            admin,
+        } => (|| {
+            let for_seconds = duration
+                .map(|d| steerdns::check::parse_duration(&d).map(|d| d.as_secs().max(1)))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
+            let body = serde_json::json!({
+                "dc": dc, "service": service, "reason": reason,
+                "for_seconds": for_seconds, "force": force,
+            });
+            let v = admin_call(&admin, "POST", "/api/v1/drain", Some(body))?;
+            println!("drained: {}", v["drain"]);
+            Ok(())
+        })(),
+        Command::Undrain { dc, service, admin } => {
+            let body = serde_json::json!({ "dc": dc, "service": service });
+            admin_call(&admin, "POST", "/api/v1/undrain", Some(body))
+                .map(|v| println!("undrained: {}", v["undrain"]))
+        }
+        Command::Reload(a) => admin_call(&a, "POST", "/api/v1/reload", None)
+            .map(|v| println!("{}", v["message"].as_str().unwrap_or("reloaded"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("steerdns: {e:#}");
+            if e.downcast_ref::<Unreachable>().is_some() {
+                ExitCode::from(EXIT_UNREACHABLE)
+            } else {
+                ExitCode::from(EXIT_FAILED)
             }
-        },
-        Command::Serve(args) => match serve(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("steerdns: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        }
     }
 }
 
-fn check(dir: &std::path::Path) -> ExitCode {
+/// The node did not answer at all.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the node at {0}: {1}")]
+struct Unreachable(String, String);
+
+fn admin_call(
+    a: &AdminArgs,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let token = match &a.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var(ADMIN_TOKEN_ENV).ok(),
+    };
+    let url = format!("{}{path}", a.admin.trim_end_matches('/'));
+    // reqwest is built without a default TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        let mut req = if method == "POST" {
+            client.post(&url)
+        } else {
+            client.get(&url)
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Unreachable(a.admin.clone(), e.to_string()))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.clone()));
+        if !status.is_success() {
+            let msg = v["error"].as_str().map(str::to_string).unwrap_or(text);
+            anyhow::bail!("{status}: {msg}");
+        }
+        Ok(v)
+    })
+}
+
+/// The state document as a table.
+fn status_table(v: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let node = &v["node"];
+    let _ = writeln!(
+        out,
+        "node {} ({}), ready: {}",
+        node["id"].as_str().unwrap_or("?"),
+        node["region"].as_str().unwrap_or("?"),
+        node["ready"]
+    );
+    if let Some(iso) = v["isolated"].as_array().filter(|a| !a.is_empty()) {
+        let _ = writeln!(out, "isolated (votes ignored): {iso:?}");
+    }
+    for p in v["peers"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "peer {} ({}): {}",
+            p["url"].as_str().unwrap_or("?"),
+            p["node"].as_str().unwrap_or("?"),
+            match p["last_error"].as_str() {
+                Some(e) => format!("unreachable: {e}"),
+                None => "ok".into(),
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<28} {:<8} {:<20} {:<9} VOTES",
+        "SERVICE", "DC", "ENDPOINT", "EFFECTIVE"
+    );
+    for s in v["services"].as_array().into_iter().flatten() {
+        for dc in s["dcs"].as_array().into_iter().flatten() {
+            for ep in dc["endpoints"].as_array().into_iter().flatten() {
+                let votes: Vec<String> = ep["votes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| {
+                        format!(
+                            "{}:{}{}",
+                            x["node"].as_str().unwrap_or("?"),
+                            if x["up"].as_bool() == Some(true) {
+                                "up"
+                            } else {
+                                "down"
+                            },
+                            if x["fresh"].as_bool() == Some(true) {
+                                ""
+                            } else {
+                                "(stale)"
+                            }
+                        )
+                    })
+                    .collect();
+                let eff = if dc["drained"].as_bool() == Some(true) {
+                    "drained"
+                } else {
+                    ep["effective"].as_str().unwrap_or("?")
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:<8} {:<20} {:<9} {}",
+                    s["name"].as_str().unwrap_or("?"),
+                    dc["name"].as_str().unwrap_or("?"),
+                    ep["address"].as_str().unwrap_or("?"),
+                    eff,
+                    votes.join(" ")
+                );
+            }
+        }
+    }
+    for d in v["drains"].as_array().into_iter().flatten() {
+        if d["in_force"].as_bool() == Some(true) {
+            let _ = writeln!(
+                out,
+                "drain: {} {} by {}: {}",
+                d["dc"].as_str().unwrap_or("?"),
+                d["service"].as_str().unwrap_or("(all services)"),
+                d["issued_by"].as_str().unwrap_or("?"),
+                d["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
+    out
+}
+
+fn check(dir: &Path) -> ExitCode {
     match zone_file::load_dir(dir) {
         Ok(set) => {
             for z in &set.zones {
@@ -126,20 +390,19 @@ fn check(dir: &std::path::Path) -> ExitCode {
                 eprintln!("{e}");
             }
             eprintln!("{} error(s)", errors.0.len());
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }
 
 fn explain(
     name: &str,
-    client: std::net::IpAddr,
+    client: IpAddr,
     subnet: Option<ipnet::IpNet>,
     qtype: &str,
-    zones: &std::path::Path,
+    zones: &Path,
     geoip: Vec<PathBuf>,
 ) -> anyhow::Result<String> {
-    use anyhow::Context;
     use steerdns::answer::{self, AllUp, Client, QType};
     use steerdns::model::{Name, RecordType};
     let zones = zone_file::load_dir(zones)
@@ -187,13 +450,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => NodeFile::default(),
     };
     let flags = Flags {
+        node: args.node,
+        region: args.region,
         listen: args.listen,
+        admin: args.admin,
         zones: args.zones,
         geoip: args.geoip,
         probe_source: args.probe_source,
+        state_dir: args.state_dir,
+        peers: args.peers,
+        secret_file: args.secret_file,
+        admin_token_file: args.admin_token_file,
+        exchange_interval: args.exchange_interval,
+        stale_after: args.stale_after,
+        quorum: args.quorum,
         ready_file: args.ready_file,
     };
-    let settings = Settings::resolve(file, flags);
+    let settings = Settings::resolve(file, flags)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -39,6 +39,42 @@ pub struct DatabaseLabels {
     pub database: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub service: String,
+    pub dc: String,
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DcLabels {
+    pub service: String,
+    pub dc: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VoteLabels {
+    pub endpoint: String,
+    pub check: String,
+    pub node: String,
+    pub region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub result: &'static str,
+}
+
 /// The node's metrics.
 pub struct Metrics {
     pub registry: Registry,
@@ -51,6 +87,19 @@ pub struct Metrics {
     zone_last_reload_time: Gauge<f64, AtomicU64>,
     geoip_loads: Family<ResultLabels, Counter>,
     geoip_build_time: Family<DatabaseLabels, Gauge>,
+    peer_exchanges: Family<ResultLabels, Counter>,
+    peer_auth_refused: Family<ReasonLabels, Counter>,
+    // Gauges set from the current state at each scrape.
+    endpoint_up: Family<EndpointLabels, Gauge>,
+    dc_up: Family<DcLabels, Gauge>,
+    votes: Family<VoteLabels, Gauge>,
+    vote_age: Family<VoteLabels, Gauge<f64, AtomicU64>>,
+    peer_age: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    peer_failures: Family<PeerLabels, Gauge>,
+    drains_active: Gauge,
+    isolated: Gauge,
+    probes: Family<ProbeLabels, Gauge>,
+    probe_latency_sum: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -120,7 +169,90 @@ impl Metrics {
             Unit::Seconds,
             geoip_build_time.clone(),
         );
+        let peer_exchanges = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "peer_exchanges",
+            "Pulls from peers by result",
+            peer_exchanges.clone(),
+        );
+        let peer_auth_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "peer_auth_refused",
+            "Peer messages refused: missing, expired, replayed or badly signed",
+            peer_auth_refused.clone(),
+        );
+        let endpoint_up = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "endpoint_up",
+            "Effective status per endpoint (1 up, 0 down)",
+            endpoint_up.clone(),
+        );
+        let dc_up = Family::<DcLabels, Gauge>::default();
+        registry.register(
+            "dc_up",
+            "Effective status per service DC (1 when an endpoint is up and it is not drained)",
+            dc_up.clone(),
+        );
+        let votes = Family::<VoteLabels, Gauge>::default();
+        registry.register(
+            "vote_up",
+            "Each node's vote per endpoint (1 up, 0 down)",
+            votes.clone(),
+        );
+        let vote_age = Family::<VoteLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "vote_age",
+            "Age of each node's vote",
+            Unit::Seconds,
+            vote_age.clone(),
+        );
+        let peer_age = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "peer_last_exchange_age",
+            "Time since the last successful pull from each peer",
+            Unit::Seconds,
+            peer_age.clone(),
+        );
+        let peer_failures = Family::<PeerLabels, Gauge>::default();
+        registry.register(
+            "peer_consecutive_failures",
+            "Failed pulls from each peer since the last success",
+            peer_failures.clone(),
+        );
+        let drains_active = Gauge::default();
+        registry.register("drains_active", "Drains in force", drains_active.clone());
+        let isolated = Gauge::default();
+        registry.register(
+            "isolated",
+            "1 when the isolation guard ignores this node's votes",
+            isolated.clone(),
+        );
+        let probes = Family::<ProbeLabels, Gauge>::default();
+        registry.register(
+            "probes",
+            "Health probes run by this node, by result (ok, failed, timed_out)",
+            probes.clone(),
+        );
+        let probe_latency_sum = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "probe_latency_sum",
+            "Sum of probe round-trip times",
+            Unit::Seconds,
+            probe_latency_sum.clone(),
+        );
         Metrics {
+            peer_exchanges,
+            peer_auth_refused,
+            endpoint_up,
+            dc_up,
+            votes,
+            vote_age,
+            peer_age,
+            peer_failures,
+            drains_active,
+            isolated,
+            probes,
+            probe_latency_sum,
             registry,
             queries,
             service_answers,
@@ -170,6 +302,102 @@ impl Metrics {
                     .set(i64::try_from(*epoch).unwrap_or(i64::MAX));
             }
         }
+    }
+
+    pub fn record_peer_exchange(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.peer_exchanges
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn record_auth_refused(&self, reason: &'static str) {
+        self.peer_auth_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Probe counters of this node's probers.
+    pub fn set_probe_counts(&self, ok: u64, failed: u64, timed_out: u64, latency_sum_s: f64) {
+        for (result, n) in [("ok", ok), ("failed", failed), ("timed_out", timed_out)] {
+            self.probes
+                .get_or_create(&ProbeLabels { result })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.probe_latency_sum.set(latency_sum_s);
+    }
+
+    /// Sets the state gauges from the current snapshots (called at scrape time).
+    pub fn observe_cluster(
+        &self,
+        snapshots: &crate::state::Snapshots,
+        cluster: &crate::peers::Cluster,
+    ) {
+        let zones = snapshots.zones.load();
+        let health = snapshots.health.load();
+        self.endpoint_up.clear();
+        self.dc_up.clear();
+        for (zone, svc) in zones.services() {
+            for sdc in &svc.dcs {
+                let dc = &zone.datacenters[sdc.dc].name;
+                let mut any = false;
+                for ip in &sdc.endpoints {
+                    let up = health.is_up(*ip, svc.check.as_deref());
+                    any |= up;
+                    self.endpoint_up
+                        .get_or_create(&EndpointLabels {
+                            service: svc.name.as_str().to_string(),
+                            dc: dc.clone(),
+                            endpoint: ip.to_string(),
+                        })
+                        .set(i64::from(up));
+                }
+                let drained = health.is_drained(dc, svc.name.as_str());
+                self.dc_up
+                    .get_or_create(&DcLabels {
+                        service: svc.name.as_str().to_string(),
+                        dc: dc.clone(),
+                    })
+                    .set(i64::from(any && !drained));
+            }
+        }
+        self.votes.clear();
+        self.vote_age.clear();
+        for (key, verdict) in &health.merged.endpoints {
+            for v in &verdict.votes {
+                let labels = VoteLabels {
+                    endpoint: key.addr.to_string(),
+                    check: key.check.clone(),
+                    node: v.node.clone(),
+                    region: v.region.clone(),
+                };
+                self.votes.get_or_create(&labels).set(i64::from(v.up));
+                self.vote_age
+                    .get_or_create(&labels)
+                    .set(v.age_ms as f64 / 1000.0);
+            }
+        }
+        let now = crate::peers::now_ms();
+        self.peer_age.clear();
+        self.peer_failures.clear();
+        for p in cluster.peers() {
+            let labels = PeerLabels {
+                peer: p.url.clone(),
+            };
+            if let Some(ok) = p.last_ok_ms {
+                self.peer_age
+                    .get_or_create(&labels)
+                    .set(now.saturating_sub(ok) as f64 / 1000.0);
+            }
+            self.peer_failures
+                .get_or_create(&labels)
+                .set(i64::try_from(p.consecutive_failures).unwrap_or(i64::MAX));
+        }
+        self.drains_active
+            .set(health.drains.in_force(now).count() as i64);
+        self.isolated.set(i64::from(
+            health.merged.isolated.contains(&cluster.settings.node),
+        ));
     }
 
     /// The registry in the Prometheus text format.

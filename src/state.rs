@@ -6,7 +6,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::Arc;
 
 use crate::geo::GeoDb;
-use crate::health::HealthView;
+use crate::merge::EffectiveHealth;
 use crate::metrics::Metrics;
 use crate::model::ZoneSet;
 
@@ -15,22 +15,17 @@ pub struct Snapshots {
     pub zones: ArcSwap<ZoneSet>,
     /// The GeoIP database; without one every client is unlocated.
     pub geo: ArcSwapOption<GeoDb>,
-    /// The health the answers use.
-    pub health: Arc<ArcSwap<HealthView>>,
+    /// The health the answers use: every node's votes merged, drains applied.
+    pub health: ArcSwap<EffectiveHealth>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Snapshots {
-    pub fn new(
-        zones: ZoneSet,
-        geo: Option<GeoDb>,
-        health: Arc<ArcSwap<HealthView>>,
-        metrics: Arc<Metrics>,
-    ) -> Snapshots {
+    pub fn new(zones: ZoneSet, geo: Option<GeoDb>, metrics: Arc<Metrics>) -> Snapshots {
         Snapshots {
             zones: ArcSwap::from_pointee(zones),
             geo: ArcSwapOption::from_pointee(geo),
-            health,
+            health: ArcSwap::from_pointee(EffectiveHealth::default()),
             metrics,
         }
     }

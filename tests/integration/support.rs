@@ -73,6 +73,8 @@ pub fn manifest_path(rel: &str) -> PathBuf {
 pub struct TestServer {
     /// The DNS address (UDP and TCP share the port).
     pub addr: SocketAddr,
+    /// The admin/peer HTTP address.
+    pub admin: SocketAddr,
     child: Child,
     stderr_path: PathBuf,
     // Kept for its lifetime: the zone file, the ready file and the log live here.
@@ -145,6 +147,11 @@ impl TestServer {
             .arg(&ready)
             .args(args)
             .args(test_geoip)
+            .args(if args.contains(&"--admin") {
+                vec![]
+            } else {
+                vec!["--admin", "127.0.0.1:0"]
+            })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -152,16 +159,17 @@ impl TestServer {
             .expect("spawning steerdns");
         let mut server = TestServer {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             child,
             stderr_path,
             _dir: dir,
         };
-        server.addr = server.wait_ready(&ready);
+        (server.addr, server.admin) = server.wait_ready(&ready);
         server
     }
 
     /// Polls the ready file until the server has written its address.
-    fn wait_ready(&mut self, ready: &Path) -> SocketAddr {
+    fn wait_ready(&mut self, ready: &Path) -> (SocketAddr, SocketAddr) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             // The file is written atomically (rename), so whatever we read is complete.
@@ -171,9 +179,16 @@ impl TestServer {
                 let dns = json["dns"]
                     .as_str()
                     .unwrap_or_else(|| panic!("ready file {text:?} has no \"dns\" string"));
-                return dns
-                    .parse()
-                    .unwrap_or_else(|e| panic!("ready file address {dns:?}: {e}"));
+                let admin = json["admin"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("ready file {text:?} has no \"admin\" string"));
+                return (
+                    dns.parse()
+                        .unwrap_or_else(|e| panic!("ready file address {dns:?}: {e}")),
+                    admin
+                        .parse()
+                        .unwrap_or_else(|e| panic!("ready file address {admin:?}: {e}")),
+                );
             }
             if let Some(status) = self.child.try_wait().expect("polling the child") {
                 panic!(

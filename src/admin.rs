@@ -1,0 +1,378 @@
+//! The operator's HTTP interface, on its own listener (loopback by default), and the peers'
+//! exchange endpoint. The only module that uses the HTTP framework (axum).
+//!
+//! | method | path | what | auth |
+//! |---|---|---|---|
+//! | GET | `/` | status page (HTML, refreshes itself) | read |
+//! | GET | `/live` | 200 while the process responds | none |
+//! | GET | `/ready` | 200 once zones are loaded and the first probe round is done (never flips back), else 503 | none |
+//! | GET | `/metrics` | Prometheus text format | read |
+//! | GET | `/api/v1/state` | services, DCs, endpoints: local status, each node's vote and age, effective status, drains, peers | read |
+//! | GET | `/api/v1/explain?name=&client=&subnet=&type=` | why a client gets its answer | read |
+//! | POST | `/api/v1/reload` | reload zones and GeoIP data | change |
+//! | POST | `/api/v1/drain` | JSON `{dc, service?, reason?, for_seconds?, force?}` | change |
+//! | POST | `/api/v1/undrain` | JSON `{dc, service?}` | change |
+//! | GET | `/api/v1/peer/exchange` | this node's reports and drains, for peers | peer HMAC |
+//!
+//! "change": `Authorization: Bearer TOKEN` with the admin token; without a configured token,
+//! changes are accepted from loopback clients only. "read": open, unless `protect_reads` is set,
+//! then like "change". Tokens are compared in constant time.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::answer::{self, Client, QType};
+use crate::geo::{Locator, NoLocation};
+use crate::model::{Name, RecordType};
+use crate::peers::{self, Cluster, DrainRequest};
+use crate::state::Snapshots;
+
+/// What the admin API can ask the rest of the node to do.
+pub trait Control: Send + Sync {
+    /// Reloads zones and GeoIP data; the text says what happened.
+    fn reload(&self) -> Result<String, String>;
+    /// Puts this node's probe counters into the metrics.
+    fn observe_probes(&self, metrics: &crate::metrics::Metrics);
+}
+
+/// Everything the handlers share.
+pub struct AdminState {
+    pub snapshots: Arc<Snapshots>,
+    pub cluster: Arc<Cluster>,
+    pub control: Arc<dyn Control>,
+    pub token: Option<String>,
+    pub protect_reads: bool,
+    /// Latched: once ready, always ready.
+    pub ready: AtomicBool,
+    pub status_page: fn(&AdminState) -> String,
+}
+
+type Shared = Arc<AdminState>;
+
+/// The routes.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/live", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/state", get(state_json))
+        .route("/api/v1/explain", get(explain))
+        .route("/api/v1/reload", post(reload))
+        .route("/api/v1/drain", post(drain))
+        .route("/api/v1/undrain", post(undrain))
+        .route(peers::EXCHANGE_PATH, get(exchange))
+        .with_state(state)
+}
+
+/// Serves the admin API on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    state: Shared,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Constant-time equality, so a token cannot be guessed byte by byte from response times.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorised_change(state: &AdminState, headers: &HeaderMap, peer: IpAddr) -> bool {
+    match &state.token {
+        Some(token) => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes())),
+        None => peer.to_canonical().is_loopback(),
+    }
+}
+
+fn authorised_read(state: &AdminState, headers: &HeaderMap, peer: IpAddr) -> bool {
+    !state.protect_reads || authorised_change(state, headers, peer)
+}
+
+fn unauthorised() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        axum::Json(json!({ "error": "a valid bearer token is required" })),
+    )
+        .into_response()
+}
+
+fn bad_request(reason: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "error": reason.to_string() })),
+    )
+        .into_response()
+}
+
+async fn ready(State(state): State<Shared>) -> Response {
+    let now = state.snapshots.health.load().ready;
+    if now {
+        state.ready.store(true, Ordering::Relaxed);
+    }
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false, "waiting_for": "the first probe round" })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised_read(&state, &headers, peer.ip()) {
+        return unauthorised();
+    }
+    let m = &state.snapshots.metrics;
+    m.observe_cluster(&state.snapshots, &state.cluster);
+    state.control.observe_probes(m);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
+}
+
+async fn status_page(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised_read(&state, &headers, peer.ip()) {
+        return unauthorised();
+    }
+    Html((state.status_page)(&state)).into_response()
+}
+
+async fn state_json(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised_read(&state, &headers, peer.ip()) {
+        return unauthorised();
+    }
+    axum::Json(crate::status::state(&state.snapshots, &state.cluster)).into_response()
+}
+
+#[derive(Deserialize)]
+struct ExplainParams {
+    name: String,
+    #[serde(default)]
+    client: Option<IpAddr>,
+    #[serde(default)]
+    subnet: Option<ipnet::IpNet>,
+    #[serde(default, rename = "type")]
+    qtype: Option<String>,
+}
+
+async fn explain(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    params: Result<Query<ExplainParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if !authorised_read(&state, &headers, peer.ip()) {
+        return unauthorised();
+    }
+    let Query(p) = match params {
+        Ok(p) => p,
+        Err(e) => return bad_request(e.body_text()),
+    };
+    let qname = match Name::parse(&p.name) {
+        Ok(n) => n,
+        Err(e) => return bad_request(e),
+    };
+    let qtype = match p.qtype.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("A") => QType::Known(RecordType::A),
+        Some("AAAA") => QType::Known(RecordType::Aaaa),
+        Some(other) => return bad_request(format!("type {other} is not A or AAAA")),
+    };
+    let (addr, ecs_prefix) = match p.subnet {
+        Some(net) if net.prefix_len() > 0 => (net.network(), Some(net.prefix_len())),
+        _ => (p.client.unwrap_or(peer.ip()), None),
+    };
+    let zones = state.snapshots.zones.load();
+    let geo = state.snapshots.geo.load();
+    let health = state.snapshots.health.load();
+    let locator: &dyn Locator = match geo.as_deref() {
+        Some(db) => db,
+        None => &NoLocation,
+    };
+    let client = Client {
+        addr,
+        ecs_prefix,
+        locator,
+        health: &**health,
+        rotation: 0,
+    };
+    let ex = answer::explain(&zones, &qname, qtype, &client);
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
+    if wants_json {
+        axum::Json(json!({
+            "name": qname.to_string(),
+            "rcode": format!("{:?}", ex.answer.rcode),
+            "scope": ex.answer.scope,
+            "dc": ex.answer.dc,
+            "answers": ex.answer.answers.iter().map(|r| r.data.to_string()).collect::<Vec<_>>(),
+            "text": ex.to_string(),
+        }))
+        .into_response()
+    } else {
+        ex.to_string().into_response()
+    }
+}
+
+async fn reload(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised_change(&state, &headers, peer.ip()) {
+        return unauthorised();
+    }
+    match state.control.reload() {
+        Ok(msg) => axum::Json(json!({ "ok": true, "message": msg })).into_response(),
+        Err(msg) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({ "ok": false, "error": msg })),
+        )
+            .into_response(),
+    }
+}
+
+async fn drain(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorised_change(&state, &headers, peer.ip()) {
+        return unauthorised();
+    }
+    let req: DrainRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("bad JSON: {e}")),
+    };
+    match state.cluster.drain(req) {
+        Ok(d) => axum::Json(json!({ "ok": true, "drain": d })).into_response(),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({ "ok": false, "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct UndrainRequest {
+    dc: String,
+    #[serde(default)]
+    service: Option<String>,
+}
+
+async fn undrain(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorised_change(&state, &headers, peer.ip()) {
+        return unauthorised();
+    }
+    let req: UndrainRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("bad JSON: {e}")),
+    };
+    match state.cluster.undrain(&req.dc, req.service.as_deref()) {
+        Ok(d) => axum::Json(json!({ "ok": true, "undrain": d })).into_response(),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({ "ok": false, "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn exchange(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let nonce = h(peers::H_NONCE);
+    if let Err(e) = state.cluster.authenticate(
+        h(peers::H_NODE),
+        h(peers::H_TIME),
+        nonce,
+        h(peers::H_SIGNATURE),
+    ) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "error": e.to_string() })),
+        )
+            .into_response();
+    }
+    let body = match serde_json::to_vec(&state.cluster.exchange_message()) {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    let Some(sig) = nonce.and_then(|n| state.cluster.sign_response(n, &body)) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    (
+        [
+            (
+                header::CONTENT_TYPE.as_str(),
+                "application/json".to_string(),
+            ),
+            (peers::H_SIGNATURE, sig),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

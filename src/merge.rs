@@ -1,0 +1,521 @@
+//! Combining every node's health observations into the status the answers use: the newest
+//! report per node wins, stale reports stop voting, an endpoint is down when a quorum of fresh
+//! votes says so, and a node that looks cut off from everything does not get to take anything out
+//! (the isolation guard). Pure functions over plain data; the exchange itself is in `peers`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::check::Check;
+
+/// An endpoint as nodes name it to each other: its address and its check, in the check's text
+/// form (nodes serve the same zones, so equal checks print the same).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointKey {
+    pub addr: IpAddr,
+    pub check: String,
+}
+
+impl EndpointKey {
+    pub fn new(addr: IpAddr, check: &Check) -> EndpointKey {
+        EndpointKey {
+            addr,
+            check: check.to_string(),
+        }
+    }
+}
+
+/// What one node's prober concluded about one endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vote {
+    pub up: bool,
+    /// Unix milliseconds since the node has held this status.
+    pub since_ms: u64,
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// One node's whole view, versioned: what nodes exchange (and relay for each other).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub node: String,
+    pub region: String,
+    /// Strictly increasing per node (Unix milliseconds of generation, bumped if the clock
+    /// stands still); the newest version of a node's report replaces older ones.
+    pub version: u64,
+    /// Unix milliseconds when the node generated the report; its age decides freshness.
+    pub generated_ms: u64,
+    /// Whether the node had finished its first probe round.
+    pub ready: bool,
+    pub votes: BTreeMap<String, BTreeMap<String, Vote>>,
+}
+
+impl Report {
+    /// An empty report for a node.
+    pub fn new(node: &str, region: &str, version: u64, generated_ms: u64) -> Report {
+        Report {
+            node: node.to_string(),
+            region: region.to_string(),
+            version,
+            generated_ms,
+            ready: false,
+            votes: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a vote; the map is keyed by check text, then address, so it serialises compactly.
+    pub fn insert(&mut self, key: &EndpointKey, vote: Vote) {
+        self.votes
+            .entry(key.check.clone())
+            .or_default()
+            .insert(key.addr.to_string(), vote);
+    }
+
+    /// Every (endpoint, vote) pair; entries with an unparsable address are skipped.
+    pub fn iter(&self) -> impl Iterator<Item = (EndpointKey, &Vote)> {
+        self.votes.iter().flat_map(|(check, by_addr)| {
+            by_addr.iter().filter_map(move |(addr, vote)| {
+                let addr = addr.parse().ok()?;
+                Some((
+                    EndpointKey {
+                        addr,
+                        check: check.clone(),
+                    },
+                    vote,
+                ))
+            })
+        })
+    }
+}
+
+/// Keeps the newest report of each node. Returns true when `incoming` replaced something (or
+/// was new), false when it was older or equal: a replayed or relayed old report changes nothing.
+pub fn accept(reports: &mut HashMap<String, Report>, incoming: Report) -> bool {
+    match reports.get(&incoming.node) {
+        Some(have) if have.version >= incoming.version => false,
+        _ => {
+            reports.insert(incoming.node.clone(), incoming);
+            true
+        }
+    }
+}
+
+/// How many fresh "down" votes take an endpoint out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quorum {
+    /// More than half of the fresh votes.
+    #[default]
+    Majority,
+    /// One down vote is enough.
+    Any,
+    /// Every fresh vote must say down.
+    All,
+    /// At least this many down votes.
+    Count(usize),
+}
+
+impl Quorum {
+    pub fn parse(s: &str) -> Result<Quorum, String> {
+        match s {
+            "majority" => Ok(Quorum::Majority),
+            "any" => Ok(Quorum::Any),
+            "all" => Ok(Quorum::All),
+            n => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Quorum::Count)
+                .ok_or_else(|| {
+                    format!("quorum {n:?} is not majority, any, all or a positive count")
+                }),
+        }
+    }
+
+    fn reached(self, down: usize, total: usize) -> bool {
+        if total == 0 || down == 0 {
+            return false;
+        }
+        match self {
+            Quorum::Majority => down * 2 > total,
+            Quorum::Any => true,
+            Quorum::All => down == total,
+            Quorum::Count(n) => down >= n.min(total),
+        }
+    }
+}
+
+/// Settings of the merge.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeSettings {
+    /// A report older than this stops voting.
+    pub stale_after_ms: u64,
+    pub quorum: Quorum,
+}
+
+/// One node's vote on an endpoint, as the state API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CastVote {
+    pub node: String,
+    pub region: String,
+    pub up: bool,
+    pub age_ms: u64,
+    pub fresh: bool,
+    /// Left out because the node looks isolated.
+    pub ignored: bool,
+}
+
+/// The merged decision on one endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub up: bool,
+    pub down_votes: usize,
+    pub counted_votes: usize,
+    pub votes: Vec<CastVote>,
+}
+
+/// The outcome of a merge.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Merged {
+    pub endpoints: BTreeMap<EndpointKey, Verdict>,
+    /// Nodes whose votes were ignored by the isolation guard.
+    pub isolated: Vec<String>,
+}
+
+/// Merges the reports into a verdict per endpoint.
+///
+/// Isolation guard: a fresh node that sees every endpoint it reports down (at least two of
+/// them), while some other fresh node sees one of those endpoints up, is most likely cut off
+/// itself; its votes are not counted. A node with no fresh votes on an endpoint leaves it up:
+/// nothing is withdrawn without evidence.
+pub fn merge(reports: &HashMap<String, Report>, now_ms: u64, settings: MergeSettings) -> Merged {
+    let fresh = |r: &Report| now_ms.saturating_sub(r.generated_ms) <= settings.stale_after_ms;
+
+    // Who sees what up, for the isolation guard.
+    let mut seen_up: HashMap<EndpointKey, Vec<&str>> = HashMap::new();
+    for r in reports.values().filter(|r| fresh(r)) {
+        for (key, vote) in r.iter() {
+            if vote.up {
+                seen_up.entry(key).or_default().push(&r.node);
+            }
+        }
+    }
+    let mut isolated: Vec<String> = reports
+        .values()
+        .filter(|r| fresh(r))
+        .filter(|r| {
+            let votes: Vec<(EndpointKey, &Vote)> = r.iter().collect();
+            votes.len() >= 2
+                && votes.iter().all(|(_, v)| !v.up)
+                && votes.iter().any(|(key, _)| {
+                    seen_up
+                        .get(key)
+                        .is_some_and(|nodes| nodes.iter().any(|n| *n != r.node))
+                })
+        })
+        .map(|r| r.node.clone())
+        .collect();
+    isolated.sort();
+
+    let mut endpoints: BTreeMap<EndpointKey, Verdict> = BTreeMap::new();
+    let mut nodes: Vec<&Report> = reports.values().collect();
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    for r in nodes {
+        let is_fresh = fresh(r);
+        let ignored = isolated.contains(&r.node);
+        for (key, vote) in r.iter() {
+            let v = endpoints.entry(key).or_insert_with(|| Verdict {
+                up: true,
+                down_votes: 0,
+                counted_votes: 0,
+                votes: Vec::new(),
+            });
+            if is_fresh && !ignored {
+                v.counted_votes += 1;
+                if !vote.up {
+                    v.down_votes += 1;
+                }
+            }
+            v.votes.push(CastVote {
+                node: r.node.clone(),
+                region: r.region.clone(),
+                up: vote.up,
+                age_ms: now_ms.saturating_sub(r.generated_ms),
+                fresh: is_fresh,
+                ignored,
+            });
+        }
+    }
+    for v in endpoints.values_mut() {
+        v.up = !settings.quorum.reached(v.down_votes, v.counted_votes);
+    }
+    Merged {
+        endpoints,
+        isolated,
+    }
+}
+
+/// The health the query path reads: the merged verdicts, looked up by address then check.
+#[derive(Debug, Default)]
+pub struct EffectiveHealth {
+    pub ready: bool,
+    by_addr: HashMap<IpAddr, Vec<(Arc<Check>, bool)>>,
+    pub merged: Merged,
+    /// Every drain decision known (for the state API).
+    pub drains: crate::drain::DrainSet,
+    /// The drains in force when this view was built, as (DC, service or none).
+    in_force: Vec<(String, Option<String>)>,
+}
+
+impl EffectiveHealth {
+    /// `targets` are the (address, check) pairs of the current zones; `merged` is keyed by text.
+    pub fn new(
+        ready: bool,
+        targets: impl IntoIterator<Item = (IpAddr, Arc<Check>)>,
+        merged: Merged,
+        drains: crate::drain::DrainSet,
+        now_ms: u64,
+    ) -> EffectiveHealth {
+        let in_force = drains
+            .in_force(now_ms)
+            .map(|d| (d.dc.clone(), d.service.clone()))
+            .collect();
+        let mut by_addr: HashMap<IpAddr, Vec<(Arc<Check>, bool)>> = HashMap::new();
+        for (addr, check) in targets {
+            let key = EndpointKey::new(addr, &check);
+            let up = merged.endpoints.get(&key).is_none_or(|v| v.up);
+            by_addr.entry(addr).or_default().push((check, up));
+        }
+        EffectiveHealth {
+            ready,
+            by_addr,
+            merged,
+            drains,
+            in_force,
+        }
+    }
+
+    /// Whether a drain takes `dc` out for `service` (a service name without the trailing dot).
+    pub fn is_drained(&self, dc: &str, service: &str) -> bool {
+        self.in_force
+            .iter()
+            .any(|(d, s)| d == dc && s.as_deref().is_none_or(|s| s == service))
+    }
+
+    /// Whether the endpoint is up by the merged view (unknown endpoints and unchecked services
+    /// are up).
+    pub fn is_up(&self, addr: IpAddr, check: Option<&Check>) -> bool {
+        let Some(check) = check else { return true };
+        self.by_addr.get(&addr).is_none_or(|v| {
+            v.iter()
+                .find(|(c, _)| std::ptr::eq(&**c, check) || **c == *check)
+                .is_none_or(|(_, up)| *up)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "http://x:80/";
+
+    fn report(node: &str, generated_ms: u64, votes: &[(&str, bool)]) -> Report {
+        let mut r = Report::new(node, &format!("region-{node}"), generated_ms, generated_ms);
+        for (addr, up) in votes {
+            let key = EndpointKey {
+                addr: addr.parse().unwrap(),
+                check: A.to_string(),
+            };
+            r.insert(
+                &key,
+                Vote {
+                    up: *up,
+                    since_ms: 0,
+                    rtt_ms: None,
+                    error: None,
+                },
+            );
+        }
+        r
+    }
+
+    fn reports(list: Vec<Report>) -> HashMap<String, Report> {
+        list.into_iter().map(|r| (r.node.clone(), r)).collect()
+    }
+
+    fn up(m: &Merged, addr: &str) -> bool {
+        m.endpoints[&EndpointKey {
+            addr: addr.parse().unwrap(),
+            check: A.to_string(),
+        }]
+            .up
+    }
+
+    const SETTINGS: MergeSettings = MergeSettings {
+        stale_after_ms: 5_000,
+        quorum: Quorum::Majority,
+    };
+
+    #[test]
+    fn quorum_table() {
+        // (quorum, down, total, reached)
+        let cases = [
+            (Quorum::Majority, 2, 3, true),
+            (Quorum::Majority, 1, 3, false),
+            (Quorum::Majority, 1, 2, false),
+            (Quorum::Majority, 1, 1, true),
+            (Quorum::Any, 1, 3, true),
+            (Quorum::All, 2, 3, false),
+            (Quorum::All, 3, 3, true),
+            (Quorum::Count(2), 2, 3, true),
+            (Quorum::Count(2), 1, 3, false),
+            // A count larger than the fresh votes asks for all of them.
+            (Quorum::Count(5), 2, 2, true),
+            (Quorum::Majority, 0, 0, false),
+        ];
+        for (q, down, total, want) in cases {
+            assert_eq!(q.reached(down, total), want, "{q:?} {down}/{total}");
+        }
+        assert_eq!(Quorum::parse("2"), Ok(Quorum::Count(2)));
+        assert!(Quorum::parse("0").is_err());
+        assert!(Quorum::parse("most").is_err());
+    }
+
+    #[test]
+    fn an_endpoint_goes_down_when_the_regions_agree() {
+        let m = merge(
+            &reports(vec![
+                report("a", 10_000, &[("10.0.0.1", false), ("10.0.0.2", true)]),
+                report("b", 10_000, &[("10.0.0.1", false), ("10.0.0.2", true)]),
+                report("c", 10_000, &[("10.0.0.1", true), ("10.0.0.2", true)]),
+            ]),
+            10_500,
+            SETTINGS,
+        );
+        assert!(!up(&m, "10.0.0.1"));
+        assert!(up(&m, "10.0.0.2"));
+    }
+
+    #[test]
+    fn one_regions_broken_path_does_not_take_an_endpoint_out() {
+        let m = merge(
+            &reports(vec![
+                report("a", 10_000, &[("10.0.0.1", false), ("10.0.0.2", true)]),
+                report("b", 10_000, &[("10.0.0.1", true), ("10.0.0.2", true)]),
+                report("c", 10_000, &[("10.0.0.1", true), ("10.0.0.2", true)]),
+            ]),
+            10_500,
+            SETTINGS,
+        );
+        assert!(up(&m, "10.0.0.1"));
+        assert!(m.isolated.is_empty());
+    }
+
+    #[test]
+    fn stale_reports_stop_voting() {
+        // b's report is 6 s old: only a and c vote, and they disagree 1:1, so it stays up;
+        // with b fresh it would be 2 of 3 down.
+        let list = vec![
+            report("a", 10_000, &[("10.0.0.1", false)]),
+            report("b", 4_000, &[("10.0.0.1", false)]),
+            report("c", 10_000, &[("10.0.0.1", true)]),
+        ];
+        let m = merge(&reports(list.clone()), 10_000, SETTINGS);
+        assert!(up(&m, "10.0.0.1"));
+        let key = EndpointKey {
+            addr: "10.0.0.1".parse().unwrap(),
+            check: A.into(),
+        };
+        assert_eq!(m.endpoints[&key].counted_votes, 2);
+        let m = merge(&reports(list), 9_000, SETTINGS);
+        assert!(!up(&m, "10.0.0.1"));
+    }
+
+    #[test]
+    fn the_isolation_guard_ignores_a_node_that_sees_everything_down() {
+        let m = merge(
+            &reports(vec![
+                report("a", 10_000, &[("10.0.0.1", false), ("10.0.0.2", false)]),
+                report("b", 10_000, &[("10.0.0.1", true), ("10.0.0.2", true)]),
+            ]),
+            10_000,
+            MergeSettings {
+                quorum: Quorum::Any,
+                ..SETTINGS
+            },
+        );
+        assert_eq!(m.isolated, ["a"]);
+        assert!(up(&m, "10.0.0.1") && up(&m, "10.0.0.2"));
+    }
+
+    #[test]
+    fn everything_really_down_is_not_isolation() {
+        // All nodes agree everything is down: nobody is isolated, everything goes.
+        let m = merge(
+            &reports(vec![
+                report("a", 10_000, &[("10.0.0.1", false), ("10.0.0.2", false)]),
+                report("b", 10_000, &[("10.0.0.1", false), ("10.0.0.2", false)]),
+            ]),
+            10_000,
+            SETTINGS,
+        );
+        assert!(m.isolated.is_empty());
+        assert!(!up(&m, "10.0.0.1"));
+    }
+
+    #[test]
+    fn a_lone_node_decides_by_itself() {
+        let m = merge(
+            &reports(vec![report("a", 1, &[("10.0.0.1", false)])]),
+            1,
+            SETTINGS,
+        );
+        assert!(!up(&m, "10.0.0.1"));
+    }
+
+    #[test]
+    fn newest_report_wins_and_replays_change_nothing() {
+        let mut have = HashMap::new();
+        assert!(accept(&mut have, report("a", 100, &[("10.0.0.1", true)])));
+        assert!(accept(&mut have, report("a", 200, &[("10.0.0.1", false)])));
+        assert!(!accept(&mut have, report("a", 100, &[("10.0.0.1", true)])));
+        assert!(!accept(&mut have, report("a", 200, &[("10.0.0.1", true)])));
+        let m = merge(&have, 200, SETTINGS);
+        assert!(!up(&m, "10.0.0.1"));
+    }
+
+    #[test]
+    fn effective_health_looks_up_by_address_and_check() {
+        let check = Arc::new(Check::new(crate::check::CheckKind::Tcp { port: 80 }));
+        let other = Check::new(crate::check::CheckKind::Tcp { port: 81 });
+        let key = EndpointKey::new("10.0.0.1".parse().unwrap(), &check);
+        let mut r = Report::new("a", "r", 1, 1);
+        r.insert(
+            &key,
+            Vote {
+                up: false,
+                since_ms: 0,
+                rtt_ms: None,
+                error: None,
+            },
+        );
+        let merged = merge(&reports(vec![r]), 1, SETTINGS);
+        let eff = EffectiveHealth::new(
+            true,
+            [("10.0.0.1".parse().unwrap(), check.clone())],
+            merged,
+            Default::default(),
+            1,
+        );
+        assert!(!eff.is_up("10.0.0.1".parse().unwrap(), Some(&check)));
+        assert!(eff.is_up("10.0.0.1".parse().unwrap(), Some(&other)));
+        assert!(eff.is_up("10.0.0.2".parse().unwrap(), Some(&check)));
+        assert!(eff.is_up("10.0.0.1".parse().unwrap(), None));
+    }
+}

@@ -1,0 +1,764 @@
+//! Exchanging health observations and drains between nodes, and keeping the merged view the
+//! answers use.
+//!
+//! Every node serves, on its admin listener at `EXCHANGE_PATH`, its own report and every report it
+//! holds from other nodes (with their versions), plus its drain set; every exchange interval it
+//! pulls that from each peer. Relaying means two nodes whose link broke still learn each other's
+//! view through a third. Both directions are authenticated with HMAC-SHA256 over a shared secret:
+//! the request signs (node, time, nonce), the response signs (nonce, body). A request outside the
+//! replay window or with a nonce seen before is refused, and a response that does not carry the
+//! signature for our own fresh nonce is dropped, so neither can be replayed; every refusal is
+//! counted. Old reports and drains are ignored by version anyway (see `merge::accept` and
+//! `DrainSet::apply`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::drain::{Drain, DrainSet};
+use crate::merge::{self, EffectiveHealth, EndpointKey, MergeSettings, Report, Vote};
+use crate::probe::SharedHealthView;
+use crate::state::Snapshots;
+
+/// Where a node serves its exchange message.
+pub const EXCHANGE_PATH: &str = "/api/v1/peer/exchange";
+/// How far a request's clock may be from ours.
+pub const REPLAY_WINDOW_MS: u64 = 30_000;
+/// Headers of the exchange.
+pub const H_NODE: &str = "x-steerdns-node";
+pub const H_TIME: &str = "x-steerdns-time";
+pub const H_NONCE: &str = "x-steerdns-nonce";
+pub const H_SIGNATURE: &str = "x-steerdns-signature";
+
+/// What one node hands another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Exchange {
+    pub from: String,
+    pub reports: Vec<Report>,
+    pub drains: DrainSet,
+}
+
+/// Why a peer message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing authentication headers")]
+    Missing,
+    #[error("timestamp outside the replay window")]
+    Expired,
+    #[error("nonce already used (replay)")]
+    Replayed,
+    #[error("bad signature")]
+    BadSignature,
+}
+
+impl AuthError {
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Expired => "expired",
+            AuthError::Replayed => "replayed",
+            AuthError::BadSignature => "bad_signature",
+        }
+    }
+}
+
+fn mac(secret: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts any key length");
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            m.update(b"\n");
+        }
+        m.update(p);
+    }
+    m
+}
+
+/// Hex HMAC-SHA256 of the parts joined by newlines.
+pub fn sign(secret: &[u8], parts: &[&[u8]]) -> String {
+    hex::encode(mac(secret, parts).finalize().into_bytes())
+}
+
+/// Constant-time check of a hex signature.
+pub fn verify(secret: &[u8], parts: &[&[u8]], signature: &str) -> bool {
+    match hex::decode(signature) {
+        Ok(sig) => mac(secret, parts).verify_slice(&sig).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Headers for a signed exchange request.
+pub fn request_headers(
+    secret: &[u8],
+    node: &str,
+    now_ms: u64,
+    nonce: &str,
+) -> [(&'static str, String); 4] {
+    let time = now_ms.to_string();
+    let sig = sign(
+        secret,
+        &[
+            b"request",
+            node.as_bytes(),
+            time.as_bytes(),
+            nonce.as_bytes(),
+        ],
+    );
+    [
+        (H_NODE, node.to_string()),
+        (H_TIME, time),
+        (H_NONCE, nonce.to_string()),
+        (H_SIGNATURE, sig),
+    ]
+}
+
+/// Nonces seen within the replay window.
+#[derive(Default)]
+pub struct NonceCache {
+    seen: HashMap<String, u64>,
+}
+
+impl NonceCache {
+    /// Records a nonce; false if it was seen before.
+    fn fresh(&mut self, nonce: &str, now_ms: u64) -> bool {
+        if self.seen.len() > 10_000 {
+            self.seen
+                .retain(|_, t| now_ms.saturating_sub(*t) <= 2 * REPLAY_WINDOW_MS);
+        }
+        if self.seen.contains_key(nonce) {
+            return false;
+        }
+        self.seen.insert(nonce.to_string(), now_ms);
+        true
+    }
+}
+
+/// Checks a request's headers; returns the peer's node id.
+pub fn verify_request(
+    secret: &[u8],
+    node: Option<&str>,
+    time: Option<&str>,
+    nonce: Option<&str>,
+    signature: Option<&str>,
+    now_ms: u64,
+    nonces: &mut NonceCache,
+) -> Result<String, AuthError> {
+    let (Some(node), Some(time), Some(nonce), Some(signature)) = (node, time, nonce, signature)
+    else {
+        return Err(AuthError::Missing);
+    };
+    if !verify(
+        secret,
+        &[
+            b"request",
+            node.as_bytes(),
+            time.as_bytes(),
+            nonce.as_bytes(),
+        ],
+        signature,
+    ) {
+        return Err(AuthError::BadSignature);
+    }
+    let t: u64 = time.parse().map_err(|_| AuthError::Expired)?;
+    if t.abs_diff(now_ms) > REPLAY_WINDOW_MS {
+        return Err(AuthError::Expired);
+    }
+    if !nonces.fresh(nonce, now_ms) {
+        return Err(AuthError::Replayed);
+    }
+    Ok(node.to_string())
+}
+
+/// The signature a response carries for the request's nonce.
+pub fn response_signature(secret: &[u8], nonce: &str, body: &[u8]) -> String {
+    sign(secret, &[b"response", nonce.as_bytes(), body])
+}
+
+/// What a node knows of one peer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeerStatus {
+    pub url: String,
+    /// The peer's node id, once heard from.
+    pub node: Option<String>,
+    pub last_ok_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u64,
+}
+
+/// Settings the cluster runs with.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub node: String,
+    pub region: String,
+    pub peers: Vec<String>,
+    pub secret: Option<Vec<u8>>,
+    pub exchange_interval: Duration,
+    pub merge: MergeSettings,
+    pub state_dir: Option<PathBuf>,
+}
+
+struct Inner {
+    reports: HashMap<String, Report>,
+    drains: DrainSet,
+    own_version: u64,
+    nonces: NonceCache,
+    peers: Vec<PeerStatus>,
+    /// Effective up/down per endpoint last published, to log changes.
+    last_verdicts: HashMap<EndpointKey, bool>,
+    last_isolated: Vec<String>,
+}
+
+/// A drain request from the admin API or CLI.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DrainRequest {
+    pub dc: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Seconds until the drain lifts by itself.
+    #[serde(default)]
+    pub for_seconds: Option<u64>,
+    /// Drain even if it leaves a service with no healthy DC.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Why a drain or undrain was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainRefused {
+    #[error("unknown data center {0:?}")]
+    UnknownDc(String),
+    #[error("service {service:?} has no endpoints in data center {dc:?}")]
+    UnknownService { dc: String, service: String },
+    #[error("draining {dc} would leave no healthy data center for: {}; use force to drain anyway", services.join(", "))]
+    LastHealthy { dc: String, services: Vec<String> },
+    #[error("the drain could not be persisted, so it was not applied: {0}")]
+    NotPersisted(String),
+}
+
+/// The health exchange and merge of one node.
+pub struct Cluster {
+    pub settings: ClusterSettings,
+    local: SharedHealthView,
+    snapshots: Arc<Snapshots>,
+    inner: Mutex<Inner>,
+    http: reqwest::Client,
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    /// A cluster with the drains persisted in the state directory (a corrupt drain file is set
+    /// aside and reported; peers will hand the drains back).
+    pub fn new(
+        settings: ClusterSettings,
+        local: SharedHealthView,
+        snapshots: Arc<Snapshots>,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let drains = match settings.state_dir.as_ref() {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    anyhow::anyhow!("creating state directory {}: {e}", dir.display())
+                })?;
+                let path = dir.join("drains.json");
+                match DrainSet::load(&path) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let aside = path.with_extension(format!("corrupt-{}", now_ms()));
+                        let _ = std::fs::rename(&path, &aside);
+                        error!(error = %e, moved_to = %aside.display(), "drain file unreadable; starting without it");
+                        DrainSet::default()
+                    }
+                }
+            }
+            None => DrainSet::default(),
+        };
+        let timeout = settings.exchange_interval.min(Duration::from_secs(2));
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("steerdns-peer/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let peers = settings
+            .peers
+            .iter()
+            .map(|url| PeerStatus {
+                url: url.trim_end_matches('/').to_string(),
+                ..PeerStatus::default()
+            })
+            .collect();
+        let cluster = Arc::new(Cluster {
+            settings,
+            local,
+            snapshots,
+            inner: Mutex::new(Inner {
+                reports: HashMap::new(),
+                drains,
+                own_version: 0,
+                nonces: NonceCache::default(),
+                peers,
+                last_verdicts: HashMap::new(),
+                last_isolated: Vec::new(),
+            }),
+            http,
+        });
+        cluster.refresh();
+        Ok(cluster)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rebuilds this node's report from its probers, merges everything and publishes the view
+    /// the answers use.
+    pub fn refresh(&self) {
+        let view = self.local.load_full();
+        let now = now_ms();
+        let now_inst = tokio::time::Instant::now();
+        let mut inner = self.lock();
+        let version = (inner.own_version + 1).max(now);
+        inner.own_version = version;
+        let mut own = Report::new(&self.settings.node, &self.settings.region, version, now);
+        own.ready = view.ready;
+        for obs in view.observations().filter(|o| o.confirmed) {
+            let age = now_inst.saturating_duration_since(obs.since).as_millis() as u64;
+            own.insert(
+                &EndpointKey::new(obs.target.addr, &obs.target.check),
+                Vote {
+                    up: obs.status == crate::health::Status::Up,
+                    since_ms: now.saturating_sub(age),
+                    rtt_ms: obs.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    error: obs.last_error.clone(),
+                },
+            );
+        }
+        inner.reports.insert(own.node.clone(), own);
+        let merged = merge::merge(&inner.reports, now, self.settings.merge);
+
+        for (key, verdict) in &merged.endpoints {
+            let before = inner.last_verdicts.insert(key.clone(), verdict.up);
+            if before.is_some_and(|b| b != verdict.up) || (before.is_none() && !verdict.up) {
+                info!(
+                    endpoint = %key.addr, check = %key.check, up = verdict.up,
+                    down_votes = verdict.down_votes, counted_votes = verdict.counted_votes,
+                    "effective health changed"
+                );
+            }
+        }
+        if merged.isolated != inner.last_isolated {
+            if merged.isolated.contains(&self.settings.node) {
+                warn!(node = %self.settings.node, "this node sees every endpoint down while its peers see them up: it is probably cut off, and its votes are ignored");
+            }
+            if !merged.isolated.is_empty() {
+                warn!(isolated = ?merged.isolated, "isolation guard: ignoring the votes of nodes that see everything down");
+            }
+            inner.last_isolated = merged.isolated.clone();
+        }
+
+        let zones = self.snapshots.zones.load();
+        let targets = zones.probe_targets();
+        let eff = EffectiveHealth::new(view.ready, targets, merged, inner.drains.clone(), now);
+        drop(inner);
+        self.snapshots.health.store(Arc::new(eff));
+    }
+
+    /// The message this node serves to its peers.
+    pub fn exchange_message(&self) -> Exchange {
+        let inner = self.lock();
+        let mut reports: Vec<Report> = inner.reports.values().cloned().collect();
+        reports.sort_by(|a, b| a.node.cmp(&b.node));
+        Exchange {
+            from: self.settings.node.clone(),
+            reports,
+            drains: inner.drains.clone(),
+        }
+    }
+
+    /// Checks an incoming exchange request. Refusals are counted.
+    pub fn authenticate(
+        &self,
+        node: Option<&str>,
+        time: Option<&str>,
+        nonce: Option<&str>,
+        signature: Option<&str>,
+    ) -> Result<String, AuthError> {
+        let Some(secret) = self.settings.secret.as_deref() else {
+            return Err(AuthError::Missing);
+        };
+        let result = {
+            let mut inner = self.lock();
+            verify_request(
+                secret,
+                node,
+                time,
+                nonce,
+                signature,
+                now_ms(),
+                &mut inner.nonces,
+            )
+        };
+        if let Err(e) = result {
+            self.count_refusal(e);
+            warn!(peer = node.unwrap_or("?"), reason = %e, "peer request refused");
+        }
+        result
+    }
+
+    fn count_refusal(&self, e: AuthError) {
+        self.snapshots.metrics.record_auth_refused(e.label());
+    }
+
+    /// Signs a response body for a request's nonce.
+    pub fn sign_response(&self, nonce: &str, body: &[u8]) -> Option<String> {
+        self.settings
+            .secret
+            .as_deref()
+            .map(|s| response_signature(s, nonce, body))
+    }
+
+    /// Takes in what a peer holds; true if anything changed.
+    pub fn absorb(&self, msg: Exchange) -> bool {
+        let mut inner = self.lock();
+        let mut changed = false;
+        for r in msg.reports {
+            // Nobody else speaks for this node.
+            if r.node != self.settings.node {
+                changed |= merge::accept(&mut inner.reports, r);
+            }
+        }
+        if inner.drains.merge(&msg.drains) {
+            changed = true;
+            let drains = inner.drains.clone();
+            drop(inner);
+            self.persist(&drains);
+        }
+        changed
+    }
+
+    fn persist(&self, drains: &DrainSet) {
+        if let Some(dir) = &self.settings.state_dir
+            && let Err(e) = drains.save(&dir.join("drains.json"))
+        {
+            error!(error = %e, "persisting drains failed");
+        }
+    }
+
+    /// Pulls every peer once, concurrently, and merges what they hold.
+    pub async fn exchange_round(self: &Arc<Self>) {
+        let Some(secret) = self.settings.secret.clone() else {
+            return;
+        };
+        let urls: Vec<String> = self.lock().peers.iter().map(|p| p.url.clone()).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, url) in urls.into_iter().enumerate() {
+            let me = self.clone();
+            let secret = secret.clone();
+            tasks.spawn(async move { (i, me.pull(&url, &secret).await) });
+        }
+        let mut changed = false;
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((i, result)) = joined else { continue };
+            let now = now_ms();
+            match result {
+                Ok(msg) => {
+                    let from = msg.from.clone();
+                    changed |= self.absorb(msg);
+                    self.snapshots.metrics.record_peer_exchange(true);
+                    let mut inner = self.lock();
+                    if let Some(p) = inner.peers.get_mut(i) {
+                        if p.consecutive_failures > 0 || p.last_ok_ms.is_none() {
+                            info!(peer = %p.url, node = %from, "peer reachable");
+                        }
+                        p.node = Some(from);
+                        p.last_ok_ms = Some(now);
+                        p.last_error = None;
+                        p.consecutive_failures = 0;
+                    }
+                }
+                Err(e) => {
+                    self.snapshots.metrics.record_peer_exchange(false);
+                    let mut inner = self.lock();
+                    if let Some(p) = inner.peers.get_mut(i) {
+                        if p.consecutive_failures == 0 {
+                            warn!(peer = %p.url, error = %e, "peer lost");
+                        } else {
+                            debug!(peer = %p.url, error = %e, "peer still unreachable");
+                        }
+                        p.last_error = Some(e);
+                        p.consecutive_failures += 1;
+                    }
+                }
+            }
+        }
+        if changed {
+            self.refresh();
+        }
+    }
+
+    async fn pull(&self, url: &str, secret: &[u8]) -> Result<Exchange, String> {
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let mut req = self.http.get(format!("{url}{EXCHANGE_PATH}"));
+        for (name, value) in request_headers(secret, &self.settings.node, now_ms(), &nonce) {
+            req = req.header(name, value);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status();
+        let signature = resp
+            .headers()
+            .get(H_SIGNATURE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the response: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+        }
+        let signed = signature
+            .is_some_and(|sig| verify(secret, &[b"response", nonce.as_bytes(), &body], &sig));
+        if !signed {
+            self.count_refusal(AuthError::BadSignature);
+            return Err("response signature invalid (wrong secret, tampered or replayed)".into());
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("bad exchange message: {e}"))
+    }
+
+    /// Runs the exchange until shutdown: pulls peers every interval, and republishes the merged
+    /// view as soon as the local probers change their view (or reports age, or drains expire).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut exchange = tokio::time::interval(self.settings.exchange_interval);
+        exchange.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut poll = tokio::time::interval(Duration::from_millis(50));
+        let mut last_local = Arc::as_ptr(&self.local.load_full()) as usize;
+        let mut last_zones = Arc::as_ptr(&self.snapshots.zones.load_full()) as usize;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = exchange.tick() => {
+                    self.exchange_round().await;
+                    // Ages and expiries move even when nothing else does.
+                    self.refresh();
+                }
+                _ = poll.tick() => {
+                    let local = Arc::as_ptr(&self.local.load_full()) as usize;
+                    let zones = Arc::as_ptr(&self.snapshots.zones.load_full()) as usize;
+                    if local != last_local || zones != last_zones {
+                        last_local = local;
+                        last_zones = zones;
+                        self.refresh();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Issues a drain on this node; it reaches the peers with the next exchange.
+    pub fn drain(&self, req: DrainRequest) -> Result<Drain, DrainRefused> {
+        let zones = self.snapshots.zones.load();
+        let service = req.service.as_deref().map(normalise_service);
+        if !zones
+            .zones
+            .iter()
+            .any(|z| z.datacenters.iter().any(|d| d.name == req.dc))
+        {
+            return Err(DrainRefused::UnknownDc(req.dc));
+        }
+        let now = now_ms();
+        let drain = Drain {
+            dc: req.dc.clone(),
+            service: service.clone(),
+            reason: req.reason.unwrap_or_default(),
+            active: true,
+            expires_ms: req.for_seconds.map(|s| now + s * 1000),
+            issued_ms: now,
+            issued_by: self.settings.node.clone(),
+        };
+        // Services this drain would leave with nothing healthy.
+        let health = self.snapshots.health.load();
+        let mut affected = 0;
+        let mut stranded = Vec::new();
+        for (zone, svc) in zones.services() {
+            let name = svc.name.as_str();
+            if service.as_deref().is_some_and(|s| s != name) {
+                continue;
+            }
+            let has_dc = svc
+                .dcs
+                .iter()
+                .any(|d| zone.datacenters[d.dc].name == req.dc);
+            if !has_dc {
+                continue;
+            }
+            affected += 1;
+            let healthy_elsewhere = svc.dcs.iter().any(|d| {
+                let dc_name = &zone.datacenters[d.dc].name;
+                dc_name != &req.dc
+                    && !health.is_drained(dc_name, name)
+                    && d.endpoints
+                        .iter()
+                        .any(|ip| health.is_up(*ip, svc.check.as_deref()))
+            });
+            if !healthy_elsewhere {
+                stranded.push(name.to_string());
+            }
+        }
+        if let (Some(s), 0) = (&service, affected) {
+            return Err(DrainRefused::UnknownService {
+                dc: req.dc,
+                service: s.clone(),
+            });
+        }
+        if !stranded.is_empty() && !req.force {
+            stranded.sort();
+            return Err(DrainRefused::LastHealthy {
+                dc: req.dc,
+                services: stranded,
+            });
+        }
+        self.decide(drain.clone())?;
+        info!(dc = %drain.dc, service = ?drain.service, reason = %drain.reason, expires_ms = ?drain.expires_ms, forced = req.force, "drained");
+        Ok(drain)
+    }
+
+    /// Lifts a drain (by recording a newer undrain).
+    pub fn undrain(&self, dc: &str, service: Option<&str>) -> Result<Drain, DrainRefused> {
+        let undrain = Drain {
+            dc: dc.to_string(),
+            service: service.map(normalise_service),
+            reason: String::new(),
+            active: false,
+            expires_ms: None,
+            issued_ms: now_ms(),
+            issued_by: self.settings.node.clone(),
+        };
+        self.decide(undrain.clone())?;
+        info!(dc = %undrain.dc, service = ?undrain.service, "undrained");
+        Ok(undrain)
+    }
+
+    /// Persists, then applies a decision: a drain the node cannot keep across a restart is
+    /// refused rather than half-applied.
+    fn decide(&self, d: Drain) -> Result<(), DrainRefused> {
+        let mut inner = self.lock();
+        let mut next = inner.drains.clone();
+        next.apply(d);
+        if let Some(dir) = &self.settings.state_dir {
+            next.save(&dir.join("drains.json"))
+                .map_err(|e| DrainRefused::NotPersisted(e.to_string()))?;
+        }
+        inner.drains = next;
+        drop(inner);
+        self.refresh();
+        Ok(())
+    }
+
+    /// Peers as last seen.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.lock().peers.clone()
+    }
+
+    /// Every node's report as held here, for the state API.
+    pub fn reports(&self) -> Vec<Report> {
+        let mut r: Vec<Report> = self.lock().reports.values().cloned().collect();
+        r.sort_by(|a, b| a.node.cmp(&b.node));
+        r
+    }
+}
+
+/// `www.api.example.com.` and `WWW.api.example.com` name the same service.
+fn normalise_service(s: &str) -> String {
+    s.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"shared";
+
+    fn headers(node: &str, t: u64, nonce: &str) -> [(&'static str, String); 4] {
+        request_headers(SECRET, node, t, nonce)
+    }
+
+    fn check(
+        h: &[(&'static str, String); 4],
+        secret: &[u8],
+        now: u64,
+        cache: &mut NonceCache,
+    ) -> Result<String, AuthError> {
+        verify_request(
+            secret,
+            Some(&h[0].1),
+            Some(&h[1].1),
+            Some(&h[2].1),
+            Some(&h[3].1),
+            now,
+            cache,
+        )
+    }
+
+    #[test]
+    fn signed_requests_pass_once() {
+        let mut cache = NonceCache::default();
+        let h = headers("b", 1_000_000, "n1");
+        assert_eq!(check(&h, SECRET, 1_000_500, &mut cache), Ok("b".into()));
+        assert_eq!(
+            check(&h, SECRET, 1_000_600, &mut cache),
+            Err(AuthError::Replayed)
+        );
+    }
+
+    #[test]
+    fn wrong_secret_tampering_and_old_requests_are_refused() {
+        let mut cache = NonceCache::default();
+        let h = headers("b", 1_000_000, "n2");
+        assert_eq!(
+            check(&h, b"other", 1_000_000, &mut cache),
+            Err(AuthError::BadSignature)
+        );
+        let mut tampered = h.clone();
+        tampered[0].1 = "c".into();
+        assert_eq!(
+            check(&tampered, SECRET, 1_000_000, &mut cache),
+            Err(AuthError::BadSignature)
+        );
+        let old = headers("b", 1_000_000, "n3");
+        assert_eq!(
+            check(&old, SECRET, 1_000_000 + REPLAY_WINDOW_MS + 1, &mut cache),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            verify_request(SECRET, None, None, None, None, 0, &mut cache),
+            Err(AuthError::Missing)
+        );
+    }
+
+    #[test]
+    fn responses_are_bound_to_the_nonce_and_body() {
+        let sig = response_signature(SECRET, "n", b"{}");
+        assert!(verify(SECRET, &[b"response", b"n", b"{}"], &sig));
+        assert!(!verify(SECRET, &[b"response", b"other-nonce", b"{}"], &sig));
+        assert!(!verify(SECRET, &[b"response", b"n", b"{ }"], &sig));
+        assert!(!verify(SECRET, &[b"response", b"n", b"{}"], "zz"));
+    }
+}
