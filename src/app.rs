@@ -62,6 +62,9 @@ impl Core {
                     );
                 }
                 metrics.record_zone_load(true);
+                self.snapshots
+                    .events
+                    .push("reload", format!("zones reloaded ({count} zone(s))"));
                 Ok(count)
             }
             Err(errors) => {
@@ -69,6 +72,13 @@ impl Core {
                     error!(error = %e, "zone reload failed; keeping the previous zones");
                 }
                 metrics.record_zone_load(false);
+                self.snapshots.events.push(
+                    "reload",
+                    format!(
+                        "zone reload FAILED, previous zones kept: {}",
+                        errors.0.first().map(|e| e.to_string()).unwrap_or_default()
+                    ),
+                );
                 Err(errors)
             }
         }
@@ -79,12 +89,19 @@ impl Core {
         match GeoDb::open(&self.settings.geoip) {
             Ok(db) => {
                 log_geo(&db, &self.snapshots.metrics, "GeoIP database reloaded");
+                self.snapshots
+                    .events
+                    .push("geoip", "GeoIP database reloaded");
                 self.snapshots.geo.store(Some(Arc::new(db)));
                 Ok(())
             }
             Err(error) => {
                 error!(%error, "GeoIP reload failed; keeping the loaded database");
                 self.snapshots.metrics.record_geoip_load(false, &[]);
+                self.snapshots.events.push(
+                    "geoip",
+                    format!("GeoIP reload FAILED, loaded database kept: {error}"),
+                );
                 Err(error)
             }
         }

@@ -26,6 +26,7 @@ pub mod check;
 pub mod config;
 pub mod dns;
 pub mod drain;
+pub mod events;
 pub mod geo;
 pub mod health;
 pub mod merge;

@@ -359,6 +359,17 @@ impl Cluster {
                     down_votes = verdict.down_votes, counted_votes = verdict.counted_votes,
                     "effective health changed"
                 );
+                self.snapshots.events.push(
+                    "health",
+                    format!(
+                        "{} ({}) is {}: {} of {} votes down",
+                        key.addr,
+                        key.check,
+                        if verdict.up { "up" } else { "DOWN" },
+                        verdict.down_votes,
+                        verdict.counted_votes
+                    ),
+                );
             }
         }
         if merged.isolated != inner.last_isolated {
@@ -368,6 +379,17 @@ impl Cluster {
             if !merged.isolated.is_empty() {
                 warn!(isolated = ?merged.isolated, "isolation guard: ignoring the votes of nodes that see everything down");
             }
+            self.snapshots.events.push(
+                "isolation",
+                if merged.isolated.is_empty() {
+                    "isolation guard: no node isolated".to_string()
+                } else {
+                    format!(
+                        "isolation guard: ignoring the votes of {}",
+                        merged.isolated.join(", ")
+                    )
+                },
+            );
             inner.last_isolated = merged.isolated.clone();
         }
 
@@ -442,8 +464,25 @@ impl Cluster {
                 changed |= merge::accept(&mut inner.reports, r);
             }
         }
+        let before = inner.drains.clone();
         if inner.drains.merge(&msg.drains) {
             changed = true;
+            for (key, d) in &inner.drains.entries {
+                if before.entries.get(key) != Some(d) {
+                    info!(dc = %d.dc, service = ?d.service, active = d.active, by = %d.issued_by, from = %msg.from, "drain learnt from a peer");
+                    self.snapshots.events.push(
+                        "drain",
+                        format!(
+                            "{} {} ({}) by {}, learnt from {}",
+                            if d.active { "drain of" } else { "undrain of" },
+                            d.dc,
+                            d.service.as_deref().unwrap_or("all services"),
+                            d.issued_by,
+                            msg.from
+                        ),
+                    );
+                }
+            }
             let drains = inner.drains.clone();
             drop(inner);
             self.persist(&drains);
@@ -484,6 +523,9 @@ impl Cluster {
                     if let Some(p) = inner.peers.get_mut(i) {
                         if p.consecutive_failures > 0 || p.last_ok_ms.is_none() {
                             info!(peer = %p.url, node = %from, "peer reachable");
+                            self.snapshots
+                                .events
+                                .push("peer", format!("peer {} ({from}) reachable", p.url));
                         }
                         p.node = Some(from);
                         p.last_ok_ms = Some(now);
@@ -497,6 +539,9 @@ impl Cluster {
                     if let Some(p) = inner.peers.get_mut(i) {
                         if p.consecutive_failures == 0 {
                             warn!(peer = %p.url, error = %e, "peer lost");
+                            self.snapshots
+                                .events
+                                .push("peer", format!("peer {} lost: {e}", p.url));
                         } else {
                             debug!(peer = %p.url, error = %e, "peer still unreachable");
                         }
@@ -637,6 +682,16 @@ impl Cluster {
         }
         self.decide(drain.clone())?;
         info!(dc = %drain.dc, service = ?drain.service, reason = %drain.reason, expires_ms = ?drain.expires_ms, forced = req.force, "drained");
+        self.snapshots.events.push(
+            "drain",
+            format!(
+                "drained {} ({}) on {}: {}",
+                drain.dc,
+                drain.service.as_deref().unwrap_or("all services"),
+                drain.issued_by,
+                drain.reason
+            ),
+        );
         Ok(drain)
     }
 
@@ -653,6 +708,15 @@ impl Cluster {
         };
         self.decide(undrain.clone())?;
         info!(dc = %undrain.dc, service = ?undrain.service, "undrained");
+        self.snapshots.events.push(
+            "drain",
+            format!(
+                "undrained {} ({}) on {}",
+                undrain.dc,
+                undrain.service.as_deref().unwrap_or("all services"),
+                undrain.issued_by
+            ),
+        );
         Ok(undrain)
     }
 

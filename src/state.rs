@@ -5,6 +5,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use std::sync::Arc;
 
+use crate::events::EventLog;
 use crate::geo::GeoDb;
 use crate::merge::EffectiveHealth;
 use crate::metrics::Metrics;
@@ -18,6 +19,8 @@ pub struct Snapshots {
     /// The health the answers use: every node's votes merged, drains applied.
     pub health: ArcSwap<EffectiveHealth>,
     pub metrics: Arc<Metrics>,
+    /// Recent health changes, drains, reloads and peer events.
+    pub events: EventLog,
 }
 
 impl Snapshots {
@@ -27,6 +30,7 @@ impl Snapshots {
             geo: ArcSwapOption::from_pointee(geo),
             health: ArcSwap::from_pointee(EffectiveHealth::default()),
             metrics,
+            events: EventLog::default(),
         }
     }
 }

@@ -100,6 +100,7 @@ pub fn state(snapshots: &Snapshots, cluster: &Cluster) -> Value {
         "peers": cluster.peers(),
         "drains": drains,
         "services": services,
+        "events": snapshots.events.recent(),
     })
 }
 
@@ -119,6 +120,77 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A representative client per continent, for "what would a client there get".
+const CONTINENT_CLIENTS: [(&str, &str, (f64, f64)); 6] = [
+    ("AF", "ZA", (-26.2, 28.0)),
+    ("AS", "JP", (35.7, 139.7)),
+    ("EU", "DE", (50.1, 8.7)),
+    ("NA", "US", (39.0, -95.0)),
+    ("OC", "AU", (-33.9, 151.2)),
+    ("SA", "BR", (-23.5, -46.6)),
+];
+
+/// The DC each service answers with for a client in each continent, by the live health.
+pub fn answers_by_continent(snapshots: &Snapshots) -> Vec<(String, Vec<(String, String)>)> {
+    use crate::answer::{Client, select};
+    use crate::geo::{Location, StaticLocator};
+    use crate::model::RecordType;
+    // Documentation-only addresses (RFC 2544 benchmark range), never sent anywhere: each stands
+    // for one continent in a fixed table.
+    let locator = StaticLocator {
+        entries: CONTINENT_CLIENTS
+            .iter()
+            .enumerate()
+            .map(|(i, (cont, country, coords))| {
+                let net: ipnet::IpNet =
+                    format!("198.18.{i}.0/24").parse().expect("a valid network");
+                (
+                    net,
+                    Location {
+                        continent: Some(cont.to_string()),
+                        country: Some(country.to_string()),
+                        subdivision: None,
+                        coordinates: Some(*coords),
+                    },
+                )
+            })
+            .collect(),
+    };
+    let zones = snapshots.zones.load();
+    let health = snapshots.health.load();
+    let mut out = Vec::new();
+    for (zone, svc) in zones.services() {
+        let mut row = Vec::new();
+        for (i, (cont, _, _)) in CONTINENT_CLIENTS.iter().enumerate() {
+            let client = Client {
+                addr: format!("198.18.{i}.1").parse().expect("a valid address"),
+                ecs_prefix: None,
+                locator: &locator,
+                health: &**health,
+                rotation: 0,
+            };
+            let sel = select(zone, svc, RecordType::A, &client);
+            let sel = if sel.addresses.is_empty() {
+                select(zone, svc, RecordType::Aaaa, &client)
+            } else {
+                sel
+            };
+            let dc = sel
+                .chosen_dc()
+                .map(|d| zone.datacenters[svc.dcs[d].dc].name.clone())
+                .unwrap_or_else(|| "—".into());
+            let dc = if sel.all_down {
+                format!("{dc} (all down)")
+            } else {
+                dc
+            };
+            row.push((cont.to_string(), dc));
+        }
+        out.push((svc.name.as_str().to_string(), row));
+    }
+    out
+}
+
 /// The status page: server-rendered, no external assets, refreshing itself every 2 seconds.
 pub fn page(snapshots: &Snapshots, cluster: &Cluster) -> String {
     let st = state(snapshots, cluster);
@@ -130,7 +202,7 @@ pub fn page(snapshots: &Snapshots, cluster: &Cluster) -> String {
 <title>steerdns {id}</title><style>
 body{{font:14px system-ui,sans-serif;margin:1.5em;color:#222}} table{{border-collapse:collapse;margin:.5em 0 1.5em}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .up{{background:#c8f0c8}} .down{{background:#f6c0c0}}
-.drained{{background:#f3e0a0}} .stale{{color:#999}} h2{{margin-top:1.2em}}
+.drained{{background:#f3e0a0}} .stale{{color:#999}} .none{{color:#999}} h2{{margin-top:1.2em}} small{{color:#666}}
 </style></head><body><h1>steerdns — node {id} ({region})</h1><p>ready: {ready}</p>"#,
         id = esc(node["id"].as_str().unwrap_or("")),
         region = esc(node["region"].as_str().unwrap_or("")),
@@ -139,7 +211,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .up{{background
     if let Some(iso) = st["isolated"].as_array().filter(|a| !a.is_empty()) {
         let _ = write!(
             h,
-            "<p class=down>isolation guard: ignoring votes of {}</p>",
+            "<p class=down id=isolated>isolation guard: ignoring the votes of {}</p>",
             esc(&iso
                 .iter()
                 .map(|v| v.as_str().unwrap_or(""))
@@ -147,6 +219,81 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .up{{background
                 .join(", "))
         );
     }
+
+    // DCs × regions: each node's view of each DC (up when it sees an endpoint up).
+    let nodes: Vec<(String, String)> = st["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap_or("").to_string(),
+                n["region"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    h.push_str("<h2>Data centers by region</h2><table id=matrix><tr><th>service</th><th>DC</th>");
+    for (n, r) in &nodes {
+        let _ = write!(h, "<th>{} <small>{}</small></th>", esc(r), esc(n));
+    }
+    h.push_str("<th>effective</th></tr>");
+    for svc in st["services"].as_array().into_iter().flatten() {
+        for dc in svc["dcs"].as_array().into_iter().flatten() {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td>",
+                esc(svc["name"].as_str().unwrap_or("")),
+                esc(dc["name"].as_str().unwrap_or(""))
+            );
+            for (n, _) in &nodes {
+                let mut seen = None;
+                for ep in dc["endpoints"].as_array().into_iter().flatten() {
+                    for v in ep["votes"].as_array().into_iter().flatten() {
+                        if v["node"].as_str() == Some(n.as_str()) {
+                            let up = v["up"].as_bool() == Some(true);
+                            let fresh = v["fresh"].as_bool() == Some(true);
+                            let cur = seen.get_or_insert((false, fresh));
+                            cur.0 |= up;
+                        }
+                    }
+                }
+                match seen {
+                    Some((up, fresh)) => {
+                        let class = if up { "up" } else { "down" };
+                        let stale = if fresh { "" } else { " stale" };
+                        let _ = write!(
+                            h,
+                            "<td class=\"{class}{stale}\">{class}{}</td>",
+                            if fresh { "" } else { " (stale)" }
+                        );
+                    }
+                    None => h.push_str("<td class=none>no check</td>"),
+                }
+            }
+            let eff = dc["effective"].as_str().unwrap_or("");
+            let _ = write!(
+                h,
+                "<td class=\"{eff}\" data-dc=\"{}\">{eff}</td></tr>",
+                esc(dc["name"].as_str().unwrap_or(""))
+            );
+        }
+    }
+    h.push_str("</table>");
+
+    h.push_str("<h2>Answers by continent</h2><table id=answers><tr><th>service</th>");
+    for (cont, _, _) in CONTINENT_CLIENTS {
+        let _ = write!(h, "<th>{cont}</th>");
+    }
+    h.push_str("</tr>");
+    for (svc, row) in answers_by_continent(snapshots) {
+        let _ = write!(h, "<tr><td>{}</td>", esc(&svc));
+        for (_, dc) in row {
+            let _ = write!(h, "<td>{}</td>", esc(&dc));
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
+
     for svc in st["services"].as_array().into_iter().flatten() {
         let _ = write!(
             h,
@@ -177,10 +324,10 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .up{{background
                     };
                     let _ = write!(
                         votes,
-                        "<span class=\"{class}{stale}\">{}: {} {}s</span> ",
+                        "<span class=\"{class}{stale}\">{}: {} {:.1}s</span> ",
                         esc(v["node"].as_str().unwrap_or("")),
                         class,
-                        v["age_ms"].as_u64().unwrap_or(0) / 1000
+                        v["age_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
                     );
                 }
                 let _ = write!(
@@ -193,7 +340,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .up{{background
         }
         h.push_str("</table>");
     }
-    h.push_str("<h2>Drains</h2><table><tr><th>DC</th><th>service</th><th>reason</th><th>expires</th><th>by</th></tr>");
+    h.push_str("<h2>Drains</h2><table id=drains><tr><th>DC</th><th>service</th><th>reason</th><th>expires</th><th>by</th></tr>");
     for d in st["drains"]
         .as_array()
         .into_iter()
@@ -213,7 +360,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .up{{background
             esc(d["issued_by"].as_str().unwrap_or("")),
         );
     }
-    h.push_str("</table><h2>Nodes</h2><table><tr><th>node</th><th>region</th><th>report age</th><th>ready</th></tr>");
+    h.push_str("</table><h2>Nodes</h2><table id=nodes><tr><th>node</th><th>region</th><th>report age</th><th>ready</th></tr>");
     for n in st["nodes"].as_array().into_iter().flatten() {
         let _ = write!(
             h,
@@ -224,6 +371,22 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .up{{background
             n["ready"],
         );
     }
+    h.push_str("</table><h2>Recent events</h2><table id=events><tr><th>time (UTC)</th><th>kind</th><th>event</th></tr>");
+    for e in snapshots.events.recent() {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            clock(e.at_ms),
+            e.kind,
+            esc(&e.message)
+        );
+    }
     h.push_str("</table><p><small>IP Geolocation by <a href=\"https://db-ip.com\">DB-IP</a></small></p></body></html>");
     h
+}
+
+/// HH:MM:SS of a Unix-millisecond time, UTC.
+fn clock(ms: u64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
 }
