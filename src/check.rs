@@ -144,7 +144,8 @@ impl fmt::Display for Check {
                     f.write_str("HEAD ")?;
                 }
                 let scheme = if h.tls { "https" } else { "http" };
-                let host = h.host.as_deref().unwrap_or("");
+                // Without a Host header the endpoint's own address is probed.
+                let host = h.host.as_deref().unwrap_or("*");
                 write!(f, "{scheme}://{host}:{}{}", h.port, h.path)
             }
         }

@@ -24,6 +24,7 @@ pub mod answer;
 pub mod app;
 pub mod check;
 pub mod config;
+pub mod demo;
 pub mod dns;
 pub mod drain;
 pub mod events;

@@ -89,6 +89,20 @@ enum Command {
     },
     /// Make a node reload its zones and GeoIP data.
     Reload(AdminArgs),
+    /// Run the three-region demo on loopback (three nodes, three DC backends) until Ctrl-C.
+    Demo {
+        /// Where the demo's zone, configs, state and logs go.
+        #[arg(long, default_value = "demo-run")]
+        dir: PathBuf,
+    },
+    /// A tiny HTTP backend answering 200 to everything (a DC in the demo).
+    #[command(hide = true)]
+    DemoBackend {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long, default_value = "backend")]
+        name: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -209,6 +223,8 @@ fn main() -> ExitCode {
             admin_call(&admin, "POST", "/api/v1/undrain", Some(body))
                 .map(|v| println!("undrained: {}", v["undrain"]))
         }
+        Command::Demo { dir } => steerdns::demo::run(&dir),
+        Command::DemoBackend { listen, name } => steerdns::demo::backend(listen, &name),
         Command::Reload(a) => admin_call(&a, "POST", "/api/v1/reload", None)
             .map(|v| println!("{}", v["message"].as_str().unwrap_or("reloaded"))),
     };

@@ -23,9 +23,21 @@ impl EndpointKey {
     pub fn new(addr: IpAddr, check: &Check) -> EndpointKey {
         EndpointKey {
             addr,
-            check: check.to_string(),
+            check: check_id(check),
         }
     }
+}
+
+/// How nodes name a check to each other: its readable form plus a digest of every setting, so
+/// two checks that read alike (same URL, different expected body or thresholds) stay apart.
+pub fn check_id(check: &Check) -> String {
+    // FNV-1a over the Debug form: stable for a given steerdns version on every node.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in format!("{check:?}").bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{check}#{h:08x}")
 }
 
 /// What one node's prober concluded about one endpoint.
