@@ -25,7 +25,7 @@ use crate::probe::HealthMonitor;
 use crate::state::Snapshots;
 use crate::zone_file;
 
-/// How often the GeoIP files are checked for changes.
+/// How often the GeoIP and zone files are checked for changes.
 const GEOIP_WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// How long shutdown waits for tasks to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -247,6 +247,8 @@ impl Node {
         let mut term = signal(SignalKind::terminate())?;
         let geoip = self.core.settings.geoip.clone();
         let mut geo_stamp = file_stamps(&geoip);
+        let zone_dir = self.core.settings.zones.clone();
+        let mut zone_stamp = dir_stamps(&zone_dir);
         let mut watch = tokio::time::interval(GEOIP_WATCH_INTERVAL);
         let outcome = loop {
             tokio::select! {
@@ -255,12 +257,19 @@ impl Node {
                     let _ = self.core.reload_zones();
                     let _ = self.core.reload_geo();
                     geo_stamp = file_stamps(&geoip);
+                    zone_stamp = dir_stamps(&zone_dir);
                 }
                 _ = watch.tick() => {
                     let stamp = file_stamps(&geoip);
                     if stamp != geo_stamp {
                         geo_stamp = stamp;
                         let _ = self.core.reload_geo();
+                    }
+                    let stamp = dir_stamps(&zone_dir);
+                    if stamp != zone_stamp {
+                        zone_stamp = stamp;
+                        info!("zone files changed: reloading");
+                        let _ = self.core.reload_zones();
                     }
                 }
                 _ = term.recv() => break Ok(()),
@@ -389,6 +398,19 @@ fn file_stamps(paths: &[std::path::PathBuf]) -> Vec<Option<(std::time::SystemTim
                 .and_then(|m| Some((m.modified().ok()?, m.len())))
         })
         .collect()
+}
+
+/// Names, modification times and sizes of the zone files in a directory.
+fn dir_stamps(
+    dir: &std::path::Path,
+) -> Vec<(std::path::PathBuf, Option<(std::time::SystemTime, u64)>)> {
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    paths.retain(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")));
+    paths.sort();
+    let stamps = file_stamps(&paths);
+    paths.into_iter().zip(stamps).collect()
 }
 
 /// Write to a temporary file, fsync, then rename over the target, so readers never see half a file.
