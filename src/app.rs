@@ -178,12 +178,12 @@ impl Node {
             .await
             .with_context(|| format!("binding the admin listener on {}", settings.admin))?;
         let admin_addr = admin_listener.local_addr()?;
-        let (udp, tcp) = dns::bind(settings.listen)
+        let sockets = dns::bind(settings.listen)
             .await
             .with_context(|| format!("binding DNS on {}", settings.listen))?;
         let bound = Bound {
-            udp: udp.local_addr()?,
-            tcp: tcp.local_addr()?,
+            udp: sockets.udp_addr()?,
+            tcp: sockets.tcp_addr()?,
         };
 
         let shutdown = CancellationToken::new();
@@ -208,7 +208,7 @@ impl Node {
             snapshots.clone(),
             shutdown.clone(),
         )));
-        let dns_task = tokio::spawn(dns::serve(snapshots.clone(), udp, tcp, shutdown.clone()));
+        let dns_task = tokio::spawn(dns::serve(snapshots.clone(), sockets, shutdown.clone()));
         info!(
             node = %settings.node, region = %settings.region, udp = %bound.udp, tcp = %bound.tcp,
             admin = %admin_addr, peers = settings.peers.len(), zones = %settings.zones.display(),

@@ -1,10 +1,18 @@
 //! The DNS frontend: the only module that speaks hickory-server. It turns a request into a
 //! `(name, type)` question, calls `answer::answer` once, and writes the response, taking care of
 //! what the protocol demands around it (EDNS, truncation, opcodes, FORMERR).
+//!
+//! Two paths share `answer`: the common query (one question, class IN, opcode QUERY, EDNS 0 with
+//! or without ECS) is parsed and written by the lean codec in `dns/wire.rs`, received and sent
+//! in batches by `dns/udp.rs`; everything else goes through hickory-server's parser and
+//! response builder (`Handler` as a `RequestHandler`), which is also what serves TCP.
+
+mod udp;
+mod wire;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_server::Server;
@@ -13,10 +21,10 @@ use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, Re
 use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, SOA, SRV, TXT};
 use hickory_server::proto::rr::{self, DNSClass, Record, RecordType as HRecordType};
-use hickory_server::proto::serialize::binary::BinEncoder;
+use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Client, QType, Rcode};
@@ -33,7 +41,8 @@ pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Socket receive buffer: enough to ride out bursts (the kernel default drops packets under load).
 const UDP_RECV_BUFFER: usize = 4 << 20;
 
-/// The request handler registered with hickory's `Server`.
+/// Answers DNS messages: the lean path for common queries, hickory's for the rest; registered
+/// with hickory's `Server` for TCP.
 pub struct Handler {
     snapshots: Arc<Snapshots>,
     rotation: AtomicUsize,
@@ -45,6 +54,204 @@ impl Handler {
             snapshots,
             rotation: AtomicUsize::new(0),
         }
+    }
+
+    /// Answers one raw message into `out`; false when nothing is to be sent. `name` is scratch
+    /// space for the question name.
+    pub fn respond(
+        &self,
+        msg: &[u8],
+        src: SocketAddr,
+        tcp: bool,
+        out: &mut Vec<u8>,
+        name: &mut String,
+    ) -> bool {
+        let started = std::time::Instant::now();
+        match wire::parse(msg, name) {
+            wire::Parsed::Drop => false,
+            wire::Parsed::Fallback => self.respond_full(msg, src, tcp, out),
+            wire::Parsed::BadEcs(q) => {
+                self.record_error(
+                    ResponseCode::FormErr,
+                    Some(HRecordType::from(q.qtype)),
+                    true,
+                    started,
+                );
+                let opt = q.edns.map(|e| wire::OptOut {
+                    payload: e.payload.clamp(512, MAX_UDP_PAYLOAD),
+                    ecs: None,
+                });
+                wire::encode_error(out, &q, 1, opt);
+                true
+            }
+            wire::Parsed::Lean(q) => {
+                let qname = Name::from_lower(name);
+                let zones = self.snapshots.zones.load();
+                let geo = self.snapshots.geo.load();
+                let health = self.snapshots.health.load();
+                let locator: &dyn Locator = match geo.as_deref() {
+                    Some(db) => db,
+                    None => &NoLocation,
+                };
+                let ecs = q.edns.and_then(|e| e.ecs);
+                // ECS with a zero source prefix carries no client information (RFC 7871
+                // section 7.1.2): answer for the resolver's own address.
+                let (addr, ecs_prefix) = match ecs {
+                    Some(e) if e.source > 0 => (e.addr, Some(e.source)),
+                    _ => (src.ip().to_canonical(), None),
+                };
+                let client = Client {
+                    addr,
+                    ecs_prefix,
+                    locator,
+                    health: &**health,
+                    rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
+                };
+                let qtype = HRecordType::from(q.qtype);
+                let ans = answer::answer(&zones, &qname, to_qtype(qtype), &client);
+                self.record(&zones, &qname, qtype, &ans, ecs.is_some(), started);
+                let opt = q.edns.map(|e| wire::OptOut {
+                    payload: e.payload.clamp(512, MAX_UDP_PAYLOAD),
+                    ecs: e
+                        .ecs
+                        .map(|c| (c, if c.source == 0 { 0 } else { ans.scope })),
+                });
+                let limit = match (tcp, opt) {
+                    (true, _) => usize::from(u16::MAX),
+                    (false, Some(o)) => usize::from(o.payload),
+                    (false, None) => 512,
+                };
+                let header = wire::Header {
+                    id: q.id,
+                    rd: q.rd,
+                    cd: q.cd,
+                    aa: ans.authoritative,
+                    rcode: match ans.rcode {
+                        Rcode::NoError => 0,
+                        Rcode::ServFail => 2,
+                        Rcode::NxDomain => 3,
+                        Rcode::Refused => 5,
+                    },
+                };
+                wire::encode(
+                    out,
+                    &header,
+                    q.question,
+                    &qname,
+                    [&ans.answers, &ans.authority, &ans.additional],
+                    opt,
+                    limit,
+                );
+                true
+            }
+        }
+    }
+
+    /// The full path: hickory parses the message and builds the response.
+    fn respond_full(&self, msg: &[u8], src: SocketAddr, tcp: bool, out: &mut Vec<u8>) -> bool {
+        use hickory_server::net::xfer::Protocol;
+        let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
+        let request = match Request::from_bytes(msg.to_vec(), src, protocol) {
+            Ok(r) => r,
+            Err(_) => {
+                // As hickory's server does: FORMERR with the header echoed, no question.
+                out.clear();
+                out.extend_from_slice(&msg[..2]);
+                out.push(0x80 | (msg[2] & 0x79));
+                out.push((msg[3] & 0x10) | 1);
+                out.extend_from_slice(&[0; 8]);
+                self.record_error(
+                    ResponseCode::FormErr,
+                    None,
+                    false,
+                    std::time::Instant::now(),
+                );
+                return true;
+            }
+        };
+        if request.metadata.message_type == hickory_server::proto::op::MessageType::Response {
+            return false;
+        }
+        let capture = Capture {
+            out: Arc::new(Mutex::new(None)),
+            udp: !tcp,
+        };
+        let fut = RequestHandler::handle_request::<_, hickory_server::net::runtime::TokioTime>(
+            self,
+            &request,
+            capture.clone(),
+        );
+        // Nothing in the handler waits: the capture's send completes at once, so one poll runs
+        // it to the end.
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if fut.as_mut().poll(&mut cx).is_pending() {
+            tracing::error!("the full DNS path did not complete in one poll; dropping the query");
+            return false;
+        }
+        match capture.out.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(bytes) => {
+                *out = bytes;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A response handler that keeps the encoded response instead of sending it.
+#[derive(Clone)]
+struct Capture {
+    out: Arc<Mutex<Option<Vec<u8>>>>,
+    udp: bool,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: hickory_server::zone_handler::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, hickory_server::net::NetError> {
+        let id = response.metadata().id;
+        let limit = match (self.udp, response.edns()) {
+            (false, _) => u16::MAX,
+            (true, Some(e)) => e.max_payload(),
+            (true, None) => 512,
+        };
+        let mut buf = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut buf);
+        encoder.set_max_size(limit);
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(error) => {
+                tracing::error!(%error, "encoding a response failed; answering SERVFAIL");
+                let mut metadata = Metadata::new(
+                    id,
+                    hickory_server::proto::op::MessageType::Response,
+                    OpCode::Query,
+                );
+                metadata.response_code = ResponseCode::ServFail;
+                let header = Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                };
+                buf.clear();
+                let mut encoder = BinEncoder::new(&mut buf);
+                header
+                    .emit(&mut encoder)
+                    .map_err(|e| hickory_server::net::NetError::from(e.to_string()))?;
+                ResponseInfo::from(header)
+            }
+        };
+        *self.out.lock().unwrap_or_else(|e| e.into_inner()) = Some(buf);
+        Ok(info)
     }
 }
 
@@ -408,47 +615,91 @@ pub struct Bound {
     pub tcp: SocketAddr,
 }
 
-/// Binds UDP and TCP on `addr`. With port 0 both get the same, kernel-chosen port.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+/// Bound DNS sockets, not yet serving.
+pub struct Sockets {
+    udp: Vec<std::net::UdpSocket>,
+    tcp: TcpListener,
+}
+
+impl Sockets {
+    pub fn udp_addr(&self) -> std::io::Result<SocketAddr> {
+        self.udp[0].local_addr()
+    }
+
+    pub fn tcp_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Binds UDP and TCP on `addr`: one UDP socket per core (SO_REUSEPORT) for a fixed port, one for
+/// port 0, where both protocols get the same kernel-chosen port.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<Sockets> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let count = if addr.port() == 0 { 1 } else { cores };
     let mut last_err = None;
     for _ in 0..20 {
-        let udp = udp_socket(addr)?;
-        let port = udp.local_addr()?.port();
-        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) if addr.port() == 0 => last_err = Some(e),
+        let first = udp_socket(addr, count > 1)?;
+        let port = first.local_addr()?.port();
+        let tcp = match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(tcp) => tcp,
+            Err(e) if addr.port() == 0 => {
+                last_err = Some(e);
+                continue;
+            }
             Err(e) => return Err(e),
+        };
+        let mut udp = vec![first];
+        for _ in 1..count {
+            udp.push(udp_socket(SocketAddr::new(addr.ip(), port), true)?);
         }
+        return Ok(Sockets { udp, tcp });
     }
     Err(last_err.unwrap_or_else(|| std::io::Error::other("no free port for UDP and TCP")))
 }
 
-fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Best effort: the kernel caps it at net.core.rmem_max.
     let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
-    socket.set_nonblocking(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
-/// Serves DNS on the given sockets until `shutdown` is cancelled.
+/// Serves DNS on the given sockets until `shutdown` is cancelled: UDP on one thread per socket,
+/// TCP through hickory's server.
 pub async fn serve(
     snapshots: Arc<Snapshots>,
-    udp: UdpSocket,
-    tcp: TcpListener,
+    sockets: Sockets,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let handler = Arc::new(Handler::new(snapshots.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (i, socket) in sockets.udp.into_iter().enumerate() {
+        let (handler, stop) = (handler.clone(), stop.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || udp::run(socket, handler, stop))?,
+        );
+    }
     let mut server = Server::new(Handler::new(snapshots));
-    server.register_socket(udp);
-    server.register_listener(tcp, TCP_IDLE_TIMEOUT, 65_535);
-    tokio::select! {
+    server.register_listener(sockets.tcp, TCP_IDLE_TIMEOUT, 65_535);
+    let result = tokio::select! {
         result = server.block_until_done() => {
             result.map_err(|e| anyhow::anyhow!("DNS server stopped: {e}"))
         }
         _ = shutdown.cancelled() => {
             server.shutdown_gracefully().await.map_err(|e| anyhow::anyhow!("DNS shutdown: {e}"))
         }
+    };
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
+    result
 }
