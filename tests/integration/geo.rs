@@ -246,6 +246,12 @@ fn malformed_ecs_gets_formerr() {
         ("unknown family 3", ecs_raw(3, 24, 0, &[81, 2, 69])),
         ("family 0", ecs_raw(0, 24, 0, &[81, 2, 69])),
         ("too few address bytes", ecs_raw(1, 24, 0, &[81, 2])),
+        // RFC 7871 section 6: ADDRESS is exactly ceil(SOURCE PREFIX-LENGTH / 8) octets.
+        (
+            "too many address bytes",
+            ecs_raw(1, 24, 0, &[175, 16, 199, 0]),
+        ),
+        ("an address with prefix 0", ecs_raw(1, 0, 0, &[0])),
         ("no prefix bytes at all", vec![0, 1]),
     ];
     for (what, payload) in cases {
