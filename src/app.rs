@@ -211,7 +211,9 @@ fn log_geo(db: &GeoDb, metrics: &Metrics, message: &'static str) {
 /// by `when_all_down` in between, and counts each such answer.
 async fn watch_services(snapshots: Arc<Snapshots>, shutdown: CancellationToken) {
     let mut all_down: HashSet<String> = HashSet::new();
-    let mut last = None;
+    // The snapshots last looked at, held (not their addresses): a freed snapshot's address can
+    // be reused by the next one, which would then pass for "unchanged".
+    let mut last: Option<(Arc<crate::health::HealthView>, Arc<ZoneSet>)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
@@ -220,11 +222,13 @@ async fn watch_services(snapshots: Arc<Snapshots>, shutdown: CancellationToken) 
         }
         let health = snapshots.health.load_full();
         let zones = snapshots.zones.load_full();
-        let key = (Arc::as_ptr(&health) as usize, Arc::as_ptr(&zones) as usize);
-        if last == Some(key) {
+        if let Some((h, z)) = &last
+            && Arc::ptr_eq(h, &health)
+            && Arc::ptr_eq(z, &zones)
+        {
             continue;
         }
-        last = Some(key);
+        last = Some((health.clone(), zones.clone()));
         let mut now_down = HashSet::new();
         for (_, service) in zones.services() {
             let up = service.dcs.iter().any(|dc| {
