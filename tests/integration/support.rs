@@ -19,8 +19,12 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a one-shot command (`check`, a failing `serve`) may run.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same with the shipped GeoIP databases, which a debug build takes seconds to verify
+/// (about 4 s each on this 2-core machine, twice that when two servers start at once).
+const START_TIMEOUT_SHIPPED: Duration = Duration::from_secs(30);
+/// How long a one-shot command (`check`, `explain`, a failing `serve`) may run: `explain` with
+/// the shipped GeoIP databases verifies them first, which takes seconds in a debug build.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The zone most tests run against: one of everything the zone format supports. Names are
 /// relative to `api.example.com`.
@@ -156,13 +160,18 @@ impl TestServer {
             stderr_path,
             _dir: dir,
         };
-        server.addr = server.wait_ready(&ready);
+        let limit = if shipped_geoip {
+            START_TIMEOUT_SHIPPED
+        } else {
+            START_TIMEOUT
+        };
+        server.addr = server.wait_ready(&ready, limit);
         server
     }
 
     /// Polls the ready file until the server has written its address.
-    fn wait_ready(&mut self, ready: &Path) -> SocketAddr {
-        let deadline = Instant::now() + START_TIMEOUT;
+    fn wait_ready(&mut self, ready: &Path, limit: Duration) -> SocketAddr {
+        let deadline = Instant::now() + limit;
         loop {
             // The file is written atomically (rename), so whatever we read is complete.
             if let Ok(text) = std::fs::read_to_string(ready) {
@@ -183,7 +192,7 @@ impl TestServer {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "steerdns not ready after {START_TIMEOUT:?}; stderr:\n{}",
+                    "steerdns not ready after {limit:?}; stderr:\n{}",
                     self.stderr()
                 );
             }
