@@ -246,6 +246,8 @@ fn when_all_down_serve_all_nodata_and_servfail() {
     assert_eq!(sa.metadata.response_code, ResponseCode::NoError);
     assert_eq!(addresses(&sa), only(a));
     assert_eq!(sa.answers[0].ttl, 5, "degraded TTL while all down");
+    // Logged once per service (issue 4: "counted and logged"). Regression: the watcher used to
+    // miss this when two health changes landed between its ticks (fixed in src/app.rs).
     server.wait_for_log(
         "every endpoint of the service is down",
         3,
