@@ -338,7 +338,9 @@ fn log_geo(db: &GeoDb, metrics: &Metrics, message: &'static str) {
 /// by `when_all_down` in between, and counts each such answer.
 async fn watch_services(snapshots: Arc<Snapshots>, shutdown: CancellationToken) {
     let mut all_down: HashSet<String> = HashSet::new();
-    let mut last = None;
+    // The snapshots last looked at, held (not their addresses): a freed snapshot's address can
+    // be reused by the next one, which would then pass for "unchanged".
+    let mut last: Option<(Arc<ZoneSet>, Vec<bool>)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
@@ -347,7 +349,8 @@ async fn watch_services(snapshots: Arc<Snapshots>, shutdown: CancellationToken) 
         }
         let health = snapshots.health.load_full();
         let zones = snapshots.zones.load_full();
-        let key = Arc::as_ptr(&zones) as usize;
+        // Health is republished on every merge, so compare what it says, not which snapshot it
+        // is; hold the zones so their address cannot be reused while we compare.
         let state: Vec<bool> = zones
             .services()
             .flat_map(|(_, s)| {
@@ -358,10 +361,13 @@ async fn watch_services(snapshots: Arc<Snapshots>, shutdown: CancellationToken) 
                 })
             })
             .collect();
-        if last.as_ref() == Some(&(key, state.clone())) {
+        if let Some((z, st)) = &last
+            && Arc::ptr_eq(z, &zones)
+            && *st == state
+        {
             continue;
         }
-        last = Some((key, state));
+        last = Some((zones.clone(), state));
         let mut now_down = HashSet::new();
         for (_, service) in zones.services() {
             let up = service.dcs.iter().any(|dc| {

@@ -344,7 +344,9 @@ impl RequestHandler for Handler {
             Some(EdnsOption::Subnet(cs)) => Some(*cs),
             _ => None,
         };
-        let ecs_ok = ecs.as_ref().is_none_or(ecs_is_valid);
+        let ecs_ok = ecs
+            .as_ref()
+            .is_none_or(|cs| ecs_is_valid(cs, ecs_option_len(request.as_slice())));
 
         let error = if request.metadata.op_code != OpCode::Query {
             Some(ResponseCode::NotImp)
@@ -352,8 +354,9 @@ impl RequestHandler for Handler {
             // RFC 6891 section 6.1.3: we speak EDNS version 0 only.
             Some(ResponseCode::BADVERS)
         } else if request.queries.len() != 1 || !ecs_ok {
-            // RFC 7871 section 7.1.2: a malformed ECS option (prefix longer than the address,
-            // address bits set beyond the prefix) gets FORMERR.
+            // RFC 7871 sections 6 and 7.1.2: a malformed ECS option (prefix longer than the
+            // address, too few or too many address bytes, address bits set beyond the prefix)
+            // gets FORMERR.
             Some(ResponseCode::FormErr)
         } else {
             None
@@ -505,10 +508,59 @@ async fn send<'a, R: ResponseHandler>(
     }
 }
 
-/// RFC 7871 section 6: the source prefix fits the family and no address bit is set beyond it.
-fn ecs_is_valid(cs: &ClientSubnet) -> bool {
+/// RFC 7871 section 6: the source prefix fits the family, the address has exactly
+/// ceil(prefix / 8) bytes (`option_len` is the option's length as sent, when known) and no
+/// address bit is set beyond the prefix.
+fn ecs_is_valid(cs: &ClientSubnet, option_len: Option<usize>) -> bool {
     let bits = if cs.addr().is_ipv4() { 32 } else { 128 };
-    cs.source_prefix() <= bits && geo::mask(cs.addr(), cs.source_prefix()) == cs.addr()
+    let expected_len = 4 + usize::from(cs.source_prefix()).div_ceil(8);
+    cs.source_prefix() <= bits
+        && option_len.is_none_or(|len| len == expected_len)
+        && geo::mask(cs.addr(), cs.source_prefix()) == cs.addr()
+}
+
+/// The length of the first ECS option in a wire-format query. hickory's parsed option cannot
+/// tell: it reads the ceil(prefix / 8) address bytes it needs and ignores any beyond them.
+fn ecs_option_len(msg: &[u8]) -> Option<usize> {
+    let u16_at = |at: usize| -> Option<usize> {
+        Some(usize::from(u16::from_be_bytes([
+            *msg.get(at)?,
+            *msg.get(at + 1)?,
+        ])))
+    };
+    // Skips a name (labels, ending in a root label or a compression pointer).
+    let skip_name = |mut at: usize| -> Option<usize> {
+        loop {
+            let len = *msg.get(at)?;
+            match len {
+                0 => return Some(at + 1),
+                l if l & 0xc0 == 0xc0 => return Some(at + 2),
+                l => at += 1 + usize::from(l),
+            }
+        }
+    };
+    let mut at = 12;
+    for _ in 0..u16_at(4)? {
+        at = skip_name(at)? + 4;
+    }
+    let records = u16_at(6)? + u16_at(8)? + u16_at(10)?;
+    for _ in 0..records {
+        at = skip_name(at)?;
+        let (rtype, rdlen) = (u16_at(at)?, u16_at(at + 8)?);
+        let rdata = at + 10;
+        if rtype == 41 {
+            let mut opt = rdata;
+            while opt + 4 <= rdata + rdlen {
+                let (code, len) = (u16_at(opt)?, u16_at(opt + 2)?);
+                if code == 8 {
+                    return Some(len);
+                }
+                opt += 4 + len;
+            }
+        }
+        at = rdata + rdlen;
+    }
+    None
 }
 
 fn to_qtype(t: HRecordType) -> QType {

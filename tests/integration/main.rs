@@ -1,16 +1,20 @@
 //! Integration tests: the real `steerdns` binary on loopback, queried with hand-built DNS
-//! messages over UDP and TCP (issue 2). One binary, so it is built and linked once.
+//! messages over UDP and TCP (issues 2 to 4). One binary, so it is built and linked once.
 //!
 //! - `header`: flags, ID, question echo, opcodes, FORMERR and REFUSED;
 //! - `answers`: record data, services, CNAMEs, negative answers, referrals, ANY;
 //! - `edns`: OPT handling, payload sizes, BADVERS, unknown options;
 //! - `transport`: truncation, TCP framing and pipelining, zone transfers;
 //! - `malformed`: garbage over UDP and TCP crashes nothing;
-//! - `zone_check`: `steerdns check` and `serve` on broken and shipped zones.
+//! - `zone_check`: `steerdns check` and `serve` on broken and shipped zones;
+//! - `geo`: ECS and the resolver's address place the client, routing policies, GeoIP swaps (issue 3);
+//! - `health`: real HTTP(S)/TCP backends on loopback taken out and brought back (issue 4).
 
 mod answers;
 mod edns;
+mod geo;
 mod header;
+mod health;
 mod malformed;
 mod support;
 mod transport;

@@ -19,8 +19,12 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the server may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a one-shot command (`check`, a failing `serve`) may run.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same with the shipped GeoIP databases, which a debug build takes seconds to verify
+/// (about 4 s each on this 2-core machine, twice that when two servers start at once).
+const START_TIMEOUT_SHIPPED: Duration = Duration::from_secs(30);
+/// How long a one-shot command (`check`, `explain`, a failing `serve`) may run: `explain` with
+/// the shipped GeoIP databases verifies them first, which takes seconds in a debug build.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The zone most tests run against: one of everything the zone format supports. Names are
 /// relative to `api.example.com`.
@@ -164,13 +168,18 @@ impl TestServer {
             stderr_path,
             _dir: dir,
         };
-        (server.addr, server.admin) = server.wait_ready(&ready);
+        let limit = if shipped_geoip {
+            START_TIMEOUT_SHIPPED
+        } else {
+            START_TIMEOUT
+        };
+        (server.addr, server.admin) = server.wait_ready(&ready, limit);
         server
     }
 
     /// Polls the ready file until the server has written its address.
-    fn wait_ready(&mut self, ready: &Path) -> (SocketAddr, SocketAddr) {
-        let deadline = Instant::now() + START_TIMEOUT;
+    fn wait_ready(&mut self, ready: &Path, limit: Duration) -> (SocketAddr, SocketAddr) {
+        let deadline = Instant::now() + limit;
         loop {
             // The file is written atomically (rename), so whatever we read is complete.
             if let Ok(text) = std::fs::read_to_string(ready) {
@@ -198,7 +207,7 @@ impl TestServer {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "steerdns not ready after {START_TIMEOUT:?}; stderr:\n{}",
+                    "steerdns not ready after {limit:?}; stderr:\n{}",
                     self.stderr()
                 );
             }
@@ -579,4 +588,418 @@ pub fn raw_query(id: u16, labels: &[&[u8]], rtype: RecordType) -> Vec<u8> {
     b.extend_from_slice(&u16::from(rtype).to_be_bytes());
     b.extend_from_slice(&1u16.to_be_bytes());
     b
+}
+
+/// Sends a query over UDP from a chosen loopback source address (so the server sees that
+/// address as the resolver's) and returns the parsed reply.
+pub fn query_udp_from(source: std::net::IpAddr, addr: SocketAddr, q: &QueryBuilder) -> Message {
+    let socket = UdpSocket::bind((source, 0))
+        .unwrap_or_else(|e| panic!("binding a UDP socket on {source}: {e}"));
+    socket
+        .set_read_timeout(Some(RECV_TIMEOUT))
+        .expect("setting a read timeout");
+    socket.connect(addr).expect("connecting the UDP socket");
+    socket.send(&q.wire()).expect("sending a datagram");
+    let mut buf = vec![0; 65_535];
+    let n = socket
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no UDP reply from {addr} within {RECV_TIMEOUT:?}: {e}"));
+    let reply = parse(&buf[..n]);
+    assert_eq!(reply.metadata.id, q.get_id(), "reply ID");
+    reply
+}
+
+// ---------------------------------------------------------------------------------------------
+// EDNS Client Subnet (RFC 7871)
+
+/// The EDNS option code of ECS.
+pub const ECS: u16 = 8;
+
+/// The payload of an ECS option exactly as given: FAMILY, SOURCE PREFIX-LENGTH, SCOPE
+/// PREFIX-LENGTH, ADDRESS bytes. For building malformed options.
+pub fn ecs_raw(family: u16, source: u8, scope: u8, address: &[u8]) -> Vec<u8> {
+    let mut v = family.to_be_bytes().to_vec();
+    v.push(source);
+    v.push(scope);
+    v.extend_from_slice(address);
+    v
+}
+
+/// A well-formed ECS payload for `net` ("175.16.199.0/24", "2001:218::/32"): family 1 or 2,
+/// source prefix from the network, scope 0, the address truncated to ceil(prefix / 8) bytes.
+/// Bits past the prefix are sent as written, so a test can set them on purpose.
+pub fn ecs_payload(net: &str) -> Vec<u8> {
+    let (addr, prefix) = net
+        .split_once('/')
+        .unwrap_or_else(|| panic!("{net:?} is not ADDRESS/PREFIX"));
+    let addr: std::net::IpAddr = addr.parse().expect("an IP address");
+    let prefix: u8 = prefix.parse().expect("a prefix length");
+    let (family, bytes) = match addr {
+        std::net::IpAddr::V4(v4) => (1, v4.octets().to_vec()),
+        std::net::IpAddr::V6(v6) => (2, v6.octets().to_vec()),
+    };
+    let len = usize::from(prefix).div_ceil(8).min(bytes.len());
+    ecs_raw(family, prefix, 0, &bytes[..len])
+}
+
+impl QueryBuilder {
+    /// Adds an ECS option for `net` (see `ecs_payload`), and an OPT record if there is none.
+    pub fn ecs(self, net: &str) -> Self {
+        self.edns_option(ECS, &ecs_payload(net))
+    }
+}
+
+/// The ECS option of a response as (family, source prefix, scope prefix, address), or `None`.
+pub fn reply_ecs(reply: &Message) -> Option<(u16, u8, u8, std::net::IpAddr)> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match reply.edns.as_ref()?.option(EdnsCode::Subnet)? {
+        EdnsOption::Subnet(cs) => Some((
+            if cs.addr().is_ipv4() { 1 } else { 2 },
+            cs.source_prefix(),
+            cs.scope_prefix(),
+            cs.addr(),
+        )),
+        other => panic!("ECS option that did not parse as one: {other:?}"),
+    }
+}
+
+/// The addresses of the A/AAAA records in the answer section, sorted.
+pub fn addresses(reply: &Message) -> Vec<String> {
+    let mut v: Vec<String> = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// GeoIP databases built by the tests
+
+/// One network of a test GeoIP database, in the GeoIP2-City record layout.
+#[derive(Debug, Clone, Copy)]
+pub struct GeoRow {
+    pub network: &'static str,
+    pub continent: &'static str,
+    pub country: &'static str,
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+/// A GeoIP2-City-layout database (IPv6 tree, IPv4 aliased) holding exactly `rows`, built with
+/// `mmdb-writer`. Anything not listed is not found.
+pub fn geoip_db(rows: &[GeoRow]) -> Vec<u8> {
+    let mut w = mmdb_writer::Writer::builder("steerdns-Test-City")
+        .description(&[("en", "steerdns integration test database")])
+        .build();
+    for row in rows {
+        let net: ipnet::IpNet = row
+            .network
+            .parse()
+            .unwrap_or_else(|e| panic!("{:?}: {e}", row.network));
+        let record = serde_json::json!({
+            "continent": { "code": row.continent },
+            "country": { "iso_code": row.country },
+            "location": { "latitude": row.latitude, "longitude": row.longitude },
+        });
+        w.insert(net, &record)
+            .unwrap_or_else(|e| panic!("inserting {:?}: {e}", row.network));
+    }
+    w.to_bytes().expect("writing the test database")
+}
+
+/// Writes `bytes` to `path` the way a database update should land: a temporary file in the
+/// same directory, then a rename over the old one, so the server never reads half a file.
+pub fn replace_file(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).expect("writing the new file");
+    std::fs::rename(&tmp, path).expect("renaming it into place");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting for the server to change its mind
+
+/// How often `wait_for` polls.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `probe` every `POLL` until it returns `Some`, for at most `limit`. Returns the value
+/// and how long it took, or `None` when time ran out.
+pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<(T, Duration)> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return Some((v, start.elapsed()));
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+impl TestServer {
+    /// Waits until the server's log contains `text` at least `times` times.
+    pub fn wait_for_log(&self, text: &str, times: usize, limit: Duration) {
+        if wait_for(limit, || {
+            (self.stderr().matches(text).count() >= times).then_some(())
+        })
+        .is_none()
+        {
+            panic!(
+                "{text:?} not logged {times} time(s) within {limit:?}; stderr:\n{}",
+                self.stderr()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health-check backends
+
+/// How a `Backend` treats the health checks it receives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// `200` with the body `HEALTHY_BODY`.
+    Healthy,
+    /// This status with the healthy body (so only the status is wrong).
+    Status(u16),
+    /// `200` with this body instead of the healthy one.
+    Body(String),
+    /// Accept and read the request, never answer (until the mode changes).
+    Hang,
+    /// Stop listening: connections are refused.
+    Closed,
+    /// Request number `n` (counting from 0 since the backend started) gets a `500` when
+    /// `n % period < failing`, else the healthy answer.
+    Flap { period: u64, failing: u64 },
+}
+
+/// The body a healthy backend serves; HTTP checks in the tests expect it with `body:`.
+pub const HEALTHY_BODY: &str = "status=up";
+
+/// An HTTP/1.1 (or HTTPS) health endpoint on a loopback address, on plain threads, which the
+/// test switches between `Mode`s. Stops when dropped.
+pub struct Backend {
+    pub addr: SocketAddr,
+    shared: Arc<BackendShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct BackendShared {
+    mode: Mutex<Mode>,
+    /// Bumped by `set`; the accept loop copies it to `applied` once it acts on the new mode.
+    generation: AtomicU64,
+    applied: AtomicU64,
+    requests: AtomicU64,
+    stop: AtomicBool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A loopback address no other backend of this process has used: 127.77.0.1, 127.77.0.2, ...
+/// Fresh addresses keep parallel tests apart even though their backends share port numbers.
+pub fn fresh_loopback() -> std::net::Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let ip = std::net::Ipv4Addr::from(u32::from_be_bytes([127, 77, 0, 0]) + n);
+        if !matches!(ip.octets()[3], 0 | 255) {
+            return ip;
+        }
+    }
+}
+
+/// `n` healthy backends, each on its own fresh loopback address and all on the same port (a
+/// check names one port for every endpoint). `tls` makes them HTTPS.
+pub fn start_backends(n: usize, tls: Option<Arc<rustls::ServerConfig>>) -> Vec<Backend> {
+    'attempt: for _ in 0..20 {
+        let ips: Vec<std::net::Ipv4Addr> = (0..n).map(|_| fresh_loopback()).collect();
+        let first = std::net::TcpListener::bind((ips[0], 0)).expect("binding a backend");
+        let port = first.local_addr().expect("local address").port();
+        let mut listeners = vec![first];
+        for ip in &ips[1..] {
+            match std::net::TcpListener::bind((*ip, port)) {
+                Ok(l) => listeners.push(l),
+                // Taken on that address by someone else: start over with another port.
+                Err(_) => continue 'attempt,
+            }
+        }
+        return listeners
+            .into_iter()
+            .map(|l| Backend::serve(l, tls.clone()))
+            .collect();
+    }
+    panic!("no port free on {n} fresh loopback addresses after 20 tries");
+}
+
+impl Backend {
+    fn serve(listener: std::net::TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
+        let addr = listener.local_addr().expect("local address");
+        let shared = Arc::new(BackendShared {
+            mode: Mutex::new(Mode::Healthy),
+            generation: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            tls,
+        });
+        let s = shared.clone();
+        let thread = std::thread::spawn(move || accept_loop(addr, listener, s));
+        Backend {
+            addr,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.addr.ip()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Switches the mode; returns once the backend acts on it (for `Closed`: the listener is
+    /// gone; from `Closed`: it listens again).
+    pub fn set(&self, mode: Mode) {
+        *self.shared.mode.lock().unwrap() = mode;
+        let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.shared.applied.load(Ordering::SeqCst) < generation {
+            assert!(Instant::now() < deadline, "backend {} stuck", self.addr);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// HTTP requests received so far (TCP connections that sent no request are not counted).
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(addr: SocketAddr, listener: std::net::TcpListener, shared: Arc<BackendShared>) {
+    let nonblocking = |l: std::net::TcpListener| {
+        l.set_nonblocking(true).expect("non-blocking listener");
+        l
+    };
+    let mut listener = Some(nonblocking(listener));
+    while !shared.stop.load(Ordering::SeqCst) {
+        // Generation first, mode second: `set` writes them in the other order, so the mode
+        // read here is at least as new as the generation reported below.
+        let generation = shared.generation.load(Ordering::SeqCst);
+        let closed = *shared.mode.lock().unwrap() == Mode::Closed;
+        if closed {
+            listener = None;
+        } else if listener.is_none() {
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => listener = Some(nonblocking(l)),
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            }
+        }
+        shared.applied.store(generation, Ordering::SeqCst);
+        match listener.as_ref().map(|l| l.accept()) {
+            Some(Ok((stream, _))) => {
+                let s = shared.clone();
+                std::thread::spawn(move || handle_connection(stream, s));
+            }
+            _ => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+fn handle_connection(stream: TcpStream, shared: Arc<BackendShared>) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    match shared.tls.clone() {
+        None => serve_request(&mut { stream }, &shared),
+        Some(config) => {
+            let Ok(conn) = rustls::ServerConnection::new(config) else {
+                return;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            serve_request(&mut tls, &shared);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    }
+}
+
+fn serve_request(stream: &mut (impl Read + Write), shared: &BackendShared) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return, // a TCP check, or a client that gave up
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.len() > 16 * 1024 {
+            return;
+        }
+    }
+    let n = shared.requests.fetch_add(1, Ordering::SeqCst);
+    let mode = shared.mode.lock().unwrap().clone();
+    let (status, body) = match mode {
+        Mode::Healthy => (200, HEALTHY_BODY.to_string()),
+        Mode::Status(s) => (s, HEALTHY_BODY.to_string()),
+        Mode::Body(b) => (200, b),
+        Mode::Flap { period, failing } if n % period < failing => (500, HEALTHY_BODY.to_string()),
+        Mode::Flap { .. } => (200, HEALTHY_BODY.to_string()),
+        Mode::Closed => return,
+        Mode::Hang => {
+            // Hold the connection without a word until the test moves on.
+            let until = Instant::now() + Duration::from_secs(10);
+            while *shared.mode.lock().unwrap() == Mode::Hang
+                && !shared.stop.load(Ordering::SeqCst)
+                && Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return;
+        }
+    };
+    let response = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes());
+    let _ = stream.flush();
+}
+
+/// A TLS server configuration with a fresh self-signed certificate for `name`.
+pub fn self_signed_tls(name: &str) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key = rcgen::generate_simple_self_signed(vec![name.to_string()])
+        .expect("generating a certificate");
+    let cert = key.cert.der().clone();
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], private)
+    .expect("a certificate and key that match");
+    Arc::new(config)
 }
