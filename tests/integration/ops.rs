@@ -71,8 +71,8 @@ struct LoadReport {
 /// (before the query is sent), only the new one.
 fn load(
     node: std::net::SocketAddr,
-    old: &'static str,
-    new: &'static str,
+    old: String,
+    new: String,
     new_only: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> LoadReport {
@@ -89,8 +89,8 @@ fn load(
                 Err(format!("rcode {}", reply.metadata.response_code))
             }
             Ok(reply) => match addresses(&reply).as_slice() {
-                [a] if a == new => Ok(true),
-                [a] if a == old && !must_be_new => Ok(false),
+                [a] if *a == new => Ok(true),
+                [a] if *a == old && !must_be_new => Ok(false),
                 other => Err(format!("answer {other:?} (new only: {must_be_new})")),
             },
         };
@@ -113,7 +113,7 @@ fn hup_and_wait(node: &Node) {
         .metrics()
         .value("steerdns_geoip_loads_total", &[("result", "ok")]);
     node.signal("HUP");
-    wait_until(Duration::from_secs(5), "the SIGHUP reload", || {
+    wait_until(Duration::from_secs(10), "the SIGHUP reload", || {
         node.metrics()
             .value("steerdns_geoip_loads_total", &[("result", "ok")])
             > before
@@ -139,7 +139,7 @@ fn reload_under_load_drops_nothing_and_reports_a_broken_file() {
     let threads: Vec<_> = (0..3)
         .map(|_| {
             let (new_only, stop, dns) = (new_only.clone(), stop.clone(), node.dns);
-            std::thread::spawn(move || load(dns, OLD, NEW, new_only, stop))
+            std::thread::spawn(move || load(dns, OLD.into(), NEW.into(), new_only, stop))
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
@@ -162,6 +162,15 @@ fn reload_under_load_drops_nothing_and_reports_a_broken_file() {
     assert_eq!(m.get("steerdns_zone_last_reload_success", &[]), Some(0.0));
     let errors = m.value("steerdns_zone_reloads_total", &[("result", "error")]);
     assert!(errors >= 1.0, "reload errors: {errors}");
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    let attempted = m.value("steerdns_zone_last_reload_timestamp_seconds", &[]);
+    assert!(
+        (unix_now - attempted).abs() < 5.0,
+        "last reload at {attempted}, now {unix_now}"
+    );
 
     // SIGHUP with the broken file: another failed reload, still the old zone.
     hup_and_wait(&node);
@@ -210,6 +219,50 @@ fn reload_under_load_drops_nothing_and_reports_a_broken_file() {
     assert_eq!(answer_of(&node), [NEW]);
 }
 
+#[test]
+fn a_reload_keeps_a_down_dc_out_of_the_answers() {
+    let mut b = backends(2);
+    let zone = checked_zone(b[0].ip(), b[1].ip(), b[0].addr.port());
+    let iad = b[1].ip().to_string();
+    let node = Node::builder(&zone).start();
+    node.wait_ready();
+    b[0].stop();
+    wait_until(Duration::from_secs(10), "fra down", || {
+        node.dc_status(WWW, "fra") == "down"
+    });
+    let _turn = heavy_turn();
+    let stop = Arc::new(AtomicBool::new(false));
+    let new_only = Arc::new(AtomicBool::new(true));
+    let (dns, s) = (node.dns, stop.clone());
+    let (old, new) = (iad.clone(), iad.clone());
+    let thread = std::thread::spawn(move || load(dns, old, new, new_only, s));
+    // fra must stay out of the answers throughout: after a reload that keeps the checks (one
+    // more name), then after one that edits the check (which makes new probe targets).
+    let more = format!("{zone}  status: {{ TXT: reloaded }}\n");
+    let edited = more.replace("interval: 200ms", "interval: 300ms");
+    for (zone, what) in [(&more, "same checks"), (&edited, "edited check")] {
+        node.write_zone(zone);
+        let r = post(node.admin, "/api/v1/reload", None, "");
+        assert_eq!(r.status, 200, "{what}: {r:?}");
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(node.dc_status(WWW, "fra"), "down", "{what}");
+    }
+    hup_and_wait(&node);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let report = thread.join().expect("the load thread panicked");
+    assert!(
+        report.failures.is_empty(),
+        "{} of {} answers were not iad, first ones: {:?}",
+        report.failures.len(),
+        report.sent,
+        &report.failures[..report.failures.len().min(10)]
+    );
+    assert!(report.sent >= 500, "only {} queries", report.sent);
+    let txt = query_udp(node.dns, &query("status.api.example.com", RecordType::TXT));
+    assert_eq!(txt.answers.len(), 1, "the new zone is not served");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. The admin API and its token
 
@@ -241,7 +294,7 @@ fn admin_endpoints_with_and_without_the_token() {
     assert_eq!((live.status, live.body.as_str()), (200, "ok\n"), "{live:?}");
     node.wait_ready();
     assert_eq!(node.get("/ready").json()["ready"], true);
-    wait_until(Duration::from_secs(5), "fra and iad up", || {
+    wait_until(Duration::from_secs(10), "fra and iad up", || {
         node.dc_status(WWW, "fra") == "up" && node.dc_status(WWW, "iad") == "up"
     });
 
@@ -393,7 +446,7 @@ fn admin_endpoints_with_and_without_the_token() {
     for backend in &mut b {
         backend.stop();
     }
-    wait_until(Duration::from_secs(5), "fra and iad down", || {
+    wait_until(Duration::from_secs(10), "fra and iad down", || {
         node.dc_status(WWW, "fra") == "down" && node.dc_status(WWW, "iad") == "down"
     });
     assert_eq!(node.get("/ready").status, 200);
@@ -430,7 +483,7 @@ fn without_a_token_loopback_clients_may_change_things() {
     let zone = checked_zone(b[0].ip(), b[1].ip(), b[0].addr.port());
     let node = Node::builder(&zone).start();
     node.wait_ready();
-    wait_until(Duration::from_secs(5), "fra and iad up", || {
+    wait_until(Duration::from_secs(10), "fra and iad up", || {
         node.dc_status(WWW, "fra") == "up" && node.dc_status(WWW, "iad") == "up"
     });
     assert_eq!(post(node.admin, "/api/v1/reload", None, "").status, 200);
@@ -661,11 +714,11 @@ fn the_status_page_in_chromium_shows_a_failed_dc() {
     let fra = b[0].ip().to_string();
     let node = Node::builder(&zone).start();
     node.wait_ready();
-    wait_until(Duration::from_secs(5), "fra up", || {
+    wait_until(Duration::from_secs(10), "fra up", || {
         node.dc_status(WWW, "fra") == "up"
     });
     b[0].stop();
-    wait_until(Duration::from_secs(5), "fra down", || {
+    wait_until(Duration::from_secs(10), "fra down", || {
         node.dc_status(WWW, "fra") == "down"
     });
 
@@ -694,9 +747,17 @@ fn the_status_page_in_chromium_shows_a_failed_dc() {
                 && row.contains("is DOWN")),
         "no health event for {fra} going down:\n{events}"
     );
-    // For a client in Europe, the answer has moved to iad.
+    // With fra down, clients on every continent (Europe included) get iad.
     let answers = table(dom, "answers");
-    assert!(answers.contains("<td>iad</td>"), "{answers}");
+    let row: Vec<&str> = answers
+        .split("<tr>")
+        .find(|r| r.starts_with(&format!("<td>{WWW}</td>")))
+        .unwrap_or_else(|| panic!("no row for {WWW}:\n{answers}"))
+        .split("<td>")
+        .skip(2)
+        .map(|cell| cell.split("</td>").next().unwrap_or_default())
+        .collect();
+    assert_eq!(row, ["iad"; 6], "answers by continent:\n{answers}");
 
     let artifacts = manifest_path("tests/artifacts");
     std::fs::create_dir_all(&artifacts).expect("creating tests/artifacts");
@@ -848,7 +909,7 @@ fn the_cli_against_a_running_node() {
     let (fra, iad) = (b[0].ip().to_string(), b[1].ip().to_string());
     let node = Node::builder(&zone).start();
     node.wait_ready();
-    wait_until(Duration::from_secs(5), "fra and iad up", || {
+    wait_until(Duration::from_secs(10), "fra and iad up", || {
         node.dc_status(WWW, "fra") == "up" && node.dc_status(WWW, "iad") == "up"
     });
     let url = node.url();
@@ -977,6 +1038,22 @@ fn a_cli_change_needs_the_nodes_token() {
     let file = file.to_str().expect("a UTF-8 path");
     let run = cli(&["reload", "--admin", &url, "--token-file", file]);
     assert_eq!(run.code(), Some(0), "{run:?}");
+    let run = run_with_timeout(
+        Path::new(env!("CARGO_BIN_EXE_steerdns")),
+        &[
+            OsStr::new("reload"),
+            OsStr::new("--admin"),
+            OsStr::new(&url),
+        ],
+        &manifest_path(""),
+        &[("STEERDNS_ADMIN_TOKEN", TOKEN)],
+        Duration::from_secs(15),
+    );
+    assert_eq!(
+        run.code(),
+        Some(0),
+        "with the token in the environment: {run:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -995,12 +1072,16 @@ fn json_logs_have_one_object_per_line_and_a_health_change() {
             && v["fields"]["endpoint"] == fra.as_str()
             && v["fields"]["to"] == "Down"
     };
-    wait_until(Duration::from_secs(5), "a health change in the log", || {
-        node.stderr()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .any(|v| is_fra_down(&v))
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "a health change in the log",
+        || {
+            node.stderr()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|v| is_fra_down(&v))
+        },
+    );
     let log = node.stderr();
     let mut found = None;
     for line in log.lines() {
