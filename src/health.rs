@@ -394,6 +394,11 @@ impl HealthTable {
     /// Makes `targets` the probed set: unchanged targets keep their state (this is how a zone
     /// reload keeps health), new ones start optimistically Up, removed ones are forgotten.
     ///
+    /// Except: a new target replacing a removed one of the same address that was Down starts
+    /// Down (confirmed, needing `rise` successes). Editing a check (its timeout, say) makes a new
+    /// target; starting it Up would put an endpoint known to be dead back into the answers
+    /// until its new check fails `fall` times.
+    ///
     /// Readiness waits for the targets of the first call only: a target added by a later reload
     /// must not make a serving node unready again.
     pub fn set_targets(&mut self, targets: &HashSet<ProbeTarget>, now: Instant) -> Reconciled {
@@ -403,16 +408,27 @@ impl HealthTable {
             .filter(|t| !targets.contains(*t))
             .cloned()
             .collect();
+        let mut down_since: HashMap<IpAddr, Instant> = HashMap::new();
         for t in &removed {
-            self.endpoints.remove(t);
+            if let Some(old) = self.endpoints.remove(t)
+                && old.confirmed
+                && old.status == Status::Down
+            {
+                down_since.insert(t.addr, old.since);
+            }
             // A removed target will never report; it must not hold readiness back.
             self.awaiting_first.remove(t);
         }
         let mut added = Vec::new();
         for t in targets {
             if !self.endpoints.contains_key(t) {
-                self.endpoints
-                    .insert(t.clone(), EndpointState::for_check(&t.check, now));
+                let mut state = EndpointState::for_check(&t.check, now);
+                if let Some(since) = down_since.get(&t.addr) {
+                    state.status = Status::Down;
+                    state.confirmed = true;
+                    state.since = *since;
+                }
+                self.endpoints.insert(t.clone(), state);
                 added.push(t.clone());
             }
         }
@@ -696,6 +712,40 @@ mod tests {
         table.set_targets(&set(&[&a]), Instant::now());
         let r = table.set_targets(&set(&[&a_other_port]), Instant::now());
         assert_eq!((r.added, r.removed), (vec![a_other_port], vec![a]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_check_keeps_a_down_endpoint_down() {
+        let (a, b) = (target("192.0.2.1", 80), target("192.0.2.2", 80));
+        let mut table = HealthTable::new();
+        table.set_targets(&set(&[&a, &b]), Instant::now());
+        for _ in 0..2 {
+            table.record(&a, &result('F'), Instant::now());
+            table.record(&b, &result('S'), Instant::now());
+        }
+        let down_since = table.state(&a).unwrap().since();
+        tokio::time::advance(Duration::from_secs(5)).await;
+
+        // The same addresses under an edited check (another port here).
+        let (a2, b2) = (target("192.0.2.1", 8080), target("192.0.2.2", 8080));
+        let r = table.set_targets(&set(&[&a2, &b2]), Instant::now());
+        assert_eq!(r.added.len(), 2);
+        let a_state = table.state(&a2).unwrap();
+        assert_eq!(a_state.status(), Down, "a stays down under its new check");
+        assert!(a_state.is_confirmed());
+        assert_eq!(a_state.since(), down_since);
+        let b_state = table.state(&b2).unwrap();
+        assert_eq!(b_state.status(), Up);
+        assert!(
+            !b_state.is_confirmed(),
+            "an up endpoint starts as any new target"
+        );
+
+        // Back up after `rise` (2) successes of the new check.
+        table.record(&a2, &result('S'), Instant::now());
+        assert_eq!(table.state(&a2).unwrap().status(), Down);
+        table.record(&a2, &result('S'), Instant::now());
+        assert_eq!(table.state(&a2).unwrap().status(), Up);
     }
 
     #[tokio::test(start_paused = true)]

@@ -321,12 +321,21 @@ impl EffectiveHealth {
 
     /// Whether the endpoint is up by the merged view (unknown endpoints and unchecked services
     /// are up).
+    ///
+    /// A check this view has no entry for, on an address it knows, is a check edited by a zone
+    /// reload that this view (built for the previous zones) has not caught up with yet: the
+    /// address is up only if no check of it is down, so that a dead endpoint does not come back
+    /// into the answers in between (the health table starts its new target Down too).
     pub fn is_up(&self, addr: IpAddr, check: Option<&Check>) -> bool {
         let Some(check) = check else { return true };
         self.by_addr.get(&addr).is_none_or(|v| {
-            v.iter()
+            match v
+                .iter()
                 .find(|(c, _)| std::ptr::eq(&**c, check) || **c == *check)
-                .is_none_or(|(_, up)| *up)
+            {
+                Some((_, up)) => *up,
+                None => v.iter().all(|(_, up)| *up),
+            }
         })
     }
 }
@@ -526,8 +535,19 @@ mod tests {
             1,
         );
         assert!(!eff.is_up("10.0.0.1".parse().unwrap(), Some(&check)));
-        assert!(eff.is_up("10.0.0.1".parse().unwrap(), Some(&other)));
+        // An edited check the view has not caught up with: the address is known down.
+        assert!(!eff.is_up("10.0.0.1".parse().unwrap(), Some(&other)));
         assert!(eff.is_up("10.0.0.2".parse().unwrap(), Some(&check)));
         assert!(eff.is_up("10.0.0.1".parse().unwrap(), None));
+
+        // Known up under one check: up under an edited one too.
+        let eff = EffectiveHealth::new(
+            true,
+            [("10.0.0.3".parse().unwrap(), check.clone())],
+            merge(&reports(vec![]), 1, SETTINGS),
+            Default::default(),
+            1,
+        );
+        assert!(eff.is_up("10.0.0.3".parse().unwrap(), Some(&other)));
     }
 }

@@ -1,5 +1,5 @@
 //! Integration tests: the real `steerdns` binary on loopback, queried with hand-built DNS
-//! messages over UDP and TCP (issues 2 to 4). One binary, so it is built and linked once.
+//! messages over UDP and TCP (issues 2 to 6). One binary, so it is built and linked once.
 //!
 //! - `header`: flags, ID, question echo, opcodes, FORMERR and REFUSED;
 //! - `answers`: record data, services, CNAMEs, negative answers, referrals, ANY;
@@ -9,6 +9,9 @@
 //! - `zone_check`: `steerdns check` and `serve` on broken and shipped zones;
 //! - `geo`: ECS and the resolver's address place the client, routing policies, GeoIP swaps (issue 3);
 //! - `health`: real HTTP(S)/TCP backends on loopback taken out and brought back (issue 4).
+//! - `ops`: reload under load, the admin API and its token, metric values, the status page in
+//!   Chromium, the compose file, the CLI against a node, JSON logs (issue 6; helpers in
+//!   `ops_support`).
 
 mod answers;
 mod edns;
@@ -16,6 +19,8 @@ mod geo;
 mod header;
 mod health;
 mod malformed;
+mod ops;
+mod ops_support;
 mod support;
 mod transport;
 mod zone_check;

@@ -1,0 +1,739 @@
+//! Helpers for the operations tests (`ops`): a `steerdns serve` child with its own environment,
+//! node config and log format; HTTP backends that can be stopped; a tiny blocking HTTP client
+//! for the admin API; a Prometheus text parser; running the CLI and outside tools with a
+//! deadline.
+//!
+//! Kept apart from `support.rs` so that test modules added in other branches merge cleanly.
+//! Like `support`, everything blocks with a timeout: a hung server fails the test.
+
+#![allow(dead_code)] // Not every test uses every helper.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::RData;
+
+use crate::support::{QueryBuilder, manifest_path};
+
+/// How long a node may take to write its ready file.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one admin HTTP exchange may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The tests that load both cores (queries under load, Chromium) take turns, so one does not
+/// starve the other into a spurious timeout.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+/// Holds the "heavy test" turn until dropped.
+pub fn heavy_turn() -> MutexGuard<'static, ()> {
+    // A test that panicked while holding it leaves nothing to repair.
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Polls `done` every 25 ms until it holds, failing the test with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The node
+
+/// A `steerdns serve` child on loopback, started by `NodeBuilder`. Killed when dropped.
+pub struct Node {
+    /// DNS address (UDP and TCP).
+    pub dns: SocketAddr,
+    /// Admin HTTP address.
+    pub admin: SocketAddr,
+    child: Child,
+    stderr_path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// What a node is started with: `Node::builder(zone).env(..).config(..).start()`.
+pub struct NodeBuilder {
+    zone: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    config: Option<String>,
+}
+
+impl Node {
+    /// A node serving one zone (YAML text) with the MaxMind test GeoIP database.
+    pub fn builder(zone: &str) -> NodeBuilder {
+        NodeBuilder {
+            zone: zone.to_string(),
+            args: Vec::new(),
+            env: Vec::new(),
+            config: None,
+        }
+    }
+
+    /// `http://ADDR` of the admin listener, as the CLI takes it.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    pub fn zone_dir(&self) -> PathBuf {
+        self.dir.path().join("zones")
+    }
+
+    /// Replaces the zone file in one step (write aside, then rename), so that neither the
+    /// file watcher nor a reload ever reads half a file.
+    pub fn write_zone(&self, yaml: &str) {
+        let tmp = self.dir.path().join("zone.yaml.new");
+        std::fs::write(&tmp, yaml).expect("writing the new zone file");
+        std::fs::rename(&tmp, self.zone_dir().join("zone.yaml")).expect("renaming the zone file");
+    }
+
+    /// Sends a signal (e.g. "HUP") to the node.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// What the node has logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().expect("polling the child").is_none()
+    }
+
+    /// GET on the admin listener without credentials.
+    pub fn get(&self, path: &str) -> HttpResponse {
+        http(self.admin, "GET", path, &[], None)
+    }
+
+    /// The parsed `/metrics` (read without credentials).
+    pub fn metrics(&self) -> Metrics {
+        let r = self.get("/metrics");
+        assert_eq!(r.status, 200, "GET /metrics: {r:?}");
+        Metrics::parse(&r.body)
+    }
+
+    /// The `/api/v1/state` document (read without credentials).
+    pub fn state(&self) -> serde_json::Value {
+        let r = self.get("/api/v1/state");
+        assert_eq!(r.status, 200, "GET /api/v1/state: {r:?}");
+        r.json()
+    }
+
+    /// The effective status (`up`, `down`, `drained`) of a service's DC in the state API.
+    pub fn dc_status(&self, service: &str, dc: &str) -> String {
+        let state = self.state();
+        let svc = state["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == service)
+            .unwrap_or_else(|| panic!("no service {service} in the state: {state:#}"));
+        let d = svc["dcs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["name"] == dc)
+            .unwrap_or_else(|| panic!("no DC {dc} for {service} in the state: {state:#}"));
+        d["effective"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Waits until `/ready` answers 200 (the first probe round is done).
+    pub fn wait_ready(&self) {
+        wait_until(Duration::from_secs(10), "GET /ready to answer 200", || {
+            self.get("/ready").status == 200
+        });
+    }
+}
+
+impl NodeBuilder {
+    /// An extra `serve` argument.
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    /// An environment variable for the child (it inherits none of the `STEERDNS_*` ones, nor
+    /// `RUST_LOG`, from the test).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// A node config file (YAML), passed with `--config`.
+    pub fn config(mut self, yaml: &str) -> Self {
+        self.config = Some(yaml.to_string());
+        self
+    }
+
+    pub fn start(self) -> Node {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let zones = dir.path().join("zones");
+        std::fs::create_dir(&zones).expect("creating the zone dir");
+        std::fs::write(zones.join("zone.yaml"), &self.zone).expect("writing the zone file");
+        let ready = dir.path().join("ready.json");
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("creating the log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_steerdns"));
+        for key in ["STEERDNS_ADMIN_TOKEN", "STEERDNS_SECRET", "RUST_LOG"] {
+            cmd.env_remove(key);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.arg("serve");
+        if let Some(config) = &self.config {
+            let path = dir.path().join("node.yaml");
+            std::fs::write(&path, config).expect("writing the node config");
+            cmd.arg("--config").arg(path);
+        }
+        cmd.arg("--zones")
+            .arg(&zones)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .arg("--geoip")
+            .arg(manifest_path("tests/fixtures/geoip/GeoIP2-City-Test.mmdb"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            // A file, not a pipe: a pipe nobody reads would block a chatty node.
+            .stderr(stderr);
+        let child = cmd.spawn().expect("spawning steerdns");
+        let mut node = Node {
+            dns: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child,
+            stderr_path,
+            dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let json = loop {
+            // Written atomically (rename): whatever is there is complete.
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                break serde_json::from_str::<serde_json::Value>(&text)
+                    .unwrap_or_else(|e| panic!("ready file {text:?}: {e}"));
+            }
+            if !node.is_alive() {
+                panic!(
+                    "steerdns exited before it was ready; stderr:\n{}",
+                    node.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "steerdns not ready after {START_TIMEOUT:?}; stderr:\n{}",
+                node.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let addr = |key: &str| -> SocketAddr {
+            json[key]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("ready file {json} has no {key} address"))
+        };
+        node.dns = addr("dns");
+        node.admin = addr("admin");
+        node
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+/// A data center's HTTP backend: answers 200 to every request until stopped, then refuses
+/// connections (its listener is closed).
+pub struct Backend {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    fn serve(listener: TcpListener) -> Backend {
+        let addr = listener.local_addr().expect("backend address");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => answer_ok(stream),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            // The listener is dropped here: new connections are refused.
+        });
+        Backend {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.addr.ip()
+    }
+
+    /// Stops the backend; returns once its port refuses connections.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn answer_ok(mut stream: TcpStream) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let _ = stream.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+    );
+}
+
+/// `n` backends on one port, each on its own loopback address (127.X.Y.1, 127.X.Y.2, ...), as
+/// a zone's check names one port for every endpoint. X and Y are random so that tests running
+/// side by side do not meet.
+pub fn backends(n: usize) -> Vec<Backend> {
+    for _ in 0..50 {
+        let (x, y) = (rand::random_range(1..=254u8), rand::random_range(0..=254u8));
+        let ip = |i: usize| IpAddr::V4(Ipv4Addr::new(127, x, y, i as u8 + 1));
+        let Ok(first) = TcpListener::bind((ip(0), 0)) else {
+            continue;
+        };
+        let port = first.local_addr().expect("backend address").port();
+        let rest: Result<Vec<TcpListener>, _> =
+            (1..n).map(|i| TcpListener::bind((ip(i), port))).collect();
+        if let Ok(rest) = rest {
+            return std::iter::once(first)
+                .chain(rest)
+                .map(Backend::serve)
+                .collect();
+        }
+    }
+    panic!("could not bind {n} loopback backends on one port");
+}
+
+/// A zone `api.example.com` with service `www`: DCs fra and iad (in that order, so a client the
+/// GeoIP database does not know, like 127.0.0.1, gets fra), one endpoint each, probed by a fast
+/// HTTP check on `port` (down after 2 failed probes 200 ms apart).
+pub fn checked_zone(fra: IpAddr, iad: IpAddr, port: u16) -> String {
+    format!(
+        r#"
+zone: api.example.com
+soa: {{ primary: ns1, contact: hostmaster@example.com }}
+nameservers: {{ ns1: [192.0.2.53] }}
+datacenters:
+  fra: {{ location: [50.11, 8.68] }}
+  iad: {{ location: [38.95, -77.45] }}
+checks:
+  web: {{ http: {{ port: {port}, path: /healthz, expect: [200] }}, interval: 200ms, timeout: 150ms, fall: 2, rise: 1 }}
+records:
+  www:
+    service:
+      ttl: 30
+      check: web
+      endpoints:
+        fra: [{fra}]
+        iad: [{iad}]
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+/// An HTTP response as the tests look at it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, failing the test if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:?}"))
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpResponse {
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(HTTP_TIMEOUT))
+        .expect("timeout");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if method == "POST" || !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream
+        .write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("{method} {path}: reading the response: {e}"));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("{method} {path}: no header end in {raw:?}"));
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).to_string(),
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&b[..eol]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&b[start..start + size]);
+        b = &b[start + size + 2..];
+    }
+    out
+}
+
+/// A POST with a JSON body, with `Authorization: Bearer TOKEN` when a token is given.
+pub fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> HttpResponse {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    http(addr, "POST", path, &headers, Some(body))
+}
+
+/// A GET with `Authorization: Bearer TOKEN` when a token is given.
+pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> HttpResponse {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    http(addr, "GET", path, &headers, None)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus
+
+/// One sample of the Prometheus text format.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A scrape, parsed.
+#[derive(Debug)]
+pub struct Metrics(pub Vec<Sample>);
+
+impl Metrics {
+    /// Parses the text exposition format (and OpenMetrics' `# EOF`); fails the test on a line
+    /// it cannot read, so a malformed scrape is caught too.
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            samples.push(parse_sample(line).unwrap_or_else(|| panic!("bad metrics line {line:?}")));
+        }
+        Metrics(samples)
+    }
+
+    /// Every sample of a metric.
+    pub fn series(&self, name: &str) -> Vec<&Sample> {
+        self.0.iter().filter(|s| s.name == name).collect()
+    }
+
+    /// The sample with exactly these labels.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.0
+            .iter()
+            .find(|s| s.name == name && s.labels == want)
+            .map(|s| s.value)
+    }
+
+    /// The sample with exactly these labels, or 0 when the series does not exist (yet).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels).unwrap_or(0.0)
+    }
+
+    /// The sum of a metric's samples whose labels include `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.series(name)
+            .into_iter()
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let name_end = line.find(['{', ' '])?;
+    let name = line[..name_end].to_string();
+    let mut labels = BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(r) = rest.strip_prefix('{') {
+        rest = r;
+        loop {
+            rest = rest.trim_start_matches([',', ' ']);
+            if let Some(r) = rest.strip_prefix('}') {
+                rest = r;
+                break;
+            }
+            let eq = rest.find('=')?;
+            let key = rest[..eq].trim().to_string();
+            rest = rest[eq + 1..].strip_prefix('"')?;
+            let mut value = String::new();
+            let mut chars = rest.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (i, '"') => break i,
+                    (_, '\\') => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.insert(key, value);
+            rest = &rest[end + 1..];
+        }
+    }
+    // The value, then an optional timestamp.
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS
+
+/// The EDNS Client Subnet option data (RFC 7871) for an IPv4 network.
+pub fn ecs_v4(addr: Ipv4Addr, prefix: u8) -> Vec<u8> {
+    let mut data = vec![0, 1, prefix, 0];
+    data.extend_from_slice(&addr.octets()[..usize::from(prefix).div_ceil(8)]);
+    data
+}
+
+/// The addresses of the A and AAAA records of the answer section, in order.
+pub fn addresses(reply: &Message) -> Vec<String> {
+    reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sends a query over UDP and waits up to `timeout` for the reply with its ID; `Err` says what
+/// went wrong instead of failing the test, for the load generator to count.
+pub fn try_query_udp(
+    socket: &std::net::UdpSocket,
+    q: &QueryBuilder,
+    timeout: Duration,
+) -> Result<Message, String> {
+    socket
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    socket.send(&q.wire()).map_err(|e| format!("send: {e}"))?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = socket
+            .recv(&mut buf)
+            .map_err(|e| format!("no reply within {timeout:?}: {e}"))?;
+        let msg = Message::from_vec(&buf[..n]).map_err(|e| format!("unparsable reply: {e}"))?;
+        // A late reply to an earlier query that timed out is not this one's.
+        if msg.metadata.id == q.get_id() {
+            return Ok(msg);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+/// The outcome of a command run to completion.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Runs `program ARGS` in `cwd`, failing the test if it runs longer than `timeout` (it is
+/// killed then). `env` is added to the environment; the `STEERDNS_*` variables are not
+/// inherited.
+pub fn run_with_timeout(
+    program: &Path,
+    args: &[&OsStr],
+    cwd: &Path,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Output {
+    let dir = tempfile::tempdir().expect("creating a temp dir");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let mut cmd = Command::new(program);
+    cmd.env_remove("STEERDNS_ADMIN_TOKEN")
+        .env_remove("STEERDNS_SECRET")
+        .envs(env.iter().copied())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("creating stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("creating stderr file"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("polling the child") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{} {args:?} still running after {timeout:?}; stderr:\n{}",
+                program.display(),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+/// Runs the `steerdns` CLI from the crate root.
+pub fn cli(args: &[&str]) -> Output {
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    run_with_timeout(
+        Path::new(env!("CARGO_BIN_EXE_steerdns")),
+        &args,
+        &manifest_path(""),
+        &[],
+        Duration::from_secs(15),
+    )
+}
