@@ -102,7 +102,7 @@ pub struct Answer {
     /// How many leading bits of the client address the answer depended on (the ECS scope).
     pub scope: u8,
     /// The DC the answer came from, for service answers.
-    pub dc: Option<String>,
+    pub dc: Option<std::sync::Arc<str>>,
 }
 
 impl Answer {
@@ -359,7 +359,7 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
             .endpoints
             .iter()
             .filter(|ip| ip.is_ipv4() == want_v4);
-        let dc_name = zone.datacenters[service.dcs[dc].dc].name.as_str();
+        let dc_name = zone.datacenters[service.dcs[dc].dc].name.as_ref();
         let (mut endpoints, mut up) = (0, 0);
         for ip in eps {
             endpoints += 1;
@@ -387,7 +387,7 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
             // A DC with nothing of the asked family, or nothing up, is skipped.
             continue;
         }
-        let dc_name = zone.datacenters[service.dcs[cand.dc].dc].name.as_str();
+        let dc_name = zone.datacenters[service.dcs[cand.dc].dc].name.as_ref();
         let eps: Vec<IpAddr> = service.dcs[cand.dc]
             .endpoints
             .iter()

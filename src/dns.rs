@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Client, QType, Rcode};
 use crate::geo::{self, Locator, NoLocation};
-use crate::metrics::{QueryLabels, ServiceLabels};
+use crate::metrics::{Metrics, QueryLabels, ServiceLabels};
 use crate::model::{Name, RData, RecordType, Rr};
 use crate::state::Snapshots;
 
@@ -256,8 +256,7 @@ impl ResponseHandler for Capture {
 }
 
 impl Handler {
-    /// Counts the query and its outcome. Queries answered before `answer` (FORMERR, NOTIMP,
-    /// BADVERS, REFUSED for class or transfer) are counted where they are answered.
+    /// Counts the query and its outcome.
     fn record(
         &self,
         zones: &crate::model::ZoneSet,
@@ -267,19 +266,18 @@ impl Handler {
         ecs: bool,
         started: std::time::Instant,
     ) {
-        let zone = zones.find(qname).map(|z| z.apex.as_str().to_string());
+        let zone = zones.find(qname).map(|z| z.apex.shared());
         let m = &self.snapshots.metrics;
         m.record_query(
             &QueryLabels {
-                zone: zone.clone().unwrap_or_else(|| "-".into()),
-                qtype: qtype.to_string(),
+                zone: zone.clone().unwrap_or_else(|| Arc::from("-")),
+                qtype: Metrics::qtype_label(u16::from(qtype)),
                 rcode: match ans.rcode {
                     Rcode::NoError => "NOERROR",
                     Rcode::NxDomain => "NXDOMAIN",
                     Rcode::Refused => "REFUSED",
                     Rcode::ServFail => "SERVFAIL",
-                }
-                .to_string(),
+                },
                 ecs: if ecs { "yes" } else { "no" },
             },
             started.elapsed().as_secs_f64(),
@@ -288,7 +286,7 @@ impl Handler {
             m.record_service_answer(
                 &ServiceLabels {
                     zone,
-                    record: qname.as_str().to_string(),
+                    record: qname.shared(),
                     dc: dc.clone(),
                 },
                 ans.outcome == answer::Outcome::AllDown,
@@ -296,6 +294,8 @@ impl Handler {
         }
     }
 
+    /// Counts a query answered before `answer` (FORMERR, NOTIMP, BADVERS, REFUSED for class or
+    /// transfer).
     fn record_error(
         &self,
         code: ResponseCode,
@@ -305,16 +305,15 @@ impl Handler {
     ) {
         self.snapshots.metrics.record_query(
             &QueryLabels {
-                zone: "-".into(),
-                qtype: qtype.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+                zone: Arc::from("-"),
+                qtype: qtype.map_or("-", |t| Metrics::qtype_label(u16::from(t))),
                 rcode: match code {
                     ResponseCode::FormErr => "FORMERR",
                     ResponseCode::NotImp => "NOTIMP",
                     ResponseCode::Refused => "REFUSED",
                     ResponseCode::BADVERS => "BADVERS",
                     _ => "OTHER",
-                }
-                .to_string(),
+                },
                 ecs: if ecs { "yes" } else { "no" },
             },
             started.elapsed().as_secs_f64(),

@@ -276,7 +276,7 @@ pub fn merge(reports: &HashMap<String, Report>, now_ms: u64, settings: MergeSett
 #[derive(Debug, Default)]
 pub struct EffectiveHealth {
     pub ready: bool,
-    by_addr: HashMap<IpAddr, Vec<(Arc<Check>, bool)>>,
+    by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool)>>,
     pub merged: Merged,
     /// Every drain decision known (for the state API).
     pub drains: crate::drain::DrainSet,
@@ -297,7 +297,8 @@ impl EffectiveHealth {
             .in_force(now_ms)
             .map(|d| (d.dc.clone(), d.service.clone()))
             .collect();
-        let mut by_addr: HashMap<IpAddr, Vec<(Arc<Check>, bool)>> = HashMap::new();
+        let mut by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool)>> =
+            rustc_hash::FxHashMap::default();
         for (addr, check) in targets {
             let key = EndpointKey::new(addr, &check);
             let up = merged.endpoints.get(&key).is_none_or(|v| v.up);

@@ -1,6 +1,7 @@
 //! Every metric name and label in one place (Prometheus, via prometheus-client). Other modules
 //! call the typed `record_*` methods; only `admin` renders the registry.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,22 +11,25 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+// Label values on the query path are shared strings or static text, so counting a query
+// allocates nothing.
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
     /// The zone apex, or `-` for names outside every zone.
-    pub zone: String,
-    pub qtype: String,
-    pub rcode: String,
+    pub zone: Arc<str>,
+    pub qtype: &'static str,
+    pub rcode: &'static str,
     /// `yes` when the query carried an EDNS Client Subnet option.
     pub ecs: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
-    pub zone: String,
-    pub record: String,
-    /// The data center the answer came from (`-` when none).
-    pub dc: String,
+    pub zone: Arc<str>,
+    pub record: Arc<str>,
+    /// The data center the answer came from.
+    pub dc: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,15 +50,15 @@ pub struct ReasonLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
-    pub service: String,
-    pub dc: String,
+    pub service: Arc<str>,
+    pub dc: Arc<str>,
     pub endpoint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DcLabels {
-    pub service: String,
-    pub dc: String,
+    pub service: Arc<str>,
+    pub dc: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -346,7 +350,7 @@ impl Metrics {
                     any |= up;
                     self.endpoint_up
                         .get_or_create(&EndpointLabels {
-                            service: svc.name.as_str().to_string(),
+                            service: svc.name.shared(),
                             dc: dc.clone(),
                             endpoint: ip.to_string(),
                         })
@@ -355,7 +359,7 @@ impl Metrics {
                 let drained = health.is_drained(dc, svc.name.as_str());
                 self.dc_up
                     .get_or_create(&DcLabels {
-                        service: svc.name.as_str().to_string(),
+                        service: svc.name.shared(),
                         dc: dc.clone(),
                     })
                     .set(i64::from(any && !drained));
@@ -398,6 +402,33 @@ impl Metrics {
         self.isolated.set(i64::from(
             health.merged.isolated.contains(&cluster.settings.node),
         ));
+    }
+
+    /// The label value for a query type: its mnemonic for the common ones, else `OTHER` (so an
+    /// attacker cannot grow the label set with random type numbers).
+    pub fn qtype_label(code: u16) -> &'static str {
+        match code {
+            1 => "A",
+            2 => "NS",
+            5 => "CNAME",
+            6 => "SOA",
+            12 => "PTR",
+            15 => "MX",
+            16 => "TXT",
+            28 => "AAAA",
+            33 => "SRV",
+            35 => "NAPTR",
+            43 => "DS",
+            48 => "DNSKEY",
+            64 => "SVCB",
+            65 => "HTTPS",
+            99 => "SPF",
+            251 => "IXFR",
+            252 => "AXFR",
+            255 => "ANY",
+            257 => "CAA",
+            _ => "OTHER",
+        }
     }
 
     /// The registry in the Prometheus text format.

@@ -1,10 +1,12 @@
 //! Validated domain types: the zone set the query path reads. Values of these types can only be
 //! built by `zone_file` after validation, so the query path never re-checks them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::check::Check;
 
@@ -61,6 +63,11 @@ impl Name {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The text as a shared string (for metric labels), without copying.
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
     }
 
     pub fn is_root(&self) -> bool {
@@ -295,7 +302,8 @@ pub struct RrSet {
 /// A site with a location that hosts endpoints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Datacenter {
-    pub name: String,
+    /// Shared, so answers and metrics can name it without copying.
+    pub name: Arc<str>,
     pub latitude: f64,
     pub longitude: f64,
 }
@@ -415,7 +423,7 @@ pub struct Zone {
     pub soa: Soa,
     /// TTL of the SOA record itself.
     pub soa_ttl: u32,
-    pub nodes: HashMap<Name, Node>,
+    pub nodes: FxHashMap<Name, Node>,
     /// Names that exist only because something lies below them (empty non-terminals).
     pub empty_non_terminals: HashSet<Name>,
     /// Names below the apex that carry NS records: delegation points.

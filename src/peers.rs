@@ -624,7 +624,7 @@ impl Cluster {
         if !zones
             .zones
             .iter()
-            .any(|z| z.datacenters.iter().any(|d| d.name == req.dc))
+            .any(|z| z.datacenters.iter().any(|d| *d.name == *req.dc))
         {
             return Err(DrainRefused::UnknownDc(req.dc));
         }
@@ -650,14 +650,14 @@ impl Cluster {
             let has_dc = svc
                 .dcs
                 .iter()
-                .any(|d| zone.datacenters[d.dc].name == req.dc);
+                .any(|d| *zone.datacenters[d.dc].name == *req.dc);
             if !has_dc {
                 continue;
             }
             affected += 1;
             let healthy_elsewhere = svc.dcs.iter().any(|d| {
                 let dc_name = &zone.datacenters[d.dc].name;
-                dc_name != &req.dc
+                **dc_name != *req.dc
                     && !health.is_drained(dc_name, name)
                     && d.endpoints
                         .iter()

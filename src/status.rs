@@ -177,7 +177,7 @@ pub fn answers_by_continent(snapshots: &Snapshots) -> Vec<(String, Vec<(String, 
             };
             let dc = sel
                 .chosen_dc()
-                .map(|d| zone.datacenters[svc.dcs[d].dc].name.clone())
+                .map(|d| zone.datacenters[svc.dcs[d].dc].name.to_string())
                 .unwrap_or_else(|| "—".into());
             let dc = if sel.all_down {
                 format!("{dc} (all down)")

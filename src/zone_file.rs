@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use crate::check::{Check, RawCheck};
@@ -399,7 +400,7 @@ impl<'a> Validator<'a> {
                 }
             }
         }
-        let mut nodes: HashMap<Name, Node> = HashMap::new();
+        let mut nodes: FxHashMap<Name, Node> = FxHashMap::default();
         let mut spelled: HashMap<Name, String> = HashMap::new();
 
         // Apex NS set and glue from `nameservers`.
@@ -592,7 +593,7 @@ impl<'a> Validator<'a> {
                 );
             }
             out.push(Datacenter {
-                name: name.clone(),
+                name: Arc::from(name.as_str()),
                 latitude: lat,
                 longitude: lon,
             });
@@ -754,7 +755,7 @@ impl<'a> Validator<'a> {
         let mut ok = true;
         for (dc_name, addrs) in &raw.endpoints {
             let field = format!("service.endpoints.{dc_name}");
-            let Some(dc) = datacenters.iter().position(|d| &d.name == dc_name) else {
+            let Some(dc) = datacenters.iter().position(|d| *d.name == **dc_name) else {
                 self.error(
                     rec,
                     Some(&field),
@@ -1020,7 +1021,7 @@ impl<'a> Validator<'a> {
     fn check_delegations(
         &mut self,
         apex: &Name,
-        nodes: &HashMap<Name, Node>,
+        nodes: &FxHashMap<Name, Node>,
         delegations: &HashSet<Name>,
         spelled: &HashMap<Name, String>,
     ) {

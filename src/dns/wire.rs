@@ -270,16 +270,26 @@ pub fn encode_error(out: &mut Vec<u8>, q: &Query, rcode: u8, opt: Option<OptOut>
 
 struct Encoder<'a> {
     out: &'a mut Vec<u8>,
-    /// Names written so far, as (lower-case dotted suffix, offset), for compression.
-    names: Vec<(String, u16)>,
+    question: &'a [u8],
+    /// Names written so far, as (lower-case dotted suffix, offset), for compression; built on
+    /// the first name that is not the question's (most answers never need it).
+    names: Option<Vec<(String, u16)>>,
 }
 
 impl<'a> Encoder<'a> {
-    fn new(out: &'a mut Vec<u8>, question: &[u8]) -> Encoder<'a> {
+    fn new(out: &'a mut Vec<u8>, question: &'a [u8]) -> Encoder<'a> {
         out.clear();
+        Encoder {
+            out,
+            question,
+            names: None,
+        }
+    }
+
+    /// The question name's suffixes, when the client spelled it in lower case (a pointer would
+    /// otherwise change the case of other names).
+    fn question_suffixes(question: &[u8]) -> Vec<(String, u16)> {
         let mut names = Vec::new();
-        // Register the question name's suffixes, when the client spelled it in lower case (a
-        // pointer would otherwise change the case of other names).
         let mut off = 0usize;
         let mut labels: Vec<(usize, &[u8])> = Vec::new();
         while let Some(&len) = question.get(off) {
@@ -301,7 +311,7 @@ impl<'a> Encoder<'a> {
                 names.push((suffix.join("."), (12 + pos) as u16));
             }
         }
-        Encoder { out, names }
+        names
     }
 
     fn header(&mut self, h: &Header, tc: bool, [an, ns, ar]: [usize; 3]) {
@@ -321,16 +331,20 @@ impl<'a> Encoder<'a> {
             self.out.push(0);
             return;
         }
+        let question = self.question;
+        let names = self
+            .names
+            .get_or_insert_with(|| Encoder::question_suffixes(question));
         let mut rest = name;
         loop {
-            if compress && let Some((_, off)) = self.names.iter().find(|(n, _)| n == rest) {
+            if compress && let Some((_, off)) = names.iter().find(|(n, _)| n == rest) {
                 let ptr = 0xc000 | *off;
                 self.out.extend_from_slice(&ptr.to_be_bytes());
                 return;
             }
             let here = self.out.len();
             if here < 0x3fff {
-                self.names.push((rest.to_string(), here as u16));
+                names.push((rest.to_string(), here as u16));
             }
             let (label, tail) = rest.split_once('.').unwrap_or((rest, ""));
             self.out.push(label.len() as u8);
