@@ -7,6 +7,7 @@
 //! |---|---|
 //! | 1. a DC's backend dies, then recovers | `a_dead_backend_is_withdrawn_everywhere_and_comes_back` |
 //! | 2. one region's path to one DC breaks | `one_regions_broken_path_withdraws_nothing` |
+//! | 3. one node cut off from every backend | `a_node_cut_off_from_everything_is_isolated_and_withdraws_nothing` |
 //! | 4. a node is killed, then restarted | `a_killed_nodes_votes_age_out_and_it_rejoins_when_restarted` |
 //! | 5. the link between two nodes is cut | `a_cut_link_is_bridged_by_the_third_node` |
 //! | 6. drains | `a_drain_reaches_every_node_and_survives_a_restart`, `an_expiring_drain_lifts_and_the_last_healthy_dc_is_protected` |
@@ -182,6 +183,83 @@ fn one_regions_broken_path_withdraws_nothing() {
     wait_until(Instant::now() + RECOVERY, "a votes dc1 up again", || {
         state_of(&c, A, |st| vote_is(st, "dc1", "a", true))
     });
+}
+
+#[test]
+fn a_node_cut_off_from_everything_is_isolated_and_withdraws_nothing() {
+    // With quorum `any`, one down vote takes an endpoint out: without the isolation guard, a's
+    // votes would withdraw every DC everywhere.
+    let c = cluster(ClusterOpts::default().quorum("any"));
+    let a = c.node(A);
+
+    for b in &c.backends {
+        b.refuse(a.ip);
+    }
+    let cut = Instant::now();
+    // From the cut until a is known to be isolated everywhere, nobody withdraws anything.
+    wait_until(
+        cut + WITHDRAWAL + SECOND,
+        "every node holds a's down votes and sees a isolated",
+        || {
+            c.all_answer(&ALL, "dc1").unwrap_or_else(|e| {
+                panic!("a DC was withdrawn {:?} after the cut: {e}", cut.elapsed())
+            });
+            for i in ALL {
+                state_of(&c, i, |st| {
+                    st["isolated"] == json!(["a"])
+                        && DCS.iter().all(|dc| vote_is(st, dc, "a", false))
+                })?;
+            }
+            Ok(())
+        },
+    );
+    holds_for(
+        Duration::from_secs(2),
+        "every node keeps answering dc1",
+        || c.all_answer(&ALL, "dc1"),
+    );
+
+    // a says so, and nobody else is affected: b and c vote up, nothing is down anywhere.
+    let st = a.state();
+    assert_eq!(st["isolated"], json!(["a"]));
+    for dc in DCS {
+        let ep = endpoint_state(&st, dc);
+        assert_eq!(
+            (&ep["local"], &ep["effective"]),
+            (&json!("down"), &json!("up")),
+            "{ep}"
+        );
+        let own = vote(&st, dc, "a").unwrap();
+        assert_eq!(own["ignored"], true, "{own}");
+    }
+    for i in [B, C] {
+        state_of(&c, i, |st| {
+            DCS.iter().all(|dc| {
+                let ep = endpoint_state(st, dc);
+                ep["local"] == "up" && ep["effective"] == "up" && ep["down_votes"] == 0
+            })
+        })
+        .unwrap();
+    }
+    assert!(
+        a.log().contains("it is probably cut off"),
+        "a logs that it looks cut off"
+    );
+    assert!(metric(&a.metrics(), "steerdns_isolated") == 1.0);
+
+    // Reconnected, a leaves the isolated list.
+    for b in &c.backends {
+        b.accept(a.ip);
+    }
+    wait_until(
+        Instant::now() + RECOVERY + SECOND,
+        "a is no longer isolated",
+        || {
+            state_of(&c, A, |st| {
+                st["isolated"] == json!([]) && DCS.iter().all(|dc| vote_is(st, dc, "a", true))
+            })
+        },
+    );
 }
 
 #[test]
