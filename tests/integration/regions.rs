@@ -575,7 +575,7 @@ fn a_peer_with_the_wrong_secret_changes_nothing() {
         .peers(B, &[Peer::Node(A), Peer::Node(C)])
         .peers(C, &[Peer::Node(A), Peer::Node(B)])
         .peers(D, &[Peer::Node(A)]);
-    let mut c = TestCluster::start(4, &fast_zone(), opts);
+    let c = TestCluster::start(4, &fast_zone(), opts);
     c.dc("dc1").refuse(c.node(D).ip);
     c.wait_converged(&ALL);
     let before = refused(c.node(A), "bad_signature");
@@ -620,9 +620,6 @@ fn a_peer_with_the_wrong_secret_changes_nothing() {
         "{to_d}"
     );
     assert!(c.node(A).log().contains("peer request refused"));
-    // d is a running node all along, refused only for its secret.
-    assert!(c.nodes[D].is_running());
-    c.kill(D);
 }
 
 #[test]
