@@ -966,7 +966,7 @@ records:
             .unwrap();
         sel.candidates
             .iter()
-            .map(|c| zone.datacenters[service.dcs[c.dc].dc].name.clone())
+            .map(|c| zone.datacenters[service.dcs[c.dc].dc].name.to_string())
             .collect()
     }
 

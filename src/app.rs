@@ -162,6 +162,8 @@ impl Node {
                 merge: MergeSettings {
                     stale_after_ms: settings.stale_after.as_millis() as u64,
                     quorum: settings.quorum,
+                    // Set from the zones' checks at each merge.
+                    settle_ms: 0,
                 },
                 state_dir: settings.state_dir.clone(),
             },

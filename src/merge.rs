@@ -168,6 +168,13 @@ pub struct MergeSettings {
     /// A report older than this stops voting.
     pub stale_after_ms: u64,
     pub quorum: Quorum,
+    /// How old a down vote must be to count while no other node shares it and another sees the
+    /// endpoint up. A node being cut off loses its endpoints one probe at a time: until the last
+    /// one goes (up to a check interval plus a timeout later) it looks like a node that saw one DC
+    /// fail first, and the isolation guard cannot tell. Holding such a lone vote back that long
+    /// lets the guard see the whole picture before the vote can take anything out (with quorum
+    /// `any`, or a count of one); a vote another node agrees with counts at once. 0 holds nothing.
+    pub settle_ms: u64,
 }
 
 /// One node's vote on an endpoint, as the state API shows it.
@@ -180,6 +187,8 @@ pub struct CastVote {
     pub fresh: bool,
     /// Left out because the node looks isolated.
     pub ignored: bool,
+    /// A lone down vote not counted yet (see `MergeSettings::settle_ms`).
+    pub settling: bool,
 }
 
 /// The merged decision on one endpoint.
@@ -203,8 +212,10 @@ pub struct Merged {
 ///
 /// Isolation guard: a fresh node that sees every endpoint it reports down (at least two of
 /// them), while some other fresh node sees one of those endpoints up, is most likely cut off
-/// itself; its votes are not counted. A node with no fresh votes on an endpoint leaves it up:
-/// nothing is withdrawn without evidence.
+/// itself; its votes are not counted. A lone down vote (no other node agrees, another sees the
+/// endpoint up) counts only once `settle_ms` old, so that the guard sees a node being cut off
+/// before its first lost endpoint takes anything out. A node with no fresh votes on an endpoint
+/// leaves it up: nothing is withdrawn without evidence.
 pub fn merge(reports: &HashMap<String, Report>, now_ms: u64, settings: MergeSettings) -> Merged {
     let fresh = |r: &Report| now_ms.saturating_sub(r.generated_ms) <= settings.stale_after_ms;
 
@@ -233,6 +244,22 @@ pub fn merge(reports: &HashMap<String, Report>, now_ms: u64, settings: MergeSett
         .map(|r| r.node.clone())
         .collect();
     isolated.sort();
+    // Who else sees what down, among the nodes that count.
+    let mut seen_down: HashMap<EndpointKey, Vec<&str>> = HashMap::new();
+    for r in reports
+        .values()
+        .filter(|r| fresh(r) && !isolated.contains(&r.node))
+    {
+        for (key, vote) in r.iter() {
+            if !vote.up {
+                seen_down.entry(key).or_default().push(&r.node);
+            }
+        }
+    }
+    let others = |seen: &HashMap<EndpointKey, Vec<&str>>, key: &EndpointKey, node: &str| {
+        seen.get(key)
+            .is_some_and(|nodes| nodes.iter().any(|n| *n != node))
+    };
 
     let mut endpoints: BTreeMap<EndpointKey, Verdict> = BTreeMap::new();
     let mut nodes: Vec<&Report> = reports.values().collect();
@@ -241,13 +268,17 @@ pub fn merge(reports: &HashMap<String, Report>, now_ms: u64, settings: MergeSett
         let is_fresh = fresh(r);
         let ignored = isolated.contains(&r.node);
         for (key, vote) in r.iter() {
+            let settling = !vote.up
+                && now_ms.saturating_sub(vote.since_ms) < settings.settle_ms
+                && others(&seen_up, &key, &r.node)
+                && !others(&seen_down, &key, &r.node);
             let v = endpoints.entry(key).or_insert_with(|| Verdict {
                 up: true,
                 down_votes: 0,
                 counted_votes: 0,
                 votes: Vec::new(),
             });
-            if is_fresh && !ignored {
+            if is_fresh && !ignored && !settling {
                 v.counted_votes += 1;
                 if !vote.up {
                     v.down_votes += 1;
@@ -260,6 +291,7 @@ pub fn merge(reports: &HashMap<String, Report>, now_ms: u64, settings: MergeSett
                 age_ms: now_ms.saturating_sub(r.generated_ms),
                 fresh: is_fresh,
                 ignored,
+                settling,
             });
         }
     }
@@ -382,6 +414,7 @@ mod tests {
     const SETTINGS: MergeSettings = MergeSettings {
         stale_after_ms: 5_000,
         quorum: Quorum::Majority,
+        settle_ms: 0,
     };
 
     #[test]
@@ -474,6 +507,126 @@ mod tests {
         );
         assert_eq!(m.isolated, ["a"]);
         assert!(up(&m, "10.0.0.1") && up(&m, "10.0.0.2"));
+    }
+
+    /// A report whose down votes began at `since_ms`.
+    fn report_since(node: &str, at: u64, since_ms: u64, votes: &[(&str, bool)]) -> Report {
+        let mut r = report(node, at, votes);
+        for by_addr in r.votes.values_mut() {
+            for v in by_addr.values_mut() {
+                v.since_ms = since_ms;
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn a_lone_down_vote_settles_before_it_counts() {
+        // Quorum any, settle 500 ms. a lost 10.0.0.1 100 ms ago; b and c see it up.
+        let settings = MergeSettings {
+            quorum: Quorum::Any,
+            settle_ms: 500,
+            ..SETTINGS
+        };
+        let up_elsewhere = |a: Report| {
+            reports(vec![
+                a,
+                report("b", 10_000, &[("10.0.0.1", true), ("10.0.0.2", true)]),
+                report("c", 10_000, &[("10.0.0.1", true), ("10.0.0.2", true)]),
+            ])
+        };
+        // (what a sees, now, 10.0.0.1 up, a isolated)
+        let cases = [
+            // Young and alone: not counted yet (a may be losing everything, one probe at a time).
+            (
+                vec![("10.0.0.1", false), ("10.0.0.2", true)],
+                10_000,
+                true,
+                false,
+            ),
+            // Settled and still alone, a not isolated: a broken path, and quorum any acts on it.
+            (
+                vec![("10.0.0.1", false), ("10.0.0.2", true)],
+                10_500,
+                false,
+                false,
+            ),
+            // a lost the rest too: the isolation guard ignores it, settled or not.
+            (
+                vec![("10.0.0.1", false), ("10.0.0.2", false)],
+                10_000,
+                true,
+                true,
+            ),
+            (
+                vec![("10.0.0.1", false), ("10.0.0.2", false)],
+                10_500,
+                true,
+                true,
+            ),
+        ];
+        for (votes, now, want_up, want_isolated) in cases {
+            let m = merge(
+                &up_elsewhere(report_since("a", now, 9_900, &votes)),
+                now,
+                settings,
+            );
+            assert_eq!(up(&m, "10.0.0.1"), want_up, "{votes:?} at {now}");
+            assert_eq!(!m.isolated.is_empty(), want_isolated, "{votes:?} at {now}");
+        }
+        let m = merge(
+            &up_elsewhere(report_since(
+                "a",
+                10_000,
+                9_900,
+                &[("10.0.0.1", false), ("10.0.0.2", true)],
+            )),
+            10_000,
+            settings,
+        );
+        let key = EndpointKey {
+            addr: "10.0.0.1".parse().unwrap(),
+            check: A.into(),
+        };
+        let a_vote = &m.endpoints[&key].votes[0];
+        assert!(a_vote.settling && !a_vote.up, "{a_vote:?}");
+
+        // A down vote another node shares counts at once: a real failure is not delayed.
+        let m = merge(
+            &reports(vec![
+                report_since(
+                    "a",
+                    10_000,
+                    9_900,
+                    &[("10.0.0.1", false), ("10.0.0.2", true)],
+                ),
+                report_since(
+                    "b",
+                    10_000,
+                    9_950,
+                    &[("10.0.0.1", false), ("10.0.0.2", true)],
+                ),
+                report("c", 10_000, &[("10.0.0.1", true), ("10.0.0.2", true)]),
+            ]),
+            10_000,
+            MergeSettings {
+                quorum: Quorum::Majority,
+                ..settings
+            },
+        );
+        assert!(!up(&m, "10.0.0.1"));
+        // And a node alone, with nobody to contradict it, decides at once.
+        let m = merge(
+            &reports(vec![report_since(
+                "a",
+                10_000,
+                9_900,
+                &[("10.0.0.1", false)],
+            )]),
+            10_000,
+            settings,
+        );
+        assert!(!up(&m, "10.0.0.1"));
     }
 
     #[test]

@@ -349,7 +349,19 @@ impl Cluster {
             );
         }
         inner.reports.insert(own.node.clone(), own);
-        let merged = merge::merge(&inner.reports, now, self.settings.merge);
+        let zones = self.snapshots.zones.load();
+        let targets = zones.probe_targets();
+        // A node being cut off has lost every endpoint within one probe (interval plus timeout).
+        let settle_ms = targets
+            .iter()
+            .map(|(_, c)| (c.interval + c.timeout).as_millis() as u64)
+            .max()
+            .unwrap_or(0);
+        let settings = MergeSettings {
+            settle_ms,
+            ..self.settings.merge
+        };
+        let merged = merge::merge(&inner.reports, now, settings);
 
         for (key, verdict) in &merged.endpoints {
             let before = inner.last_verdicts.insert(key.clone(), verdict.up);
@@ -393,8 +405,6 @@ impl Cluster {
             inner.last_isolated = merged.isolated.clone();
         }
 
-        let zones = self.snapshots.zones.load();
-        let targets = zones.probe_targets();
         let eff = EffectiveHealth::new(view.ready, targets, merged, inner.drains.clone(), now);
         drop(inner);
         self.snapshots.health.store(Arc::new(eff));

@@ -12,6 +12,7 @@
 //! - `ops`: reload under load, the admin API and its token, metric values, the status page in
 //!   Chromium, the compose file, the CLI against a node, JSON logs (issue 6; helpers in
 //!   `ops_support`).
+//! - `regions`: three nodes as regions sharing health, drains and authentication (issue 5).
 
 mod answers;
 mod edns;
@@ -21,6 +22,8 @@ mod health;
 mod malformed;
 mod ops;
 mod ops_support;
+mod regions;
+mod regions_support;
 mod support;
 mod transport;
 mod zone_check;

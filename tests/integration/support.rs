@@ -18,7 +18,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 /// How long any single receive may take before the test fails.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the server may take to start listening.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The same with the shipped GeoIP databases, which a debug build takes seconds to verify
 /// (about 4 s each on this 2-core machine, twice that when two servers start at once).
 const START_TIMEOUT_SHIPPED: Duration = Duration::from_secs(30);

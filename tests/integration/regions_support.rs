@@ -1,0 +1,1102 @@
+//! Helpers for the multi-region tests (`regions`): a block of loopback addresses per test,
+//! clusters of real nodes, HTTP backends that can refuse chosen sources, fake peers, and polling
+//! with deadlines.
+
+#![allow(dead_code)] // Not every test module uses every helper.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::{RData, RecordType};
+
+use crate::support::*;
+
+// ---------------------------------------------------------------------------------------------
+// Regions (issue 5): several nodes as regions on loopback, HTTP backends per data center, the
+// admin API over plain HTTP, and polling with deadlines.
+//
+// Every cluster gets a 127.K.0.0/16 block of its own, so tests running in parallel never share
+// an address. Within a block:
+//
+// | address | what |
+// |---|---|
+// | 127.K.i.1 (i = 1, 2, ...) | node i: DNS on a kernel-chosen port, admin/peer API on `ADMIN_PORT`, probes leave from here |
+// | 127.K.(100+d).1 (d = 1, 2, 3) | the backend of data center `dc<d>`, all on one port (the check has one port) |
+// | 127.K.(200+j).1 | fake peers a test runs itself, on `ADMIN_PORT` |
+
+/// The admin/peer port of every node: fixed, so that peers can be configured before a node
+/// starts (addresses differ per node and per test, so nothing collides).
+pub const ADMIN_PORT: u16 = 18053;
+/// The service every regions zone serves.
+pub const SERVICE: &str = "www.gslb.test";
+/// The data centers of a regions zone, in failover order.
+pub const DCS: [&str; 3] = ["dc1", "dc2", "dc3"];
+/// The secret every node shares unless a test says otherwise.
+pub const CLUSTER_SECRET: &str = "regions-test-secret";
+
+static NEXT_BLOCK: AtomicU8 = AtomicU8::new(100);
+
+/// A 127.K.0.0/16 block of loopback addresses one test has to itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Block(pub u8);
+
+impl Block {
+    /// The next unused block. A block whose admin ports are taken (say, by the same tests
+    /// running from another checkout) is skipped.
+    pub fn take() -> Block {
+        loop {
+            let k = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+            assert!(k < 255, "out of 127.K.0.0/16 blocks");
+            let block = Block(k);
+            let free = (1..=8).all(|i| TcpListener::bind(block.admin(i)).is_ok());
+            if free {
+                return block;
+            }
+        }
+    }
+
+    /// Node `i`'s address (i from 1).
+    pub fn node_ip(self, i: usize) -> IpAddr {
+        IpAddr::from([127, self.0, i as u8, 1])
+    }
+
+    /// Node `i`'s admin/peer address.
+    pub fn admin(self, i: usize) -> SocketAddr {
+        SocketAddr::new(self.node_ip(i), ADMIN_PORT)
+    }
+
+    /// The backend address of data center `d` (d from 1: dc1 is 127.K.101.1).
+    pub fn backend_ip(self, d: usize) -> IpAddr {
+        IpAddr::from([127, self.0, 100 + d as u8, 1])
+    }
+
+    /// The address of fake peer `j` (j from 1).
+    pub fn fake_peer(self, j: usize) -> SocketAddr {
+        SocketAddr::new(IpAddr::from([127, self.0, 200 + j as u8, 1]), ADMIN_PORT)
+    }
+}
+
+/// A regions zone: service `www.gslb.test`, failover over dc1, dc2, dc3 (one endpoint each, the
+/// DC's backend), with an HTTP check of the given timing. `{k}` and `{port}` are filled in by
+/// `TestCluster::start`.
+pub fn regions_zone(interval: &str, timeout: &str, fall: u32, rise: u32) -> String {
+    format!(
+        r#"
+zone: gslb.test
+soa: {{ primary: ns1, contact: hostmaster@gslb.test }}
+nameservers: {{ ns1: [192.0.2.53] }}
+datacenters:
+  dc1: {{ location: [50.11, 8.68] }}
+  dc2: {{ location: [38.95, -77.45] }}
+  dc3: {{ location: [1.35, 103.82] }}
+checks:
+  web:
+    http: {{ port: {{port}}, path: /health }}
+    interval: {interval}
+    timeout: {timeout}
+    fall: {fall}
+    rise: {rise}
+records:
+  www:
+    service:
+      ttl: 5
+      policy: failover
+      check: web
+      endpoints:
+        dc1: [127.{{k}}.101.1]
+        dc2: [127.{{k}}.102.1]
+        dc3: [127.{{k}}.103.1]
+"#
+    )
+}
+
+/// The zone the regions tests use: checks every 200 ms, 150 ms timeout, fall 2, rise 2.
+pub fn fast_zone() -> String {
+    regions_zone("200ms", "150ms", 2, 2)
+}
+
+// ---- A tiny HTTP/1.1 server -----------------------------------------------------------------
+
+/// A request as a `HttpStub` handler sees it.
+#[derive(Debug, Clone)]
+pub struct StubRequest {
+    pub peer: SocketAddr,
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl StubRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A response a `HttpStub` handler gives.
+#[derive(Debug, Clone)]
+pub struct StubResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl StubResponse {
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> StubResponse {
+        StubResponse {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+}
+
+/// Answers a request; `None` closes the connection without a response.
+pub type StubHandler = dyn Fn(&StubRequest) -> Option<StubResponse> + Send + Sync;
+
+struct StubShared {
+    /// Whether the port should be open.
+    listening: AtomicBool,
+    /// Whether it is open (the accept loop's answer to `listening`).
+    open: AtomicBool,
+    stop: AtomicBool,
+    requests: AtomicUsize,
+    handler: Box<StubHandler>,
+}
+
+/// An HTTP/1.1 server on one address, one thread per connection, `Connection: close` always
+/// (so every probe is a new connection and sees the current mode). Its port can be closed and
+/// reopened. Stopped when dropped.
+pub struct HttpStub {
+    pub addr: SocketAddr,
+    shared: Arc<StubShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpStub {
+    /// Listens on `addr` (port 0 picks one).
+    pub fn start(
+        addr: SocketAddr,
+        handler: impl Fn(&StubRequest) -> Option<StubResponse> + Send + Sync + 'static,
+    ) -> std::io::Result<HttpStub> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(StubShared {
+            listening: AtomicBool::new(true),
+            open: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+            requests: AtomicUsize::new(0),
+            handler: Box::new(handler),
+        });
+        let s = shared.clone();
+        let thread = std::thread::spawn(move || accept_loop(addr, Some(listener), &s));
+        Ok(HttpStub {
+            addr,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Opens or closes the port, returning once done.
+    pub fn set_listening(&self, on: bool) {
+        self.shared.listening.store(on, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.shared.open.load(Ordering::SeqCst) != on {
+            assert!(
+                Instant::now() < deadline,
+                "the stub on {} did not {} its port",
+                self.addr,
+                if on { "open" } else { "close" }
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Requests handled so far.
+    pub fn requests(&self) -> usize {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for HttpStub {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(addr: SocketAddr, mut listener: Option<TcpListener>, shared: &Arc<StubShared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        let want = shared.listening.load(Ordering::SeqCst);
+        if !want && listener.is_some() {
+            listener = None;
+        } else if want && listener.is_none() {
+            // std sets SO_REUSEADDR, so the port comes back despite TIME_WAIT connections.
+            match TcpListener::bind(addr) {
+                Ok(l) => {
+                    l.set_nonblocking(true).expect("a non-blocking listener");
+                    listener = Some(l);
+                }
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            }
+        }
+        shared.open.store(listener.is_some(), Ordering::SeqCst);
+        let Some(l) = &listener else {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        };
+        match l.accept() {
+            Ok((stream, peer)) => {
+                let shared = shared.clone();
+                std::thread::spawn(move || serve_connection(stream, peer, &shared));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &StubShared) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let request = StubRequest {
+        peer,
+        method: first.next().unwrap_or("").to_string(),
+        path: first.next().unwrap_or("").to_string(),
+        headers: lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect(),
+    };
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let Some(resp) = (shared.handler)(&request) else {
+        return; // Dropping the stream closes the connection without an answer.
+    };
+    let mut out = format!(
+        "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+        resp.status,
+        resp.body.len()
+    );
+    for (n, v) in &resp.headers {
+        out.push_str(&format!("{n}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&resp.body);
+    let _ = stream.write_all(&bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    // Let the client read the response before the socket goes.
+    let _ = stream.read(&mut chunk);
+}
+
+// ---- Data center backends -------------------------------------------------------------------
+
+#[derive(Default)]
+struct BackendState {
+    error: bool,
+    refused: HashSet<IpAddr>,
+}
+
+/// The health endpoint of one data center: 200 when up, 500 when failing, a closed port when
+/// down; and it can refuse one region's probes (it closes connections from those source
+/// addresses without answering), which breaks that region's path alone.
+pub struct Backend {
+    pub name: String,
+    stub: HttpStub,
+    state: Arc<Mutex<BackendState>>,
+}
+
+impl Backend {
+    pub fn start(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
+        let state = Arc::new(Mutex::new(BackendState::default()));
+        let s = state.clone();
+        let stub = HttpStub::start(addr, move |req| {
+            let st = s.lock().unwrap_or_else(|e| e.into_inner());
+            if st.refused.contains(&req.peer.ip()) {
+                None
+            } else if st.error {
+                Some(StubResponse::new(500, "failing\n"))
+            } else {
+                Some(StubResponse::new(200, "ok\n"))
+            }
+        })?;
+        Ok(Backend {
+            name: name.to_string(),
+            stub,
+            state,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.stub.addr
+    }
+
+    fn state(&self) -> MutexGuard<'_, BackendState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Healthy: port open, 200.
+    pub fn up(&self) {
+        self.state().error = false;
+        self.stub.set_listening(true);
+    }
+
+    /// Dead: the port is closed (connections are refused).
+    pub fn down(&self) {
+        self.stub.set_listening(false);
+    }
+
+    /// Failing: answers 500.
+    pub fn fail(&self) {
+        self.state().error = true;
+        self.stub.set_listening(true);
+    }
+
+    /// Breaks the path from `source` (a node's probe source address).
+    pub fn refuse(&self, source: IpAddr) {
+        self.state().refused.insert(source);
+    }
+
+    /// Mends the path from `source`.
+    pub fn accept(&self, source: IpAddr) {
+        self.state().refused.remove(&source);
+    }
+
+    /// Health requests answered or refused so far.
+    pub fn requests(&self) -> usize {
+        self.stub.requests()
+    }
+}
+
+// ---- The admin API over plain HTTP ----------------------------------------------------------
+
+/// A response from `http_request`.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`, blocking with timeouts.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[head_end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .ok_or_else(|| bad("truncated chunk"))?;
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&rest[..line_end])
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim(),
+                16,
+            )
+            .map_err(|_| bad("bad chunk size"))?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(rest.get(..size).ok_or_else(|| bad("truncated chunk"))?);
+            rest = rest.get(size + 2..).unwrap_or(&[]);
+        }
+        body = out;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// GET of a JSON document, failing the test on any error.
+pub fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let r = http_request(addr, "GET", path, &[], b"")
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"));
+    assert_eq!(r.status, 200, "GET http://{addr}{path}: {}", r.text());
+    r.json()
+}
+
+/// POST of a JSON document; returns the status and the JSON answer.
+pub fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = http_request(
+        addr,
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("POST http://{addr}{path}: {e}"));
+    (r.status, r.json())
+}
+
+/// The value of one sample (`name{labels}`, exactly as rendered) in Prometheus text; 0 if absent.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| {
+            v.split_whitespace()
+                .next()
+                .unwrap_or("")
+                .parse()
+                .unwrap_or_else(|e| panic!("metric {sample} value {v:?}: {e}"))
+        })
+        .unwrap_or(0.0)
+}
+
+// ---- Waiting with deadlines -----------------------------------------------------------------
+
+/// Polls `check` every 20 ms until it returns `Ok`; fails the test with the last `Err` once
+/// `deadline` has passed. Returns when it first held.
+pub fn wait_until(
+    deadline: Instant,
+    what: &str,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Instant {
+    loop {
+        let last = match check() {
+            Ok(()) => return Instant::now(),
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            panic!("timed out waiting until {what}; last seen: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `wait_until` for an observed value to equal `want`.
+pub fn wait_eq<T: PartialEq + std::fmt::Debug>(
+    deadline: Instant,
+    what: &str,
+    mut observe: impl FnMut() -> T,
+    want: T,
+) -> Instant {
+    wait_until(deadline, what, || {
+        let got = observe();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{got:?} (want {want:?})"))
+        }
+    })
+}
+
+/// Checks `check` every 50 ms for `period`; fails the test the first time it does not hold.
+pub fn holds_for(period: Duration, what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let end = Instant::now() + period;
+    let mut rounds = 0;
+    while Instant::now() < end || rounds < 2 {
+        if let Err(e) = check() {
+            panic!("{what} stopped holding after {rounds} checks: {e}");
+        }
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `holds_for` an observed value staying equal to `want`.
+pub fn stays_eq<T: PartialEq + std::fmt::Debug>(
+    period: Duration,
+    what: &str,
+    mut observe: impl FnMut() -> T,
+    want: T,
+) {
+    holds_for(period, what, || {
+        let got = observe();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("{got:?} (want {want:?})"))
+        }
+    });
+}
+
+// ---- Nodes and clusters ---------------------------------------------------------------------
+
+/// A peer of a cluster node.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    /// Another node of the cluster, by index.
+    Node(usize),
+    /// A fake peer the test runs itself at `Block::fake_peer(j)`.
+    Fake(usize),
+}
+
+/// How one node differs from the others.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOpts {
+    /// Its peers, instead of every other node.
+    pub peers: Option<Vec<Peer>>,
+    /// Its own secret, instead of the cluster's.
+    pub secret: Option<String>,
+}
+
+/// Settings of a cluster: the exchange timing, the quorum, and per-node differences (by index).
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    pub exchange_interval: Duration,
+    pub stale_after: Duration,
+    pub quorum: String,
+    pub nodes: std::collections::BTreeMap<usize, NodeOpts>,
+}
+
+impl Default for ClusterOpts {
+    /// Fast: exchange every 250 ms, reports stale after 1.5 s, majority quorum.
+    fn default() -> Self {
+        ClusterOpts {
+            exchange_interval: Duration::from_millis(250),
+            stale_after: Duration::from_millis(1500),
+            quorum: "majority".into(),
+            nodes: Default::default(),
+        }
+    }
+}
+
+impl ClusterOpts {
+    pub fn quorum(mut self, quorum: &str) -> Self {
+        self.quorum = quorum.into();
+        self
+    }
+
+    /// Node `i` pulls from `peers` only.
+    pub fn peers(mut self, i: usize, peers: &[Peer]) -> Self {
+        self.nodes.entry(i).or_default().peers = Some(peers.to_vec());
+        self
+    }
+
+    /// Node `i` signs with `secret` instead of the cluster's.
+    pub fn secret(mut self, i: usize, secret: &str) -> Self {
+        self.nodes.entry(i).or_default().secret = Some(secret.into());
+        self
+    }
+}
+
+/// One `steerdns serve` of a cluster. Killed when dropped; can be killed and restarted with the
+/// same arguments (and so the same state directory).
+pub struct RegionNode {
+    /// Node id: "a", "b", "c", ... by index.
+    pub id: String,
+    pub ip: IpAddr,
+    pub admin: SocketAddr,
+    /// The DNS address of the current run.
+    pub dns: SocketAddr,
+    pub state_dir: PathBuf,
+    block: Block,
+    /// Every argument but the peers.
+    args: Vec<std::ffi::OsString>,
+    peers: Vec<String>,
+    ready: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl RegionNode {
+    /// Starts the process (again) with its peers, or `peers` instead, and waits for its ready
+    /// file.
+    fn spawn(&mut self, peers: Option<&[String]>) {
+        assert!(self.child.is_none(), "node {} is already running", self.id);
+        let _ = std::fs::remove_file(&self.ready);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the node log");
+        let peers = peers.unwrap_or(&self.peers);
+        let child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
+            .args(&self.args)
+            .args(peers.iter().flat_map(|p| ["--peer", p.as_str()]))
+            // Plain text logs: they are read by people when a test fails.
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning steerdns");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&self.ready) {
+                let json: serde_json::Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("ready file {text:?}: {e}"));
+                self.dns = json["dns"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("ready file {text:?} has no DNS address"));
+                return;
+            }
+            let child = self.child.as_mut().expect("just spawned");
+            if let Some(status) = child.try_wait().expect("polling the child") {
+                self.child = None;
+                panic!(
+                    "node {} exited ({status}) before it was ready; log:\n{}",
+                    self.id,
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} not ready after {START_TIMEOUT:?}; log:\n{}",
+                self.id,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the process (SIGKILL: no clean shutdown, as in a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Everything the node logged, over all its runs.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET /api/v1/state.
+    pub fn state(&self) -> serde_json::Value {
+        get_json(self.admin, "/api/v1/state")
+    }
+
+    /// GET /metrics.
+    pub fn metrics(&self) -> String {
+        let r = http_request(self.admin, "GET", "/metrics", &[], b"")
+            .unwrap_or_else(|e| panic!("metrics of node {}: {e}", self.id));
+        assert_eq!(r.status, 200, "metrics of node {}: {}", self.id, r.text());
+        r.text()
+    }
+
+    /// This node's answer for `SERVICE` (type A), as the data centers it names: "dc1", or
+    /// "dc1+dc2" when it names several; else the response code ("SERVFAIL") or "NODATA".
+    pub fn answer(&self) -> String {
+        let reply = query_udp(self.dns, &query(SERVICE, RecordType::A));
+        if reply.metadata.response_code != hickory_proto::op::ResponseCode::NoError {
+            return format!("{:?}", reply.metadata.response_code).to_uppercase();
+        }
+        let mut dcs: Vec<String> = reply
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::A(a) => match a.0.octets() {
+                    [127, k, d, 1] if k == self.block.0 && (101..=103).contains(&d) => {
+                        format!("dc{}", d - 100)
+                    }
+                    _ => a.0.to_string(),
+                },
+                _ => show(r),
+            })
+            .collect();
+        dcs.sort();
+        dcs.dedup();
+        if dcs.is_empty() {
+            "NODATA".into()
+        } else {
+            dcs.join("+")
+        }
+    }
+
+    /// `steerdns ARGS --admin <this node>`: the admin CLI against this node.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        let admin = format!("http://{}", self.admin);
+        let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        all.extend([
+            std::ffi::OsStr::new("--admin"),
+            std::ffi::OsStr::new(&admin),
+        ]);
+        run_steerdns(Path::new(env!("CARGO_MANIFEST_DIR")), &all)
+    }
+}
+
+impl Drop for RegionNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The part of a state document about one DC of `SERVICE`.
+pub fn dc_state<'a>(state: &'a serde_json::Value, dc: &str) -> &'a serde_json::Value {
+    state["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"] == SERVICE)
+        .flat_map(|s| s["dcs"].as_array().into_iter().flatten())
+        .find(|d| d["name"] == dc)
+        .unwrap_or_else(|| panic!("no DC {dc} of {SERVICE} in the state: {state}"))
+}
+
+/// The (only) endpoint of a DC of `SERVICE` in a state document.
+pub fn endpoint_state<'a>(state: &'a serde_json::Value, dc: &str) -> &'a serde_json::Value {
+    &dc_state(state, dc)["endpoints"][0]
+}
+
+/// Node `voter`'s vote on the endpoint of `dc`, as a state document shows it.
+pub fn vote<'a>(
+    state: &'a serde_json::Value,
+    dc: &str,
+    voter: &str,
+) -> Option<&'a serde_json::Value> {
+    endpoint_state(state, dc)["votes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["node"] == voter)
+}
+
+/// The ids of the nodes whose reports a state document lists.
+pub fn report_ids(state: &serde_json::Value) -> Vec<String> {
+    state["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["node"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Several `steerdns serve` processes as regions of one cluster on a loopback block of their
+/// own, with a backend per data center. Everything stops when it is dropped.
+pub struct TestCluster {
+    pub block: Block,
+    pub nodes: Vec<RegionNode>,
+    /// The backends of dc1, dc2, dc3.
+    pub backends: Vec<Backend>,
+    pub opts: ClusterOpts,
+    dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts backends for dc1..dc3 (all up), then `n` nodes serving `zone` (a template: `{k}`
+    /// becomes the block's K, `{port}` the backends' port; see `regions_zone`). Node i (from 0)
+    /// has id "a", "b", ..., probes from 127.K.(i+1).1, and pulls from every other node unless
+    /// `opts` says otherwise. Returns once every node has written its ready file.
+    pub fn start(n: usize, zone: &str, opts: ClusterOpts) -> TestCluster {
+        let block = Block::take();
+        let backends = start_backends(block);
+        let port = backends[0].addr().port();
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let zones = dir.path().join("zones");
+        std::fs::create_dir(&zones).expect("creating the zone dir");
+        let zone = zone
+            .replace("{k}", &block.0.to_string())
+            .replace("{port}", &port.to_string());
+        std::fs::write(zones.join("gslb.yaml"), zone).expect("writing the zone");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, CLUSTER_SECRET).expect("writing the secret");
+        let geoip = manifest_path("tests/fixtures/geoip/GeoIP2-City-Test.mmdb");
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let id = ((b'a' + i as u8) as char).to_string();
+            let ip = block.node_ip(i + 1);
+            let home = dir.path().join(&id);
+            std::fs::create_dir(&home).expect("creating the node dir");
+            let node_opts = opts.nodes.get(&i).cloned().unwrap_or_default();
+            let secret_file = match &node_opts.secret {
+                Some(s) => {
+                    let p = home.join("secret");
+                    std::fs::write(&p, s).expect("writing the node's secret");
+                    p
+                }
+                None => secret.clone(),
+            };
+            let peers = node_opts
+                .peers
+                .unwrap_or_else(|| (0..n).filter(|j| *j != i).map(Peer::Node).collect())
+                .into_iter()
+                .map(|p| match p {
+                    Peer::Node(j) => format!("http://{}", block.admin(j + 1)),
+                    Peer::Fake(j) => format!("http://{}", block.fake_peer(j)),
+                })
+                .collect();
+            let mut args: Vec<std::ffi::OsString> = Vec::new();
+            let mut arg = |a: &dyn AsRef<std::ffi::OsStr>| args.push(a.as_ref().to_owned());
+            arg(&"serve");
+            arg(&"--node");
+            arg(&id);
+            arg(&"--region");
+            arg(&format!("region-{id}"));
+            arg(&"--listen");
+            arg(&SocketAddr::new(ip, 0).to_string());
+            arg(&"--admin");
+            arg(&block.admin(i + 1).to_string());
+            arg(&"--probe-source");
+            arg(&ip.to_string());
+            arg(&"--zones");
+            arg(&zones);
+            arg(&"--geoip");
+            arg(&geoip);
+            arg(&"--state-dir");
+            arg(&home.join("state"));
+            arg(&"--secret-file");
+            arg(&secret_file);
+            arg(&"--exchange-interval");
+            arg(&ms(opts.exchange_interval));
+            arg(&"--stale-after");
+            arg(&ms(opts.stale_after));
+            arg(&"--quorum");
+            arg(&opts.quorum);
+            arg(&"--ready-file");
+            arg(&home.join("ready.json"));
+            nodes.push(RegionNode {
+                id,
+                ip,
+                admin: block.admin(i + 1),
+                dns: SocketAddr::new(ip, 0),
+                state_dir: home.join("state"),
+                block,
+                args,
+                peers,
+                ready: home.join("ready.json"),
+                log: home.join("stderr.log"),
+                child: None,
+            });
+        }
+        let mut cluster = TestCluster {
+            block,
+            nodes,
+            backends,
+            opts,
+            dir,
+        };
+        for i in 0..n {
+            cluster.nodes[i].spawn(None);
+        }
+        cluster
+    }
+
+    /// The backend of a data center ("dc1").
+    pub fn dc(&self, name: &str) -> &Backend {
+        self.backends
+            .iter()
+            .find(|b| b.name == name)
+            .unwrap_or_else(|| panic!("no data center {name}"))
+    }
+
+    pub fn node(&self, i: usize) -> &RegionNode {
+        &self.nodes[i]
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Starts a killed node again with the same arguments.
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].spawn(None);
+    }
+
+    /// Starts a killed node again with no peers at all: what it knows, it knows from its state
+    /// directory.
+    pub fn restart_alone(&mut self, i: usize) {
+        self.nodes[i].spawn(Some(&[]));
+    }
+
+    /// Ok if each of `nodes` answers `want`, else what they answer.
+    pub fn all_answer(&self, nodes: &[usize], want: &str) -> Result<(), String> {
+        let got: Vec<String> = nodes.iter().map(|i| self.nodes[*i].answer()).collect();
+        if got.iter().all(|g| g == want) {
+            Ok(())
+        } else {
+            Err(nodes
+                .iter()
+                .zip(&got)
+                .map(|(i, g)| format!("{}={g}", self.nodes[*i].id))
+                .collect::<Vec<_>>()
+                .join(" "))
+        }
+    }
+
+    /// Ok once each of `nodes` is ready and holds a fresh vote from each of them on every DC.
+    pub fn converged(&self, nodes: &[usize]) -> Result<(), String> {
+        for i in nodes {
+            let st = self.nodes[*i].state();
+            if st["node"]["ready"] != true {
+                return Err(format!("{} not ready", self.nodes[*i].id));
+            }
+            for dc in DCS {
+                for j in nodes {
+                    let voter = &self.nodes[*j].id;
+                    match vote(&st, dc, voter) {
+                        Some(v) if v["fresh"] == true => {}
+                        other => {
+                            return Err(format!(
+                                "{} holds no fresh vote of {voter} on {dc}: {other:?}",
+                                self.nodes[*i].id
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until `nodes` have converged (see `converged`) and all answer dc1.
+    pub fn wait_converged(&self, nodes: &[usize]) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        wait_until(deadline, "the nodes converge", || self.converged(nodes));
+        wait_until(deadline, "every node answers dc1", || {
+            self.all_answer(nodes, "dc1")
+        });
+    }
+
+    /// The temporary directory everything lives in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+        if std::thread::panicking() {
+            // What the nodes said is the first thing to read when a regions test fails.
+            for n in &self.nodes {
+                let log = n.log();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
+                eprintln!("---- node {} log (last {} lines) ----", n.id, tail.len());
+                for l in tail {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+/// Backends for dc1..dc3 on one port (retrying with another if it is taken on one address).
+fn start_backends(block: Block) -> Vec<Backend> {
+    for _ in 0..20 {
+        let first = Backend::start("dc1", SocketAddr::new(block.backend_ip(1), 0))
+            .expect("starting the dc1 backend");
+        let port = first.addr().port();
+        let mut all = vec![first];
+        for d in 2..=3 {
+            match Backend::start(
+                &format!("dc{d}"),
+                SocketAddr::new(block.backend_ip(d), port),
+            ) {
+                Ok(b) => all.push(b),
+                Err(_) => break,
+            }
+        }
+        if all.len() == 3 {
+            return all;
+        }
+    }
+    panic!("no port free on all three backend addresses");
+}
