@@ -79,8 +79,41 @@ pub struct ProbeLabels {
     pub result: &'static str,
 }
 
+/// What the thread-local counter cache is keyed by.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum CounterKey {
+    Query(QueryLabels),
+    Service(ServiceLabels),
+}
+
+thread_local! {
+    static COUNTERS: std::cell::RefCell<rustc_hash::FxHashMap<(u64, CounterKey), Counter>> =
+        std::cell::RefCell::new(rustc_hash::FxHashMap::default());
+}
+
+/// Runs `f` on the counter for `key` from this thread's cache, fetched with `get` the first
+/// time. The cache starts over past 4096 entries, so label sets from old zones cannot pile up.
+fn with_counter(key: (u64, CounterKey), get: impl FnOnce() -> Counter, f: impl FnOnce(&Counter)) {
+    COUNTERS.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(found) = c.get(&key) {
+            return f(found);
+        }
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        let found = get();
+        f(&found);
+        c.insert(key, found);
+    })
+}
+
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
+
 /// The node's metrics.
 pub struct Metrics {
+    /// Tells this registry's cached counters from another's (tests run several per process).
+    id: u64,
     pub registry: Registry,
     queries: Family<QueryLabels, Counter>,
     service_answers: Family<ServiceLabels, Counter>,
@@ -245,6 +278,7 @@ impl Metrics {
             probe_latency_sum.clone(),
         );
         Metrics {
+            id: NEXT_METRICS_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             peer_exchanges,
             peer_auth_refused,
             endpoint_up,
@@ -270,13 +304,29 @@ impl Metrics {
         }
     }
 
+    /// Counts one query. The counter for a label set is looked up in the shared family once per
+    /// thread and then kept in a thread-local map (hashing a few short strings, no lock).
     pub fn record_query(&self, labels: &QueryLabels, seconds: f64) {
-        self.queries.get_or_create(labels).inc();
+        let key = (self.id, CounterKey::Query(labels.clone()));
+        with_counter(
+            key,
+            || self.queries.get_or_create(labels).clone(),
+            |c| {
+                c.inc();
+            },
+        );
         self.query_duration.observe(seconds);
     }
 
     pub fn record_service_answer(&self, labels: &ServiceLabels, all_down: bool) {
-        self.service_answers.get_or_create(labels).inc();
+        let key = (self.id, CounterKey::Service(labels.clone()));
+        with_counter(
+            key,
+            || self.service_answers.get_or_create(labels).clone(),
+            |c| {
+                c.inc();
+            },
+        );
         if all_down {
             self.all_down.get_or_create(labels).inc();
         }

@@ -798,6 +798,7 @@ impl<'a> Validator<'a> {
         };
         match (ok && answers > 0, policy) {
             (true, Some(policy)) => Some(Service {
+                id: crate::model::next_service_id(),
                 name: owner.clone(),
                 ttl,
                 degraded_ttl: match (raw.degraded_ttl, &check) {
