@@ -266,7 +266,12 @@ async fn reload(
     if !authorised_change(&state, &headers, peer.ip()) {
         return unauthorised();
     }
-    match state.control.reload() {
+    // A reload parses files and may take a second on a big zone: keep it off the runtime.
+    let control = state.control.clone();
+    let result = tokio::task::spawn_blocking(move || control.reload())
+        .await
+        .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+    match result {
         Ok(msg) => axum::Json(json!({ "ok": true, "message": msg })).into_response(),
         Err(msg) => (
             StatusCode::UNPROCESSABLE_ENTITY,

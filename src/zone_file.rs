@@ -84,9 +84,12 @@ impl fmt::Display for ZoneErrors {
     }
 }
 
+/// A zone file as written. `R` is how records are held: typed (`IndexMap<String, RawRecord>`,
+/// compact, tried first) or as YAML values (`serde_yaml::Mapping`, so that every broken record
+/// can be reported on its own when the typed parse fails).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawZone {
+struct RawZone<R> {
     zone: String,
     ttl: Option<u32>,
     soa: Option<RawSoa>,
@@ -96,7 +99,7 @@ struct RawZone {
     #[serde(default)]
     checks: IndexMap<String, RawCheck>,
     #[serde(default)]
-    records: serde_yaml::Mapping,
+    records: R,
 }
 
 #[derive(Deserialize)]
@@ -249,7 +252,32 @@ fn file_error(file: String, message: String) -> ZoneError {
 
 /// Parses and validates one zone from YAML text. `source` names the file in messages.
 pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
-    let raw: RawZone = serde_yaml::from_str(text).map_err(|e| {
+    // The typed parse builds only what the model needs (the YAML value tree of a 100,000-name
+    // zone costs several times its size); it fails on any broken record, and then the value
+    // parse finds them all.
+    if let Ok(raw) = serde_yaml::from_str::<RawZone<IndexMap<String, RawRecord>>>(text) {
+        let RawZone {
+            zone,
+            ttl,
+            soa,
+            nameservers,
+            datacenters,
+            checks,
+            records,
+        } = raw;
+        let header = RawZone {
+            zone,
+            ttl,
+            soa,
+            nameservers,
+            datacenters,
+            checks,
+            records: (),
+        };
+        let records = records.into_iter().map(|(k, r)| (Some(k), Ok(r)));
+        return Validator::new(text, source).validate(header, records);
+    }
+    let raw: RawZone<serde_yaml::Mapping> = serde_yaml::from_str(text).map_err(|e| {
         let loc = e.location();
         ZoneErrors(vec![ZoneError {
             line: loc.as_ref().map(|l| l.line()),
@@ -257,7 +285,32 @@ pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
             ..file_error(source.to_string(), e.to_string())
         }])
     })?;
-    Validator::new(text, source).validate(raw)
+    let RawZone {
+        zone,
+        ttl,
+        soa,
+        nameservers,
+        datacenters,
+        checks,
+        records,
+    } = raw;
+    let header = RawZone {
+        zone,
+        ttl,
+        soa,
+        nameservers,
+        datacenters,
+        checks,
+        records: (),
+    };
+    let records = records.into_iter().map(|(key, value)| match key.as_str() {
+        Some(k) => (
+            Some(k.to_string()),
+            serde_yaml::from_value::<RawRecord>(value).map_err(|e| e.to_string()),
+        ),
+        None => (None, Err(format!("record name {key:?} is not a string"))),
+    });
+    Validator::new(text, source).validate(header, records)
 }
 
 /// What a zone defines before its records: data centers and named checks.
@@ -363,7 +416,11 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn validate(mut self, raw: RawZone) -> Result<Zone, ZoneErrors> {
+    fn validate(
+        mut self,
+        raw: RawZone<()>,
+        records: impl Iterator<Item = (Option<String>, Result<RawRecord, String>)>,
+    ) -> Result<Zone, ZoneErrors> {
         let apex = match Name::parse(&raw.zone) {
             Ok(apex) if !apex.is_root() => apex,
             Ok(_) => {
@@ -453,19 +510,17 @@ impl<'a> Validator<'a> {
             ),
         }
 
-        for (key, value) in raw.records {
-            let Some(key) = key.as_str().map(str::to_string) else {
-                self.error(
-                    None,
-                    Some("records"),
-                    format!("record name {key:?} is not a string"),
-                );
+        for (key, record) in records {
+            let Some(key) = key else {
+                if let Err(e) = record {
+                    self.error(None, Some("records"), e);
+                }
                 continue;
             };
-            let record: RawRecord = match serde_yaml::from_value(value) {
+            let record: RawRecord = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    self.error(Some(&key), None, e.to_string());
+                    self.error(Some(&key), None, e);
                     continue;
                 }
             };
