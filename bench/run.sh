@@ -8,7 +8,8 @@
 #   --keep    keep the temporary directory (configs, logs, dnsperf output)
 #
 # Environment: BENCH_RATES="20000 60000" (queries per second, space separated),
-# BENCH_DURATION=10 (seconds per run), BENCH_SERVER_CPU=0, BENCH_CLIENT_CPU=1,
+# BENCH_DURATION=10 (seconds per run), BENCH_REPEAT=1 (runs per row; the table shows medians),
+# BENCH_SERVER_CPU=0, BENCH_CLIENT_CPU=1,
 # BENCH_SCHED=fifo|nice (fifo, the default as root: SCHED_FIFO for servers and dnsperf; nice:
 # BENCH_NICE, default -10 as root, else 0).
 #
@@ -29,6 +30,13 @@ for arg in "$@"; do
     esac
 done
 COMMAND_LINE="bash bench/run.sh${*:+ $*}"
+for var in BENCH_RATES BENCH_DURATION BENCH_REPEAT BENCH_SERVER_CPU BENCH_CLIENT_CPU BENCH_SCHED BENCH_NICE; do
+    if [[ -n "${!var:-}" ]]; then
+        val=${!var}
+        [[ "$val" == *" "* ]] && val="\"$val\""
+        COMMAND_LINE="$var=$val $COMMAND_LINE"
+    fi
+done
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -43,6 +51,7 @@ else
     read -r -a RATES <<<"${BENCH_RATES:-20000 60000}"
     DURATION=${BENCH_DURATION:-10}
 fi
+REPEAT=${BENCH_REPEAT:-1}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
 # Priority of the servers and dnsperf. Other work on a shared machine still runs on their cores.
@@ -496,11 +505,11 @@ rss_kib() { awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } END { print r, a }'
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
-run_load() { # run_load SERVER WORKLOAD-LINE RATE
-    local s=$1 rate=$3
+run_load() { # run_load SERVER WORKLOAD-LINE RATE REPEAT
+    local s=$1 rate=$3 rep=$4
     IFS='|' read -r wname file fmt transport _ <<<"$2"
     local pid=${SERVER_PID[$s]}
-    local out="$WORK/dnsperf-$s-$wname-$rate"
+    local out="$WORK/dnsperf-$s-$wname-$rate-$rep"
     kill -0 "$pid" 2>/dev/null || die "$s (pid $pid) is not running any more; log: $WORK/$s/log"
     local cpu0 core0 core0_all
     cpu0=$(proc_cpu_ticks "$pid")
@@ -543,8 +552,8 @@ run_load() { # run_load SERVER WORKLOAD-LINE RATE
     # not charged to any process), as a share of the core: a noise indicator.
     other_pct=$(awk -v b=$((core1 - core0)) -v a=$((core1_all - core0_all)) -v s=$((cpu1 - cpu0)) \
         'BEGIN { if (a > 0) { o = (b - s) * 100 / a; if (o < 0) o = 0; printf "%.0f", o } else print "-" }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$wname" "$rate" "${qps:-0}" \
-        "${lost_pct:-100}" $pcts "$cpu_us" "$rss" "${resp_size:--}" "$other_pct" "${rcodes:--}" "$anon" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$wname" "$rate" "${qps:-0}" \
+        "${lost_pct:-100}" $pcts "$cpu_us" "$rss" "${resp_size:--}" "$other_pct" "${rcodes:--}" "$anon" "$rep" >>"$RESULTS"
     log "$(printf '%-9s %-10s %6s qps: answered %6s qps, lost %5s%%, p50/p99/p99.9 %s us, %s us CPU/query' \
         "$s" "$wname" "$rate" "${qps:-0}" "${lost_pct:-?}" "$(tr ' ' / <<<"$pcts")" "$cpu_us")"
 }
@@ -566,9 +575,11 @@ log "load: ${#WORKLOADS[@]} workloads x ${#RATES[@]} rate(s) x ${#SERVERS[@]} se
 # Interleaved (workload, rate, then server) so that background load drifts over all servers alike.
 for w in "${WORKLOADS[@]}"; do
     for rate in "${RATES[@]}"; do
-        for s in "${SERVERS[@]}"; do
-            run_load "$s" "$w" "$rate"
-            sleep 1
+        for rep in $(seq "$REPEAT"); do
+            for s in "${SERVERS[@]}"; do
+                run_load "$s" "$w" "$rate" "$rep"
+                sleep 1
+            done
         done
     done
 done
@@ -582,21 +593,57 @@ ver_knot=$(knotd -V 2>&1 | awk '{ print $NF; exit }')
 ver_steerdns=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git -C "$REPO" diff --quiet HEAD 2>/dev/null || ver_steerdns="$ver_steerdns+dirty"
 
+# One row per (server, workload, rate): with BENCH_REPEAT > 1, the median of each figure over the
+# repeats, and the range of CPU per query; RSS is the largest seen.
 table() {
     echo "| server | workload | rate | answered QPS | loss | p50 µs | p99 µs | p99.9 µs | CPU µs/query | RSS MiB (anon) | resp B | CPU vs gdnsd | p99 vs gdnsd | other on cpu$SERVER_CPU |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     awk -F'\t' -v knot="$KNOT_LABEL" '
-        { row[NR] = $0; if ($1 == "gdnsd") { gcpu[$2 "/" $3] = $9; gp99[$2 "/" $3] = $7 } }
-        function ratio(a, b) { return (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) ? sprintf("%.2f×", a / b) : "-" }
+        function num(x) { return x ~ /^[0-9.]+$/ }
+        function median(key, col,    n, i, j, t, v) {
+            n = 0
+            for (i = 1; i <= cnt[key]; i++) if (num(val[key, i, col])) v[++n] = val[key, i, col] + 0
+            if (n == 0) return "-"
+            for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+            return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        function range(key, col,    i, lo, hi, x) {
+            lo = ""; hi = ""
+            for (i = 1; i <= cnt[key]; i++) {
+                x = val[key, i, col]
+                if (!num(x)) continue
+                x += 0
+                if (lo == "" || x < lo) lo = x
+                if (hi == "" || x > hi) hi = x
+            }
+            return lo == "" ? "" : sprintf(" (%.2f–%.2f)", lo, hi)
+        }
+        function ratio(a, b) { return (num(a) && num(b) && b > 0) ? sprintf("%.2f×", a / b) : "-" }
+        {
+            key = $1 SUBSEP $2 SUBSEP $3
+            if (!(key in cnt)) { order[++nkeys] = key; cnt[key] = 0 }
+            cnt[key]++
+            for (c = 1; c <= 14; c++) val[key, cnt[key], c] = $c
+            if ($10 + 0 > rss[key] + 0) { rss[key] = $10; anon[key] = $14 }
+        }
         END {
-            for (i = 1; i <= NR; i++) {
-                split(row[i], f, "\t")
+            for (k = 1; k <= nkeys; k++) {
+                key = order[k]
+                split(key, f, SUBSEP)
+                for (c = 4; c <= 12; c++) m[key, c] = median(key, c)
+            }
+            for (k = 1; k <= nkeys; k++) {
+                key = order[k]
+                split(key, f, SUBSEP)
+                g = "gdnsd" SUBSEP f[2] SUBSEP f[3]
                 name = f[1] == "knot" ? knot : f[1]
-                key = f[2] "/" f[3]
-                rc = (f[1] == "steerdns") ? ratio(f[9], gcpu[key]) : ""
-                rp = (f[1] == "steerdns") ? ratio(f[7], gp99[key]) : ""
-                printf "| %s | %s | %s | %s | %s%% | %s | %s | %s | %s | %.1f (%.1f) | %s | %s | %s | %s%% |\n",
-                    name, f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10] / 1024, f[14] / 1024, f[11], rc, rp, f[12]
+                rc = (f[1] == "steerdns") ? ratio(m[key, 9], m[g, 9]) : ""
+                rp = (f[1] == "steerdns") ? ratio(m[key, 7], m[g, 7]) : ""
+                cpu = num(m[key, 9]) ? sprintf("%.2f", m[key, 9]) : "-"
+                if (cnt[key] > 1) cpu = cpu range(key, 9)
+                printf "| %s | %s | %s | %.0f | %.2f%% | %.0f | %.0f | %.0f | %s | %.1f (%.1f) | %s | %s | %s | %.0f%% |\n",
+                    name, f[2], f[3], m[key, 4], m[key, 5], m[key, 6], m[key, 7], m[key, 8], cpu,
+                    rss[key] / 1024, anon[key] / 1024, m[key, 11], rc, rp, m[key, 12]
             }
         }' "$RESULTS"
 }
@@ -610,6 +657,9 @@ REPORT="$REPO/bench/results-latest.md"
     echo "- load average before / after: $LOAD_BEFORE / $LOAD_AFTER (other work on the machine shows here and in the last column)"
     echo "- versions: steerdns $ver_steerdns, gdnsd $ver_gdnsd, Knot DNS $ver_knot, dnsperf $ver_dnsperf"
     echo "- servers pinned to CPU $SERVER_CPU, dnsperf to CPU $CLIENT_CPU, both at $SCHED_DESC; $DURATION s per run at a fixed offered rate (\`-Q\`), \`-c $CLIENTS\`, timeout $TIMEOUT s"
+    if ((REPEAT > 1)); then
+        echo "- every run repeated $REPEAT times (interleaved with the other servers): medians, and the range of CPU per query"
+    fi
     if ((!KNOT_GEOIP)); then
         echo "- † Knot's geoip module is not installed (knot-module-geoip): Knot answers www from its zone file (fra) for every client"
     fi
@@ -624,7 +674,7 @@ REPORT="$REPO/bench/results-latest.md"
     echo
     echo "Response codes per run:"
     echo
-    awk -F'\t' -v knot="$KNOT_LABEL" '{ printf "- %s %s %s: %s\n", ($1 == "knot" ? knot : $1), $2, $3, $13 }' "$RESULTS"
+    awk -F'\t' -v knot="$KNOT_LABEL" -v r="$REPEAT" '{ printf "- %s %s %s%s: %s\n", ($1 == "knot" ? knot : $1), $2, $3, (r > 1 ? " #" $15 : ""), $13 }' "$RESULTS"
     echo
     if ((MISMATCHES)); then
         echo "**WARNING: the servers differ on $MISMATCHES of ${#CHECKS[@]} sample queries ($KNOT_ONLY of them only because Knot has no geoip module); see the sample queries below.**"
