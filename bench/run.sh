@@ -590,8 +590,11 @@ CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 ver_dnsperf=$(dnsperf -h 2>&1 | awk '/^Version/ { print $2; exit }')
 ver_gdnsd=$(gdnsd -h 2>&1 | awk '/^gdnsd version/ { print $3; exit }' || true)
 ver_knot=$(knotd -V 2>&1 | awk '{ print $NF; exit }')
-ver_steerdns=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$REPO" diff --quiet HEAD 2>/dev/null || ver_steerdns="$ver_steerdns+dirty"
+# The last commit that changed the server's code (bench-only commits do not count), and whether
+# that code has uncommitted changes.
+ver_steerdns=$(git -C "$REPO" log -1 --format=%h -- src Cargo.toml Cargo.lock 2>/dev/null || true)
+ver_steerdns=${ver_steerdns:-unknown}
+git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || ver_steerdns="$ver_steerdns+uncommitted changes"
 
 # One row per (server, workload, rate): with BENCH_REPEAT > 1, the median of each figure over the
 # repeats, and the range of CPU per query; RSS is the largest seen.
@@ -618,6 +621,7 @@ table() {
             }
             return lo == "" ? "" : sprintf(" (%.2f–%.2f)", lo, hi)
         }
+        function fmt(x, f) { return num(x) ? sprintf(f, x) : "-" }
         function ratio(a, b) { return (num(a) && num(b) && b > 0) ? sprintf("%.2f×", a / b) : "-" }
         {
             key = $1 SUBSEP $2 SUBSEP $3
@@ -641,9 +645,10 @@ table() {
                 rp = (f[1] == "steerdns") ? ratio(m[key, 7], m[g, 7]) : ""
                 cpu = num(m[key, 9]) ? sprintf("%.2f", m[key, 9]) : "-"
                 if (cnt[key] > 1) cpu = cpu range(key, 9)
-                printf "| %s | %s | %s | %.0f | %.2f%% | %.0f | %.0f | %.0f | %s | %.1f (%.1f) | %s | %s | %s | %.0f%% |\n",
-                    name, f[2], f[3], m[key, 4], m[key, 5], m[key, 6], m[key, 7], m[key, 8], cpu,
-                    rss[key] / 1024, anon[key] / 1024, m[key, 11], rc, rp, m[key, 12]
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f (%.1f) | %s | %s | %s | %s |\n",
+                    name, f[2], f[3], fmt(m[key, 4], "%.0f"), fmt(m[key, 5], "%.2f%%"), fmt(m[key, 6], "%.0f"),
+                    fmt(m[key, 7], "%.0f"), fmt(m[key, 8], "%.0f"), cpu,
+                    rss[key] / 1024, anon[key] / 1024, fmt(m[key, 11], "%.0f"), rc, rp, fmt(m[key, 12], "%.0f%%")
             }
         }' "$RESULTS"
 }
@@ -655,7 +660,7 @@ REPORT="$REPO/bench/results-latest.md"
     echo "- command: \`$COMMAND_LINE\`"
     echo "- machine: $(nproc) CPUs, $CPU_MODEL, Linux $(uname -r)"
     echo "- load average before / after: $LOAD_BEFORE / $LOAD_AFTER (other work on the machine shows here and in the last column)"
-    echo "- versions: steerdns $ver_steerdns, gdnsd $ver_gdnsd, Knot DNS $ver_knot, dnsperf $ver_dnsperf"
+    echo "- versions: steerdns $ver_steerdns (code), gdnsd $ver_gdnsd, Knot DNS $ver_knot, dnsperf $ver_dnsperf"
     echo "- servers pinned to CPU $SERVER_CPU, dnsperf to CPU $CLIENT_CPU, both at $SCHED_DESC; $DURATION s per run at a fixed offered rate (\`-Q\`), \`-c $CLIENTS\`, timeout $TIMEOUT s"
     if ((REPEAT > 1)); then
         echo "- every run repeated $REPEAT times (interleaved with the other servers): medians, and the range of CPU per query"
