@@ -296,11 +296,18 @@ async fn drain(
     };
     match state.cluster.drain(req) {
         Ok(d) => axum::Json(json!({ "ok": true, "drain": d })).into_response(),
-        Err(e) => (
-            StatusCode::CONFLICT,
-            axum::Json(json!({ "ok": false, "error": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "drain refused");
+            state
+                .snapshots
+                .events
+                .push("drain", format!("drain refused: {e}"));
+            (
+                StatusCode::CONFLICT,
+                axum::Json(json!({ "ok": false, "error": e.to_string() })),
+            )
+                .into_response()
+        }
     }
 }
 
