@@ -10,6 +10,7 @@
 //! - `answer`: choose the records for a query (pure, synchronous);
 //! - `state`: the live snapshots the query path reads without locks;
 //! - `dns`: speak DNS through hickory-server (the only user of hickory-server);
+//! - `rrl`: response rate limiting: token buckets per client network and response (pure);
 //! - `app`: wiring, signals, task lifecycle.
 //!
 //! Data flow:
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod model;
 pub mod peers;
 pub mod probe;
+pub mod rrl;
 pub mod state;
 pub mod status;
 pub mod zone_file;
