@@ -9,7 +9,8 @@
 //! - `probe`: run HTTP(S)/TCP checks, one prober task per target, and publish the `HealthView`;
 //! - `answer`: choose the records for a query (pure, synchronous);
 //! - `state`: the live snapshots the query path reads without locks;
-//! - `dns`: speak DNS through hickory-server (the only user of hickory-server);
+//! - `dns`: speak DNS through hickory-server (the only user of hickory-server); serve UDP and
+//!   TCP with their limits;
 //! - `rrl`: response rate limiting: token buckets per client network and response (pure);
 //! - `app`: wiring, signals, task lifecycle.
 //!
