@@ -13,7 +13,10 @@
 //!   Chromium, the compose file, the CLI against a node, JSON logs (issue 6; helpers in
 //!   `ops_support`).
 //! - `regions`: three nodes as regions sharing health, drains and authentication (issue 5).
+//! - `abuse`: response rate limiting and the TCP limits (issue 8; helpers in `abuse_support`).
 
+mod abuse;
+mod abuse_support;
 mod answers;
 mod edns;
 mod geo;
