@@ -106,7 +106,12 @@ fn rrl_limits_a_flood_from_one_network_slips_every_second_drop_and_spares_other_
     let m = scrape(&server);
     let dropped = m.value("steerdns_rrl_dropped_total", &[]);
     let slipped = m.value("steerdns_rrl_slipped_total", &[]);
-    assert_eq!(slipped as usize, r.slipped, "slipped counter");
+    // (A reply lost on the way back would make the client's count the smaller.)
+    assert!(
+        slipped as usize >= r.slipped && slipped as usize - r.slipped <= r.slipped / 100 + 1,
+        "slipped counter {slipped}, client saw {}",
+        r.slipped
+    );
     assert!(
         ((dropped + slipped) as usize).abs_diff(limited) <= limited / 100 + 2,
         "dropped {dropped} + slipped {slipped}, client saw {limited} limited"
