@@ -385,10 +385,12 @@ start_server() {
     local s=$1
     case "$s" in
     steerdns)
+        # RRL off: dnsperf asks the same names from one address far faster than any resolver
+        # would, and gdnsd has no RRL (Knot's is off unless configured).
         RUST_LOG=warn "${PIN_SERVER[@]}" "$STEERDNS" serve \
             --listen "$LOOPBACK:$PORT_STEERDNS" --admin "$LOOPBACK:0" \
             --zones "$WORK/steerdns/zones" --geoip "$MMDB" \
-            --state-dir "$WORK/steerdns/state" >"$WORK/steerdns/log" 2>&1 </dev/null &
+            --state-dir "$WORK/steerdns/state" --rrl off >"$WORK/steerdns/log" 2>&1 </dev/null &
         ;;
     gdnsd)
         "${PIN_SERVER[@]}" gdnsd -c "$WORK/gdnsd" start >"$WORK/gdnsd/log" 2>&1 </dev/null &

@@ -258,7 +258,12 @@ impl Node {
             snapshots.clone(),
             shutdown.clone(),
         )));
-        let dns_task = tokio::spawn(dns::serve(snapshots.clone(), sockets, shutdown.clone()));
+        let dns_task = tokio::spawn(dns::serve(
+            snapshots.clone(),
+            sockets,
+            settings.dns,
+            shutdown.clone(),
+        ));
         info!(
             node = %settings.node, region = %settings.region, udp = %bound.udp, tcp = %bound.tcp,
             admin = %admin_addr, peers = settings.peers.len(), zones = %settings.zones.display(),

@@ -13,7 +13,9 @@
 //! - `peers`: the signed exchange of reports and drains between nodes; publishes the merged view;
 //! - `answer`: choose the records for a query (pure, synchronous);
 //! - `state`: the live snapshots the query path reads without locks;
-//! - `dns`: speak DNS (lean codec and batched UDP; hickory-server for the rest and TCP);
+//! - `dns`: speak DNS: the lean codec, batched UDP and our TCP server with its limits (hickory for
+//!   the rest);
+//! - `rrl`: response rate limiting: token buckets per client network and response (pure);
 //! - `admin`: the operator's HTTP API and the peers' exchange endpoint (the only axum user);
 //! - `status`: the state document and the HTML status page;
 //! - `metrics`: every metric name and label;
@@ -47,6 +49,7 @@ pub mod metrics;
 pub mod model;
 pub mod peers;
 pub mod probe;
+pub mod rrl;
 pub mod state;
 pub mod status;
 pub mod zone_file;

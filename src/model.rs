@@ -439,6 +439,8 @@ pub struct Zone {
     /// Names below the apex that carry NS records: delegation points.
     pub delegations: HashSet<Name>,
     pub datacenters: Vec<Datacenter>,
+    /// Response rate limits for the zone's UDP responses.
+    pub rrl: crate::rrl::Limits,
 }
 
 impl Zone {

@@ -23,6 +23,7 @@ use crate::model::{
     Datacenter, GeoKey, GeoRule, GeoTarget, Name, Node, Policy, RData, RecordType, RrSet, Service,
     ServiceDc, Soa, WhenAllDown, Zone, ZoneSet,
 };
+use crate::rrl;
 
 /// The largest TTL RFC 2181 section 8 allows.
 pub const MAX_TTL: u32 = 2_147_483_647;
@@ -100,6 +101,17 @@ struct RawZone<R> {
     checks: IndexMap<String, RawCheck>,
     #[serde(default)]
     records: R,
+    rrl: Option<RawRrl>,
+}
+
+/// Response rate limiting for the zone's UDP responses (see `rrl`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRrl {
+    enabled: Option<bool>,
+    responses_per_second: Option<u32>,
+    burst: Option<u32>,
+    slip: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +276,7 @@ pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
             datacenters,
             checks,
             records,
+            rrl,
         } = raw;
         let header = RawZone {
             zone,
@@ -273,6 +286,7 @@ pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
             datacenters,
             checks,
             records: (),
+            rrl,
         };
         let records = records.into_iter().map(|(k, r)| (Some(k), Ok(r)));
         return Validator::new(text, source).validate(header, records);
@@ -293,6 +307,7 @@ pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
         datacenters,
         checks,
         records,
+        rrl,
     } = raw;
     let header = RawZone {
         zone,
@@ -302,6 +317,7 @@ pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
         datacenters,
         checks,
         records: (),
+        rrl,
     };
     let records = records.into_iter().map(|(key, value)| match key.as_str() {
         Some(k) => (
@@ -444,6 +460,7 @@ impl<'a> Validator<'a> {
         };
 
         let datacenters = self.datacenters(&raw.datacenters);
+        let rrl = self.rrl(raw.rrl);
         let mut checks: HashMap<String, Arc<Check>> = HashMap::new();
         for (name, raw_check) in raw.checks {
             match raw_check.validate() {
@@ -598,8 +615,44 @@ impl<'a> Validator<'a> {
                 empty_non_terminals,
                 delegations,
                 datacenters,
+                rrl,
             }),
             _ => Err(ZoneErrors(self.errors)),
+        }
+    }
+
+    /// The zone's rate limits: the defaults, with what the zone sets.
+    fn rrl(&mut self, raw: Option<RawRrl>) -> rrl::Limits {
+        let defaults = rrl::Limits::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        let mut limit =
+            |field: &str, value: Option<u32>, min: u32, max: u32, default: u32| match value {
+                Some(v) if v < min || v > max => {
+                    self.error(
+                        None,
+                        Some(&format!("rrl.{field}")),
+                        format!("{v} is out of range ({min} to {max})"),
+                    );
+                    default
+                }
+                Some(v) => v,
+                None => default,
+            };
+        let rate = limit(
+            "responses_per_second",
+            raw.responses_per_second,
+            1,
+            rrl::MAX_RESPONSES_PER_SECOND,
+            defaults.responses_per_second,
+        );
+        rrl::Limits {
+            enabled: raw.enabled.unwrap_or(defaults.enabled),
+            responses_per_second: rate,
+            // One second's worth unless set.
+            burst: limit("burst", raw.burst, 1, rrl::MAX_RESPONSES_PER_SECOND, rate),
+            slip: limit("slip", raw.slip, 0, rrl::MAX_SLIP, defaults.slip),
         }
     }
 
@@ -1273,5 +1326,40 @@ nameservers: { ns1: [192.0.2.53] }
             msg,
             "t.yaml:6: zone api.example.com, record www, field A: \"300.1.1.1\" is not an IPv4 or IPv6 address"
         );
+    }
+
+    #[test]
+    fn rrl_settings_default_parse_and_are_checked() {
+        let z = parse_zone(MINIMAL, "t.yaml").unwrap();
+        assert_eq!(z.rrl, rrl::Limits::default());
+        let text = format!("{MINIMAL}rrl: {{ responses_per_second: 50, slip: 0 }}\n");
+        let z = parse_zone(&text, "t.yaml").unwrap();
+        assert_eq!(
+            z.rrl,
+            rrl::Limits {
+                enabled: true,
+                responses_per_second: 50,
+                burst: 50,
+                slip: 0
+            }
+        );
+        let text = format!("{MINIMAL}rrl: {{ enabled: false, burst: 7 }}\n");
+        let z = parse_zone(&text, "t.yaml").unwrap();
+        assert!(!z.rrl.enabled);
+        assert_eq!((z.rrl.responses_per_second, z.rrl.burst), (100, 7));
+
+        let text = format!("{MINIMAL}rrl: {{ responses_per_second: 0, slip: 11 }}\n");
+        let e = parse_zone(&text, "t.yaml").unwrap_err().to_string();
+        assert!(
+            e.contains("field rrl.responses_per_second: 0 is out of range (1 to 1000000)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("field rrl.slip: 11 is out of range (0 to 10)"),
+            "{e}"
+        );
+        let text = format!("{MINIMAL}rrl: {{ rate: 5 }}\n");
+        let e = parse_zone(&text, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("unknown field `rate`"), "{e}");
     }
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::regions_support::*;
 use crate::support::*;
 
-/// Queries `www` at about 200 per second until stopped; counts answers that are NOERROR with
+/// Queries `www` at about 70 per second until stopped; counts answers that are NOERROR with
 /// exactly one address of a DC, and everything else (timeouts included).
 fn load(dns: SocketAddr, k: u8, stop: Arc<AtomicBool>, ok: Arc<AtomicU64>, bad: Arc<AtomicU64>) {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("a client socket");
@@ -49,7 +49,9 @@ fn load(dns: SocketAddr, k: u8, stop: Arc<AtomicBool>, ok: Arc<AtomicU64>, bad: 
         } else {
             bad.fetch_add(1, Ordering::Relaxed);
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // About 70 queries a second: under the default RRL rate of 100 identical answers per
+        // second, which this single client would otherwise (rightly) run into.
+        std::thread::sleep(Duration::from_millis(12));
     }
 }
 
@@ -161,7 +163,7 @@ fn faults_under_load_lose_no_answer() {
     stop.store(true, Ordering::Relaxed);
     loader.join().expect("the load thread");
     let (ok, bad) = (ok.load(Ordering::Relaxed), bad.load(Ordering::Relaxed));
-    assert!(ok > 500, "too little load to mean anything: {ok} answers");
+    assert!(ok > 200, "too little load to mean anything: {ok} answers");
     assert_eq!(bad, 0, "{bad} of {} queries failed or were wrong", ok + bad);
 
     // Every fault is visible.

@@ -14,7 +14,10 @@
 //!   `ops_support`).
 //! - `faults`: faults one after another under a steady load, no query lost (issue 8);
 //! - `regions`: three nodes as regions sharing health, drains and authentication (issue 5).
+//! - `abuse`: response rate limiting and the TCP limits (issue 8; helpers in `abuse_support`).
 
+mod abuse;
+mod abuse_support;
 mod answers;
 mod edns;
 mod faults;
