@@ -173,11 +173,11 @@ fn main() {
     while start.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_secs(1));
         tick += 1;
-        if tick % 4 == 0 {
+        if tick.is_multiple_of(4) {
             down.store(!down.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        if tick % 10 == 0 {
-            let ttl = if tick % 20 == 0 { 30 } else { 31 };
+        if tick.is_multiple_of(10) {
+            let ttl = if tick.is_multiple_of(20) { 30 } else { 31 };
             std::fs::write(zones.join("soak.yaml"), zone(port, ttl)).expect("rewrite");
             curl("/api/v1/reload", "");
             let s = sample(pid);
@@ -192,7 +192,7 @@ fn main() {
             );
             samples.push(s);
         }
-        if tick % 30 == 0 {
+        if tick.is_multiple_of(30) {
             curl(
                 "/api/v1/drain",
                 r#"{"dc":"b","reason":"soak","force":true}"#,
