@@ -38,6 +38,9 @@ use crate::model::{Name, RecordType};
 use crate::peers::{self, Cluster, DrainRequest};
 use crate::state::Snapshots;
 
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
 /// What the admin API can ask the rest of the node to do.
 pub trait Control: Send + Sync {
     /// Reloads zones and GeoIP data; the text says what happened.
@@ -73,6 +76,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/drain", post(drain))
         .route("/api/v1/undrain", post(undrain))
         .route(peers::EXCHANGE_PATH, get(exchange))
+        // Every request body here is a small JSON object: refuse anything larger (413).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 

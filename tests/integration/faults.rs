@@ -196,3 +196,39 @@ fn faults_under_load_lose_no_answer() {
     let log = c.node(0).log();
     assert!(log.contains("drain"), "the refused drain is not in the log");
 }
+
+#[test]
+fn oversized_or_malformed_admin_bodies_change_nothing() {
+    let server = TestServer::start_with(DEMO_ZONE_FOR_LIMITS, &[]);
+    let big = vec![b'{'; 100 * 1024];
+    let r = http_request(
+        server.admin,
+        "POST",
+        "/api/v1/drain",
+        &[("content-type", "application/json")],
+        &big,
+    )
+    .expect("the admin API answers");
+    assert_eq!(r.status, 413, "a 100 KiB body is refused");
+    let (status, body) = post_json(server.admin, "/api/v1/drain", &json!({ "dc": 7 }));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("bad JSON"),
+        "{body}"
+    );
+    let state = get_json(server.admin, "/api/v1/state");
+    assert!(
+        state["drains"].as_array().is_some_and(|d| d.is_empty()),
+        "{}",
+        state["drains"]
+    );
+}
+
+const DEMO_ZONE_FOR_LIMITS: &str = "
+zone: limits.test
+soa: { primary: ns1, contact: hostmaster@limits.test }
+nameservers: { ns1: [192.0.2.53] }
+datacenters: { fra: { location: [50, 8] } }
+records:
+  www: { service: { endpoints: { fra: [192.0.2.1] } } }
+";
