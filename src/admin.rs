@@ -286,33 +286,51 @@ async fn reload(
     }
 }
 
-async fn drain(
-    State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if !authorised_change(&state, &headers, peer.ip()) {
-        return unauthorised();
+/// The checks every change with a JSON body goes through: the token, then the body.
+fn change_request<T: serde::de::DeserializeOwned>(
+    state: &AdminState,
+    headers: &HeaderMap,
+    peer: IpAddr,
+    body: &[u8],
+) -> Result<T, Response> {
+    if !authorised_change(state, headers, peer) {
+        return Err(unauthorised());
     }
-    let req: DrainRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return bad_request(format!("bad JSON: {e}")),
-    };
-    match state.cluster.drain(req) {
-        Ok(d) => axum::Json(json!({ "ok": true, "drain": d })).into_response(),
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("bad JSON: {e}")))
+}
+
+/// The answer to a drain or undrain: the decision, or 409 with why it was refused.
+fn decision(
+    state: &AdminState,
+    key: &str,
+    result: Result<crate::drain::Drain, peers::DrainRefused>,
+) -> Response {
+    match result {
+        Ok(d) => axum::Json(json!({ "ok": true, key: d })).into_response(),
         Err(e) => {
-            tracing::warn!(error = %e, "drain refused");
+            tracing::warn!(error = %e, "{key} refused");
             state
                 .snapshots
                 .events
-                .push("drain", format!("drain refused: {e}"));
+                .push("drain", format!("{key} refused: {e}"));
             (
                 StatusCode::CONFLICT,
                 axum::Json(json!({ "ok": false, "error": e.to_string() })),
             )
                 .into_response()
         }
+    }
+}
+
+async fn drain(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    match change_request::<DrainRequest>(&state, &headers, peer.ip(), &body) {
+        Ok(req) => decision(&state, "drain", state.cluster.drain(req)),
+        Err(response) => response,
     }
 }
 
@@ -329,20 +347,13 @@ async fn undrain(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !authorised_change(&state, &headers, peer.ip()) {
-        return unauthorised();
-    }
-    let req: UndrainRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return bad_request(format!("bad JSON: {e}")),
-    };
-    match state.cluster.undrain(&req.dc, req.service.as_deref()) {
-        Ok(d) => axum::Json(json!({ "ok": true, "undrain": d })).into_response(),
-        Err(e) => (
-            StatusCode::CONFLICT,
-            axum::Json(json!({ "ok": false, "error": e.to_string() })),
-        )
-            .into_response(),
+    match change_request::<UndrainRequest>(&state, &headers, peer.ip(), &body) {
+        Ok(req) => decision(
+            &state,
+            "undrain",
+            state.cluster.undrain(&req.dc, req.service.as_deref()),
+        ),
+        Err(response) => response,
     }
 }
 

@@ -262,12 +262,9 @@ fn file_error(file: String, message: String) -> ZoneError {
     }
 }
 
-/// Parses and validates one zone from YAML text. `source` names the file in messages.
-pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
-    // The typed parse builds only what the model needs (the YAML value tree of a 100,000-name
-    // zone costs several times its size); it fails on any broken record, and then the value
-    // parse finds them all.
-    if let Ok(raw) = serde_yaml::from_str::<RawZone<IndexMap<String, RawRecord>>>(text) {
+impl<R> RawZone<R> {
+    /// The zone without its records, and the records.
+    fn split(self) -> (RawZone<()>, R) {
         let RawZone {
             zone,
             ttl,
@@ -277,7 +274,7 @@ pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
             checks,
             records,
             rrl,
-        } = raw;
+        } = self;
         let header = RawZone {
             zone,
             ttl,
@@ -288,6 +285,17 @@ pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
             records: (),
             rrl,
         };
+        (header, records)
+    }
+}
+
+/// Parses and validates one zone from YAML text. `source` names the file in messages.
+pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
+    // The typed parse builds only what the model needs (the YAML value tree of a 100,000-name
+    // zone costs several times its size); it fails on any broken record, and then the value
+    // parse finds them all.
+    if let Ok(raw) = serde_yaml::from_str::<RawZone<IndexMap<String, RawRecord>>>(text) {
+        let (header, records) = raw.split();
         let records = records.into_iter().map(|(k, r)| (Some(k), Ok(r)));
         return Validator::new(text, source).validate(header, records);
     }
@@ -299,26 +307,7 @@ pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
             ..file_error(source.to_string(), e.to_string())
         }])
     })?;
-    let RawZone {
-        zone,
-        ttl,
-        soa,
-        nameservers,
-        datacenters,
-        checks,
-        records,
-        rrl,
-    } = raw;
-    let header = RawZone {
-        zone,
-        ttl,
-        soa,
-        nameservers,
-        datacenters,
-        checks,
-        records: (),
-        rrl,
-    };
+    let (header, records) = raw.split();
     let records = records.into_iter().map(|(key, value)| match key.as_str() {
         Some(k) => (
             Some(k.to_string()),
