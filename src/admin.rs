@@ -292,11 +292,11 @@ fn change_request<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     peer: IpAddr,
     body: &[u8],
-) -> Result<T, Response> {
+) -> Result<T, Box<Response>> {
     if !authorised_change(state, headers, peer) {
-        return Err(unauthorised());
+        return Err(Box::new(unauthorised()));
     }
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("bad JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| Box::new(bad_request(format!("bad JSON: {e}"))))
 }
 
 /// The answer to a drain or undrain: the decision, or 409 with why it was refused.
@@ -330,7 +330,7 @@ async fn drain(
 ) -> Response {
     match change_request::<DrainRequest>(&state, &headers, peer.ip(), &body) {
         Ok(req) => decision(&state, "drain", state.cluster.drain(req)),
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
@@ -353,7 +353,7 @@ async fn undrain(
             "undrain",
             state.cluster.undrain(&req.dc, req.service.as_deref()),
         ),
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
