@@ -516,7 +516,10 @@ run_load() { # run_load SERVER WORKLOAD-LINE RATE REPEAT
     local cpu0 core0 core0_all
     cpu0=$(proc_cpu_ticks "$pid")
     read -r core0 core0_all < <(core_busy_ticks "$SERVER_CPU")
-    "${PIN_CLIENT[@]}" dnsperf -s "$LOOPBACK" -p "${PORT[$s]}" -m "$transport" -d "$file" $fmt \
+    # Bounded: a dnsperf that hangs (it does not reconnect when a server closes a TCP connection)
+    # must not hang the bench.
+    timeout $((DURATION + TIMEOUT + 30)) "${PIN_CLIENT[@]}" dnsperf -s "$LOOPBACK" -p "${PORT[$s]}" \
+        -m "$transport" -d "$file" $fmt \
         -c "$CLIENTS" -l "$DURATION" -Q "$rate" -t "$TIMEOUT" -v >"$out.v" 2>"$out.err" &
     CLIENT_PIDS=($!)
     wait "${CLIENT_PIDS[0]}" || log "dnsperf exited non-zero for $s $wname $rate (see $out.err)"
@@ -564,7 +567,8 @@ run_load() { # run_load SERVER WORKLOAD-LINE RATE REPEAT
 for s in "${SERVERS[@]}"; do
     for w in "${WORKLOADS[@]}"; do
         IFS='|' read -r _ file fmt transport _ <<<"$w"
-        "${PIN_CLIENT[@]}" dnsperf -s "$LOOPBACK" -p "${PORT[$s]}" -m "$transport" -d "$file" $fmt \
+        timeout $((TIMEOUT + 30)) "${PIN_CLIENT[@]}" dnsperf -s "$LOOPBACK" -p "${PORT[$s]}" \
+            -m "$transport" -d "$file" $fmt \
             -c "$CLIENTS" -l 1 -Q "${RATES[0]}" -t "$TIMEOUT" >/dev/null 2>&1 </dev/null &
         CLIENT_PIDS=($!)
         wait "${CLIENT_PIDS[0]}" || true

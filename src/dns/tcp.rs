@@ -39,8 +39,11 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 20;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one message, from its first byte to its last (and for writing responses).
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Messages answered on one connection before it is closed.
-pub const DEFAULT_MAX_QUERIES_PER_CONNECTION: u32 = 1000;
+/// Messages answered on one connection before it is closed. High: a resolver that keeps a busy
+/// connection open (RFC 7766 encourages it) must not be cut off every second, and load tools
+/// such as dnsperf do not reconnect when a server closes; the cap only bounds one connection's
+/// life, the idle and read timeouts bound its cost.
+pub const DEFAULT_MAX_QUERIES_PER_CONNECTION: u32 = 100_000;
 
 /// How long a connection closed for its query limit waits for the client to close its side,
 /// discarding what it still sends, so the answers already written are not lost to a reset.
