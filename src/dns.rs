@@ -8,7 +8,8 @@
 //! response builder (`Handler` as a `RequestHandler`), which is also what serves TCP.
 
 mod udp;
-mod wire;
+// Visible to the crate for `fuzzing`, which checks the parser on its own.
+pub(crate) mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

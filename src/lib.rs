@@ -10,7 +10,8 @@
 //! - `answer`: choose the records for a query (pure, synchronous);
 //! - `state`: the live snapshots the query path reads without locks;
 //! - `dns`: speak DNS through hickory-server (the only user of hickory-server);
-//! - `app`: wiring, signals, task lifecycle.
+//! - `app`: wiring, signals, task lifecycle;
+//! - `fuzzing` (hidden): the properties the fuzz targets and their regression test check.
 //!
 //! Data flow:
 //! ```text
@@ -28,6 +29,8 @@ pub mod demo;
 pub mod dns;
 pub mod drain;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geo;
 pub mod health;
 pub mod merge;
