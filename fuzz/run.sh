@@ -70,6 +70,7 @@ done
 
 echo "== fuzzing summary"
 printf '%s\n' "${summary[@]}"
+echo "fuzz: $((${#targets[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "fuzz targets failed: ${failed[*]}; replay with: cargo test --test fuzz_regressions"
     exit 1
