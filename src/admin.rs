@@ -38,6 +38,9 @@ use crate::model::{Name, RecordType};
 use crate::peers::{self, Cluster, DrainRequest};
 use crate::state::Snapshots;
 
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
 /// What the admin API can ask the rest of the node to do.
 pub trait Control: Send + Sync {
     /// Reloads zones and GeoIP data; the text says what happened.
@@ -73,6 +76,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/drain", post(drain))
         .route("/api/v1/undrain", post(undrain))
         .route(peers::EXCHANGE_PATH, get(exchange))
+        // Every request body here is a small JSON object: refuse anything larger (413).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -266,7 +271,12 @@ async fn reload(
     if !authorised_change(&state, &headers, peer.ip()) {
         return unauthorised();
     }
-    match state.control.reload() {
+    // A reload parses files and may take a second on a big zone: keep it off the runtime.
+    let control = state.control.clone();
+    let result = tokio::task::spawn_blocking(move || control.reload())
+        .await
+        .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+    match result {
         Ok(msg) => axum::Json(json!({ "ok": true, "message": msg })).into_response(),
         Err(msg) => (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -276,26 +286,51 @@ async fn reload(
     }
 }
 
+/// The checks every change with a JSON body goes through: the token, then the body.
+fn change_request<T: serde::de::DeserializeOwned>(
+    state: &AdminState,
+    headers: &HeaderMap,
+    peer: IpAddr,
+    body: &[u8],
+) -> Result<T, Box<Response>> {
+    if !authorised_change(state, headers, peer) {
+        return Err(Box::new(unauthorised()));
+    }
+    serde_json::from_slice(body).map_err(|e| Box::new(bad_request(format!("bad JSON: {e}"))))
+}
+
+/// The answer to a drain or undrain: the decision, or 409 with why it was refused.
+fn decision(
+    state: &AdminState,
+    key: &str,
+    result: Result<crate::drain::Drain, peers::DrainRefused>,
+) -> Response {
+    match result {
+        Ok(d) => axum::Json(json!({ "ok": true, key: d })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "{key} refused");
+            state
+                .snapshots
+                .events
+                .push("drain", format!("{key} refused: {e}"));
+            (
+                StatusCode::CONFLICT,
+                axum::Json(json!({ "ok": false, "error": e.to_string() })),
+            )
+                .into_response()
+        }
+    }
+}
+
 async fn drain(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !authorised_change(&state, &headers, peer.ip()) {
-        return unauthorised();
-    }
-    let req: DrainRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return bad_request(format!("bad JSON: {e}")),
-    };
-    match state.cluster.drain(req) {
-        Ok(d) => axum::Json(json!({ "ok": true, "drain": d })).into_response(),
-        Err(e) => (
-            StatusCode::CONFLICT,
-            axum::Json(json!({ "ok": false, "error": e.to_string() })),
-        )
-            .into_response(),
+    match change_request::<DrainRequest>(&state, &headers, peer.ip(), &body) {
+        Ok(req) => decision(&state, "drain", state.cluster.drain(req)),
+        Err(response) => *response,
     }
 }
 
@@ -312,20 +347,13 @@ async fn undrain(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !authorised_change(&state, &headers, peer.ip()) {
-        return unauthorised();
-    }
-    let req: UndrainRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return bad_request(format!("bad JSON: {e}")),
-    };
-    match state.cluster.undrain(&req.dc, req.service.as_deref()) {
-        Ok(d) => axum::Json(json!({ "ok": true, "undrain": d })).into_response(),
-        Err(e) => (
-            StatusCode::CONFLICT,
-            axum::Json(json!({ "ok": false, "error": e.to_string() })),
-        )
-            .into_response(),
+    match change_request::<UndrainRequest>(&state, &headers, peer.ip(), &body) {
+        Ok(req) => decision(
+            &state,
+            "undrain",
+            state.cluster.undrain(&req.dc, req.service.as_deref()),
+        ),
+        Err(response) => *response,
     }
 }
 

@@ -425,6 +425,15 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
     }
 }
 
+type DistanceOrders = rustc_hash::FxHashMap<(u64, u64, u64), std::rc::Rc<[(usize, f64)]>>;
+
+thread_local! {
+    /// DC orders by distance per (service, client coordinates): clients come from a limited set
+    /// of locations, so the trigonometry runs once per location and service, not per query.
+    static DISTANCE_ORDERS: std::cell::RefCell<DistanceOrders> =
+        std::cell::RefCell::new(DistanceOrders::default());
+}
+
 /// DCs by great-circle distance from the client; an unlocated client gets the zone file's order.
 fn by_distance(zone: &Zone, service: &Service, located: Option<&Located>) -> Vec<(usize, Reason)> {
     let here = located.and_then(|l| geo::coordinates(&l.location));
@@ -433,23 +442,39 @@ fn by_distance(zone: &Zone, service: &Service, located: Option<&Located>) -> Vec
             .map(|i| (i, Reason::Priority(i)))
             .collect();
     };
-    let mut v: Vec<(usize, Reason)> = service
+    let key = (service.id, lat.to_bits(), lon.to_bits());
+    let order = DISTANCE_ORDERS.with(|cache| {
+        if let Some(o) = cache.borrow().get(&key) {
+            return o.clone();
+        }
+        let o: std::rc::Rc<[(usize, f64)]> = distance_order(zone, service, (lat, lon)).into();
+        let mut cache = cache.borrow_mut();
+        // Bounded: many locations, or the services of many reloads, start it over.
+        if cache.len() >= 65_536 {
+            cache.clear();
+        }
+        cache.insert(key, o.clone());
+        o
+    });
+    order
+        .iter()
+        .map(|&(i, km)| (i, Reason::Distance(km)))
+        .collect()
+}
+
+/// The service's DCs with their distance from `(lat, lon)`, nearest first.
+fn distance_order(zone: &Zone, service: &Service, (lat, lon): (f64, f64)) -> Vec<(usize, f64)> {
+    let mut v: Vec<(usize, f64)> = service
         .dcs
         .iter()
         .enumerate()
         .map(|(i, sdc)| {
             let dc = &zone.datacenters[sdc.dc];
-            (
-                i,
-                Reason::Distance(distance_km((lat, lon), (dc.latitude, dc.longitude))),
-            )
+            (i, distance_km((lat, lon), (dc.latitude, dc.longitude)))
         })
         .collect();
     // A stable sort: equal distances keep the zone file's order.
-    v.sort_by(|a, b| match (&a.1, &b.1) {
-        (Reason::Distance(x), Reason::Distance(y)) => x.total_cmp(y),
-        _ => std::cmp::Ordering::Equal,
-    });
+    v.sort_by(|a, b| a.1.total_cmp(&b.1));
     v
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +36,48 @@ struct Core {
     settings: Settings,
     snapshots: Arc<Snapshots>,
     monitor: Mutex<Option<HealthMonitor>>,
+    loader: ZoneLoader,
+}
+
+/// Parses zone directories on one dedicated thread. glibc's allocator keeps memory per thread
+/// arena: parsing every reload on the same thread lets each one reuse what the last freed,
+/// instead of leaving a zone set's worth of memory in a new arena per runtime thread.
+struct ZoneLoader {
+    jobs: Mutex<std::sync::mpsc::Sender<(PathBuf, std::sync::mpsc::Sender<LoadResult>)>>,
+}
+
+type LoadResult = Result<ZoneSet, zone_file::ZoneErrors>;
+
+impl ZoneLoader {
+    fn start() -> std::io::Result<ZoneLoader> {
+        let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, std::sync::mpsc::Sender<LoadResult>)>();
+        std::thread::Builder::new()
+            .name("zone-loader".into())
+            .spawn(move || {
+                for (dir, reply) in rx {
+                    let _ = reply.send(zone_file::load_dir(&dir));
+                    release_freed_memory();
+                }
+            })?;
+        Ok(ZoneLoader {
+            jobs: Mutex::new(tx),
+        })
+    }
+
+    /// Loads `dir` on the loader thread (blocking the caller until done).
+    fn load(&self, dir: &Path) -> LoadResult {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send((dir.to_path_buf(), tx));
+        match sent.ok().and_then(|()| rx.recv().ok()) {
+            Some(result) => result,
+            // The loader thread is gone (it cannot panic on bad input, but be safe): load here.
+            None => zone_file::load_dir(dir),
+        }
+    }
 }
 
 impl Core {
@@ -42,11 +85,13 @@ impl Core {
     /// endpoints keep their health). A broken zone keeps the previous set serving.
     fn reload_zones(&self) -> Result<usize, zone_file::ZoneErrors> {
         let metrics = &self.snapshots.metrics;
-        match zone_file::load_dir(&self.settings.zones) {
+        match self.loader.load(&self.settings.zones) {
             Ok(zones) => {
                 let targets = probe_targets(&zones);
                 let count = zones.zones.len();
-                self.snapshots.zones.store(Arc::new(zones));
+                let old = self.snapshots.zones.swap(Arc::new(zones));
+                drop(old);
+                release_freed_memory();
                 if let Some(m) = self
                     .monitor
                     .lock()
@@ -143,7 +188,9 @@ impl Node {
         // reqwest is built without a default TLS provider; ring serves probes and peers.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let metrics = Arc::new(Metrics::new());
-        let zones = zone_file::load_dir(&settings.zones)
+        let loader = ZoneLoader::start().context("starting the zone loader thread")?;
+        let zones = loader
+            .load(&settings.zones)
             .with_context(|| format!("loading zones from {}", settings.zones.display()))?;
         metrics.record_zone_load(true);
         let geo = GeoDb::open(&settings.geoip)?;
@@ -174,6 +221,7 @@ impl Node {
             settings: settings.clone(),
             snapshots: snapshots.clone(),
             monitor: Mutex::new(Some(monitor)),
+            loader,
         });
 
         let admin_listener = tokio::net::TcpListener::bind(settings.admin)
@@ -210,7 +258,12 @@ impl Node {
             snapshots.clone(),
             shutdown.clone(),
         )));
-        let dns_task = tokio::spawn(dns::serve(snapshots.clone(), sockets, shutdown.clone()));
+        let dns_task = tokio::spawn(dns::serve(
+            snapshots.clone(),
+            sockets,
+            settings.dns,
+            shutdown.clone(),
+        ));
         info!(
             node = %settings.node, region = %settings.region, udp = %bound.udp, tcp = %bound.tcp,
             admin = %admin_addr, peers = settings.peers.len(), zones = %settings.zones.display(),
@@ -256,8 +309,12 @@ impl Node {
             tokio::select! {
                 _ = hup.recv() => {
                     info!("SIGHUP: reloading zones and GeoIP data");
-                    let _ = self.core.reload_zones();
-                    let _ = self.core.reload_geo();
+                    let core = self.core.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let _ = core.reload_zones();
+                        let _ = core.reload_geo();
+                    })
+                    .await;
                     geo_stamp = file_stamps(&geoip);
                     zone_stamp = dir_stamps(&zone_dir);
                 }
@@ -271,7 +328,8 @@ impl Node {
                     if stamp != zone_stamp {
                         zone_stamp = stamp;
                         info!("zone files changed: reloading");
-                        let _ = self.core.reload_zones();
+                        let core = self.core.clone();
+                        let _ = tokio::task::spawn_blocking(move || core.reload_zones()).await;
                     }
                 }
                 _ = term.recv() => break Ok(()),
@@ -312,6 +370,17 @@ impl Node {
         {
             warn!("DNS server did not stop within the grace period");
         }
+    }
+}
+
+/// Hands memory freed by a dropped zone set (and the parser's scratch) back to the system.
+/// glibc keeps freed memory in per-thread arenas, and reloads run on whichever runtime thread is
+/// free, so without this each reload can leave a whole zone set's worth of RSS behind.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the kernel; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

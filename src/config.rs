@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::check::parse_duration;
 use crate::merge::Quorum;
+use crate::{dns, rrl};
 
 /// Where the DNS frontend listens when nothing else is said.
 pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:5300";
@@ -62,6 +63,33 @@ pub struct NodeFile {
     pub stale_after: Option<String>,
     /// majority (default), any, all, or a number of down votes.
     pub quorum: Option<String>,
+    /// Response rate limiting on this node (per-zone limits are in the zone files).
+    pub rrl: Option<RawRrl>,
+    /// Limits of DNS over TCP.
+    pub tcp: Option<RawTcp>,
+}
+
+/// `rrl:` in the node config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRrl {
+    /// false switches RRL off on this node, whatever the zones say.
+    pub enabled: Option<bool>,
+    /// Buckets kept at most (the least recently used is evicted beyond).
+    pub max_entries: Option<usize>,
+}
+
+/// `tcp:` in the node config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcp {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
+    /// Between messages ("10s").
+    pub idle_timeout: Option<String>,
+    /// For one message from its first byte, and for writing responses ("5s").
+    pub read_timeout: Option<String>,
+    pub max_queries_per_connection: Option<u32>,
 }
 
 impl NodeFile {
@@ -94,6 +122,13 @@ pub struct Flags {
     pub stale_after: Option<String>,
     pub quorum: Option<String>,
     pub ready_file: Option<PathBuf>,
+    /// `--rrl on|off`.
+    pub rrl: Option<bool>,
+    pub tcp_max_connections: Option<usize>,
+    pub tcp_max_connections_per_client: Option<usize>,
+    pub tcp_idle_timeout: Option<String>,
+    pub tcp_read_timeout: Option<String>,
+    pub tcp_max_queries: Option<u32>,
 }
 
 /// Effective settings of a node.
@@ -120,6 +155,8 @@ pub struct Settings {
     pub quorum: Quorum,
     /// Where to write the bound addresses once listening (for scripts and tests).
     pub ready_file: Option<PathBuf>,
+    /// RRL and TCP limits of the DNS frontend.
+    pub dns: dns::Options,
 }
 
 impl std::fmt::Debug for Settings {
@@ -141,6 +178,11 @@ impl std::fmt::Debug for Settings {
 impl Settings {
     /// Defaults, then the file, then explicit flags; secrets from files, then the environment.
     pub fn resolve(file: NodeFile, flags: Flags) -> anyhow::Result<Settings> {
+        let dns = dns_options(
+            &flags,
+            file.rrl.unwrap_or_default(),
+            file.tcp.unwrap_or_default(),
+        )?;
         let secret = read_secret(flags.secret_file.or(file.secret_file), SECRET_ENV)?;
         let admin_token = read_secret(
             flags.admin_token_file.or(file.admin_token_file),
@@ -230,8 +272,80 @@ impl Settings {
             stale_after,
             quorum,
             ready_file: flags.ready_file,
+            dns,
         })
     }
+}
+
+/// The DNS frontend's limits: defaults, then the file, then flags. Every number at least 1,
+/// every timeout above zero.
+fn dns_options(flags: &Flags, rrl: RawRrl, tcp: RawTcp) -> anyhow::Result<dns::Options> {
+    let defaults = dns::Options::default();
+    let count = |flag: Option<usize>, file: Option<usize>, default: usize, what: &str| match flag
+        .or(file)
+    {
+        Some(0) => bail!("{what} must be at least 1"),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let timeout =
+        |flag: &Option<String>, file: Option<String>, default: Duration, what: &str| match flag
+            .clone()
+            .or(file)
+        {
+            Some(text) => match parse_duration(&text) {
+                Ok(d) if d.is_zero() => bail!("{what} must be longer than zero"),
+                Ok(d) => Ok(d),
+                Err(e) => bail!("{what}: {e}"),
+            },
+            None => Ok(default),
+        };
+    let t = defaults.tcp;
+    Ok(dns::Options {
+        rrl: rrl::NodeSettings {
+            enabled: flags.rrl.or(rrl.enabled).unwrap_or(defaults.rrl.enabled),
+            max_entries: count(
+                None,
+                rrl.max_entries,
+                defaults.rrl.max_entries,
+                "rrl.max_entries",
+            )?,
+        },
+        tcp: dns::TcpLimits {
+            max_connections: count(
+                flags.tcp_max_connections,
+                tcp.max_connections,
+                t.max_connections,
+                "tcp.max_connections",
+            )?,
+            max_connections_per_client: count(
+                flags.tcp_max_connections_per_client,
+                tcp.max_connections_per_client,
+                t.max_connections_per_client,
+                "tcp.max_connections_per_client",
+            )?,
+            idle_timeout: timeout(
+                &flags.tcp_idle_timeout,
+                tcp.idle_timeout,
+                t.idle_timeout,
+                "tcp.idle_timeout",
+            )?,
+            read_timeout: timeout(
+                &flags.tcp_read_timeout,
+                tcp.read_timeout,
+                t.read_timeout,
+                "tcp.read_timeout",
+            )?,
+            max_queries_per_connection: count(
+                flags.tcp_max_queries.map(|n| n as usize),
+                tcp.max_queries_per_connection.map(|n| n as usize),
+                t.max_queries_per_connection as usize,
+                "tcp.max_queries_per_connection",
+            )?
+            .try_into()
+            .unwrap_or(u32::MAX),
+        },
+    })
 }
 
 fn default_addr(s: &str) -> SocketAddr {
@@ -274,6 +388,57 @@ mod tests {
         assert_eq!(d.listen.port(), 5300);
         assert_eq!(d.admin.port(), 8053);
         assert_eq!(d.quorum, Quorum::Majority);
+    }
+
+    #[test]
+    fn dns_limits_come_from_flags_then_the_file_then_defaults() {
+        let d = Settings::resolve(NodeFile::default(), Flags::default()).unwrap();
+        assert_eq!(d.dns.tcp, dns::TcpLimits::default());
+        assert!(d.dns.rrl.enabled);
+        let file = NodeFile::parse(
+            "rrl: { enabled: false, max_entries: 500 }\n\
+             tcp: { max_connections: 50, idle_timeout: 3s, max_queries_per_connection: 9 }\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            rrl: Some(true),
+            tcp_max_connections: Some(7),
+            tcp_read_timeout: Some("800ms".into()),
+            ..Flags::default()
+        };
+        let s = Settings::resolve(file, flags).unwrap();
+        assert!(s.dns.rrl.enabled, "the flag wins");
+        assert_eq!(s.dns.rrl.max_entries, 500);
+        assert_eq!(
+            s.dns.tcp,
+            dns::TcpLimits {
+                max_connections: 7,
+                max_connections_per_client: 20,
+                idle_timeout: Duration::from_secs(3),
+                read_timeout: Duration::from_millis(800),
+                max_queries_per_connection: 9,
+            }
+        );
+        for (yaml, error) in [
+            (
+                "tcp: { max_connections: 0 }",
+                "tcp.max_connections must be at least 1",
+            ),
+            (
+                "tcp: { idle_timeout: 0s }",
+                "tcp.idle_timeout must be longer than zero",
+            ),
+            (
+                "tcp: { read_timeout: soon }",
+                "tcp.read_timeout: \"soon\" is not a duration",
+            ),
+        ] {
+            let e = Settings::resolve(NodeFile::parse(yaml).unwrap(), Flags::default())
+                .err()
+                .unwrap();
+            assert!(e.to_string().contains(error), "{yaml}: {e}");
+        }
+        assert!(NodeFile::parse("tcp: { max_conections: 5 }").is_err());
     }
 
     #[test]

@@ -5,18 +5,22 @@
 //! Two paths share `answer`: the common query (one question, class IN, opcode QUERY, EDNS 0 with
 //! or without ECS) is parsed and written by the lean codec in `dns/wire.rs`, received and sent
 //! in batches by `dns/udp.rs`; everything else goes through hickory-server's parser and
-//! response builder (`Handler` as a `RequestHandler`), which is also what serves TCP.
+//! response builder (`Handler` as a `RequestHandler`). TCP is served by `dns/tcp.rs` (with
+//! connection limits and timeouts), and UDP responses pass response rate limiting
+//! (`dns/limit.rs`) on their way out.
 
+mod limit;
+mod tcp;
 mod udp;
 // Visible to the crate for `fuzzing`, which checks the parser on its own.
 pub(crate) mod wire;
 
+pub use tcp::TcpLimits;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
@@ -37,13 +41,10 @@ use crate::state::Snapshots;
 /// The UDP payload size we advertise and never exceed: the DNS Flag Day 2020 value, which avoids
 /// IP fragmentation on virtually every path.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
-/// How long an idle TCP connection is kept open between queries.
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Socket receive buffer: enough to ride out bursts (the kernel default drops packets under load).
 const UDP_RECV_BUFFER: usize = 4 << 20;
 
-/// Answers DNS messages: the lean path for common queries, hickory's for the rest; registered
-/// with hickory's `Server` for TCP.
+/// Answers DNS messages: the lean path for common queries, hickory's for the rest.
 pub struct Handler {
     snapshots: Arc<Snapshots>,
     rotation: AtomicUsize,
@@ -772,39 +773,42 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::U
     Ok(socket.into())
 }
 
-/// Serves DNS on the given sockets until `shutdown` is cancelled: UDP on one thread per socket,
-/// TCP through hickory's server.
+/// How the DNS frontend defends itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub tcp: TcpLimits,
+    pub rrl: crate::rrl::NodeSettings,
+}
+
+/// Serves DNS on the given sockets until `shutdown` is cancelled: UDP on one thread per socket
+/// (rate limited unless `options.rrl` is off), TCP on tasks under `options.tcp`.
 pub async fn serve(
     snapshots: Arc<Snapshots>,
     sockets: Sockets,
+    options: Options,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let handler = Arc::new(Handler::new(snapshots.clone()));
+    let rrl = options
+        .rrl
+        .enabled
+        .then(|| Arc::new(limit::UdpRrl::new(snapshots, options.rrl.max_entries)));
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for (i, socket) in sockets.udp.into_iter().enumerate() {
-        let (handler, stop) = (handler.clone(), stop.clone());
+        let (handler, rrl, stop) = (handler.clone(), rrl.clone(), stop.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || udp::run(socket, handler, stop))?,
+                .spawn(move || udp::run(socket, handler, rrl, stop))?,
         );
     }
-    let mut server = Server::new(Handler::new(snapshots));
-    server.register_listener(sockets.tcp, TCP_IDLE_TIMEOUT, 65_535);
-    let result = tokio::select! {
-        result = server.block_until_done() => {
-            result.map_err(|e| anyhow::anyhow!("DNS server stopped: {e}"))
-        }
-        _ = shutdown.cancelled() => {
-            server.shutdown_gracefully().await.map_err(|e| anyhow::anyhow!("DNS shutdown: {e}"))
-        }
-    };
+    tcp::serve(sockets.tcp, handler, options.tcp, shutdown).await;
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
-    result
+    Ok(())
 }
 
 #[cfg(test)]

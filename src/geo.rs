@@ -119,7 +119,7 @@ pub fn coordinates(loc: &Location) -> Option<(f64, f64)> {
 /// One opened database file.
 struct Source {
     name: Arc<str>,
-    reader: maxminddb::Reader<Vec<u8>>,
+    reader: maxminddb::Reader<Backing>,
 }
 
 /// Fields of the GeoIP2 City/Country layouts we use.
@@ -205,8 +205,10 @@ const CACHE_V6_BITS: u8 = 48;
 /// Opened GeoIP databases with their lookup cache. Immutable: a reload builds a new one.
 pub struct GeoDb {
     sources: Vec<Source>,
-    cache: Vec<Mutex<HashMap<IpAddr, Option<Located>>>>,
-    hasher: std::collections::hash_map::RandomState,
+    cache: Vec<Mutex<HashMap<IpAddr, Option<Located>, foldhash::fast::RandomState>>>,
+    /// Keyed per process (clients choose the keys, so the hash must not be predictable), and
+    /// several times faster than SipHash.
+    hasher: foldhash::fast::RandomState,
     /// Decoded locations by (source, record offset), shared between networks.
     interned: Mutex<HashMap<(usize, usize), Arc<Location>>>,
 }
@@ -235,9 +237,11 @@ impl GeoDb {
 
     /// A database from bytes (tests build their own).
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<GeoDb, GeoError> {
-        let reader = maxminddb::Reader::from_source(bytes).map_err(|source| GeoError::Open {
-            path: PathBuf::from(name),
-            source,
+        let reader = maxminddb::Reader::from_source(Backing::Heap(bytes)).map_err(|source| {
+            GeoError::Open {
+                path: PathBuf::from(name),
+                source,
+            }
         })?;
         Ok(GeoDb::from_sources(vec![Source {
             name: Arc::from(name),
@@ -249,7 +253,7 @@ impl GeoDb {
         GeoDb {
             sources,
             cache: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(HashMap::with_hasher(Default::default())))
                 .collect(),
             hasher: Default::default(),
             interned: Mutex::new(HashMap::new()),
@@ -313,7 +317,7 @@ impl GeoDb {
         &self,
         source: usize,
         offset: usize,
-        result: &maxminddb::LookupResult<'_, Vec<u8>>,
+        result: &maxminddb::LookupResult<'_, Backing>,
     ) -> Option<Arc<Location>> {
         let mut interned = self.interned.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(loc) = interned.get(&(source, offset)) {
@@ -357,12 +361,62 @@ impl Locator for GeoDb {
     }
 }
 
+/// The bytes a reader looks into: a private memory-mapped copy in production (only the pages
+/// lookups touch count towards the process's memory), plain memory in tests.
+pub enum Backing {
+    Heap(Vec<u8>),
+    Mapped(memmap2::Mmap),
+}
+
+impl AsRef<[u8]> for Backing {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Backing::Heap(v) => v,
+            Backing::Mapped(m) => m,
+        }
+    }
+}
+
+/// Copies `bytes` into an anonymous memory file: nobody else can truncate or rewrite it, so
+/// replacing or editing the database file in place can never fault a running node (as a mapping
+/// of the file itself could).
+fn memory_file(bytes: &[u8]) -> Option<std::fs::File> {
+    use std::io::Write;
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(c"steerdns-geoip".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a fresh descriptor we own; File takes over closing it.
+    let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.write_all(bytes).ok()?;
+    Some(file)
+}
+
+fn map(file: &std::fs::File) -> Option<Backing> {
+    // SAFETY: the memory file is private to this process and never written after it was filled,
+    // so the mapping cannot change or shrink under the reader.
+    unsafe { memmap2::Mmap::map(file) }
+        .ok()
+        .map(Backing::Mapped)
+}
+
 fn open_source(path: &Path) -> Result<Source, GeoError> {
-    let reader = maxminddb::Reader::open_readfile(path).map_err(|source| GeoError::Open {
+    let open_err = |source| GeoError::Open {
         path: path.to_path_buf(),
         source,
-    })?;
-    if let Err(source) = reader.verify() {
+    };
+    let bytes = std::fs::read(path).map_err(|e| open_err(maxminddb::MaxMindDbError::Io(e)))?;
+    // Serve from a private mapping, so only the pages lookups touch count towards the process's
+    // memory; without memfd, from the heap.
+    let file = memory_file(&bytes);
+    let backing = || match file.as_ref().and_then(map) {
+        Some(m) => m,
+        None => Backing::Heap(bytes.clone()),
+    };
+    // verify() reads every page: do it through a mapping that is dropped afterwards.
+    let checked = maxminddb::Reader::from_source(backing()).map_err(open_err)?;
+    if let Err(source) = checked.verify() {
         // The ip-location-db files have an empty metadata description, which verify() rejects
         // although their data is sound (see geoip/README.md); anything else is fatal.
         if !source.to_string().contains("description") {
@@ -372,6 +426,8 @@ fn open_source(path: &Path) -> Result<Source, GeoError> {
             });
         }
     }
+    drop(checked);
+    let reader = maxminddb::Reader::from_source(backing()).map_err(open_err)?;
     Ok(Source {
         name: Arc::from(
             path.file_name()

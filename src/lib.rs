@@ -3,21 +3,35 @@
 //! Each module has one job:
 //! - `model`: validated domain types (zones, records, services, data centers);
 //! - `zone_file`: zone YAML → validated `ZoneSet`, every error with file, record and field;
-//! - `config`: node settings from a node config file and flags;
+//! - `config`: node settings from a node config file and flags (secrets from files/environment);
+//! - `geo`: IP address → location from MaxMind-format databases, cached per network;
 //! - `check`: health check definitions (HTTP, HTTPS, TCP; timing, thresholds) and their YAML form;
-//! - `health`: probe results → per-endpoint rise/fall status, readiness, the `HealthView` snapshot;
+//! - `health`: probe results → per-endpoint rise/fall status, readiness, the local `HealthView`;
 //! - `probe`: run HTTP(S)/TCP checks, one prober task per target, and publish the `HealthView`;
+//! - `merge`: every node's votes → effective status per endpoint (quorum, staleness, isolation);
+//! - `drain`: manual failover decisions, last writer wins, persisted atomically;
+//! - `peers`: the signed exchange of reports and drains between nodes; publishes the merged view;
 //! - `answer`: choose the records for a query (pure, synchronous);
 //! - `state`: the live snapshots the query path reads without locks;
-//! - `dns`: speak DNS through hickory-server (the only user of hickory-server);
-//! - `app`: wiring, signals, task lifecycle;
+//! - `dns`: speak DNS: the lean codec, batched UDP and our TCP server with its limits (hickory for
+//!   the rest);
+//! - `rrl`: response rate limiting: token buckets per client network and response (pure);
+//! - `admin`: the operator's HTTP API and the peers' exchange endpoint (the only axum user);
+//! - `status`: the state document and the HTML status page;
+//! - `metrics`: every metric name and label;
+//! - `events`: the last 100 health changes, drains, reloads and peer events;
+//! - `demo`: the three-region demo on loopback;
+//! - `app`: wiring, signals, reloads, task lifecycle;
 //! - `fuzzing` (hidden): the properties the fuzz targets and their regression test check.
 //!
 //! Data flow:
 //! ```text
-//! zones/*.yaml --zone_file--> ZoneSet --swap--> state::Snapshots
-//!                                                     |
-//! DNS request --dns--> (name, type) --answer()--> Answer --dns--> response
+//! zones/*.yaml --zone_file--> ZoneSet ----------swap----------+
+//! geoip/*.mmdb --geo--------> GeoDb -----------swap----------+--> state::Snapshots
+//! probe --> HealthView --+                                    |        |
+//! peers' reports --------+--merge--> EffectiveHealth --swap---+        |
+//! drains (admin, peers) -+                                             v
+//! DNS request --dns--> (name, type, client) --answer()--> Answer --dns--> response
 //! ```
 
 pub mod admin;
@@ -38,6 +52,7 @@ pub mod metrics;
 pub mod model;
 pub mod peers;
 pub mod probe;
+pub mod rrl;
 pub mod state;
 pub mod status;
 pub mod zone_file;

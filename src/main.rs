@@ -169,6 +169,33 @@ struct ServeArgs {
     /// Write the bound addresses as JSON to this file once listening.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Response rate limiting of UDP responses on this node: on or off [default: on; per-zone
+    /// limits are set in the zone files].
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    rrl: Option<bool>,
+    /// DNS TCP connections open at most [default: 1000].
+    #[arg(long, value_name = "N")]
+    tcp_max_connections: Option<usize>,
+    /// DNS TCP connections open at most from one client address (IPv6: one /64) [default: 20].
+    #[arg(long, value_name = "N")]
+    tcp_max_connections_per_client: Option<usize>,
+    /// Quiet time allowed on a DNS TCP connection between messages [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    tcp_idle_timeout: Option<String>,
+    /// Time allowed for one DNS TCP message from its first byte to its last [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    tcp_read_timeout: Option<String>,
+    /// Queries answered on one DNS TCP connection before it is closed [default: 1000].
+    #[arg(long, value_name = "N")]
+    tcp_max_queries: Option<u32>,
+}
+
+fn on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?} is neither on nor off")),
+    }
 }
 
 const EXIT_FAILED: u8 = 1;
@@ -481,6 +508,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         stale_after: args.stale_after,
         quorum: args.quorum,
         ready_file: args.ready_file,
+        rrl: args.rrl,
+        tcp_max_connections: args.tcp_max_connections,
+        tcp_max_connections_per_client: args.tcp_max_connections_per_client,
+        tcp_idle_timeout: args.tcp_idle_timeout,
+        tcp_read_timeout: args.tcp_read_timeout,
+        tcp_max_queries: args.tcp_max_queries,
     };
     let settings = Settings::resolve(file, flags)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

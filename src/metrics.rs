@@ -75,12 +75,57 @@ pub struct PeerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// Which TCP limit: `global` or `per_client`.
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// Which TCP timeout: `idle` (between messages), `read` (a message in progress) or `write`.
+    pub timeout: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     pub result: &'static str,
 }
 
+/// What the thread-local counter cache is keyed by.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+enum CounterKey {
+    Query(QueryLabels),
+    Service(ServiceLabels),
+}
+
+thread_local! {
+    static COUNTERS: std::cell::RefCell<rustc_hash::FxHashMap<(u64, CounterKey), Counter>> =
+        std::cell::RefCell::new(rustc_hash::FxHashMap::default());
+}
+
+/// Runs `f` on the counter for `key` from this thread's cache, fetched with `get` the first
+/// time. The cache starts over past 4096 entries, so label sets from old zones cannot pile up.
+fn with_counter(key: (u64, CounterKey), get: impl FnOnce() -> Counter, f: impl FnOnce(&Counter)) {
+    COUNTERS.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some(found) = c.get(&key) {
+            return f(found);
+        }
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        let found = get();
+        f(&found);
+        c.insert(key, found);
+    })
+}
+
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
+
 /// The node's metrics.
 pub struct Metrics {
+    /// Tells this registry's cached counters from another's (tests run several per process).
+    id: u64,
     pub registry: Registry,
     queries: Family<QueryLabels, Counter>,
     service_answers: Family<ServiceLabels, Counter>,
@@ -104,6 +149,13 @@ pub struct Metrics {
     isolated: Gauge,
     probes: Family<ProbeLabels, Gauge>,
     probe_latency_sum: Gauge<f64, AtomicU64>,
+    // Abuse resistance (issue 8).
+    rrl_dropped: Counter,
+    rrl_slipped: Counter,
+    tcp_open: Gauge,
+    tcp_refused: Family<LimitLabels, Counter>,
+    tcp_timed_out: Family<TimeoutLabels, Counter>,
+    tcp_query_limit: Counter,
 }
 
 impl Default for Metrics {
@@ -244,7 +296,50 @@ impl Metrics {
             Unit::Seconds,
             probe_latency_sum.clone(),
         );
+        let rrl_dropped = Counter::default();
+        registry.register(
+            "rrl_dropped",
+            "UDP responses not sent by response rate limiting",
+            rrl_dropped.clone(),
+        );
+        let rrl_slipped = Counter::default();
+        registry.register(
+            "rrl_slipped",
+            "UDP responses rate limited but sent truncated (TC=1) so the client retries over TCP",
+            rrl_slipped.clone(),
+        );
+        let tcp_open = Gauge::default();
+        registry.register(
+            "tcp_connections_open",
+            "DNS TCP connections open now",
+            tcp_open.clone(),
+        );
+        let tcp_refused = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "tcp_connections_refused",
+            "DNS TCP connections closed at once because a connection limit was reached",
+            tcp_refused.clone(),
+        );
+        let tcp_timed_out = Family::<TimeoutLabels, Counter>::default();
+        registry.register(
+            "tcp_connections_timed_out",
+            "DNS TCP connections closed by a timeout",
+            tcp_timed_out.clone(),
+        );
+        let tcp_query_limit = Counter::default();
+        registry.register(
+            "tcp_connections_query_limit",
+            "DNS TCP connections closed after their maximum number of queries",
+            tcp_query_limit.clone(),
+        );
         Metrics {
+            id: NEXT_METRICS_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            rrl_dropped,
+            rrl_slipped,
+            tcp_open,
+            tcp_refused,
+            tcp_timed_out,
+            tcp_query_limit,
             peer_exchanges,
             peer_auth_refused,
             endpoint_up,
@@ -270,16 +365,64 @@ impl Metrics {
         }
     }
 
+    /// Counts one query. The counter for a label set is looked up in the shared family once per
+    /// thread and then kept in a thread-local map (hashing a few short strings, no lock).
     pub fn record_query(&self, labels: &QueryLabels, seconds: f64) {
-        self.queries.get_or_create(labels).inc();
+        let key = (self.id, CounterKey::Query(labels.clone()));
+        with_counter(
+            key,
+            || self.queries.get_or_create(labels).clone(),
+            |c| {
+                c.inc();
+            },
+        );
         self.query_duration.observe(seconds);
     }
 
     pub fn record_service_answer(&self, labels: &ServiceLabels, all_down: bool) {
-        self.service_answers.get_or_create(labels).inc();
+        let key = (self.id, CounterKey::Service(labels.clone()));
+        with_counter(
+            key,
+            || self.service_answers.get_or_create(labels).clone(),
+            |c| {
+                c.inc();
+            },
+        );
         if all_down {
             self.all_down.get_or_create(labels).inc();
         }
+    }
+
+    /// Counts a response RRL did not send as it was.
+    pub fn record_rrl(&self, decision: crate::rrl::Decision) {
+        match decision {
+            crate::rrl::Decision::Send => {}
+            crate::rrl::Decision::Drop => {
+                self.rrl_dropped.inc();
+            }
+            crate::rrl::Decision::Slip => {
+                self.rrl_slipped.inc();
+            }
+        }
+    }
+
+    /// A DNS TCP connection was accepted (`+1`) or closed (`-1`).
+    pub fn tcp_connections_changed(&self, delta: i64) {
+        self.tcp_open.inc_by(delta);
+    }
+
+    pub fn record_tcp_refused(&self, limit: &'static str) {
+        self.tcp_refused.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    pub fn record_tcp_timeout(&self, timeout: &'static str) {
+        self.tcp_timed_out
+            .get_or_create(&TimeoutLabels { timeout })
+            .inc();
+    }
+
+    pub fn record_tcp_query_limit(&self) {
+        self.tcp_query_limit.inc();
     }
 
     pub fn record_zone_load(&self, ok: bool) {

@@ -100,6 +100,14 @@ impl Name {
     }
 }
 
+/// Lets maps keyed by `Name` be searched with a `&str` (no allocation). Consistent with `Hash`
+/// and `Eq`, which both see only the text.
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.", self.0)
@@ -382,6 +390,8 @@ pub enum WhenAllDown {
 /// A name whose A/AAAA answer is computed from data centers and their endpoints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
+    /// Unique per service built (each load gets new ones), for caches of derived data.
+    pub id: u64,
     pub name: Name,
     pub ttl: u32,
     /// How many addresses one answer carries at most.
@@ -429,6 +439,8 @@ pub struct Zone {
     /// Names below the apex that carry NS records: delegation points.
     pub delegations: HashSet<Name>,
     pub datacenters: Vec<Datacenter>,
+    /// Response rate limits for the zone's UDP responses.
+    pub rrl: crate::rrl::Limits,
 }
 
 impl Zone {
@@ -446,17 +458,19 @@ impl Zone {
         self.soa_ttl.min(self.soa.minimum)
     }
 
-    /// The delegation point at or above `name`, if `name` lies in a delegated sub-zone.
+    /// The delegation point at or above `name`, if `name` lies in a delegated sub-zone. Walks
+    /// the name's suffixes as slices of its text (this runs for every query).
     pub fn delegation_for(&self, name: &Name) -> Option<Name> {
         if self.delegations.is_empty() {
             return None;
         }
-        let mut cur = name.clone();
-        while cur != self.apex {
-            if self.delegations.contains(&cur) {
-                return Some(cur);
+        let apex = self.apex.as_str();
+        let mut rest = name.as_str();
+        while rest.len() > apex.len() {
+            if self.delegations.contains(rest) {
+                return Some(Name::from_lower(rest));
             }
-            cur = cur.parent()?;
+            rest = rest.split_once('.')?.1;
         }
         None
     }
@@ -466,6 +480,13 @@ impl Zone {
 #[derive(Debug, Clone, Default)]
 pub struct ZoneSet {
     pub zones: Vec<Arc<Zone>>,
+}
+
+static NEXT_SERVICE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A fresh `Service::id`.
+pub fn next_service_id() -> u64 {
+    NEXT_SERVICE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl ZoneSet {

@@ -23,6 +23,7 @@ use crate::model::{
     Datacenter, GeoKey, GeoRule, GeoTarget, Name, Node, Policy, RData, RecordType, RrSet, Service,
     ServiceDc, Soa, WhenAllDown, Zone, ZoneSet,
 };
+use crate::rrl;
 
 /// The largest TTL RFC 2181 section 8 allows.
 pub const MAX_TTL: u32 = 2_147_483_647;
@@ -84,9 +85,12 @@ impl fmt::Display for ZoneErrors {
     }
 }
 
+/// A zone file as written. `R` is how records are held: typed (`IndexMap<String, RawRecord>`,
+/// compact, tried first) or as YAML values (`serde_yaml::Mapping`, so that every broken record
+/// can be reported on its own when the typed parse fails).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawZone {
+struct RawZone<R> {
     zone: String,
     ttl: Option<u32>,
     soa: Option<RawSoa>,
@@ -96,7 +100,18 @@ struct RawZone {
     #[serde(default)]
     checks: IndexMap<String, RawCheck>,
     #[serde(default)]
-    records: serde_yaml::Mapping,
+    records: R,
+    rrl: Option<RawRrl>,
+}
+
+/// Response rate limiting for the zone's UDP responses (see `rrl`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRrl {
+    enabled: Option<bool>,
+    responses_per_second: Option<u32>,
+    burst: Option<u32>,
+    slip: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -247,9 +262,44 @@ fn file_error(file: String, message: String) -> ZoneError {
     }
 }
 
+impl<R> RawZone<R> {
+    /// The zone without its records, and the records.
+    fn split(self) -> (RawZone<()>, R) {
+        let RawZone {
+            zone,
+            ttl,
+            soa,
+            nameservers,
+            datacenters,
+            checks,
+            records,
+            rrl,
+        } = self;
+        let header = RawZone {
+            zone,
+            ttl,
+            soa,
+            nameservers,
+            datacenters,
+            checks,
+            records: (),
+            rrl,
+        };
+        (header, records)
+    }
+}
+
 /// Parses and validates one zone from YAML text. `source` names the file in messages.
 pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
-    let raw: RawZone = serde_yaml::from_str(text).map_err(|e| {
+    // The typed parse builds only what the model needs (the YAML value tree of a 100,000-name
+    // zone costs several times its size); it fails on any broken record, and then the value
+    // parse finds them all.
+    if let Ok(raw) = serde_yaml::from_str::<RawZone<IndexMap<String, RawRecord>>>(text) {
+        let (header, records) = raw.split();
+        let records = records.into_iter().map(|(k, r)| (Some(k), Ok(r)));
+        return Validator::new(text, source).validate(header, records);
+    }
+    let raw: RawZone<serde_yaml::Mapping> = serde_yaml::from_str(text).map_err(|e| {
         let loc = e.location();
         ZoneErrors(vec![ZoneError {
             line: loc.as_ref().map(|l| l.line()),
@@ -257,7 +307,15 @@ pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
             ..file_error(source.to_string(), e.to_string())
         }])
     })?;
-    Validator::new(text, source).validate(raw)
+    let (header, records) = raw.split();
+    let records = records.into_iter().map(|(key, value)| match key.as_str() {
+        Some(k) => (
+            Some(k.to_string()),
+            serde_yaml::from_value::<RawRecord>(value).map_err(|e| e.to_string()),
+        ),
+        None => (None, Err(format!("record name {key:?} is not a string"))),
+    });
+    Validator::new(text, source).validate(header, records)
 }
 
 /// What a zone defines before its records: data centers and named checks.
@@ -363,7 +421,11 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn validate(mut self, raw: RawZone) -> Result<Zone, ZoneErrors> {
+    fn validate(
+        mut self,
+        raw: RawZone<()>,
+        records: impl Iterator<Item = (Option<String>, Result<RawRecord, String>)>,
+    ) -> Result<Zone, ZoneErrors> {
         let apex = match Name::parse(&raw.zone) {
             Ok(apex) if !apex.is_root() => apex,
             Ok(_) => {
@@ -387,6 +449,7 @@ impl<'a> Validator<'a> {
         };
 
         let datacenters = self.datacenters(&raw.datacenters);
+        let rrl = self.rrl(raw.rrl);
         let mut checks: HashMap<String, Arc<Check>> = HashMap::new();
         for (name, raw_check) in raw.checks {
             match raw_check.validate() {
@@ -453,19 +516,17 @@ impl<'a> Validator<'a> {
             ),
         }
 
-        for (key, value) in raw.records {
-            let Some(key) = key.as_str().map(str::to_string) else {
-                self.error(
-                    None,
-                    Some("records"),
-                    format!("record name {key:?} is not a string"),
-                );
+        for (key, record) in records {
+            let Some(key) = key else {
+                if let Err(e) = record {
+                    self.error(None, Some("records"), e);
+                }
                 continue;
             };
-            let record: RawRecord = match serde_yaml::from_value(value) {
+            let record: RawRecord = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    self.error(Some(&key), None, e.to_string());
+                    self.error(Some(&key), None, e);
                     continue;
                 }
             };
@@ -543,8 +604,44 @@ impl<'a> Validator<'a> {
                 empty_non_terminals,
                 delegations,
                 datacenters,
+                rrl,
             }),
             _ => Err(ZoneErrors(self.errors)),
+        }
+    }
+
+    /// The zone's rate limits: the defaults, with what the zone sets.
+    fn rrl(&mut self, raw: Option<RawRrl>) -> rrl::Limits {
+        let defaults = rrl::Limits::default();
+        let Some(raw) = raw else {
+            return defaults;
+        };
+        let mut limit =
+            |field: &str, value: Option<u32>, min: u32, max: u32, default: u32| match value {
+                Some(v) if v < min || v > max => {
+                    self.error(
+                        None,
+                        Some(&format!("rrl.{field}")),
+                        format!("{v} is out of range ({min} to {max})"),
+                    );
+                    default
+                }
+                Some(v) => v,
+                None => default,
+            };
+        let rate = limit(
+            "responses_per_second",
+            raw.responses_per_second,
+            1,
+            rrl::MAX_RESPONSES_PER_SECOND,
+            defaults.responses_per_second,
+        );
+        rrl::Limits {
+            enabled: raw.enabled.unwrap_or(defaults.enabled),
+            responses_per_second: rate,
+            // One second's worth unless set.
+            burst: limit("burst", raw.burst, 1, rrl::MAX_RESPONSES_PER_SECOND, rate),
+            slip: limit("slip", raw.slip, 0, rrl::MAX_SLIP, defaults.slip),
         }
     }
 
@@ -798,6 +895,7 @@ impl<'a> Validator<'a> {
         };
         match (ok && answers > 0, policy) {
             (true, Some(policy)) => Some(Service {
+                id: crate::model::next_service_id(),
                 name: owner.clone(),
                 ttl,
                 degraded_ttl: match (raw.degraded_ttl, &check) {
@@ -1217,5 +1315,40 @@ nameservers: { ns1: [192.0.2.53] }
             msg,
             "t.yaml:6: zone api.example.com, record www, field A: \"300.1.1.1\" is not an IPv4 or IPv6 address"
         );
+    }
+
+    #[test]
+    fn rrl_settings_default_parse_and_are_checked() {
+        let z = parse_zone(MINIMAL, "t.yaml").unwrap();
+        assert_eq!(z.rrl, rrl::Limits::default());
+        let text = format!("{MINIMAL}rrl: {{ responses_per_second: 50, slip: 0 }}\n");
+        let z = parse_zone(&text, "t.yaml").unwrap();
+        assert_eq!(
+            z.rrl,
+            rrl::Limits {
+                enabled: true,
+                responses_per_second: 50,
+                burst: 50,
+                slip: 0
+            }
+        );
+        let text = format!("{MINIMAL}rrl: {{ enabled: false, burst: 7 }}\n");
+        let z = parse_zone(&text, "t.yaml").unwrap();
+        assert!(!z.rrl.enabled);
+        assert_eq!((z.rrl.responses_per_second, z.rrl.burst), (100, 7));
+
+        let text = format!("{MINIMAL}rrl: {{ responses_per_second: 0, slip: 11 }}\n");
+        let e = parse_zone(&text, "t.yaml").unwrap_err().to_string();
+        assert!(
+            e.contains("field rrl.responses_per_second: 0 is out of range (1 to 1000000)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("field rrl.slip: 11 is out of range (0 to 10)"),
+            "{e}"
+        );
+        let text = format!("{MINIMAL}rrl: {{ rate: 5 }}\n");
+        let e = parse_zone(&text, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("unknown field `rate`"), "{e}");
     }
 }

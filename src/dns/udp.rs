@@ -1,6 +1,7 @@
 //! The UDP loop: one thread per socket (SO_REUSEPORT spreads clients over them), receiving and
 //! sending in batches with recvmmsg/sendmmsg so the kernel crossing is paid once per batch rather
-//! than twice per query. Each datagram goes to `Handler::respond`.
+//! than twice per query. Each datagram goes to `Handler::respond`, and each response through
+//! response rate limiting (`limit::UdpRrl`) when it is on.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::Handler;
+use super::limit::UdpRrl;
 
 /// Datagrams handled per system call at most.
 const BATCH: usize = 32;
@@ -18,7 +20,12 @@ const MAX_REQUEST: usize = 4096;
 const WAKE: Duration = Duration::from_millis(200);
 
 /// Serves `socket` until `stop` is set.
-pub fn run(socket: std::net::UdpSocket, handler: Arc<Handler>, stop: Arc<AtomicBool>) {
+pub fn run(
+    socket: std::net::UdpSocket,
+    handler: Arc<Handler>,
+    rrl: Option<Arc<UdpRrl>>,
+    stop: Arc<AtomicBool>,
+) {
     if let Err(e) = socket
         .set_nonblocking(false)
         .and_then(|()| socket.set_read_timeout(Some(WAKE)))
@@ -30,6 +37,7 @@ pub fn run(socket: std::net::UdpSocket, handler: Arc<Handler>, stop: Arc<AtomicB
     let mut bufs = vec![[0u8; MAX_REQUEST]; BATCH];
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let mut name = String::with_capacity(256);
+    let mut rrl_name = String::with_capacity(256);
     // SAFETY (for the zeroed C structs): all-zero sockaddr_storage, iovec and mmsghdr are valid.
     let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
     let mut iovs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
@@ -77,6 +85,8 @@ pub fn run(socket: std::net::UdpSocket, handler: Arc<Handler>, stop: Arc<AtomicB
             }
         }
         let mut queued = 0;
+        // One clock reading per batch: the batch is handled within microseconds.
+        let now = rrl.as_ref().map(|_| tokio::time::Instant::now());
         for i in 0..n as usize {
             let len = (msgs[i].msg_len as usize).min(MAX_REQUEST);
             let Some(src) = to_socket_addr(&addrs[i]) else {
@@ -89,7 +99,11 @@ pub fn run(socket: std::net::UdpSocket, handler: Arc<Handler>, stop: Arc<AtomicB
             if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 continue;
             }
-            if handler.respond(&bufs[i][..len], src, false, &mut outs[queued], &mut name) {
+            if handler.respond(&bufs[i][..len], src, false, &mut outs[queued], &mut name)
+                && rrl.as_ref().zip(now).is_none_or(|(rrl, now)| {
+                    rrl.admit(src.ip(), &mut outs[queued], &mut rrl_name, now)
+                })
+            {
                 send_addrs[queued] = addrs[i];
                 queued += 1;
             }

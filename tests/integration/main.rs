@@ -12,10 +12,15 @@
 //! - `ops`: reload under load, the admin API and its token, metric values, the status page in
 //!   Chromium, the compose file, the CLI against a node, JSON logs (issue 6; helpers in
 //!   `ops_support`).
+//! - `faults`: faults one after another under a steady load, no query lost (issue 8);
 //! - `regions`: three nodes as regions sharing health, drains and authentication (issue 5).
+//! - `abuse`: response rate limiting and the TCP limits (issue 8; helpers in `abuse_support`).
 
+mod abuse;
+mod abuse_support;
 mod answers;
 mod edns;
+mod faults;
 mod geo;
 mod header;
 mod health;

@@ -642,6 +642,8 @@ pub struct ClusterOpts {
     pub stale_after: Duration,
     pub quorum: String,
     pub nodes: std::collections::BTreeMap<usize, NodeOpts>,
+    /// The GeoIP database, instead of the MaxMind test fixture (for tests that swap it).
+    pub geoip: Option<PathBuf>,
 }
 
 impl Default for ClusterOpts {
@@ -652,6 +654,7 @@ impl Default for ClusterOpts {
             stale_after: Duration::from_millis(1500),
             quorum: "majority".into(),
             nodes: Default::default(),
+            geoip: None,
         }
     }
 }
@@ -893,7 +896,10 @@ impl TestCluster {
         std::fs::write(zones.join("gslb.yaml"), zone).expect("writing the zone");
         let secret = dir.path().join("secret");
         std::fs::write(&secret, CLUSTER_SECRET).expect("writing the secret");
-        let geoip = manifest_path("tests/fixtures/geoip/GeoIP2-City-Test.mmdb");
+        let geoip = opts
+            .geoip
+            .clone()
+            .unwrap_or_else(|| manifest_path("tests/fixtures/geoip/GeoIP2-City-Test.mmdb"));
         let ms = |d: Duration| format!("{}ms", d.as_millis());
 
         let mut nodes = Vec::new();

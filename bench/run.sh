@@ -1,0 +1,706 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of steerdns, gdnsd (geoip plugin) and Knot DNS (geoip module) on
+# loopback, with dnsperf. What it measures and how: bench/README.md.
+#
+#   bash bench/run.sh [--quick] [--keep]
+#
+#   --quick   one rate (20000 qps), 5 s per run
+#   --keep    keep the temporary directory (configs, logs, dnsperf output)
+#
+# Environment: BENCH_RATES="20000 60000" (queries per second, space separated),
+# BENCH_DURATION=10 (seconds per run), BENCH_REPEAT=1 (runs per row; the table shows medians),
+# BENCH_SERVER_CPU=0, BENCH_CLIENT_CPU=1,
+# BENCH_SCHED=fifo|nice (fifo, the default as root: SCHED_FIFO for servers and dnsperf; nice:
+# BENCH_NICE, default -10 as root, else 0).
+#
+# Installs nothing. Starts every server on 127.0.0.1 only, pinned to one core, and stops them on
+# exit.
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+QUICK=0
+KEEP=0
+for arg in "$@"; do
+    case "$arg" in
+    --quick) QUICK=1 ;;
+    --keep) KEEP=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "bench: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
+    esac
+done
+COMMAND_LINE="bash bench/run.sh${*:+ $*}"
+for var in BENCH_RATES BENCH_DURATION BENCH_REPEAT BENCH_SERVER_CPU BENCH_CLIENT_CPU BENCH_SCHED BENCH_NICE; do
+    if [[ -n "${!var:-}" ]]; then
+        val=${!var}
+        [[ "$val" == *" "* ]] && val="\"$val\""
+        COMMAND_LINE="$var=$val $COMMAND_LINE"
+    fi
+done
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+export PATH="$PATH:/usr/sbin:/sbin"
+# Servers must not talk to systemd or anything else outside the temp dir.
+unset NOTIFY_SOCKET LISTEN_FDS LISTEN_PID
+
+if ((QUICK)); then
+    read -r -a RATES <<<"${BENCH_RATES:-20000}"
+    DURATION=${BENCH_DURATION:-5}
+else
+    read -r -a RATES <<<"${BENCH_RATES:-20000 60000}"
+    DURATION=${BENCH_DURATION:-10}
+fi
+REPEAT=${BENCH_REPEAT:-1}
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+# Priority of the servers and dnsperf. Other work on a shared machine still runs on their cores.
+#   fifo (default as root): SCHED_FIFO (chrt -f 1): a woken server or dnsperf preempts other work
+#         at once, which takes most scheduler noise out of the latency figures on a busy machine;
+#   nice (default otherwise): nice -10 as root, else 0; only a larger share of a contended core.
+if ((EUID == 0)); then SCHED=${BENCH_SCHED:-fifo}; else SCHED=${BENCH_SCHED:-nice}; fi
+if ((EUID == 0)); then NICE=${BENCH_NICE:--10}; else NICE=${BENCH_NICE:-0}; fi
+case "$SCHED" in
+nice)
+    PRIO=(nice -n "$NICE")
+    SCHED_DESC="nice $NICE"
+    ;;
+fifo)
+    ((EUID == 0)) || { echo "bench: BENCH_SCHED=fifo needs root" >&2; exit 2; }
+    PRIO=(chrt -f 1)
+    SCHED_DESC="SCHED_FIFO priority 1"
+    ;;
+*) echo "bench: BENCH_SCHED must be nice or fifo" >&2; exit 2 ;;
+esac
+PIN_SERVER=("${PRIO[@]}" taskset -c "$SERVER_CPU")
+PIN_CLIENT=("${PRIO[@]}" taskset -c "$CLIENT_CPU")
+CLIENTS=4        # dnsperf -c: client sockets (UDP) or connections (TCP)
+TIMEOUT=2        # dnsperf -t: a query unanswered after this many seconds counts as lost
+MMDB="$REPO/geoip/dbip-city-lite-coarse-ipv4.mmdb"
+ZONE=api.example.com
+LOOPBACK=127.0.0.1
+
+log() { printf '%s\n' "bench: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+# --- 1. what must be installed -------------------------------------------------------------
+missing=()
+for tool in dnsperf gdnsd knotd knotc taskset dig perl awk; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    log "missing: ${missing[*]}"
+    pkgs="dnsperf gdnsd knot"
+    if printf '%s\n' "${missing[@]}" | grep -qx dig; then pkgs="$pkgs bind9-dnsutils"; fi
+    if printf '%s\n' "${missing[@]}" | grep -qx taskset; then pkgs="$pkgs util-linux"; fi
+    echo "Install the tools the bench needs (Debian/Ubuntu), then run it again:" >&2
+    echo "  apt-get install $pkgs" >&2
+    exit 2
+fi
+[[ -f "$MMDB" ]] || die "GeoIP database not found: $MMDB"
+(($(nproc) >= 2)) || log "warning: only $(nproc) CPU; server and dnsperf will share it"
+
+# --- 2. build ------------------------------------------------------------------------------
+log "building: cargo build --release --locked --bin steerdns"
+cargo build --release --locked --bin steerdns
+STEERDNS="${CARGO_TARGET_DIR:-$REPO/target}/release/steerdns"
+[[ -x "$STEERDNS" ]] || die "built binary not found at $STEERDNS"
+
+# --- temp dir, and stopping what we start ---------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/steerdns-bench.XXXXXX")
+declare -A SERVER_PID=()
+CLIENT_PIDS=()
+cleanup() {
+    local rc=$?
+    local pid
+    for pid in "${CLIENT_PIDS[@]}" "${SERVER_PID[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${CLIENT_PIDS[@]}" "${SERVER_PID[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if ((KEEP)) || ((rc != 0)); then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Free loopback ports, distinct, for UDP and TCP.
+USED_PORTS=" "
+port_busy() {
+    command -v ss >/dev/null 2>&1 || return 1
+    ss -Hlnut "( sport = :$1 )" 2>/dev/null | grep -q .
+}
+pick_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 30000))
+        [[ "$USED_PORTS" == *" $p "* ]] && continue
+        port_busy "$p" && continue
+        USED_PORTS="$USED_PORTS$p "
+        echo "$p"
+        return 0
+    done
+    die "no free port found"
+}
+
+# --- 3. the data, once; written below in each server's format -------------------------------
+# Data centers: name, latitude, longitude, IPv4 endpoint, IPv6 endpoint.
+DCS=(
+    "fra 50.11 8.68 203.0.113.10 2001:db8:10::1"
+    "iad 38.95 -77.45 198.51.100.20 2001:db8:20::1"
+    "sin 1.35 103.82 192.0.2.30 2001:db8:30::1"
+)
+# Knot has no distance mode: continents map to the DC the distance rule picks for the
+# networks below (Knot's geodb key is continent/code).
+KNOT_CONTINENT_DC=("EU fra" "AF fra" "NA iad" "SA iad" "AS sin" "OC sin")
+# Client networks (ECS) across six continents, with the DC nearest to each (checked with
+# `steerdns explain` on the same database; close calls such as Johannesburg are left out).
+GEO_NETS=(
+    "81.2.69.0/24 fra" "89.160.20.0/24 fra" "85.214.0.0/24 fra" "195.113.0.0/24 fra"
+    "77.88.8.0/24 fra"
+    "41.32.0.0/24 fra" "197.210.0.0/24 fra" "41.248.0.0/24 fra" "102.0.0.0/24 fra"
+    "8.8.8.0/24 iad" "13.107.246.0/24 iad" "24.48.0.0/24 iad" "9.9.9.0/24 iad"
+    "200.160.0.0/24 iad" "190.210.0.0/24 iad" "186.0.0.0/24 iad" "2.16.0.0/24 iad"
+    "202.12.27.0/24 sin" "180.76.76.0/24 sin" "49.44.0.0/24 sin" "175.16.199.0/24 sin"
+    "1.1.1.0/24 sin" "203.2.218.0/24 sin" "27.252.0.0/24 sin"
+)
+NSTATIC=20
+static_name() { printf 's%02d' "$1"; }
+static_a() { echo "192.0.2.$((100 + $1))"; }
+static_aaaa() { echo "2001:db8:100::$1"; }
+static_txt() { echo "bench static record $(static_name "$1")"; }
+STATIC_MX="10 mail.example.net."   # out of zone: no additional-section lookups anywhere
+SERIAL=2026113001
+
+dc_field() { # dc_field NAME INDEX: 1 latitude, 2 longitude, 3 IPv4 endpoint, 4 IPv6 endpoint
+    local line f
+    for line in "${DCS[@]}"; do
+        read -r -a f <<<"$line"
+        if [[ "${f[0]}" == "$1" ]]; then
+            echo "${f[$2]}"
+            return
+        fi
+    done
+}
+
+# steerdns ----------------------------------------------------------------------------------
+mkdir -p "$WORK/steerdns/zones" "$WORK/steerdns/state"
+{
+    echo "zone: $ZONE"
+    echo "ttl: 300"
+    echo "soa: { primary: ns1, contact: hostmaster@example.com, serial: $SERIAL, refresh: 7200, retry: 3600, expire: 1209600, minimum: 60, ttl: 60 }"
+    echo "nameservers:"
+    echo "  ns1: [192.0.2.53]"
+    echo "  ns2: [198.51.100.53]"
+    echo "datacenters:"
+    for line in "${DCS[@]}"; do
+        read -r dc lat lon _ _ <<<"$line"
+        echo "  $dc: { location: [$lat, $lon] }"
+    done
+    echo "records:"
+    echo "  www:"
+    echo "    service:"
+    echo "      ttl: 30"
+    echo "      policy: nearest"
+    echo "      endpoints:"
+    for line in "${DCS[@]}"; do
+        read -r dc _ _ v4 v6 <<<"$line"
+        echo "        $dc: [$v4, \"$v6\"]"
+    done
+    for i in $(seq "$NSTATIC"); do
+        echo "  $(static_name "$i"): { A: $(static_a "$i"), AAAA: \"$(static_aaaa "$i")\", TXT: \"$(static_txt "$i")\", MX: \"$STATIC_MX\" }"
+    done
+} >"$WORK/steerdns/zones/$ZONE.yaml"
+
+# RFC 1035 zone file shared by gdnsd and Knot; WWW_LINES goes where www is defined.
+rfc1035_zone() { # rfc1035_zone WWW_LINES
+    echo "\$ORIGIN $ZONE."
+    echo "\$TTL 300"
+    echo "@ 60 SOA ns1 hostmaster.example.com. $SERIAL 7200 3600 1209600 60"
+    echo "@ NS ns1"
+    echo "@ NS ns2"
+    echo "ns1 A 192.0.2.53"
+    echo "ns2 A 198.51.100.53"
+    printf '%s\n' "$1"
+    for i in $(seq "$NSTATIC"); do
+        local n
+        n=$(static_name "$i")
+        echo "$n A $(static_a "$i")"
+        echo "$n AAAA $(static_aaaa "$i")"
+        echo "$n TXT \"$(static_txt "$i")\""
+        echo "$n MX $STATIC_MX"
+    done
+}
+
+# gdnsd -------------------------------------------------------------------------------------
+mkdir -p "$WORK/gdnsd/zones"
+rfc1035_zone "www 30 DYNA geoip!www" >"$WORK/gdnsd/zones/$ZONE"
+
+# Knot --------------------------------------------------------------------------------------
+mkdir -p "$WORK/knot/zones" "$WORK/knot/run" "$WORK/knot/db"
+# Without a location match (or without the module) Knot answers www from the zone file: the
+# first DC, as steerdns and gdnsd do for a client no database knows.
+read -r _ _ _ fra4 fra6 <<<"${DCS[0]}"
+rfc1035_zone "www 30 A $fra4
+www 30 AAAA $fra6" >"$WORK/knot/zones/$ZONE.zone"
+{
+    echo "www.$ZONE:"
+    for line in "${KNOT_CONTINENT_DC[@]}"; do
+        read -r cont dc <<<"$line"
+        echo "  - geo: \"$cont\""
+        echo "    A: $(dc_field "$dc" 3)"
+        echo "    AAAA: $(dc_field "$dc" 4)"
+    done
+} >"$WORK/knot/geo.conf"
+
+PORT_STEERDNS=$(pick_port)
+PORT_GDNSD=$(pick_port)
+PORT_KNOT=$(pick_port)
+
+cat >"$WORK/gdnsd/config" <<EOF
+# Loopback only, one UDP and one TCP thread (the server gets one core), private run/state dirs.
+options => {
+  listen => [ $LOOPBACK:$PORT_GDNSD ]
+  udp_threads => 1
+  tcp_threads => 1
+  run_dir => "$WORK/gdnsd/run"
+  state_dir => "$WORK/gdnsd/state"
+}
+plugins => {
+  geoip => {
+    maps => {
+      dcs => {
+        geoip2_db => "$MMDB"
+        datacenters => [ $(for l in "${DCS[@]}"; do set -- $l; printf '%s, ' "$1"; done | sed 's/, $//') ]
+        # City auto mode: nearest DC by great-circle distance from the database's coordinates.
+        auto_dc_coords => {
+$(for l in "${DCS[@]}"; do set -- $l; echo "          $1 => [ $2, $3 ]"; done)
+        }
+      }
+    }
+    resources => {
+      www => {
+        map => dcs
+        dcmap => {
+$(for l in "${DCS[@]}"; do set -- $l; echo "          $1 => { addrs_v4 => [ $4 ], addrs_v6 => [ \"$5\" ] }"; done)
+        }
+      }
+    }
+  }
+}
+EOF
+
+knot_conf() { # knot_conf WITH_GEOIP(0|1)
+    cat <<EOF
+# Loopback only, one UDP and one TCP worker (the server gets one core), private dirs.
+server:
+  rundir: "$WORK/knot/run"
+  listen: $LOOPBACK@$PORT_KNOT
+  udp-workers: 1
+  tcp-workers: 1
+  background-workers: 1
+  edns-client-subnet: on
+log:
+  - target: stderr
+    any: warning
+database:
+  storage: "$WORK/knot/db"
+template:
+  - id: default
+    storage: "$WORK/knot/zones"
+    journal-content: none
+    zonefile-sync: -1
+zone:
+  - domain: $ZONE
+    file: $ZONE.zone
+EOF
+    if (($1)); then
+        cat <<EOF
+    module: mod-geoip/geo
+mod-geoip:
+  - id: geo
+    config-file: "$WORK/knot/geo.conf"
+    ttl: 30
+    mode: geodb
+    geodb-file: "$MMDB"
+    geodb-key: [ continent/code ]
+EOF
+    fi
+}
+KNOT_GEOIP=1
+knot_conf 1 >"$WORK/knot/knot.conf"
+if ! knotc -c "$WORK/knot/knot.conf" conf-check >"$WORK/knot/conf-check.log" 2>&1; then
+    if grep -q "unknown module" "$WORK/knot/conf-check.log"; then
+        KNOT_GEOIP=0
+        log "warning: Knot's geoip module is not installed (Debian: apt-get install knot-module-geoip);"
+        log "         Knot answers www from its zone file (fra for everyone), and its geo rows are marked"
+        knot_conf 0 >"$WORK/knot/knot.conf"
+        knotc -c "$WORK/knot/knot.conf" conf-check >"$WORK/knot/conf-check.log" 2>&1 ||
+            die "Knot config rejected: $(cat "$WORK/knot/conf-check.log")"
+    else
+        die "Knot config rejected: $(cat "$WORK/knot/conf-check.log")"
+    fi
+fi
+KNOT_LABEL=knot
+((KNOT_GEOIP)) || KNOT_LABEL="knot†"
+
+# --- query files ---------------------------------------------------------------------------
+Q="$WORK/queries"
+mkdir -p "$Q"
+geo_nets=()
+for line in "${GEO_NETS[@]}"; do geo_nets+=("${line%% *}"); done
+perl "$REPO/bench/ecs-queries.pl" "$Q/geo.bin" "www.$ZONE" A,AAAA "${geo_nets[@]}"
+for i in $(seq "$NSTATIC"); do
+    for t in A TXT MX; do echo "$(static_name "$i").$ZONE $t"; done
+done >"$Q/static.txt"
+for i in $(seq "$NSTATIC"); do
+    echo "$(static_name "$i").$ZONE AAAA"
+    echo "www.$ZONE AAAA"
+done >"$Q/aaaa.txt"
+for i in $(seq 1000); do printf 'nx-%04d.%s A\n' "$i" "$ZONE"; done >"$Q/nxdomain.txt"
+
+# Workloads: name, query file, dnsperf format flags, transport, what it is.
+WORKLOADS=(
+    "geo|$Q/geo.bin|-B|udp|www A+AAAA, ECS from ${#GEO_NETS[@]} /24s on 6 continents"
+    "static|$Q/static.txt|-e|udp|$NSTATIC static names x A, TXT, MX"
+    "aaaa|$Q/aaaa.txt|-e|udp|AAAA: half static names, half www without ECS"
+    "nxdomain|$Q/nxdomain.txt|-e|udp|1000 names that do not exist (NXDOMAIN + SOA)"
+    "static-tcp|$Q/static.txt|-e|tcp|the static mix over TCP, $CLIENTS connections"
+)
+
+# --- 4. start the servers ------------------------------------------------------------------
+SERVERS=(steerdns gdnsd knot)
+declare -A PORT=([steerdns]=$PORT_STEERDNS [gdnsd]=$PORT_GDNSD [knot]=$PORT_KNOT)
+declare -A LABEL=([steerdns]=steerdns [gdnsd]=gdnsd [knot]=$KNOT_LABEL)
+
+start_server() {
+    local s=$1
+    case "$s" in
+    steerdns)
+        # RRL off: dnsperf asks the same names from one address far faster than any resolver
+        # would, and gdnsd has no RRL (Knot's is off unless configured).
+        RUST_LOG=warn "${PIN_SERVER[@]}" "$STEERDNS" serve \
+            --listen "$LOOPBACK:$PORT_STEERDNS" --admin "$LOOPBACK:0" \
+            --zones "$WORK/steerdns/zones" --geoip "$MMDB" \
+            --state-dir "$WORK/steerdns/state" --rrl off >"$WORK/steerdns/log" 2>&1 </dev/null &
+        ;;
+    gdnsd)
+        "${PIN_SERVER[@]}" gdnsd -c "$WORK/gdnsd" start >"$WORK/gdnsd/log" 2>&1 </dev/null &
+        ;;
+    knot)
+        "${PIN_SERVER[@]}" knotd -c "$WORK/knot/knot.conf" >"$WORK/knot/log" 2>&1 </dev/null &
+        ;;
+    esac
+    SERVER_PID[$s]=$!
+}
+
+wait_ready() {
+    local s=$1 pid=${SERVER_PID[$1]} t0=$SECONDS
+    while ((SECONDS - t0 < 60)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "$s exited during start-up; its log:"
+            tail -n 30 "$WORK/$s/log" >&2
+            exit 1
+        fi
+        if dig @"$LOOPBACK" -p "${PORT[$s]}" +time=1 +tries=1 +norecurse "$ZONE" SOA 2>/dev/null |
+            grep -q 'status: NOERROR'; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    die "$s did not answer within 60 s (log: $WORK/$s/log)"
+}
+
+for s in "${SERVERS[@]}"; do
+    start_server "$s"
+done
+for s in "${SERVERS[@]}"; do
+    wait_ready "$s"
+    log "$s ready on $LOOPBACK:${PORT[$s]} (pid ${SERVER_PID[$s]}, cpu $SERVER_CPU)"
+done
+
+# --- 5. do they give the same answers? -----------------------------------------------------
+# A query's answer, normalised: rcode, then the answer records (name ttl class type data),
+# sorted, joined with "; ". The ECS scope is not compared (gdnsd merges networks into larger
+# ones; steerdns caps the scope at /24).
+answer_of() { # answer_of SERVER NAME TYPE [SUBNET]
+    local out
+    out=$(dig @"$LOOPBACK" -p "${PORT[$1]}" +time=2 +tries=2 +norecurse "$2" "$3" ${4:+"+subnet=$4"} \
+        +noall +comments +answer 2>&1) || true
+    local rcode
+    rcode=$(sed -n 's/.*status: \([A-Z]*\),.*/\1/p' <<<"$out" | head -n 1)
+    local rrs
+    rrs=$(grep -v '^;' <<<"$out" | awk 'NF >= 5 { $1 = $1; print }' | sort | paste -sd ';' - | sed 's/;/; /g')
+    echo "${rcode:-NO-ANSWER}${rrs:+ $rrs}"
+}
+
+CHECKS=()
+for line in "${GEO_NETS[@]}"; do
+    read -r net dc <<<"$line"
+    CHECKS+=("www.$ZONE|A|$net|$dc")
+done
+CHECKS+=(
+    "www.$ZONE|AAAA|81.2.69.0/24|fra" "www.$ZONE|AAAA|8.8.8.0/24|iad" "www.$ZONE|AAAA|1.1.1.0/24|sin"
+    "www.$ZONE|A||fra" "www.$ZONE|AAAA||fra"
+    "s01.$ZONE|A||" "s07.$ZONE|TXT||" "s13.$ZONE|MX||" "s20.$ZONE|AAAA||"
+    "nx-0001.$ZONE|A||" "$ZONE|SOA||"
+)
+CHECK_MD="$WORK/checks.md"
+MISMATCHES=0
+KNOT_ONLY=0
+{
+    echo "| query | ECS | expected DC | steerdns | gdnsd | $KNOT_LABEL | same? |"
+    echo "|---|---|---|---|---|---|---|"
+} >"$CHECK_MD"
+for c in "${CHECKS[@]}"; do
+    IFS='|' read -r name type subnet dc <<<"$c"
+    declare -A got=()
+    for s in "${SERVERS[@]}"; do got[$s]=$(answer_of "$s" "$name" "$type" "$subnet"); done
+    verdict=ok
+    for s in gdnsd knot; do
+        [[ "${got[$s]}" == "${got[steerdns]}" ]] || verdict="DIFFERS"
+    done
+    if [[ -n "$dc" ]]; then
+        want4=$(dc_field "$dc" 3)
+        want6=$(dc_field "$dc" 4)
+        [[ "$type" == A && "${got[steerdns]}" != *"A $want4"* ]] && verdict="DIFFERS (steerdns not $dc)"
+        [[ "$type" == AAAA && "${got[steerdns]}" != *"AAAA $want6"* ]] && verdict="DIFFERS (steerdns not $dc)"
+    fi
+    if ((!KNOT_GEOIP)) && [[ "$verdict" == DIFFERS && "$name" == "www.$ZONE" && -n "$subnet" &&
+        "${got[gdnsd]}" == "${got[steerdns]}" ]]; then
+        verdict="DIFFERS (Knot: no geoip module)"
+        KNOT_ONLY=$((KNOT_ONLY + 1))
+    fi
+    [[ "$verdict" == ok ]] || MISMATCHES=$((MISMATCHES + 1))
+    printf '| %s %s | %s | %s | %s | %s | %s | %s |\n' "$name" "$type" "${subnet:--}" "${dc:--}" \
+        "${got[steerdns]}" "${got[gdnsd]}" "${got[knot]}" "$verdict" >>"$CHECK_MD"
+    unset got
+done
+if ((MISMATCHES)); then
+    log "WARNING: the servers differ on $MISMATCHES of ${#CHECKS[@]} sample queries ($KNOT_ONLY of them only because Knot has no geoip module):"
+    grep 'DIFFERS' "$CHECK_MD" >&2 || true
+else
+    log "all servers give the same answers to ${#CHECKS[@]} sample queries"
+fi
+
+# --- 6. load ---------------------------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+proc_cpu_ticks() { # utime + stime of a process (all its threads)
+    local stat
+    stat=$(cat "/proc/$1/stat")
+    stat=${stat##*) }              # fields from 3 on; the command name may contain spaces
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
+core_busy_ticks() { # busy ticks of one core (all but idle and iowait), and all ticks
+    # Fields 2-9: user nice system idle iowait irq softirq steal (guest time is inside user).
+    awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+rss_kib() { awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } END { print r, a }' "/proc/$1/status"; }
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+run_load() { # run_load SERVER WORKLOAD-LINE RATE REPEAT
+    local s=$1 rate=$3 rep=$4
+    IFS='|' read -r wname file fmt transport _ <<<"$2"
+    local pid=${SERVER_PID[$s]}
+    local out="$WORK/dnsperf-$s-$wname-$rate-$rep"
+    kill -0 "$pid" 2>/dev/null || die "$s (pid $pid) is not running any more; log: $WORK/$s/log"
+    local cpu0 core0 core0_all
+    cpu0=$(proc_cpu_ticks "$pid")
+    read -r core0 core0_all < <(core_busy_ticks "$SERVER_CPU")
+    # Bounded: a dnsperf that hangs (it does not reconnect when a server closes a TCP connection)
+    # must not hang the bench.
+    timeout $((DURATION + TIMEOUT + 30)) "${PIN_CLIENT[@]}" dnsperf -s "$LOOPBACK" -p "${PORT[$s]}" \
+        -m "$transport" -d "$file" $fmt \
+        -c "$CLIENTS" -l "$DURATION" -Q "$rate" -t "$TIMEOUT" -v >"$out.v" 2>"$out.err" &
+    CLIENT_PIDS=($!)
+    wait "${CLIENT_PIDS[0]}" || log "dnsperf exited non-zero for $s $wname $rate (see $out.err)"
+    CLIENT_PIDS=()
+    local cpu1 core1 core1_all rss anon
+    cpu1=$(proc_cpu_ticks "$pid")
+    read -r core1 core1_all < <(core_busy_ticks "$SERVER_CPU")
+    read -r rss anon < <(rss_kib "$pid")
+    # Summary lines and per-query latencies from dnsperf's verbose output.
+    grep -v '^>' "$out.v" >"$out.summary" || true
+    local completed lost_pct qps resp_size rcodes
+    completed=$(awk '/Queries completed:/ { print $3 }' "$out.summary")
+    lost_pct=$(awk '/Queries lost:/ { gsub(/[()%]/, "", $4); print $4 }' "$out.summary")
+    qps=$(awk '/Queries per second:/ { printf "%.0f", $4 }' "$out.summary")
+    resp_size=$(awk '/Average packet size:/ { print $NF }' "$out.summary")
+    rcodes=$(awk -F': *' '/Response codes:/ { print $2 }' "$out.summary" | sed 's/ ([0-9.]*%)//g')
+    # Percentiles over answered queries, in microseconds (dnsperf prints seconds with 6 digits).
+    local pcts
+    pcts=$(awk '$1 == ">" && $2 != "T" && $2 != "I" { h[int($NF * 1e6 + 0.5)]++ } END { for (b in h) print b, h[b] }' "$out.v" |
+        sort -n | awk '{ b[NR] = $1; c[NR] = $2; n += $2 }
+            END {
+                if (n == 0) { print "- - -"; exit }
+                split("0.5 0.99 0.999", q, " "); k = 1; cum = 0
+                for (i = 1; i <= NR && k <= 3; i++) {
+                    cum += c[i]
+                    while (k <= 3 && cum >= q[k] * n) { r[k] = b[i]; k++ }
+                }
+                print r[1], r[2], r[3]
+            }')
+    rm -f "$out.v"
+    local cpu_us other_pct
+    cpu_us=$(awk -v d=$((cpu1 - cpu0)) -v n="${completed:-0}" -v hz="$CLK_TCK" \
+        'BEGIN { if (n > 0) printf "%.2f", d * 1e6 / hz / n; else print "-" }')
+    # Work on the server's core that was not the server's (other processes, or softirq work
+    # not charged to any process), as a share of the core: a noise indicator.
+    other_pct=$(awk -v b=$((core1 - core0)) -v a=$((core1_all - core0_all)) -v s=$((cpu1 - cpu0)) \
+        'BEGIN { if (a > 0) { o = (b - s) * 100 / a; if (o < 0) o = 0; printf "%.0f", o } else print "-" }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$wname" "$rate" "${qps:-0}" \
+        "${lost_pct:-100}" $pcts "$cpu_us" "$rss" "${resp_size:--}" "$other_pct" "${rcodes:--}" "$anon" "$rep" >>"$RESULTS"
+    log "$(printf '%-9s %-10s %6s qps: answered %6s qps, lost %5s%%, p50/p99/p99.9 %s us, %s us CPU/query' \
+        "$s" "$wname" "$rate" "${qps:-0}" "${lost_pct:-?}" "$(tr ' ' / <<<"$pcts")" "$cpu_us")"
+}
+
+# Warm-up, not measured: page in the GeoIP database and code, fill caches.
+for s in "${SERVERS[@]}"; do
+    for w in "${WORKLOADS[@]}"; do
+        IFS='|' read -r _ file fmt transport _ <<<"$w"
+        timeout $((TIMEOUT + 30)) "${PIN_CLIENT[@]}" dnsperf -s "$LOOPBACK" -p "${PORT[$s]}" \
+            -m "$transport" -d "$file" $fmt \
+            -c "$CLIENTS" -l 1 -Q "${RATES[0]}" -t "$TIMEOUT" >/dev/null 2>&1 </dev/null &
+        CLIENT_PIDS=($!)
+        wait "${CLIENT_PIDS[0]}" || true
+        CLIENT_PIDS=()
+    done
+done
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load: ${#WORKLOADS[@]} workloads x ${#RATES[@]} rate(s) x ${#SERVERS[@]} servers, ${DURATION}s each (load average $LOAD_BEFORE)"
+# Interleaved (workload, rate, then server) so that background load drifts over all servers alike.
+for w in "${WORKLOADS[@]}"; do
+    for rate in "${RATES[@]}"; do
+        for rep in $(seq "$REPEAT"); do
+            for s in "${SERVERS[@]}"; do
+                run_load "$s" "$w" "$rate" "$rep"
+                sleep 1
+            done
+        done
+    done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- 7. the table ----------------------------------------------------------------------------
+CPU_MODEL=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+ver_dnsperf=$(dnsperf -h 2>&1 | awk '/^Version/ { print $2; exit }')
+ver_gdnsd=$(gdnsd -h 2>&1 | awk '/^gdnsd version/ { print $3; exit }' || true)
+ver_knot=$(knotd -V 2>&1 | awk '{ print $NF; exit }')
+# The last commit that changed the server's code (bench-only commits do not count), and whether
+# that code has uncommitted changes.
+ver_steerdns=$(git -C "$REPO" log -1 --format=%h -- src Cargo.toml Cargo.lock 2>/dev/null || true)
+ver_steerdns=${ver_steerdns:-unknown}
+git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || ver_steerdns="$ver_steerdns+uncommitted changes"
+
+# One row per (server, workload, rate): with BENCH_REPEAT > 1, the median of each figure over the
+# repeats, and the range of CPU per query; RSS is the largest seen.
+table() {
+    echo "| server | workload | rate | answered QPS | loss | p50 µs | p99 µs | p99.9 µs | CPU µs/query | RSS MiB (anon) | resp B | CPU vs gdnsd | p99 vs gdnsd | other on cpu$SERVER_CPU |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' -v knot="$KNOT_LABEL" '
+        function num(x) { return x ~ /^[0-9.]+$/ }
+        function median(key, col,    n, i, j, t, v) {
+            n = 0
+            for (i = 1; i <= cnt[key]; i++) if (num(val[key, i, col])) v[++n] = val[key, i, col] + 0
+            if (n == 0) return "-"
+            for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+            return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        function range(key, col,    i, lo, hi, x) {
+            lo = ""; hi = ""
+            for (i = 1; i <= cnt[key]; i++) {
+                x = val[key, i, col]
+                if (!num(x)) continue
+                x += 0
+                if (lo == "" || x < lo) lo = x
+                if (hi == "" || x > hi) hi = x
+            }
+            return lo == "" ? "" : sprintf(" (%.2f–%.2f)", lo, hi)
+        }
+        function fmt(x, f) { return num(x) ? sprintf(f, x) : "-" }
+        function ratio(a, b) { return (num(a) && num(b) && b > 0) ? sprintf("%.2f×", a / b) : "-" }
+        {
+            key = $1 SUBSEP $2 SUBSEP $3
+            if (!(key in cnt)) { order[++nkeys] = key; cnt[key] = 0 }
+            cnt[key]++
+            for (c = 1; c <= 14; c++) val[key, cnt[key], c] = $c
+            if ($10 + 0 > rss[key] + 0) { rss[key] = $10; anon[key] = $14 }
+        }
+        END {
+            for (k = 1; k <= nkeys; k++) {
+                key = order[k]
+                split(key, f, SUBSEP)
+                for (c = 4; c <= 12; c++) m[key, c] = median(key, c)
+            }
+            for (k = 1; k <= nkeys; k++) {
+                key = order[k]
+                split(key, f, SUBSEP)
+                g = "gdnsd" SUBSEP f[2] SUBSEP f[3]
+                name = f[1] == "knot" ? knot : f[1]
+                rc = (f[1] == "steerdns") ? ratio(m[key, 9], m[g, 9]) : ""
+                rp = (f[1] == "steerdns") ? ratio(m[key, 7], m[g, 7]) : ""
+                cpu = num(m[key, 9]) ? sprintf("%.2f", m[key, 9]) : "-"
+                if (cnt[key] > 1) cpu = cpu range(key, 9)
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f (%.1f) | %s | %s | %s | %s |\n",
+                    name, f[2], f[3], fmt(m[key, 4], "%.0f"), fmt(m[key, 5], "%.2f%%"), fmt(m[key, 6], "%.0f"),
+                    fmt(m[key, 7], "%.0f"), fmt(m[key, 8], "%.0f"), cpu,
+                    rss[key] / 1024, anon[key] / 1024, fmt(m[key, 11], "%.0f"), rc, rp, fmt(m[key, 12], "%.0f%%")
+            }
+        }' "$RESULTS"
+}
+
+REPORT="$REPO/bench/results-latest.md"
+{
+    echo "# steerdns bench: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "- command: \`$COMMAND_LINE\`"
+    echo "- machine: $(nproc) CPUs, $CPU_MODEL, Linux $(uname -r)"
+    echo "- load average before / after: $LOAD_BEFORE / $LOAD_AFTER (other work on the machine shows here and in the last column)"
+    echo "- versions: steerdns $ver_steerdns (code), gdnsd $ver_gdnsd, Knot DNS $ver_knot, dnsperf $ver_dnsperf"
+    echo "- servers pinned to CPU $SERVER_CPU, dnsperf to CPU $CLIENT_CPU, both at $SCHED_DESC; $DURATION s per run at a fixed offered rate (\`-Q\`), \`-c $CLIENTS\`, timeout $TIMEOUT s"
+    if ((REPEAT > 1)); then
+        echo "- every run repeated $REPEAT times (interleaved with the other servers): medians, and the range of CPU per query"
+    fi
+    if ((!KNOT_GEOIP)); then
+        echo "- † Knot's geoip module is not installed (knot-module-geoip): Knot answers www from its zone file (fra) for every client"
+    fi
+    echo
+    echo "Workloads:"
+    for w in "${WORKLOADS[@]}"; do
+        IFS='|' read -r wname _ _ transport desc <<<"$w"
+        echo "- \`$wname\` ($transport): $desc"
+    done
+    echo
+    table
+    echo
+    echo "Response codes per run:"
+    echo
+    awk -F'\t' -v knot="$KNOT_LABEL" -v r="$REPEAT" '{ printf "- %s %s %s%s: %s\n", ($1 == "knot" ? knot : $1), $2, $3, (r > 1 ? " #" $15 : ""), $13 }' "$RESULTS"
+    echo
+    if ((MISMATCHES)); then
+        echo "**WARNING: the servers differ on $MISMATCHES of ${#CHECKS[@]} sample queries ($KNOT_ONLY of them only because Knot has no geoip module); see the sample queries below.**"
+    else
+        echo "All servers gave the same answers (rcode and answer records) to ${#CHECKS[@]} sample queries."
+    fi
+    echo
+    echo "<details><summary>Sample queries</summary>"
+    echo
+    cat "$CHECK_MD"
+    echo
+    echo "</details>"
+} >"$REPORT"
+
+echo
+cat "$REPORT"
+echo
+log "written to bench/results-latest.md"
