@@ -12,7 +12,8 @@
 mod limit;
 mod tcp;
 mod udp;
-mod wire;
+// Visible to the crate for `fuzzing`, which checks the parser on its own.
+pub(crate) mod wire;
 
 pub use tcp::TcpLimits;
 
@@ -25,7 +26,7 @@ use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, Re
 use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, SOA, SRV, TXT};
 use hickory_server::proto::rr::{self, DNSClass, Record, RecordType as HRecordType};
-use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use tokio::net::TcpListener;
@@ -336,6 +337,14 @@ impl RequestHandler for Handler {
             e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
             e
         });
+        if question_points_into_header(request.as_slice()) {
+            self.record_error(ResponseCode::FormErr, None, false, started);
+            meta.response_code = ResponseCode::FormErr;
+            // Reading zero questions reads nothing, so it cannot fail.
+            let none = Queries::read(&mut BinDecoder::new(&[]), 0).expect("no questions");
+            let msg = MessageResponseBuilder::new(&none, resp_edns.as_ref()).build_no_records(meta);
+            return send(&mut response, msg, meta).await;
+        }
         let ecs = match request
             .edns
             .as_ref()
@@ -563,6 +572,49 @@ fn ecs_option_len(msg: &[u8]) -> Option<usize> {
     None
 }
 
+/// Whether a question name in `msg` (a message hickory has parsed) leads through a compression
+/// pointer into the header. hickory echoes the question section byte for byte, so such a
+/// pointer would read the response's header, which differs from the query's: the response would
+/// carry another question than the one asked, or one that does not parse (found by fuzzing,
+/// `tests/fuzz_regressions/dns_request/crash-6950…`). Pointers into the question section itself
+/// are fine: it sits at the same offset in both messages.
+fn question_points_into_header(msg: &[u8]) -> bool {
+    let Some(&[hi, lo]) = msg.get(4..6) else {
+        return false;
+    };
+    let mut at = 12;
+    for _ in 0..u16::from_be_bytes([hi, lo]) {
+        // hickory accepted the name, so its pointers all lead backwards and the walk ends; the
+        // bound only makes that plain.
+        let (mut p, mut end) = (at, None);
+        for _ in 0..256 {
+            let Some(&len) = msg.get(p) else {
+                return false;
+            };
+            if len & 0xc0 == 0xc0 {
+                let Some(&low) = msg.get(p + 1) else {
+                    return false;
+                };
+                end.get_or_insert(p + 2);
+                p = usize::from(u16::from_be_bytes([len & 0x3f, low]));
+                if p < 12 {
+                    return true;
+                }
+            } else if len == 0 {
+                end.get_or_insert(p + 1);
+                break;
+            } else {
+                p += 1 + usize::from(len);
+            }
+        }
+        match end {
+            Some(end) => at = end + 4,
+            None => return false,
+        }
+    }
+    false
+}
+
 fn to_qtype(t: HRecordType) -> QType {
     match t {
         HRecordType::A => QType::Known(RecordType::A),
@@ -757,4 +809,37 @@ pub async fn serve(
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header with `qdcount` questions, then `rest`.
+    fn message(qdcount: u8, rest: &[u8]) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x01, 0, 0, qdcount, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(rest);
+        m
+    }
+
+    #[test]
+    fn a_question_pointing_into_the_header_is_found() {
+        // `a.` then a second question `b` + pointer to `a.` at offset 12: fine.
+        let ok = message(2, b"\x01a\x00\x00\x01\x00\x01\x01b\xc0\x0c\x00\x01\x00\x01");
+        assert!(!question_points_into_header(&ok));
+        // `x` + pointer to offset 2 (the flags): found.
+        let direct = message(1, b"\x01x\xc0\x02\x00\x01\x00\x01");
+        assert!(question_points_into_header(&direct));
+        // The second question points into the first, at label bytes that read as a pointer to
+        // offset 4: found through the chain.
+        let chained = message(
+            2,
+            b"\x02\xc0\x04\x00\x00\x01\x00\x01\xc0\x0d\x00\x01\x00\x01",
+        );
+        assert!(question_points_into_header(&chained));
+        assert!(!question_points_into_header(&message(
+            1,
+            b"\x01a\x00\x00\x01\x00\x01"
+        )));
+    }
 }

@@ -21,7 +21,8 @@
 //! - `metrics`: every metric name and label;
 //! - `events`: the last 100 health changes, drains, reloads and peer events;
 //! - `demo`: the three-region demo on loopback;
-//! - `app`: wiring, signals, reloads, task lifecycle.
+//! - `app`: wiring, signals, reloads, task lifecycle;
+//! - `fuzzing` (hidden): the properties the fuzz targets and their regression test check.
 //!
 //! Data flow:
 //! ```text
@@ -42,6 +43,8 @@ pub mod demo;
 pub mod dns;
 pub mod drain;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geo;
 pub mod health;
 pub mod merge;

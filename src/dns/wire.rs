@@ -163,7 +163,7 @@ pub fn parse<'a>(msg: &'a [u8], name: &mut String) -> Parsed<'a> {
 
 /// An ECS option body, or `None` when malformed: unknown family, a source prefix longer than the
 /// address, an address length that does not match the prefix, or bits set beyond the prefix.
-fn parse_ecs(b: &[u8]) -> Option<Ecs> {
+pub(crate) fn parse_ecs(b: &[u8]) -> Option<Ecs> {
     if b.len() < 4 {
         return None;
     }

@@ -1,0 +1,804 @@
+//! The properties the fuzz targets check, one `check_*` function per target. They live here so
+//! that the libFuzzer targets in `fuzz/` and the stable regression test
+//! `tests/fuzz_regressions.rs` (which replays the seed corpora and every crash input ever found)
+//! run exactly the same code. Each function panics, with the input in the message, when a
+//! property fails; an input the code under test rejects is not a failure.
+//!
+//! Not part of the server: hidden from the docs and used by nothing in `src/` but itself.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::RecordType as HRecordType;
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+
+use crate::answer::{self, AllUp, Client, QType};
+use crate::dns::{Handler, MAX_UDP_PAYLOAD, wire};
+use crate::drain::{Drain, DrainSet};
+use crate::geo::{self, GeoDb, NoLocation};
+use crate::merge::{self, EffectiveHealth, EndpointKey, MergeSettings, Merged, Quorum, Verdict};
+use crate::metrics::Metrics;
+use crate::model::{Name, Policy, RData, RecordType, Zone, ZoneSet};
+use crate::peers::Exchange;
+use crate::state::Snapshots;
+use crate::zone_file::{self, MAX_TTL, ZoneErrors};
+
+/// The zones the DNS targets answer from: one of everything the zone format supports (every
+/// policy, CNAME chains in and out of the zone, a delegation with glue, wildcard-looking names, a
+/// service whose endpoints are all down, RRsets too big for 512 and 1232 bytes), and a second
+/// zone beside it.
+pub const FIXTURE_ZONES: [&str; 2] = [
+    r#"
+zone: api.example.com
+ttl: 300
+soa: { primary: ns1, contact: hostmaster@example.com, serial: 7, minimum: 60, ttl: 3600 }
+nameservers:
+  ns1: [192.0.2.53, "2001:db8::53"]
+  ns.other.net.: []
+datacenters:
+  fra: { location: [50.11, 8.68] }
+  iad: { location: [38.95, -77.45] }
+  sin: { location: [1.35, 103.82] }
+checks:
+  web: { http: { port: 8080, path: /health }, interval: 1s, timeout: 500ms, fall: 2, rise: 2 }
+records:
+  www:
+    service:
+      ttl: 30
+      answers: 2
+      endpoints:
+        fra: [203.0.113.10, 203.0.113.11, "2001:db8:10::1"]
+        iad: [198.51.100.20, "2001:db8:20::1"]
+        sin: [192.0.2.30, "2001:db8:30::1"]
+  rules:
+    service:
+      policy: geo
+      answers: 1
+      geo: { EU: [sin], NA-US: [iad, fra], NA-US-WA: nearest, AS-JP: iad, default: [fra] }
+      endpoints:
+        fra: [203.0.113.10]
+        iad: [198.51.100.20, "2001:db8:20::1"]
+        sin: ["2001:db8:30::1"]
+  fixed:
+    service:
+      policy: failover
+      fill: true
+      answers: 3
+      endpoints: { sin: [192.0.2.30], fra: [203.0.113.10, 203.0.113.11], iad: [198.51.100.20] }
+  split:
+    service:
+      policy: weighted
+      weights: { iad: 3, fra: 1, sin: 0 }
+      endpoints: { iad: [198.51.100.20], fra: [203.0.113.10], sin: [192.0.2.30] }
+  down:
+    service:
+      check: web
+      when_all_down: servfail
+      endpoints: { fra: [203.0.113.99], iad: [198.51.100.99] }
+  gone:
+    service:
+      check: web
+      when_all_down: nodata
+      endpoints: { sin: [192.0.2.99] }
+  drained:
+    service:
+      endpoints: { fra: [203.0.113.10], sin: [192.0.2.30] }
+  "@":
+    TXT: "v=spf1 -all"
+    MX: ["10 mail.example.com.", "20 mx2"]
+    CAA: ['0 issue "letsencrypt.org"', '128 iodef "mailto:security@example.com"']
+  mx2: { A: 192.0.2.25 }
+  status:
+    A: [192.0.2.10, 192.0.2.11]
+    AAAA: "2001:db8::10"
+    TXT: [hello, world]
+  docs: { CNAME: www }
+  chain: { CNAME: docs }
+  outside: { CNAME: cdn.example.net. }
+  other: { CNAME: www.example.net. }
+  "*": { TXT: wildcard }
+  _https._tcp: { SRV: ["10 5 443 www", "20 5 443 status"] }
+  a.b.c: { TXT: deep }
+  sub: { NS: [ns.sub.api.example.com, ns.elsewhere.net.] }
+  ns.sub: { A: 192.0.2.99, AAAA: "2001:db8::99" }
+  many:
+    A: [192.0.2.100, 192.0.2.101, 192.0.2.102, 192.0.2.103, 192.0.2.104, 192.0.2.105,
+        192.0.2.106, 192.0.2.107, 192.0.2.108, 192.0.2.109, 192.0.2.110, 192.0.2.111,
+        192.0.2.112, 192.0.2.113, 192.0.2.114, 192.0.2.115, 192.0.2.116, 192.0.2.117,
+        192.0.2.118, 192.0.2.119, 192.0.2.120, 192.0.2.121, 192.0.2.122, 192.0.2.123,
+        192.0.2.124, 192.0.2.125, 192.0.2.126, 192.0.2.127, 192.0.2.128, 192.0.2.129]
+    AAAA: ["2001:db8::100", "2001:db8::101", "2001:db8::102", "2001:db8::103", "2001:db8::104",
+           "2001:db8::105", "2001:db8::106", "2001:db8::107", "2001:db8::108", "2001:db8::109",
+           "2001:db8::10a", "2001:db8::10b", "2001:db8::10c", "2001:db8::10d", "2001:db8::10e",
+           "2001:db8::10f", "2001:db8::110", "2001:db8::111", "2001:db8::112", "2001:db8::113",
+           "2001:db8::114", "2001:db8::115", "2001:db8::116", "2001:db8::117", "2001:db8::118",
+           "2001:db8::119", "2001:db8::11a", "2001:db8::11b", "2001:db8::11c", "2001:db8::11d",
+           "2001:db8::11e", "2001:db8::11f", "2001:db8::120", "2001:db8::121", "2001:db8::122",
+           "2001:db8::123", "2001:db8::124", "2001:db8::125", "2001:db8::126", "2001:db8::127",
+           "2001:db8::128", "2001:db8::129", "2001:db8::12a", "2001:db8::12b", "2001:db8::12c",
+           "2001:db8::12d", "2001:db8::12e", "2001:db8::12f", "2001:db8::130", "2001:db8::131",
+           "2001:db8::132", "2001:db8::133", "2001:db8::134", "2001:db8::135", "2001:db8::136",
+           "2001:db8::137", "2001:db8::138", "2001:db8::139", "2001:db8::13a", "2001:db8::13b",
+           "2001:db8::13c", "2001:db8::13d", "2001:db8::13e", "2001:db8::13f", "2001:db8::140",
+           "2001:db8::141", "2001:db8::142", "2001:db8::143", "2001:db8::144", "2001:db8::145"]
+  long:
+    TXT: ["0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789",
+          "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij"]
+"#,
+    r#"
+zone: example.net
+soa: { primary: ns1.example.com., contact: admin.example.net }
+nameservers: { ns1.example.com.: [] }
+records:
+  www: { A: 192.0.2.1, AAAA: "2001:db8::1" }
+  "@": { TXT: [a, b, c] }
+"#,
+];
+
+/// The fixed server the DNS targets query: `FIXTURE_ZONES`, a GeoIP database, and a health view
+/// where the `down` and `gone` services have every endpoint down and `drained` has `fra`
+/// drained. Build it once per process: it is immutable, and building takes milliseconds.
+pub struct DnsFixture {
+    handler: Handler,
+}
+
+impl DnsFixture {
+    /// `geoip` is the bytes of a MaxMind database (the fuzz target and the regression test use
+    /// `tests/fixtures/geoip/GeoIP2-City-Test.mmdb`).
+    pub fn new(geoip: Vec<u8>) -> DnsFixture {
+        let zones = ZoneSet {
+            zones: FIXTURE_ZONES
+                .iter()
+                .enumerate()
+                .map(|(i, yaml)| {
+                    let zone = zone_file::parse_zone(yaml, &format!("fixture-{i}.yaml"));
+                    // The fixture is a constant this module's tests load.
+                    Arc::new(zone.expect("the fixture zones are valid"))
+                })
+                .collect(),
+        };
+        let geo = GeoDb::from_bytes("fixture.mmdb", geoip).expect("the fixture GeoIP database");
+        let down: Vec<IpAddr> = ["203.0.113.99", "198.51.100.99", "192.0.2.99"]
+            .iter()
+            .map(|a| a.parse().expect("a literal address"))
+            .collect();
+        let targets = zones.probe_targets();
+        let mut merged = Merged::default();
+        for (addr, check) in &targets {
+            merged.endpoints.insert(
+                EndpointKey::new(*addr, check),
+                Verdict {
+                    up: !down.contains(addr),
+                    down_votes: usize::from(down.contains(addr)),
+                    counted_votes: 1,
+                    votes: Vec::new(),
+                },
+            );
+        }
+        let mut drains = DrainSet::default();
+        drains.apply(Drain {
+            dc: "fra".into(),
+            service: Some("drained.api.example.com".into()),
+            reason: "fuzzing".into(),
+            active: true,
+            expires_ms: None,
+            issued_ms: 1,
+            issued_by: "fuzz".into(),
+        });
+        let health = EffectiveHealth::new(true, targets, merged, drains, 2);
+        let snapshots = Snapshots::new(zones, Some(geo), Arc::new(Metrics::new()));
+        snapshots.health.store(Arc::new(health));
+        DnsFixture {
+            handler: Handler::new(Arc::new(snapshots)),
+        }
+    }
+
+    /// Answers `msg` as the server would; `None` when it sends nothing.
+    pub fn respond(&self, msg: &[u8], src: SocketAddr, tcp: bool) -> Option<Vec<u8>> {
+        let (mut out, mut name) = (Vec::new(), String::new());
+        self.handler
+            .respond(msg, src, tcp, &mut out, &mut name)
+            .then_some(out)
+    }
+}
+
+/// Target `dns_request`: the first byte picks the transport (bit 0: TCP) and the client's
+/// address family (bit 1: IPv6), the rest is the message. Whatever arrives, the server does not
+/// panic, answers nothing that is not a query, and any response it sends passes
+/// `check_response`.
+pub fn check_dns_request(fixture: &DnsFixture, data: &[u8]) {
+    let Some((&mode, msg)) = data.split_first() else {
+        return;
+    };
+    let tcp = mode & 1 != 0;
+    // Addresses the fixture database locates (GB and a Swedish IPv6 network).
+    let src: SocketAddr = if mode & 2 != 0 {
+        (Ipv6Addr::new(0x2001, 0x218, 0, 0, 0, 0, 0, 1), 5353).into()
+    } else {
+        (Ipv4Addr::new(81, 2, 69, 160), 5353).into()
+    };
+    let response = fixture.respond(msg, src, tcp);
+    check_response(msg, tcp, response.as_deref());
+}
+
+/// What any response to `query` must satisfy:
+/// - a message shorter than a header, or with QR set, gets no response (no reflection);
+/// - a response parses, has QR set and the query's ID;
+/// - when the query parses with one question and the response is not FORMERR, the response's
+///   question is the query's (name compared case-insensitively, type, class);
+/// - the response carries an OPT record only if the query did;
+/// - over UDP it fits the client's payload size: 512 bytes without EDNS, the advertised size
+///   (at least 512, at most `MAX_UDP_PAYLOAD`) with it.
+///
+/// Returns the parsed response.
+pub fn check_response(query: &[u8], tcp: bool, response: Option<&[u8]>) -> Option<Message> {
+    let ctx = || {
+        format!(
+            "query {} ({}), response {}",
+            hex::encode(query),
+            if tcp { "TCP" } else { "UDP" },
+            response.map_or_else(|| "none".to_string(), hex::encode),
+        )
+    };
+    let not_a_query = query.len() < 12 || query[2] & 0x80 != 0;
+    let response = response?;
+    assert!(
+        !not_a_query,
+        "answered a message that is not a query: {}",
+        ctx()
+    );
+    let msg = match Message::from_vec(response) {
+        Ok(m) => m,
+        Err(e) => panic!("the response does not parse ({e}): {}", ctx()),
+    };
+    assert_eq!(
+        msg.metadata.message_type,
+        MessageType::Response,
+        "QR clear in the response: {}",
+        ctx()
+    );
+    assert_eq!(
+        msg.metadata.id,
+        u16::from_be_bytes([query[0], query[1]]),
+        "the response's ID is not the query's: {}",
+        ctx()
+    );
+    let parsed = Message::from_vec(query).ok();
+    if let Some(q) = &parsed
+        && q.queries.len() == 1
+        && msg.metadata.response_code != ResponseCode::FormErr
+    {
+        let (asked, got) = (&q.queries[0], msg.queries.first());
+        let same = got.is_some_and(|got| {
+            msg.queries.len() == 1
+                && got
+                    .name()
+                    .to_ascii()
+                    .eq_ignore_ascii_case(&asked.name().to_ascii())
+                && got.query_type() == asked.query_type()
+                && got.query_class() == asked.query_class()
+        });
+        assert!(
+            same,
+            "the response's question {:?} is not the query's {asked:?}: {}",
+            msg.queries,
+            ctx()
+        );
+    }
+    // The query's EDNS payload size, when it has an OPT record: hickory's parser refuses some
+    // queries the lean one reads (a malformed ECS option, answered FORMERR with OPT); those
+    // neither reads get a bare header.
+    let query_payload = match &parsed {
+        Some(q) => q.edns.as_ref().map(|e| e.max_payload()),
+        None => match wire::parse(query, &mut String::new()) {
+            wire::Parsed::Lean(q) | wire::Parsed::BadEcs(q) => q.edns.map(|e| e.payload),
+            _ => None,
+        },
+    };
+    if msg.edns.is_some() {
+        assert!(
+            query_payload.is_some(),
+            "OPT in the response to a query without one: {}",
+            ctx()
+        );
+    }
+    if !tcp {
+        let limit = query_payload.map_or(512, |p| usize::from(p.clamp(512, MAX_UDP_PAYLOAD)));
+        assert!(
+            response.len() <= limit,
+            "a {}-byte UDP response exceeds the client's {limit}: {}",
+            response.len(),
+            ctx()
+        );
+    }
+    Some(msg)
+}
+
+/// Target `ecs_option`: `data` is the body of an EDNS Client Subnet option (RFC 7871 section 6).
+/// An accepted option has a known family, a source prefix no longer than the address, exactly
+/// ceil(source / 8) address bytes and no address bit set beyond the prefix. Wrapped into a query
+/// (answered through the lean path, and through hickory's full path by a question name the lean
+/// parser leaves to it), both paths agree with the option parser: FORMERR exactly when it rejects
+/// the option, and otherwise the option echoed with the same family, source prefix and address.
+pub fn check_ecs_option(fixture: &DnsFixture, data: &[u8]) {
+    let ecs = wire::parse_ecs(data);
+    if let Some(e) = ecs {
+        let (family, bits) = match e.addr {
+            IpAddr::V4(_) => (1, 32),
+            IpAddr::V6(_) => (2, 128),
+        };
+        assert_eq!(
+            u16::from_be_bytes([data[0], data[1]]),
+            family,
+            "family: {}",
+            hex::encode(data)
+        );
+        assert!(e.source <= bits, "source too long: {}", hex::encode(data));
+        assert_eq!(data[2], e.source, "source: {}", hex::encode(data));
+        assert_eq!(
+            data.len(),
+            4 + usize::from(e.source).div_ceil(8),
+            "address length: {}",
+            hex::encode(data)
+        );
+        assert_eq!(
+            geo::mask(e.addr, e.source),
+            e.addr,
+            "bits beyond the prefix: {}",
+            hex::encode(data)
+        );
+    }
+    // An option body must fit the OPT record of a UDP query.
+    if data.len() > 1024 {
+        return;
+    }
+    // The lean path reads `www.api.example.com`; `w w` (an octet it does not take) goes the
+    // full way.
+    for labels in [
+        &[&b"www"[..], b"api", b"example", b"com"],
+        &[b"w w", b"api", b"example", b"com"],
+    ] {
+        let query = ecs_query(labels, 1, data);
+        if labels[0] == b"www" {
+            let mut name = String::new();
+            match (wire::parse(&query, &mut name), ecs) {
+                (wire::Parsed::Lean(q), Some(e)) => assert_eq!(
+                    q.edns.and_then(|x| x.ecs),
+                    Some(e),
+                    "lean parse of {}",
+                    hex::encode(&query)
+                ),
+                (wire::Parsed::BadEcs(_), None) => {}
+                (other, _) => panic!(
+                    "lean parse of {} gave {other:?}, the option parser {ecs:?}",
+                    hex::encode(&query)
+                ),
+            }
+        }
+        let src: SocketAddr = (Ipv4Addr::new(192, 0, 2, 1), 5353).into();
+        let response = fixture.respond(&query, src, false);
+        let Some(msg) = check_response(&query, false, response.as_deref()) else {
+            panic!("no response to {}", hex::encode(&query));
+        };
+        let formerr = msg.metadata.response_code == ResponseCode::FormErr;
+        let path = if labels[0] == b"www" { "lean" } else { "full" };
+        match ecs {
+            None => assert!(
+                formerr,
+                "the {path} path accepted ECS option {} the parser rejects: {msg:?}",
+                hex::encode(data)
+            ),
+            Some(e) => {
+                assert!(
+                    !formerr,
+                    "the {path} path rejected ECS option {} the parser accepts",
+                    hex::encode(data)
+                );
+                let echo = msg
+                    .edns
+                    .as_ref()
+                    .and_then(|x| match x.option(EdnsCode::Subnet) {
+                        Some(EdnsOption::Subnet(cs)) => Some((cs.addr(), cs.source_prefix())),
+                        _ => None,
+                    });
+                assert_eq!(
+                    echo,
+                    Some((e.addr, e.source)),
+                    "the {path} path's ECS echo for {}",
+                    hex::encode(data)
+                );
+            }
+        }
+    }
+}
+
+/// A query for `qtype` at the name made of `labels`, with EDNS (payload 1232) carrying one ECS
+/// option with body `ecs`.
+pub fn ecs_query(labels: &[&[u8]], qtype: u16, ecs: &[u8]) -> Vec<u8> {
+    let mut q = vec![0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    for l in labels {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l);
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    q.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+    q.extend_from_slice(&(4 + ecs.len() as u16).to_be_bytes());
+    q.extend_from_slice(&[0, 8]);
+    q.extend_from_slice(&(ecs.len() as u16).to_be_bytes());
+    q.extend_from_slice(ecs);
+    q
+}
+
+/// Target `zone_yaml`: any text either loads into a zone whose invariants hold (see
+/// `check_zone`) or is refused with at least one error naming the file.
+pub fn check_zone_yaml(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match zone_file::parse_zone(&text, "fuzz.yaml") {
+        Ok(zone) => check_zone(&zone),
+        Err(ZoneErrors(errors)) => {
+            assert!(!errors.is_empty(), "refused without a reason: {text:?}");
+            assert!(
+                errors.iter().all(|e| e.file == "fuzz.yaml"),
+                "an error without the file: {errors:?}"
+            );
+        }
+    }
+}
+
+/// What a validated zone guarantees the query path (see `model`): names canonical and inside
+/// the zone, TTLs in range, one RRset per type, CNAMEs alone, services with endpoints in defined
+/// data centers and policies that index only their own DCs, delegations and empty non-terminals
+/// consistent with the nodes. And it can be served: every name answers every type, and the
+/// answer encodes into a message that parses.
+pub fn check_zone(zone: &Zone) {
+    let canonical = |n: &Name| {
+        assert_eq!(
+            Name::parse(n.as_str()).as_ref(),
+            Ok(n),
+            "not canonical: {n}"
+        );
+        assert!(n.wire_len() <= 255, "name too long: {n}");
+    };
+    assert!(!zone.apex.is_root(), "a root zone");
+    canonical(&zone.apex);
+    canonical(&zone.soa.mname);
+    canonical(&zone.soa.rname);
+    for ttl in [zone.default_ttl, zone.soa_ttl, zone.soa.minimum] {
+        assert!(ttl <= MAX_TTL, "TTL {ttl}");
+    }
+    for dc in &zone.datacenters {
+        assert!(!dc.name.is_empty(), "a data center without a name");
+        assert!((-90.0..=90.0).contains(&dc.latitude), "{dc:?}");
+        assert!((-180.0..=180.0).contains(&dc.longitude), "{dc:?}");
+    }
+    let apex_ns = zone
+        .nodes
+        .get(&zone.apex)
+        .and_then(|n| n.rrset(RecordType::Ns));
+    assert!(
+        apex_ns.is_some_and(|s| !s.data.is_empty()),
+        "no NS at the apex"
+    );
+    for (name, node) in &zone.nodes {
+        canonical(name);
+        assert!(name.is_subdomain_of(&zone.apex), "{name} outside the zone");
+        for (i, set) in node.rrsets.iter().enumerate() {
+            assert!(
+                node.rrsets[..i].iter().all(|s| s.rtype != set.rtype),
+                "{name}: two {} sets",
+                set.rtype
+            );
+            assert!(!set.data.is_empty(), "{name}: empty {} set", set.rtype);
+            assert!(set.ttl <= MAX_TTL, "{name}: TTL {}", set.ttl);
+            for d in &set.data {
+                assert_eq!(
+                    d.record_type(),
+                    set.rtype,
+                    "{name}: {d:?} in a {} set",
+                    set.rtype
+                );
+                match d {
+                    RData::Cname(n) | RData::Ns(n) => canonical(n),
+                    RData::Mx { exchange: n, .. } | RData::Srv { target: n, .. } => canonical(n),
+                    _ => {}
+                }
+            }
+        }
+        if node.rrset(RecordType::Cname).is_some() {
+            assert!(
+                node.rrsets.len() == 1 && node.service.is_none(),
+                "{name}: CNAME beside other data"
+            );
+            assert!(*name != zone.apex, "CNAME at the apex");
+        }
+        if let Some(s) = &node.service {
+            assert_eq!(&s.name, name, "service name");
+            assert!(
+                node.rrset(RecordType::A).is_none() && node.rrset(RecordType::Aaaa).is_none(),
+                "{name}: static addresses beside a service"
+            );
+            assert!(s.answers >= 1, "{name}: answers 0");
+            assert!(s.ttl <= MAX_TTL && s.degraded_ttl <= s.ttl, "{name}: TTLs");
+            assert!(!s.dcs.is_empty(), "{name}: a service without DCs");
+            for (i, dc) in s.dcs.iter().enumerate() {
+                assert!(dc.dc < zone.datacenters.len(), "{name}: DC index {}", dc.dc);
+                assert!(
+                    s.dcs[..i].iter().all(|o| o.dc != dc.dc),
+                    "{name}: a DC twice"
+                );
+                assert!(!dc.endpoints.is_empty(), "{name}: a DC without endpoints");
+                for (j, ip) in dc.endpoints.iter().enumerate() {
+                    assert!(!dc.endpoints[..j].contains(ip), "{name}: {ip} twice");
+                }
+            }
+            match &s.policy {
+                Policy::Nearest | Policy::Failover => {}
+                Policy::Weighted(w) => {
+                    assert_eq!(w.len(), s.dcs.len(), "{name}: weights");
+                    assert!(w.iter().any(|w| *w > 0), "{name}: all weights 0");
+                }
+                Policy::Geo { rules, default } => {
+                    for target in rules.iter().map(|r| &r.target).chain([default]) {
+                        if let crate::model::GeoTarget::Dcs(list) = target {
+                            assert!(!list.is_empty(), "{name}: an empty geo target");
+                            assert!(
+                                list.iter().all(|i| *i < s.dcs.len()),
+                                "{name}: geo target {list:?} out of range"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for d in &zone.delegations {
+        assert!(*d != zone.apex, "the apex as a delegation");
+        assert!(
+            zone.nodes
+                .get(d)
+                .and_then(|n| n.rrset(RecordType::Ns))
+                .is_some(),
+            "delegation {d} without NS"
+        );
+    }
+    for e in &zone.empty_non_terminals {
+        assert!(!zone.nodes.contains_key(e), "{e} is both a node and empty");
+        assert!(
+            e.is_subdomain_of(&zone.apex) && *e != zone.apex,
+            "empty non-terminal {e} outside the zone"
+        );
+    }
+    check_zone_serves(zone);
+}
+
+/// Answers every type at (up to 64 of) the zone's names, and one name below it, and checks that
+/// each answer encodes into a message that parses, with the question as asked.
+fn check_zone_serves(zone: &Zone) {
+    let zones = ZoneSet {
+        zones: vec![Arc::new(zone.clone())],
+    };
+    let client = Client {
+        addr: IpAddr::V4(Ipv4Addr::new(81, 2, 69, 160)),
+        ecs_prefix: None,
+        locator: &NoLocation,
+        health: &AllUp,
+        rotation: 0,
+    };
+    let below = Name::parse(&format!("nonexistent.{}", zone.apex.as_str())).ok();
+    let names = zone.nodes.keys().take(64).chain(below.as_ref());
+    let types = [
+        RecordType::A,
+        RecordType::Ns,
+        RecordType::Cname,
+        RecordType::Soa,
+        RecordType::Mx,
+        RecordType::Txt,
+        RecordType::Aaaa,
+        RecordType::Srv,
+        RecordType::Caa,
+    ];
+    let mut out = Vec::new();
+    for name in names {
+        let mut question = Vec::with_capacity(name.wire_len() + 4);
+        for label in name.as_str().split('.') {
+            question.push(label.len() as u8);
+            question.extend_from_slice(label.as_bytes());
+        }
+        question.push(0);
+        let qtypes = types.iter().map(|t| QType::Known(*t)).chain([QType::Any]);
+        for qtype in qtypes {
+            let code = match qtype {
+                QType::Known(t) => t.code(),
+                _ => 255,
+            };
+            let ans = answer::answer(&zones, name, qtype, &client);
+            let mut q = question.clone();
+            q.extend_from_slice(&code.to_be_bytes());
+            q.extend_from_slice(&[0, 1]);
+            let header = wire::Header {
+                id: 7,
+                rd: false,
+                cd: false,
+                aa: ans.authoritative,
+                rcode: 0,
+            };
+            let sections = [&ans.answers[..], &ans.authority[..], &ans.additional[..]];
+            wire::encode(&mut out, &header, &q, name, sections, None, 65535);
+            let msg = match Message::from_vec(&out) {
+                Ok(m) => m,
+                Err(e) => panic!(
+                    "the answer for {name} {code} does not encode ({e}): {ans:?}, {}",
+                    hex::encode(&out)
+                ),
+            };
+            assert_eq!(msg.queries.len(), 1);
+            assert_eq!(msg.queries[0].query_type(), HRecordType::from(code));
+        }
+    }
+}
+
+/// Target `peer_message`: any bytes either fail to decode as an `Exchange` or feed the merge
+/// and the drain set without a panic, and with their invariants: the newest report per node is
+/// kept and accepting any report again changes nothing; every verdict counts no more votes
+/// than were cast; a drain set holds each decision under its own key, and merging the same set
+/// twice changes nothing the second time.
+pub fn check_peer_message(data: &[u8]) {
+    let Ok(msg) = serde_json::from_slice::<Exchange>(data) else {
+        return;
+    };
+    let mut reports = HashMap::new();
+    for r in &msg.reports {
+        merge::accept(&mut reports, r.clone());
+    }
+    for r in &msg.reports {
+        assert!(
+            !merge::accept(&mut reports, r.clone()),
+            "a report accepted twice: {r:?}"
+        );
+        assert!(
+            reports[&r.node].version >= r.version,
+            "an older report kept"
+        );
+    }
+    let newest = msg
+        .reports
+        .iter()
+        .map(|r| r.generated_ms)
+        .max()
+        .unwrap_or(0);
+    for now_ms in [0, newest, newest.saturating_add(10_000), u64::MAX] {
+        for quorum in [Quorum::Majority, Quorum::Any, Quorum::All, Quorum::Count(2)] {
+            let settings = MergeSettings {
+                stale_after_ms: 5_000,
+                quorum,
+                settle_ms: 3_000,
+            };
+            let merged = merge::merge(&reports, now_ms, settings);
+            for (key, v) in &merged.endpoints {
+                assert!(
+                    v.down_votes <= v.counted_votes && v.counted_votes <= v.votes.len(),
+                    "{key:?}: {v:?}"
+                );
+                assert!(v.up || v.down_votes > 0, "{key:?} down without a down vote");
+            }
+            let health = EffectiveHealth::new(true, [], merged, msg.drains.clone(), now_ms);
+            for d in msg.drains.entries.values() {
+                let _ = health.is_drained(&d.dc, d.service.as_deref().unwrap_or(""));
+            }
+        }
+    }
+    let mut drains = DrainSet::default();
+    drains.merge(&msg.drains);
+    for (key, d) in &drains.entries {
+        assert_eq!(*key, d.key(), "a drain under another key");
+    }
+    assert!(
+        !drains.merge(&msg.drains),
+        "merging the same drains twice changed something"
+    );
+    let mut again = drains.clone();
+    assert!(
+        !again.merge(&drains),
+        "merging a set into itself changed something"
+    );
+    for now_ms in [0, u64::MAX] {
+        for d in msg.drains.entries.values() {
+            let _ = drains.drains(&d.dc, d.service.as_deref().unwrap_or(""), now_ms);
+        }
+        let _ = drains.in_force(now_ms).count();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> DnsFixture {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/geoip/GeoIP2-City-Test.mmdb"
+        );
+        DnsFixture::new(std::fs::read(path).unwrap())
+    }
+
+    #[test]
+    fn the_fixture_zones_load_and_hold_the_invariants() {
+        for (i, yaml) in FIXTURE_ZONES.iter().enumerate() {
+            let zone = zone_file::parse_zone(yaml, &format!("fixture-{i}.yaml")).unwrap();
+            check_zone(&zone);
+        }
+    }
+
+    fn panics_with<R>(f: impl FnOnce() -> R + std::panic::UnwindSafe, needle: &str) {
+        let err = std::panic::catch_unwind(f).err().expect("no panic");
+        let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains(needle), "{msg:?} does not say {needle:?}");
+    }
+
+    #[test]
+    fn the_checks_fail_on_a_broken_response() {
+        let fx = fixture();
+        let q = ecs_query(
+            &[b"www", b"api", b"example", b"com"],
+            1,
+            &[0, 1, 24, 0, 81, 2, 69],
+        );
+        let mut r = fx
+            .respond(&q, "192.0.2.1:53".parse().unwrap(), false)
+            .unwrap();
+        check_response(&q, false, Some(&r));
+        r[1] ^= 1;
+        panics_with(
+            || check_response(&q, false, Some(&r)),
+            "ID is not the query's",
+        );
+        // A plain query (no EDNS) and a 600-byte response to it.
+        let mut plain = q[..12 + 25].to_vec();
+        plain[11] = 0;
+        let mut big = fx
+            .respond(&plain, "192.0.2.1:53".parse().unwrap(), false)
+            .unwrap();
+        check_response(&plain, false, Some(&big));
+        big.resize(600, 0);
+        panics_with(
+            || check_response(&plain, false, Some(&big)),
+            "600-byte UDP response exceeds the client's 512",
+        );
+    }
+
+    #[test]
+    fn every_service_state_of_the_fixture_answers() {
+        let fx = fixture();
+        for name in [
+            "www", "rules", "fixed", "split", "down", "gone", "drained", "many",
+        ] {
+            for tcp in [false, true] {
+                let labels = [name.as_bytes(), b"api", b"example", b"com"];
+                // AAAA for `many`: 70 of them exceed 1232 bytes.
+                let qtype = if name == "many" { 28 } else { 1 };
+                let q = ecs_query(&labels, qtype, &[0, 1, 0, 0]);
+                let r = fx.respond(&q, "81.2.69.160:53".parse().unwrap(), tcp);
+                let msg = check_response(&q, tcp, r.as_deref()).unwrap();
+                let rcode = msg.metadata.response_code;
+                match name {
+                    "down" => assert_eq!(rcode, ResponseCode::ServFail),
+                    "gone" => assert!(rcode == ResponseCode::NoError && msg.answers.is_empty()),
+                    // fra is nearer the client, but drained.
+                    "drained" => assert_eq!(
+                        msg.answers
+                            .iter()
+                            .map(|r| r.data.to_string())
+                            .collect::<Vec<_>>(),
+                        ["192.0.2.30"]
+                    ),
+                    "many" if !tcp => assert!(msg.metadata.truncation),
+                    _ => assert_eq!(rcode, ResponseCode::NoError, "{name}"),
+                }
+            }
+        }
+    }
+}
