@@ -124,6 +124,9 @@ impl Answer {
     }
 }
 
+/// The DS record type (RFC 4034).
+const DS: u16 = 43;
+
 /// How many CNAMEs are followed inside the zone before giving up.
 const MAX_CNAME_CHAIN: usize = 8;
 
@@ -133,7 +136,18 @@ pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> A
         return Answer::refused();
     };
     if let Some(cut) = zone.delegation_for(qname) {
-        return referral(zone, &cut);
+        // The DS record of a delegation belongs to the parent side (RFC 4035 section 3.1.4.1):
+        // at the cut itself it is answered here, authoritatively (NODATA: no DNSSEC data).
+        let ds_at_cut = &cut == qname && qtype == QType::Other(DS);
+        if !ds_at_cut {
+            return referral(zone, &cut);
+        }
+        return negative(
+            zone,
+            Answer::new(Outcome::NoData, Rcode::NoError, true),
+            Outcome::NoData,
+            Rcode::NoError,
+        );
     }
 
     let mut out = Answer::new(Outcome::Answer, Rcode::NoError, true);
@@ -872,6 +886,29 @@ records:
             a.additional[0].data,
             RData::A("192.0.2.99".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn ds_at_a_delegation_is_answered_by_the_parent() {
+        let zs = zones();
+        let at_cut = answer(
+            &zs,
+            &Name::parse("sub.api.example.com").unwrap(),
+            QType::Other(43),
+            &client("192.0.2.1"),
+        );
+        assert_eq!(
+            (at_cut.outcome, at_cut.authoritative),
+            (Outcome::NoData, true)
+        );
+        assert_eq!(at_cut.authority[0].data.record_type(), RecordType::Soa);
+        let below = answer(
+            &zs,
+            &Name::parse("x.sub.api.example.com").unwrap(),
+            QType::Other(43),
+            &client("192.0.2.1"),
+        );
+        assert_eq!(below.outcome, Outcome::Referral);
     }
 
     #[test]
