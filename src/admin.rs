@@ -65,20 +65,53 @@ type Shared = Arc<AdminState>;
 
 /// The routes.
 pub fn router(state: Shared) -> Router {
-    Router::new()
+    use axum::middleware::from_fn_with_state;
+    let reads = Router::new()
         .route("/", get(status_page))
-        .route("/live", get(|| async { "ok\n" }))
-        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/v1/state", get(state_json))
         .route("/api/v1/explain", get(explain))
+        .route_layer(from_fn_with_state(state.clone(), require_read));
+    let changes = Router::new()
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/drain", post(drain))
         .route("/api/v1/undrain", post(undrain))
+        .route_layer(from_fn_with_state(state.clone(), require_change));
+    Router::new()
+        .route("/live", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
         .route(peers::EXCHANGE_PATH, get(exchange))
+        .merge(reads)
+        .merge(changes)
         // Every request body here is a small JSON object: refuse anything larger (413).
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// Reads pass when reads are open, or with the token.
+async fn require_read(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !authorised_read(&state, request.headers(), peer.ip()) {
+        return unauthorised();
+    }
+    next.run(request).await
+}
+
+/// Changes pass with the token (or from loopback when no token is configured).
+async fn require_change(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !authorised_change(&state, request.headers(), peer.ip()) {
+        return unauthorised();
+    }
+    next.run(request).await
 }
 
 /// Serves the admin API on `listener` until `shutdown`.
@@ -149,14 +182,7 @@ async fn ready(State(state): State<Shared>) -> Response {
     }
 }
 
-async fn metrics(
-    State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised_read(&state, &headers, peer.ip()) {
-        return unauthorised();
-    }
+async fn metrics(State(state): State<Shared>) -> Response {
     let m = &state.snapshots.metrics;
     m.observe_cluster(&state.snapshots, &state.cluster);
     state.control.observe_probes(m);
@@ -170,25 +196,11 @@ async fn metrics(
         .into_response()
 }
 
-async fn status_page(
-    State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised_read(&state, &headers, peer.ip()) {
-        return unauthorised();
-    }
+async fn status_page(State(state): State<Shared>) -> Response {
     Html((state.status_page)(&state)).into_response()
 }
 
-async fn state_json(
-    State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised_read(&state, &headers, peer.ip()) {
-        return unauthorised();
-    }
+async fn state_json(State(state): State<Shared>) -> Response {
     axum::Json(crate::status::state(&state.snapshots, &state.cluster)).into_response()
 }
 
@@ -209,9 +221,6 @@ async fn explain(
     headers: HeaderMap,
     params: Result<Query<ExplainParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if !authorised_read(&state, &headers, peer.ip()) {
-        return unauthorised();
-    }
     let Query(p) = match params {
         Ok(p) => p,
         Err(e) => return bad_request(e.body_text()),
@@ -263,14 +272,7 @@ async fn explain(
     }
 }
 
-async fn reload(
-    State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised_change(&state, &headers, peer.ip()) {
-        return unauthorised();
-    }
+async fn reload(State(state): State<Shared>) -> Response {
     // A reload parses files and may take a second on a big zone: keep it off the runtime.
     let control = state.control.clone();
     let result = tokio::task::spawn_blocking(move || control.reload())
@@ -286,16 +288,8 @@ async fn reload(
     }
 }
 
-/// The checks every change with a JSON body goes through: the token, then the body.
-fn change_request<T: serde::de::DeserializeOwned>(
-    state: &AdminState,
-    headers: &HeaderMap,
-    peer: IpAddr,
-    body: &[u8],
-) -> Result<T, Box<Response>> {
-    if !authorised_change(state, headers, peer) {
-        return Err(Box::new(unauthorised()));
-    }
+/// A change's JSON body, or 400 with the reason.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| Box::new(bad_request(format!("bad JSON: {e}"))))
 }
 
@@ -322,13 +316,8 @@ fn decision(
     }
 }
 
-async fn drain(
-    State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    match change_request::<DrainRequest>(&state, &headers, peer.ip(), &body) {
+async fn drain(State(state): State<Shared>, body: axum::body::Bytes) -> Response {
+    match json_body::<DrainRequest>(&body) {
         Ok(req) => decision(&state, "drain", state.cluster.drain(req)),
         Err(response) => *response,
     }
@@ -341,13 +330,8 @@ struct UndrainRequest {
     service: Option<String>,
 }
 
-async fn undrain(
-    State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    match change_request::<UndrainRequest>(&state, &headers, peer.ip(), &body) {
+async fn undrain(State(state): State<Shared>, body: axum::body::Bytes) -> Response {
+    match json_body::<UndrainRequest>(&body) {
         Ok(req) => decision(
             &state,
             "undrain",
