@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Client, QType};
-use crate::geo::{Locator, NoLocation};
+
 use crate::model::{Name, RecordType};
 use crate::peers::{self, Cluster, DrainRequest};
 use crate::state::Snapshots;
@@ -241,10 +241,7 @@ async fn explain(
     let zones = state.snapshots.zones.load();
     let geo = state.snapshots.geo.load();
     let health = state.snapshots.health.load();
-    let locator: &dyn Locator = match geo.as_deref() {
-        Some(db) => db,
-        None => &NoLocation,
-    };
+    let locator = crate::geo::locator(geo.as_deref());
     let client = Client {
         addr,
         ecs_prefix,

@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Client, QType, Rcode};
-use crate::geo::{self, Locator, NoLocation};
+use crate::geo;
 use crate::metrics::{Metrics, QueryLabels, ServiceLabels};
 use crate::model::{Name, RData, RecordType, Rr};
 use crate::state::Snapshots;
@@ -91,10 +91,7 @@ impl Handler {
                 let zones = self.snapshots.zones.load();
                 let geo = self.snapshots.geo.load();
                 let health = self.snapshots.health.load();
-                let locator: &dyn Locator = match geo.as_deref() {
-                    Some(db) => db,
-                    None => &NoLocation,
-                };
+                let locator = geo::locator(geo.as_deref());
                 let ecs = q.edns.and_then(|e| e.ecs);
                 // ECS with a zero source prefix carries no client information (RFC 7871
                 // section 7.1.2): answer for the resolver's own address.
@@ -394,10 +391,7 @@ impl RequestHandler for Handler {
         let qname = model_name(query.name());
         let zones = self.snapshots.zones.load();
         let geo = self.snapshots.geo.load();
-        let locator: &dyn Locator = match geo.as_deref() {
-            Some(db) => db,
-            None => &NoLocation,
-        };
+        let locator = geo::locator(geo.as_deref());
         // ECS with a zero source prefix carries no client information (RFC 7871 section 7.1.2):
         // answer for the resolver's own address.
         let (addr, ecs_prefix) = match &ecs {

@@ -58,6 +58,14 @@ impl Locator for NoLocation {
     }
 }
 
+/// The locator the query path uses: the loaded database, or, without one, one that places nobody.
+pub fn locator(db: Option<&GeoDb>) -> &dyn Locator {
+    match db {
+        Some(db) => db,
+        None => &NoLocation,
+    }
+}
+
 /// Why a database could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
