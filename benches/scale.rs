@@ -4,10 +4,12 @@
 //! while reloads run under load. Run: `cargo bench --bench scale`.
 
 use std::fmt::Write as _;
-use std::io::Read as _;
+
+#[path = "common/node.rs"]
+mod node;
+use node::BenchNode;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -59,17 +61,6 @@ fn zone() -> String {
     z
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn query(addr: SocketAddr, sock: &UdpSocket, name: &str, id: u16) -> Option<Message> {
     let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_ascii(name).ok()?, RecordType::A));
@@ -108,48 +99,12 @@ fn main() {
         best.as_secs_f64() * 1e3
     );
 
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let ready = dir.path().join("ready.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--ready-file",
-        ])
-        .arg(&ready)
-        .arg("--zones")
-        .arg(&zones)
-        .arg("--geoip")
-        .arg(root.join("geoip/dbip-city-lite-coarse-ipv4.mmdb"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting steerdns");
-    let started = Instant::now();
-    let json = loop {
-        if let Ok(t) = std::fs::read_to_string(&ready) {
-            break t;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "steerdns did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let node = BenchNode::start(dir.path(), &zones, &[]);
     println!(
         "start to listening (release binary): {:.0} ms",
-        started.elapsed().as_secs_f64() * 1e3
+        node.started_in.as_secs_f64() * 1e3
     );
-    let v: serde_json::Value = serde_json::from_str(&json).expect("ready JSON");
-    let dns: SocketAddr = v["dns"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("dns address");
-    let admin = v["admin"].as_str().expect("admin address").to_string();
+    let (dns, admin) = (node.dns, node.admin.clone());
 
     let sock = UdpSocket::bind("127.0.0.1:0").expect("a socket");
     sock.set_read_timeout(Some(Duration::from_secs(2)))
@@ -164,7 +119,7 @@ fn main() {
     }
     println!(
         "RSS after 2,000 queries: {:.1} MiB",
-        rss_kib(child.id()) as f64 / 1024.0
+        node.usage().rss_kib as f64 / 1024.0
     );
 
     // Reloads under load: three client threads query services and statics without pause.
@@ -229,10 +184,6 @@ fn main() {
     );
     println!(
         "RSS after the reloads: {:.1} MiB",
-        rss_kib(child.id()) as f64 / 1024.0
+        node.usage().rss_kib as f64 / 1024.0
     );
-    let _ = child.kill();
-    let mut s = String::new();
-    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut s));
-    let _ = child.wait();
 }

@@ -5,11 +5,15 @@
 //! and last samples and how many queries failed. Run: `cargo bench --bench soak`.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::process::{Command, Stdio};
+use std::net::{TcpListener, UdpSocket};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+#[path = "common/node.rs"]
+mod node;
+use node::BenchNode;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
@@ -50,21 +54,6 @@ fn backend(ip: &str, port: u16, down: Arc<AtomicBool>) {
     });
 }
 
-fn sample(pid: u32) -> (u64, u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    (field("VmRSS:"), field("Threads:"), fds)
-}
-
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -84,39 +73,10 @@ fn main() {
     let zones = dir.path().join("zones");
     std::fs::create_dir(&zones).expect("zone dir");
     std::fs::write(zones.join("soak.yaml"), zone(port, 30)).expect("zone");
-    let ready = dir.path().join("ready.json");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--ready-file",
-        ])
-        .arg(&ready)
-        .arg("--zones")
-        .arg(&zones)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--geoip")
-        .arg(root.join("geoip/dbip-city-lite-coarse-ipv4.mmdb"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting steerdns");
-    let json = loop {
-        if let Ok(t) = std::fs::read_to_string(&ready) {
-            break t;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let v: serde_json::Value = serde_json::from_str(&json).expect("ready JSON");
-    let dns: SocketAddr = v["dns"].as_str().and_then(|s| s.parse().ok()).expect("dns");
-    let admin = v["admin"].as_str().expect("admin").to_string();
-    let pid = child.id();
+    let state = dir.path().join("state");
+    let state = state.to_str().expect("a UTF-8 temp path");
+    let node = BenchNode::start(dir.path(), &zones, &["--state-dir", state]);
+    let (dns, admin) = (node.dns, node.admin.clone());
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -180,7 +140,8 @@ fn main() {
             let ttl = if tick.is_multiple_of(20) { 30 } else { 31 };
             std::fs::write(zones.join("soak.yaml"), zone(port, ttl)).expect("rewrite");
             curl("/api/v1/reload", "");
-            let s = sample(pid);
+            let u = node.usage();
+            let s = (u.rss_kib, u.threads, u.fds);
             println!(
                 "t={:>4}s rss={:>6} KiB threads={:>3} fds={:>3} queries ok={} bad={}",
                 tick,
@@ -219,6 +180,4 @@ fn main() {
         ok.load(Ordering::Relaxed),
         bad.load(Ordering::Relaxed)
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
