@@ -1,12 +1,11 @@
 //! Validated domain types: the zone set the query path reads. Values of these types can only be
 //! built by `zone_file` after validation, so the query path never re-checks them.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::check::Check;
 
@@ -435,9 +434,9 @@ pub struct Zone {
     pub soa_ttl: u32,
     pub nodes: FxHashMap<Name, Node>,
     /// Names that exist only because something lies below them (empty non-terminals).
-    pub empty_non_terminals: HashSet<Name>,
+    pub empty_non_terminals: FxHashSet<Name>,
     /// Names below the apex that carry NS records: delegation points.
-    pub delegations: HashSet<Name>,
+    pub delegations: FxHashSet<Name>,
     pub datacenters: Vec<Datacenter>,
     /// Response rate limits for the zone's UDP responses.
     pub rrl: crate::rrl::Limits,

@@ -8,7 +8,7 @@
 //! (`cdn.example.net`, trailing dot optional) and relative when it is a single label (`ns1` →
 //! `ns1.api.example.com`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -574,14 +574,14 @@ impl<'a> Validator<'a> {
             }
         }
 
-        let delegations: HashSet<Name> = nodes
+        let delegations: rustc_hash::FxHashSet<Name> = nodes
             .iter()
             .filter(|(name, node)| **name != apex && node.rrset(RecordType::Ns).is_some())
             .map(|(name, _)| name.clone())
             .collect();
         self.check_delegations(&apex, &nodes, &delegations, &spelled);
 
-        let mut empty_non_terminals = HashSet::new();
+        let mut empty_non_terminals = rustc_hash::FxHashSet::default();
         for name in nodes.keys() {
             let mut cur = name.parent();
             while let Some(p) = cur {
@@ -1120,7 +1120,7 @@ impl<'a> Validator<'a> {
         &mut self,
         apex: &Name,
         nodes: &FxHashMap<Name, Node>,
-        delegations: &HashSet<Name>,
+        delegations: &rustc_hash::FxHashSet<Name>,
         spelled: &HashMap<Name, String>,
     ) {
         for (name, node) in nodes {

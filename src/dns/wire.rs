@@ -218,7 +218,7 @@ pub fn encode(
     opt: Option<OptOut>,
     limit: usize,
 ) {
-    let mut e = Encoder::new(out, question);
+    let mut e = Encoder::new(out);
     e.header(
         h,
         false,
@@ -228,7 +228,7 @@ pub fn encode(
             sections[2].len() + usize::from(opt.is_some()),
         ],
     );
-    e.out.extend_from_slice(question);
+    e.question(question);
     for section in sections {
         for rr in section {
             e.record(rr, qname);
@@ -239,7 +239,7 @@ pub fn encode(
     }
     if e.out.len() > limit {
         out.clear();
-        let mut e = Encoder::new(out, question);
+        let mut e = Encoder::new(out);
         e.header(h, true, [0, 0, usize::from(opt.is_some())]);
         e.out.extend_from_slice(question);
         if let Some(o) = opt {
@@ -268,50 +268,99 @@ pub fn encode_error(out: &mut Vec<u8>, q: &Query, rcode: u8, opt: Option<OptOut>
     );
 }
 
+/// How many label positions the compression table keeps; names past it are written in full.
+const MAX_LABELS: usize = 64;
+
 struct Encoder<'a> {
     out: &'a mut Vec<u8>,
-    question: &'a [u8],
-    /// Names written so far, as (lower-case dotted suffix, offset), for compression; built on
-    /// the first name that is not the question's (most answers never need it).
-    names: Option<Vec<(String, u16)>>,
+    /// Where a label starts in `out`, for every label written so far (the question's first):
+    /// each is a suffix a later name may point at. Matching compares bytes exactly, so a label
+    /// the client spelled in upper case is never pointed at from one of our (lower-case) names.
+    labels: [u16; MAX_LABELS],
+    len: usize,
 }
 
 impl<'a> Encoder<'a> {
-    fn new(out: &'a mut Vec<u8>, question: &'a [u8]) -> Encoder<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Encoder<'a> {
         out.clear();
         Encoder {
             out,
-            question,
-            names: None,
+            labels: [0; MAX_LABELS],
+            len: 0,
         }
     }
 
-    /// The question name's suffixes, when the client spelled it in lower case (a pointer would
-    /// otherwise change the case of other names).
-    fn question_suffixes(question: &[u8]) -> Vec<(String, u16)> {
-        let mut names = Vec::new();
+    /// Writes the question and records its labels for compression.
+    fn question(&mut self, question: &[u8]) {
+        let base = self.out.len();
+        self.out.extend_from_slice(question);
         let mut off = 0usize;
-        let mut labels: Vec<(usize, &[u8])> = Vec::new();
         while let Some(&len) = question.get(off) {
-            if len == 0 || off + 1 + len as usize > question.len() {
+            if len == 0 || len & 0xc0 != 0 || off + 1 + len as usize > question.len() {
                 break;
             }
-            labels.push((off, &question[off + 1..off + 1 + len as usize]));
+            self.remember(base + off);
             off += 1 + len as usize;
         }
-        if labels
-            .iter()
-            .all(|(_, l)| !l.iter().any(u8::is_ascii_uppercase))
-        {
-            for (k, (pos, _)) in labels.iter().enumerate() {
-                let suffix: Vec<&str> = labels[k..]
-                    .iter()
-                    .map(|(_, l)| std::str::from_utf8(l).unwrap_or("\u{0}"))
-                    .collect();
-                names.push((suffix.join("."), (12 + pos) as u16));
-            }
+    }
+
+    fn remember(&mut self, at: usize) {
+        if self.len < MAX_LABELS && at < 0x3fff {
+            self.labels[self.len] = at as u16;
+            self.len += 1;
         }
-        names
+    }
+
+    /// A remembered position where `label` followed by `tail` is written. The first label is
+    /// compared in place, so most candidates are rejected by their length byte.
+    fn find(&self, label: &str, tail: &str) -> Option<u16> {
+        let label = label.as_bytes();
+        self.labels[..self.len].iter().copied().find(|&at| {
+            let at = usize::from(at);
+            self.out.get(at) == Some(&(label.len() as u8))
+                && self.out.get(at + 1..at + 1 + label.len()) == Some(label)
+                && if tail.is_empty() {
+                    self.out.get(at + 1 + label.len()) == Some(&0)
+                } else {
+                    self.spells(at + 1 + label.len(), tail)
+                }
+        })
+    }
+
+    /// Whether the name written at `at` (labels, ending in a zero or a pointer) spells `name`
+    /// (lower-case, dotted, not empty).
+    fn spells(&self, mut at: usize, name: &str) -> bool {
+        let out = &self.out[..];
+        let mut rest = Some(name.as_bytes());
+        // Pointers only go backwards in what we write, but bound the walk all the same.
+        for _ in 0..128 {
+            let Some(&len) = out.get(at) else {
+                return false;
+            };
+            if len & 0xc0 == 0xc0 {
+                let Some(&low) = out.get(at + 1) else {
+                    return false;
+                };
+                at = (usize::from(len & 0x3f) << 8) | usize::from(low);
+                continue;
+            }
+            let Some(r) = rest else {
+                return len == 0;
+            };
+            if len == 0 {
+                return false;
+            }
+            let (label, tail) = match r.iter().position(|&b| b == b'.') {
+                Some(i) => (&r[..i], Some(&r[i + 1..])),
+                None => (r, None),
+            };
+            if out.get(at + 1..at + 1 + len as usize) != Some(label) {
+                return false;
+            }
+            rest = tail;
+            at += 1 + len as usize;
+        }
+        false
     }
 
     fn header(&mut self, h: &Header, tc: bool, [an, ns, ar]: [usize; 3]) {
@@ -327,34 +376,20 @@ impl<'a> Encoder<'a> {
 
     /// Writes a name, compressed when allowed.
     fn name(&mut self, name: &str, compress: bool) {
-        if name.is_empty() {
-            self.out.push(0);
-            return;
-        }
-        let question = self.question;
-        let names = self
-            .names
-            .get_or_insert_with(|| Encoder::question_suffixes(question));
         let mut rest = name;
-        loop {
-            if compress && let Some((_, off)) = names.iter().find(|(n, _)| n == rest) {
-                let ptr = 0xc000 | *off;
-                self.out.extend_from_slice(&ptr.to_be_bytes());
+        while !rest.is_empty() {
+            let (label, tail) = rest.split_once('.').unwrap_or((rest, ""));
+            if compress && let Some(at) = self.find(label, tail) {
+                self.out.extend_from_slice(&(0xc000 | at).to_be_bytes());
                 return;
             }
             let here = self.out.len();
-            if here < 0x3fff {
-                names.push((rest.to_string(), here as u16));
-            }
-            let (label, tail) = rest.split_once('.').unwrap_or((rest, ""));
+            self.remember(here);
             self.out.push(label.len() as u8);
             self.out.extend_from_slice(label.as_bytes());
-            if tail.is_empty() {
-                self.out.push(0);
-                return;
-            }
             rest = tail;
         }
+        self.out.push(0);
     }
 
     fn record(&mut self, rr: &Rr, qname: &Name) {
@@ -430,11 +465,19 @@ impl<'a> Encoder<'a> {
         match o.ecs {
             None => self.out.extend_from_slice(&[0, 0]),
             Some((ecs, scope)) => {
-                let (family, octets): (u16, Vec<u8>) = match ecs.addr {
-                    IpAddr::V4(v4) => (1, v4.octets().to_vec()),
-                    IpAddr::V6(v6) => (2, v6.octets().to_vec()),
+                let mut octets = [0u8; 16];
+                let family: u16 = match ecs.addr {
+                    IpAddr::V4(v4) => {
+                        octets[..4].copy_from_slice(&v4.octets());
+                        1
+                    }
+                    IpAddr::V6(v6) => {
+                        octets = v6.octets();
+                        2
+                    }
                 };
-                let n = (ecs.source as usize).div_ceil(8);
+                // The parser accepted only prefixes within the address; min() keeps this total.
+                let n = (ecs.source as usize).div_ceil(8).min(16);
                 let optlen = 4 + n;
                 self.out
                     .extend_from_slice(&((4 + optlen) as u16).to_be_bytes());
@@ -649,5 +692,85 @@ mod tests {
         assert!(m.metadata.truncation);
         assert!(m.answers.is_empty());
         assert!(m.edns.is_some(), "the OPT record survives truncation");
+    }
+
+    #[test]
+    fn compressed_names_decode_to_what_was_written_and_keep_our_case() {
+        // The client spelled "Example" in upper case: our lower-case names may point at "com"
+        // but never at "Example.com".
+        let q = query("www.Example.com.", HType::A, None);
+        let mut name = String::new();
+        let Parsed::Lean(p) = parse(&q, &mut name) else {
+            panic!()
+        };
+        let qname = Name::from_lower(&name);
+        let n = |s: &str| Name::parse(s).unwrap();
+        let rr = |owner: &str, data| Rr {
+            name: n(owner),
+            ttl: 60,
+            data,
+        };
+        let records = vec![
+            rr("example.com", RData::Ns(n("ns1.example.com"))),
+            rr("example.com", RData::Ns(n("ns2.example.com"))),
+            rr("example.com", RData::Ns(n("ns.other.org"))),
+            rr(
+                "example.com",
+                RData::Mx {
+                    preference: 10,
+                    exchange: n("mail.other.org"),
+                },
+            ),
+            rr(
+                "example.com",
+                RData::Soa(crate::model::Soa {
+                    mname: n("ns1.example.com"),
+                    rname: n("hostmaster.example.com"),
+                    serial: 1,
+                    refresh: 2,
+                    retry: 3,
+                    expire: 4,
+                    minimum: 5,
+                }),
+            ),
+        ];
+        let h = Header {
+            id: p.id,
+            rd: false,
+            cd: false,
+            aa: true,
+            rcode: 0,
+        };
+        let mut out = Vec::new();
+        encode(
+            &mut out,
+            &h,
+            p.question,
+            &qname,
+            [&records, &[], &[]],
+            None,
+            4096,
+        );
+        let m = Message::from_vec(&out).unwrap();
+        let text: Vec<String> = m.answers.iter().map(|r| r.to_string()).collect();
+        assert_eq!(m.queries[0].name().to_string(), "www.Example.com.");
+        for (got, want) in text.iter().zip([
+            "example.com. 60 IN NS ns1.example.com.",
+            "example.com. 60 IN NS ns2.example.com.",
+            "example.com. 60 IN NS ns.other.org.",
+            "example.com. 60 IN MX 10 mail.other.org.",
+            "example.com. 60 IN SOA ns1.example.com. hostmaster.example.com. 1 2 3 4 5",
+        ]) {
+            assert_eq!(got, want);
+        }
+        assert_eq!(text.len(), 5);
+        // Written out in full the names take 165 octets; compressed, "example.com" is written
+        // once and "other.org" once.
+        let full = 12 + 21 + 5 * 23 + 17 + 17 + 14 + 2 + 16 + 2 + 17 + 24 + 20;
+        assert!(
+            out.len() < full - 100,
+            "{} octets, not compressed",
+            out.len()
+        );
     }
 }
