@@ -10,7 +10,7 @@
 //! | GET | `/metrics` | Prometheus text format | read |
 //! | GET | `/api/v1/state` | services, DCs, endpoints: local status, each node's vote and age, effective status, drains, peers | read |
 //! | GET | `/api/v1/explain?name=&client=&subnet=&type=` | why a client gets its answer | read |
-//! | POST | `/api/v1/reload` | reload zones and GeoIP data | change |
+//! | POST | `/api/v1/reload` | reload zones, GeoIP data and the TLS certificate (if any) | change |
 //! | POST | `/api/v1/drain` | JSON `{dc, service?, reason?, for_seconds?, force?}` | change |
 //! | POST | `/api/v1/undrain` | JSON `{dc, service?}` | change |
 //! | GET | `/api/v1/peer/exchange` | this node's reports and drains, for peers | peer HMAC |
@@ -44,7 +44,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// What the admin API can ask the rest of the node to do.
 pub trait Control: Send + Sync {
-    /// Reloads zones and GeoIP data; the text says what happened.
+    /// Reloads zones, GeoIP data and the TLS certificate (if any); the text says what happened.
     fn reload(&self) -> Result<String, String>;
     /// Puts this node's probe counters into the metrics.
     fn observe_probes(&self, metrics: &crate::metrics::Metrics);

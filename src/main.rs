@@ -87,7 +87,7 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Make a node reload its zones and GeoIP data.
+    /// Make a node reload its zones, GeoIP data and TLS certificate.
     Reload(AdminArgs),
     /// Run the three-region demo on loopback (three nodes, three DC backends) until Ctrl-C.
     Demo {
