@@ -1,5 +1,6 @@
 //! The operator's HTTP interface, on its own listener (loopback by default), and the peers'
-//! exchange endpoint. The only module that uses the HTTP framework (axum).
+//! exchange endpoint. The only module that uses the HTTP framework (axum). With `tls` set the
+//! listener speaks HTTPS only (see `crate::tls`); the routes and their auth are the same.
 //!
 //! | method | path | what | auth |
 //! |---|---|---|---|
@@ -9,7 +10,7 @@
 //! | GET | `/metrics` | Prometheus text format | read |
 //! | GET | `/api/v1/state` | services, DCs, endpoints: local status, each node's vote and age, effective status, drains, peers | read |
 //! | GET | `/api/v1/explain?name=&client=&subnet=&type=` | why a client gets its answer | read |
-//! | POST | `/api/v1/reload` | reload zones and GeoIP data | change |
+//! | POST | `/api/v1/reload` | reload zones, GeoIP data and the TLS certificate (if any) | change |
 //! | POST | `/api/v1/drain` | JSON `{dc, service?, reason?, for_seconds?, force?}` | change |
 //! | POST | `/api/v1/undrain` | JSON `{dc, service?}` | change |
 //! | GET | `/api/v1/peer/exchange` | this node's reports and drains, for peers | peer HMAC |
@@ -43,7 +44,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// What the admin API can ask the rest of the node to do.
 pub trait Control: Send + Sync {
-    /// Reloads zones and GeoIP data; the text says what happened.
+    /// Reloads zones, GeoIP data and the TLS certificate (if any); the text says what happened.
     fn reload(&self) -> Result<String, String>;
     /// Puts this node's probe counters into the metrics.
     fn observe_probes(&self, metrics: &crate::metrics::Metrics);
@@ -114,16 +115,52 @@ async fn require_change(
     next.run(request).await
 }
 
-/// Serves the admin API on `listener` until `shutdown`.
+/// Serves the admin API on `listener` until `shutdown`: HTTPS when given a TLS acceptor, else
+/// plain HTTP. Either way the handlers see the client's address (`ConnectInfo<SocketAddr>`), and
+/// shutdown lets requests in progress finish.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Shared,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let metrics = state.snapshots.metrics.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let signal = async move { shutdown.cancelled().await };
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+        }
+        Some(acceptor) => {
+            use axum::serve::ListenerExt;
+            let listener = TlsListener(crate::tls::Incoming::new(listener, acceptor, metrics))
+                // A no-op: axum provides `ConnectInfo<SocketAddr>` for any listener wrapped in
+                // `tap_io` whose address is a `SocketAddr`, and for no other foreign listener.
+                .tap_io(|_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+        }
+    }
+}
+
+/// The admin listener over TLS: connections come out of `tls::Incoming` with the handshake
+/// done (failed handshakes never reach axum).
+struct TlsListener(crate::tls::Incoming);
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.0.next().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
 }
 
 /// Constant-time equality, so a token cannot be guessed byte by byte from response times.

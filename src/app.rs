@@ -1,5 +1,6 @@
-//! Wiring: load zones and GeoIP data, start the probers and the DNS frontend, reload on SIGHUP
-//! and on GeoIP file changes, shut down cleanly.
+//! Wiring: load zones and GeoIP data (and the admin listener's TLS certificate, if any), start
+//! the probers and the DNS frontend, reload on SIGHUP and on GeoIP file changes, shut down
+//! cleanly.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use crate::model::ZoneSet;
 use crate::peers::{Cluster, ClusterSettings};
 use crate::probe::HealthMonitor;
 use crate::state::Snapshots;
+use crate::tls::ServerCert;
 use crate::zone_file;
 
 /// How often the GeoIP and zone files are checked for changes.
@@ -37,6 +39,8 @@ struct Core {
     snapshots: Arc<Snapshots>,
     monitor: Mutex<Option<HealthMonitor>>,
     loader: ZoneLoader,
+    /// The admin/peer listener's certificate, when it speaks HTTPS.
+    tls: Option<Arc<ServerCert>>,
 }
 
 /// Parses zone directories on one dedicated thread. glibc's allocator keeps memory per thread
@@ -151,14 +155,53 @@ impl Core {
             }
         }
     }
+
+    /// Re-reads the TLS certificate and key, if the admin listener has them. Files that do not
+    /// load (missing, unreadable, a key that does not match) keep the certificate in use.
+    fn reload_tls(&self) -> Result<(), String> {
+        let Some(cert) = &self.tls else {
+            return Ok(());
+        };
+        let metrics = &self.snapshots.metrics;
+        match cert.reload() {
+            Ok(()) => {
+                info!(cert = %cert.files().cert.display(), "TLS certificate reloaded");
+                metrics.record_tls_cert_reload(true);
+                self.snapshots
+                    .events
+                    .push("tls", "TLS certificate reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                error!(error = %e, "TLS certificate reload failed; keeping the certificate in use");
+                metrics.record_tls_cert_reload(false);
+                self.snapshots.events.push(
+                    "tls",
+                    format!("TLS certificate reload FAILED, certificate in use kept: {e}"),
+                );
+                Err(e)
+            }
+        }
+    }
 }
 
 impl Control for Core {
     fn reload(&self) -> Result<String, String> {
+        // First, and whatever the zones say: a renewed certificate does not wait for a fixed zone.
+        let tls = self.reload_tls();
         let zones = self.reload_zones().map_err(|e| e.to_string())?;
         self.reload_geo()
             .map_err(|e| format!("zones reloaded, but GeoIP: {e}"))?;
-        Ok(format!("reloaded {zones} zone(s) and the GeoIP data"))
+        match (tls, &self.tls) {
+            (Err(e), _) => Err(format!(
+                "zones and GeoIP data reloaded, but the TLS certificate: {e}"
+            )),
+            (Ok(()), Some(_)) => Ok(format!(
+                "reloaded {zones} zone(s), the GeoIP data and the TLS certificate"
+            )),
+            (Ok(()), None) => Ok(format!("reloaded {zones} zone(s) and the GeoIP data")),
+        }
     }
 
     fn observe_probes(&self, metrics: &Metrics) {
@@ -187,6 +230,10 @@ impl Node {
     pub async fn start(settings: Settings) -> anyhow::Result<Node> {
         // reqwest is built without a default TLS provider; ring serves probes and peers.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // First: a bad certificate or key is a configuration error to report before the
+        // seconds that loading zones and GeoIP data can take.
+        let tls = settings.tls.clone().map(ServerCert::load).transpose()?;
+        let tls_acceptor = tls.as_ref().map(|c| c.acceptor()).transpose()?;
         let metrics = Arc::new(Metrics::new());
         let loader = ZoneLoader::start().context("starting the zone loader thread")?;
         let zones = loader
@@ -204,6 +251,7 @@ impl Node {
                 node: settings.node.clone(),
                 region: settings.region.clone(),
                 peers: settings.peers.clone(),
+                peer_ca: settings.peer_ca.clone(),
                 secret: settings.secret.clone(),
                 exchange_interval: settings.exchange_interval,
                 merge: MergeSettings {
@@ -222,6 +270,7 @@ impl Node {
             snapshots: snapshots.clone(),
             monitor: Mutex::new(Some(monitor)),
             loader,
+            tls,
         });
 
         let admin_listener = tokio::net::TcpListener::bind(settings.admin)
@@ -249,7 +298,9 @@ impl Node {
         let mut tasks = Vec::new();
         let admin_shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = admin::serve(admin_listener, admin_state, admin_shutdown).await {
+            if let Err(e) =
+                admin::serve(admin_listener, tls_acceptor, admin_state, admin_shutdown).await
+            {
                 error!(error = %e, "admin listener stopped");
             }
         }));
@@ -266,7 +317,8 @@ impl Node {
         ));
         info!(
             node = %settings.node, region = %settings.region, udp = %bound.udp, tcp = %bound.tcp,
-            admin = %admin_addr, peers = settings.peers.len(), zones = %settings.zones.display(),
+            admin = %admin_addr, admin_tls = settings.tls.is_some(), peers = settings.peers.len(),
+            zones = %settings.zones.display(),
             "serving"
         );
         if let Some(path) = &settings.ready_file {
@@ -294,8 +346,8 @@ impl Node {
         self.core.reload_zones()
     }
 
-    /// Runs until SIGINT/SIGTERM (or the DNS server fails); SIGHUP reloads zones and GeoIP data,
-    /// and a changed GeoIP file is reloaded by itself.
+    /// Runs until SIGINT/SIGTERM (or the DNS server fails); SIGHUP reloads zones, GeoIP data and
+    /// the TLS certificate, and a changed GeoIP file is reloaded by itself.
     pub async fn run_until_signalled(mut self) -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hup = signal(SignalKind::hangup())?;
@@ -308,9 +360,10 @@ impl Node {
         let outcome = loop {
             tokio::select! {
                 _ = hup.recv() => {
-                    info!("SIGHUP: reloading zones and GeoIP data");
+                    info!("SIGHUP: reloading zones, GeoIP data and the TLS certificate");
                     let core = self.core.clone();
                     let _ = tokio::task::spawn_blocking(move || {
+                        let _ = core.reload_tls();
                         let _ = core.reload_zones();
                         let _ = core.reload_geo();
                     })

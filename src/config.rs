@@ -1,6 +1,7 @@
 //! Node settings: identity, listen addresses, zones and GeoIP data, peers and their shared secret,
-//! state directory. Read from an optional YAML node config file; command-line flags override it.
-//! Secrets come from files or the environment, never from the zone files.
+//! TLS of the admin/peer listener, state directory. Read from an optional YAML node config file;
+//! command-line flags override it. Secrets come from files or the environment, never from the
+//! zone files.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use serde::Deserialize;
 
 use crate::check::parse_duration;
 use crate::merge::Quorum;
+use crate::tls::TlsFiles;
 use crate::{dns, rrl};
 
 /// Where the DNS frontend listens when nothing else is said.
@@ -40,6 +42,8 @@ pub struct NodeFile {
     pub listen: Option<SocketAddr>,
     /// Admin and peer HTTP listen address.
     pub admin: Option<SocketAddr>,
+    /// HTTPS on the admin/peer listener: certificate and key files (PEM). Without it, HTTP.
+    pub tls: Option<RawTls>,
     /// Directory of zone YAML files.
     pub zones: Option<PathBuf>,
     /// GeoIP databases (MaxMind format), in order of preference.
@@ -48,9 +52,13 @@ pub struct NodeFile {
     pub probe_source: Option<IpAddr>,
     /// Where drains are persisted.
     pub state_dir: Option<PathBuf>,
-    /// Base URLs of the other nodes' admin/peer listeners (`http://10.1.0.53:8053`).
+    /// Base URLs of the other nodes' admin/peer listeners (`http://10.1.0.53:8053`, or
+    /// `https://` for peers with `tls`).
     #[serde(default)]
     pub peers: Vec<String>,
+    /// CA certificates (PEM) that `https://` peers' certificates must chain to; only these are
+    /// trusted then. Without it, the system's roots.
+    pub peer_ca_file: Option<PathBuf>,
     /// File holding the secret shared by all nodes (or set STEERDNS_SECRET).
     pub secret_file: Option<PathBuf>,
     /// File holding the admin bearer token (or set STEERDNS_ADMIN_TOKEN).
@@ -67,6 +75,16 @@ pub struct NodeFile {
     pub rrl: Option<RawRrl>,
     /// Limits of DNS over TCP.
     pub tcp: Option<RawTcp>,
+}
+
+/// `tls:` in the node config file: both files, or no `tls:` at all.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
 }
 
 /// `rrl:` in the node config file.
@@ -118,6 +136,10 @@ pub struct Flags {
     pub peers: Vec<String>,
     pub secret_file: Option<PathBuf>,
     pub admin_token_file: Option<PathBuf>,
+    /// `--tls-cert`, `--tls-key`, `--peer-ca`.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub peer_ca: Option<PathBuf>,
     pub exchange_interval: Option<String>,
     pub stale_after: Option<String>,
     pub quorum: Option<String>,
@@ -138,6 +160,8 @@ pub struct Settings {
     pub region: String,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// When set, the admin/peer listener speaks HTTPS only, with this certificate.
+    pub tls: Option<TlsFiles>,
     pub zones: PathBuf,
     /// GeoIP databases, first match wins.
     pub geoip: Vec<PathBuf>,
@@ -145,6 +169,8 @@ pub struct Settings {
     pub probe_source: Option<IpAddr>,
     pub state_dir: Option<PathBuf>,
     pub peers: Vec<String>,
+    /// The only CAs `https://` peers are trusted by, when set.
+    pub peer_ca: Option<PathBuf>,
     /// The shared secret peer messages are signed with.
     pub secret: Option<Vec<u8>>,
     /// The bearer token admin changes need.
@@ -167,6 +193,7 @@ impl std::fmt::Debug for Settings {
             .field("region", &self.region)
             .field("listen", &self.listen)
             .field("admin", &self.admin)
+            .field("tls", &self.tls)
             .field("zones", &self.zones)
             .field("peers", &self.peers)
             .field("secret", &self.secret.as_ref().map(|_| "<set>"))
@@ -234,6 +261,7 @@ impl Settings {
             .admin
             .or(file.admin)
             .unwrap_or_else(|| default_addr(DEFAULT_ADMIN_LISTEN));
+        let tls = tls_files(flags.tls_cert, flags.tls_key, file.tls)?;
         if !admin.ip().is_loopback() && admin_token.is_none() {
             bail!(
                 "the admin listener {admin} is not on loopback: set admin_token_file or {ADMIN_TOKEN_ENV} first"
@@ -253,6 +281,7 @@ impl Settings {
                 .or(file.listen)
                 .unwrap_or_else(|| default_addr(DEFAULT_DNS_LISTEN)),
             admin,
+            tls,
             zones: flags
                 .zones
                 .or(file.zones)
@@ -265,6 +294,7 @@ impl Settings {
             probe_source: flags.probe_source.or(file.probe_source),
             state_dir: flags.state_dir.or(file.state_dir),
             peers,
+            peer_ca: flags.peer_ca.or(file.peer_ca_file),
             secret,
             admin_token,
             protect_reads: file.protect_reads.unwrap_or(false),
@@ -274,6 +304,31 @@ impl Settings {
             ready_file: flags.ready_file,
             dns,
         })
+    }
+}
+
+/// The listener's certificate and key: each from its flag, else from `tls:`; both or neither.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    file: Option<RawTls>,
+) -> anyhow::Result<Option<TlsFiles>> {
+    let in_file = file.is_some();
+    let file = file.unwrap_or_default();
+    match (cert.or(file.cert_file), key.or(file.key_file)) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (Some(cert), None) => bail!(
+            "TLS certificate {} given without its key: set tls.key_file or --tls-key too (both or neither)",
+            cert.display()
+        ),
+        (None, Some(key)) => bail!(
+            "TLS key {} given without its certificate: set tls.cert_file or --tls-cert too (both or neither)",
+            key.display()
+        ),
+        (None, None) if in_file => {
+            bail!("tls: needs cert_file and key_file (or remove the tls block for plain HTTP)")
+        }
+        (None, None) => Ok(None),
     }
 }
 
@@ -454,6 +509,52 @@ mod tests {
         let file = NodeFile::parse("admin: 0.0.0.0:8053\n").unwrap();
         let e = Settings::resolve(file, Flags::default()).err().unwrap();
         assert!(e.to_string().contains("not on loopback"), "{e}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_flags_override_the_file() {
+        let d = Settings::resolve(NodeFile::default(), Flags::default()).unwrap();
+        assert_eq!(d.tls, None);
+        let file = NodeFile::parse(
+            "tls: { cert_file: /etc/steerdns/tls.crt, key_file: /etc/steerdns/tls.key }\n\
+             peer_ca_file: /etc/steerdns/ca.pem\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            tls_key: Some("/run/key.pem".into()),
+            ..Flags::default()
+        };
+        let s = Settings::resolve(file, flags).unwrap();
+        assert_eq!(
+            s.tls,
+            Some(TlsFiles {
+                cert: "/etc/steerdns/tls.crt".into(),
+                key: "/run/key.pem".into(),
+            })
+        );
+        assert_eq!(s.peer_ca, Some(PathBuf::from("/etc/steerdns/ca.pem")));
+        for (yaml, flags, error) in [
+            (
+                "tls: { cert_file: /c.pem }",
+                Flags::default(),
+                "given without its key",
+            ),
+            ("tls: {}", Flags::default(), "needs cert_file and key_file"),
+            (
+                "",
+                Flags {
+                    tls_key: Some("/k.pem".into()),
+                    ..Flags::default()
+                },
+                "given without its certificate",
+            ),
+        ] {
+            let e = Settings::resolve(NodeFile::parse(yaml).unwrap_or_default(), flags)
+                .err()
+                .unwrap();
+            assert!(e.to_string().contains(error), "{yaml}: {e}");
+        }
+        assert!(NodeFile::parse("tls: { cert: /c.pem }").is_err());
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //!   the rest);
 //! - `rrl`: response rate limiting: token buckets per client network and response (pure);
 //! - `admin`: the operator's HTTP API and the peers' exchange endpoint (the only axum user);
+//! - `tls`: optional HTTPS on the admin/peer listener (certificate reloads, handshakes) and the
+//!   CA roots of outgoing HTTPS to peers;
 //! - `status`: the state document and the HTML status page;
 //! - `metrics`: every metric name and label;
 //! - `events`: the last 100 health changes, drains, reloads and peer events;
@@ -55,4 +57,5 @@ pub mod probe;
 pub mod rrl;
 pub mod state;
 pub mod status;
+pub mod tls;
 pub mod zone_file;

@@ -87,7 +87,7 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Make a node reload its zones and GeoIP data.
+    /// Make a node reload its zones, GeoIP data and TLS certificate.
     Reload(AdminArgs),
     /// Run the three-region demo on loopback (three nodes, three DC backends) until Ctrl-C.
     Demo {
@@ -107,9 +107,13 @@ enum Command {
 
 #[derive(clap::Args)]
 struct AdminArgs {
-    /// The node's admin URL.
+    /// The node's admin URL (https:// for a node with TLS).
     #[arg(long, default_value = "http://127.0.0.1:8053")]
     admin: String,
+    /// CA certificate(s), PEM, that an https:// node's certificate must chain to; only these are
+    /// trusted then [default: the system's roots].
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
     /// File holding the admin token [or set STEERDNS_ADMIN_TOKEN].
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -135,6 +139,17 @@ struct ServeArgs {
     /// Admin and peer HTTP listen address [default: 127.0.0.1:8053].
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// Certificate chain (PEM, leaf first) for HTTPS on the admin/peer listener; needs
+    /// --tls-key. With both, the listener speaks HTTPS only.
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate(s), PEM, that https:// peers must chain to; only these are trusted then
+    /// [default: the system's roots].
+    #[arg(long, value_name = "PATH")]
+    peer_ca: Option<PathBuf>,
     /// Directory of zone YAML files [default: zones].
     #[arg(long)]
     zones: Option<PathBuf>,
@@ -289,15 +304,22 @@ fn admin_call(
         None => std::env::var(ADMIN_TOKEN_ENV).ok(),
     };
     let url = format!("{}{path}", a.admin.trim_end_matches('/'));
+    let roots = a
+        .ca_file
+        .as_deref()
+        .map(steerdns::tls::read_ca_file)
+        .transpose()?;
     // reqwest is built without a default TLS provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()?;
+        let mut client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10));
+        if let Some(roots) = roots {
+            client = client.tls_certs_only(roots);
+        }
+        let client = client.build()?;
         let mut req = if method == "POST" {
             client.post(&url)
         } else {
@@ -314,7 +336,7 @@ fn admin_call(
         let resp = req
             .send()
             .await
-            .map_err(|e| Unreachable(a.admin.clone(), e.to_string()))?;
+            .map_err(|e| Unreachable(a.admin.clone(), steerdns::probe::chain(&e)))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let v: serde_json::Value =
@@ -504,6 +526,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         peers: args.peers,
         secret_file: args.secret_file,
         admin_token_file: args.admin_token_file,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        peer_ca: args.peer_ca,
         exchange_interval: args.exchange_interval,
         stale_after: args.stale_after,
         quorum: args.quorum,

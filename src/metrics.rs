@@ -156,6 +156,9 @@ pub struct Metrics {
     tcp_refused: Family<LimitLabels, Counter>,
     tcp_timed_out: Family<TimeoutLabels, Counter>,
     tcp_query_limit: Counter,
+    // TLS on the admin/peer listener.
+    admin_tls_failures: Family<ReasonLabels, Counter>,
+    tls_cert_reloads: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -332,6 +335,18 @@ impl Metrics {
             "DNS TCP connections closed after their maximum number of queries",
             tcp_query_limit.clone(),
         );
+        let admin_tls_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "admin_tls_handshake_failures",
+            "Connections to the admin/peer listener closed because the TLS handshake failed (error) or took too long (timeout)",
+            admin_tls_failures.clone(),
+        );
+        let tls_cert_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "tls_certificate_reloads",
+            "Reloads of the admin/peer listener's TLS certificate by result (error: the previous one stays)",
+            tls_cert_reloads.clone(),
+        );
         Metrics {
             id: NEXT_METRICS_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             rrl_dropped,
@@ -340,6 +355,8 @@ impl Metrics {
             tcp_refused,
             tcp_timed_out,
             tcp_query_limit,
+            admin_tls_failures,
+            tls_cert_reloads,
             peer_exchanges,
             peer_auth_refused,
             endpoint_up,
@@ -449,6 +466,20 @@ impl Metrics {
                     .set(i64::try_from(*epoch).unwrap_or(i64::MAX));
             }
         }
+    }
+
+    /// A connection to the admin/peer listener closed in its TLS handshake: `error` or `timeout`.
+    pub fn record_admin_tls_failure(&self, reason: &'static str) {
+        self.admin_tls_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn record_tls_cert_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.tls_cert_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn record_peer_exchange(&self, ok: bool) {

@@ -10,6 +10,10 @@
 //! signature for our own fresh nonce is dropped, so neither can be replayed; every refusal is
 //! counted. Old reports and drains are ignored by version anyway (see `merge::accept` and
 //! `DrainSet::apply`).
+//!
+//! Peers may be `https://` URLs (nodes with `tls`): their certificates are verified against
+//! `peer_ca_file` alone when it is set, else against the system's roots, never skipped. A peer
+//! whose certificate does not verify is unreachable, like one that does not answer.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,7 +28,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::drain::{Drain, DrainSet};
 use crate::merge::{self, EffectiveHealth, EndpointKey, MergeSettings, Report, Vote};
-use crate::probe::SharedHealthView;
+use crate::probe::{SharedHealthView, chain};
 use crate::state::Snapshots;
 
 /// Where a node serves its exchange message.
@@ -198,6 +202,8 @@ pub struct ClusterSettings {
     pub node: String,
     pub region: String,
     pub peers: Vec<String>,
+    /// CA certificates (PEM) that `https://` peers must chain to, instead of the system's roots.
+    pub peer_ca: Option<PathBuf>,
     pub secret: Option<Vec<u8>>,
     pub exchange_interval: Duration,
     pub merge: MergeSettings,
@@ -288,12 +294,19 @@ impl Cluster {
             None => DrainSet::default(),
         };
         let timeout = settings.exchange_interval.min(Duration::from_secs(2));
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .user_agent(concat!("steerdns-peer/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("steerdns-peer/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &settings.peer_ca {
+            // A private cluster's CA: trusting the public roots as well would let any publicly
+            // trusted certificate for a peer's name pass.
+            http = http.tls_certs_only(crate::tls::read_ca_file(path)?);
+        }
+        let http = http
+            .build()
+            .map_err(|e| anyhow::anyhow!("building the peer HTTP client: {}", chain(&e)))?;
         let peers = settings
             .peers
             .iter()
@@ -575,7 +588,7 @@ impl Cluster {
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("request failed: {e}"))?;
+            .map_err(|e| format!("request failed: {}", chain(&e)))?;
         let status = resp.status();
         let signature = resp
             .headers()
@@ -585,7 +598,7 @@ impl Cluster {
         let body = resp
             .bytes()
             .await
-            .map_err(|e| format!("reading the response: {e}"))?;
+            .map_err(|e| format!("reading the response: {}", chain(&e)))?;
         if !status.is_success() {
             return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
         }

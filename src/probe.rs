@@ -6,7 +6,6 @@
 //! (lock-free, like the zone set in `state`), which probers replace whole.
 
 use std::collections::{HashMap, HashSet};
-use std::error::Error as _;
 use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Once};
@@ -49,7 +48,7 @@ enum ProbeError {
 
 /// An error and its causes on one line: reqwest's own message ("error sending request") hides
 /// the useful part (connection refused, invalid certificate) in its sources.
-fn chain(e: &reqwest::Error) -> String {
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(cause) = cur {

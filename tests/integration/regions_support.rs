@@ -400,7 +400,7 @@ impl Backend {
     }
 }
 
-// ---- The admin API over plain HTTP ----------------------------------------------------------
+// ---- The admin API over HTTP or HTTPS -------------------------------------------------------
 
 /// A response from `http_request`.
 #[derive(Debug, Clone)]
@@ -429,6 +429,14 @@ impl HttpResponse {
     }
 }
 
+/// A TCP connection for one request: 2 s to connect, 5 s for each read.
+fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    Ok(stream)
+}
+
 /// One HTTP/1.1 request with `Connection: close`, blocking with timeouts.
 pub fn http_request(
     addr: SocketAddr,
@@ -437,8 +445,53 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<HttpResponse> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    http_exchange(connect(addr)?, addr, method, path, headers, body)
+}
+
+/// `http_request` over TLS, verifying the server's certificate for its IP address with `tls`
+/// (see `TestCa::client_config`). A handshake failure is an error.
+pub fn https_request(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let conn = rustls::ClientConnection::new(tls.clone(), addr.ip().into())
+        .map_err(std::io::Error::other)?;
+    let stream = rustls::StreamOwned::new(conn, connect(addr)?);
+    http_exchange(stream, addr, method, path, headers, body)
+}
+
+/// The certificate (leaf) a TLS server at `addr` presents now to a client trusting `tls`, in a
+/// full handshake (a resumed session would show the certificate of the session it resumes).
+pub fn presented_certificate(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<rustls::pki_types::CertificateDer<'static>> {
+    let mut config = (**tls).clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), addr.ip().into())
+        .map_err(std::io::Error::other)?;
+    let mut tcp = connect(addr)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned())
+        .ok_or_else(|| std::io::Error::other("no certificate presented"))
+}
+
+fn http_exchange(
+    mut stream: impl Read + Write,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -449,8 +502,14 @@ pub fn http_request(
     req.push_str("\r\n");
     stream.write_all(req.as_bytes())?;
     stream.write_all(body)?;
+    stream.flush()?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    match stream.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A TLS peer that closed without close_notify, after its whole answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let head_end = raw
         .windows(4)
@@ -633,6 +692,8 @@ pub struct NodeOpts {
     pub peers: Option<Vec<Peer>>,
     /// Its own secret, instead of the cluster's.
     pub secret: Option<String>,
+    /// With `ClusterOpts::tls`: its own `--peer-ca` file, instead of the cluster's CA.
+    pub peer_ca: Option<PathBuf>,
 }
 
 /// Settings of a cluster: the exchange timing, the quorum, and per-node differences (by index).
@@ -644,6 +705,9 @@ pub struct ClusterOpts {
     pub nodes: std::collections::BTreeMap<usize, NodeOpts>,
     /// The GeoIP database, instead of the MaxMind test fixture (for tests that swap it).
     pub geoip: Option<PathBuf>,
+    /// HTTPS on every node's admin/peer listener, with a certificate for its address from one
+    /// cluster CA, which every node trusts for its `https://` peers (`--peer-ca`).
+    pub tls: bool,
 }
 
 impl Default for ClusterOpts {
@@ -655,6 +719,7 @@ impl Default for ClusterOpts {
             quorum: "majority".into(),
             nodes: Default::default(),
             geoip: None,
+            tls: false,
         }
     }
 }
@@ -676,6 +741,26 @@ impl ClusterOpts {
         self.nodes.entry(i).or_default().secret = Some(secret.into());
         self
     }
+
+    /// Every node speaks HTTPS and pulls its peers over `https://` (see `ClusterOpts::tls`).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// Node `i` trusts the CA(s) in `pem_file` for its peers instead of the cluster's CA.
+    pub fn peer_ca(mut self, i: usize, pem_file: &Path) -> Self {
+        self.nodes.entry(i).or_default().peer_ca = Some(pem_file.to_path_buf());
+        self
+    }
+}
+
+/// How the tests reach a TLS node's admin API: a client trusting the cluster CA, and the CA file
+/// for the CLI's `--ca-file`.
+#[derive(Clone)]
+pub struct AdminTls {
+    pub client: Arc<rustls::ClientConfig>,
+    pub ca_file: PathBuf,
 }
 
 /// One `steerdns serve` of a cluster. Killed when dropped; can be killed and restarted with the
@@ -695,6 +780,8 @@ pub struct RegionNode {
     ready: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// Set when the node speaks HTTPS.
+    pub tls: Option<AdminTls>,
 }
 
 impl RegionNode {
@@ -767,14 +854,33 @@ impl RegionNode {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// A request to the node's admin API, over HTTPS when it has TLS.
+    pub fn request(&self, method: &str, path: &str) -> std::io::Result<HttpResponse> {
+        match &self.tls {
+            Some(tls) => https_request(self.admin, &tls.client, method, path, &[], b""),
+            None => http_request(self.admin, method, path, &[], b""),
+        }
+    }
+
     /// GET /api/v1/state.
     pub fn state(&self) -> serde_json::Value {
-        get_json(self.admin, "/api/v1/state")
+        let path = "/api/v1/state";
+        let r = self
+            .request("GET", path)
+            .unwrap_or_else(|e| panic!("GET {}://{}{path}: {e}", self.scheme(), self.admin));
+        assert_eq!(r.status, 200, "GET {}{path}: {}", self.admin, r.text());
+        r.json()
     }
 
     /// GET /metrics.
     pub fn metrics(&self) -> String {
-        let r = http_request(self.admin, "GET", "/metrics", &[], b"")
+        let r = self
+            .request("GET", "/metrics")
             .unwrap_or_else(|e| panic!("metrics of node {}: {e}", self.id));
         assert_eq!(r.status, 200, "metrics of node {}: {}", self.id, r.text());
         r.text()
@@ -809,14 +915,18 @@ impl RegionNode {
         }
     }
 
-    /// `steerdns ARGS --admin <this node>`: the admin CLI against this node.
+    /// `steerdns ARGS --admin <this node>`: the admin CLI against this node (with `--ca-file`
+    /// when it has TLS).
     pub fn cli(&self, args: &[&str]) -> Run {
-        let admin = format!("http://{}", self.admin);
+        let admin = format!("{}://{}", self.scheme(), self.admin);
         let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
         all.extend([
             std::ffi::OsStr::new("--admin"),
             std::ffi::OsStr::new(&admin),
         ]);
+        if let Some(tls) = &self.tls {
+            all.extend([std::ffi::OsStr::new("--ca-file"), tls.ca_file.as_os_str()]);
+        }
         run_steerdns(Path::new(env!("CARGO_MANIFEST_DIR")), &all)
     }
 }
@@ -882,7 +992,8 @@ impl TestCluster {
     /// Starts backends for dc1..dc3 (all up), then `n` nodes serving `zone` (a template: `{k}`
     /// becomes the block's K, `{port}` the backends' port; see `regions_zone`). Node i (from 0)
     /// has id "a", "b", ..., probes from 127.K.(i+1).1, and pulls from every other node unless
-    /// `opts` says otherwise. Returns once every node has written its ready file.
+    /// `opts` says otherwise (over `https://` with `opts.tls`). Returns once every node has
+    /// written its ready file.
     pub fn start(n: usize, zone: &str, opts: ClusterOpts) -> TestCluster {
         let block = Block::take();
         let backends = start_backends(block);
@@ -901,6 +1012,12 @@ impl TestCluster {
             .clone()
             .unwrap_or_else(|| manifest_path("tests/fixtures/geoip/GeoIP2-City-Test.mmdb"));
         let ms = |d: Duration| format!("{}ms", d.as_millis());
+        let ca = opts.tls.then(|| TestCa::new("steerdns test cluster CA"));
+        let admin_tls = ca.as_ref().map(|ca| AdminTls {
+            client: ca.client_config(),
+            ca_file: ca.write_pem(&dir.path().join("cluster-ca.pem")),
+        });
+        let scheme = if opts.tls { "https" } else { "http" };
 
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -922,8 +1039,8 @@ impl TestCluster {
                 .unwrap_or_else(|| (0..n).filter(|j| *j != i).map(Peer::Node).collect())
                 .into_iter()
                 .map(|p| match p {
-                    Peer::Node(j) => format!("http://{}", block.admin(j + 1)),
-                    Peer::Fake(j) => format!("http://{}", block.fake_peer(j)),
+                    Peer::Node(j) => format!("{scheme}://{}", block.admin(j + 1)),
+                    Peer::Fake(j) => format!("{scheme}://{}", block.fake_peer(j)),
                 })
                 .collect();
             let mut args: Vec<std::ffi::OsString> = Vec::new();
@@ -955,6 +1072,15 @@ impl TestCluster {
             arg(&opts.quorum);
             arg(&"--ready-file");
             arg(&home.join("ready.json"));
+            if let (Some(ca), Some(admin_tls)) = (&ca, &admin_tls) {
+                let (cert, key, _) = ca.write_leaf(&home, "tls", &[&ip.to_string()]);
+                arg(&"--tls-cert");
+                arg(&cert);
+                arg(&"--tls-key");
+                arg(&key);
+                arg(&"--peer-ca");
+                arg(node_opts.peer_ca.as_ref().unwrap_or(&admin_tls.ca_file));
+            }
             nodes.push(RegionNode {
                 id,
                 ip,
@@ -967,6 +1093,7 @@ impl TestCluster {
                 ready: home.join("ready.json"),
                 log: home.join("stderr.log"),
                 child: None,
+                tls: admin_tls.clone(),
             });
         }
         let mut cluster = TestCluster {

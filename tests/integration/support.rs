@@ -1003,3 +1003,86 @@ pub fn self_signed_tls(name: &str) -> Arc<rustls::ServerConfig> {
     .expect("a certificate and key that match");
     Arc::new(config)
 }
+
+/// A certificate authority for the admin/peer TLS tests: issues leaf certificates for names or
+/// IP addresses, and gives clients that trust it (rustls, or the CLI and nodes through a PEM file).
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate, PEM.
+    pub pem: String,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+/// A leaf certificate and its key, PEM.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    pub cert: String,
+    pub key: String,
+    pub der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().expect("a CA key");
+        let cert = params.self_signed(&key).expect("a CA certificate");
+        TestCa {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses, as rcgen reads them).
+    pub fn issue(&self, names: &[&str]) -> Leaf {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let params = rcgen::CertificateParams::new(names).expect("leaf params");
+        let key = rcgen::KeyPair::generate().expect("a leaf key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("signing the leaf");
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
+    /// Issues a certificate for `names` and writes `STEM.crt` and `STEM.key` in `dir`.
+    pub fn write_leaf(&self, dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf, Leaf) {
+        let leaf = self.issue(names);
+        let cert = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, &leaf.cert).expect("writing the certificate");
+        std::fs::write(&key, &leaf.key).expect("writing the key");
+        (cert, key, leaf)
+    }
+
+    /// Writes the CA certificate to `path` (for `--peer-ca`, `--ca-file`).
+    pub fn write_pem(&self, path: &Path) -> PathBuf {
+        std::fs::write(path, &self.pem).expect("writing the CA certificate");
+        path.to_path_buf()
+    }
+
+    /// A rustls client configuration that trusts this CA alone.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der.clone()).expect("adding the CA root");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Arc::new(config)
+    }
+}
