@@ -11,7 +11,10 @@
 # BENCH_DURATION=10 (seconds per run), BENCH_REPEAT=1 (runs per row; the table shows medians),
 # BENCH_SERVER_CPU=0, BENCH_CLIENT_CPU=1,
 # BENCH_SCHED=fifo|nice (fifo, the default as root: SCHED_FIFO for servers and dnsperf; nice:
-# BENCH_NICE, default -10 as root, else 0).
+# BENCH_NICE, default -10 as root, else 0),
+# BENCH_LIMIT=1 (0 skips the search for the rate where loss begins, on the geo workload, and the
+# p99 at half that rate; off with --quick), BENCH_LIMIT_RATES="50000 100000 ... 500000",
+# BENCH_LIMIT_DURATION=5.
 #
 # Installs nothing. Starts every server on 127.0.0.1 only, pinned to one core, and stops them on
 # exit.
@@ -30,7 +33,7 @@ for arg in "$@"; do
     esac
 done
 COMMAND_LINE="bash bench/run.sh${*:+ $*}"
-for var in BENCH_RATES BENCH_DURATION BENCH_REPEAT BENCH_SERVER_CPU BENCH_CLIENT_CPU BENCH_SCHED BENCH_NICE; do
+for var in BENCH_RATES BENCH_DURATION BENCH_REPEAT BENCH_SERVER_CPU BENCH_CLIENT_CPU BENCH_SCHED BENCH_NICE BENCH_LIMIT BENCH_LIMIT_RATES BENCH_LIMIT_DURATION; do
     if [[ -n "${!var:-}" ]]; then
         val=${!var}
         [[ "$val" == *" "* ]] && val="\"$val\""
@@ -52,6 +55,11 @@ else
     DURATION=${BENCH_DURATION:-10}
 fi
 REPEAT=${BENCH_REPEAT:-1}
+if ((QUICK)); then LIMIT=${BENCH_LIMIT:-0}; else LIMIT=${BENCH_LIMIT:-1}; fi
+read -r -a LIMIT_RATES <<<"${BENCH_LIMIT_RATES:-50000 100000 150000 200000 250000 300000 350000 400000 450000 500000}"
+LIMIT_DURATION=${BENCH_LIMIT_DURATION:-5}
+# Loss has begun at a rate when more than this share of the queries went unanswered.
+LIMIT_LOSS_PCT=0.5
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
 # Priority of the servers and dnsperf. Other work on a shared machine still runs on their cores.
@@ -507,8 +515,8 @@ rss_kib() { awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } END { print r, a }'
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
-run_load() { # run_load SERVER WORKLOAD-LINE RATE REPEAT
-    local s=$1 rate=$3 rep=$4
+run_load() { # run_load SERVER WORKLOAD-LINE RATE REPEAT [RESULTS-FILE [DURATION]]
+    local s=$1 rate=$3 rep=$4 results=${5:-$RESULTS} duration=${6:-$DURATION}
     IFS='|' read -r wname file fmt transport _ <<<"$2"
     local pid=${SERVER_PID[$s]}
     local out="$WORK/dnsperf-$s-$wname-$rate-$rep"
@@ -518,9 +526,9 @@ run_load() { # run_load SERVER WORKLOAD-LINE RATE REPEAT
     read -r core0 core0_all < <(core_busy_ticks "$SERVER_CPU")
     # Bounded: a dnsperf that hangs (it does not reconnect when a server closes a TCP connection)
     # must not hang the bench.
-    timeout $((DURATION + TIMEOUT + 30)) "${PIN_CLIENT[@]}" dnsperf -s "$LOOPBACK" -p "${PORT[$s]}" \
+    timeout $((duration + TIMEOUT + 30)) "${PIN_CLIENT[@]}" dnsperf -s "$LOOPBACK" -p "${PORT[$s]}" \
         -m "$transport" -d "$file" $fmt \
-        -c "$CLIENTS" -l "$DURATION" -Q "$rate" -t "$TIMEOUT" -v >"$out.v" 2>"$out.err" &
+        -c "$CLIENTS" -l "$duration" -Q "$rate" -t "$TIMEOUT" -v >"$out.v" 2>"$out.err" &
     CLIENT_PIDS=($!)
     wait "${CLIENT_PIDS[0]}" || log "dnsperf exited non-zero for $s $wname $rate (see $out.err)"
     CLIENT_PIDS=()
@@ -558,7 +566,7 @@ run_load() { # run_load SERVER WORKLOAD-LINE RATE REPEAT
     other_pct=$(awk -v b=$((core1 - core0)) -v a=$((core1_all - core0_all)) -v s=$((cpu1 - cpu0)) \
         'BEGIN { if (a > 0) { o = (b - s) * 100 / a; if (o < 0) o = 0; printf "%.0f", o } else print "-" }')
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$wname" "$rate" "${qps:-0}" \
-        "${lost_pct:-100}" $pcts "$cpu_us" "$rss" "${resp_size:--}" "$other_pct" "${rcodes:--}" "$anon" "$rep" >>"$RESULTS"
+        "${lost_pct:-100}" $pcts "$cpu_us" "$rss" "${resp_size:--}" "$other_pct" "${rcodes:--}" "$anon" "$rep" >>"$results"
     log "$(printf '%-9s %-10s %6s qps: answered %6s qps, lost %5s%%, p50/p99/p99.9 %s us, %s us CPU/query' \
         "$s" "$wname" "$rate" "${qps:-0}" "${lost_pct:-?}" "$(tr ' ' / <<<"$pcts")" "$cpu_us")"
 }
@@ -589,6 +597,60 @@ for w in "${WORKLOADS[@]}"; do
         done
     done
 done
+
+# --- 6b. where loss begins, and p99 at half that rate (geo workload) -------------------------
+# For each server: the offered rate goes up in steps until more than LIMIT_LOSS_PCT% of the
+# queries are lost; that rate is where loss begins. Then a run at half of it gives the p99 the
+# goal compares ("p99 at 50% of the rate where loss begins"). If no step loses queries, the
+# limit is above the last step and half the last step is used, marked ">"; if dnsperf cannot
+# send the offered rate (its own core is saturated) the search stops there, marked likewise.
+LIMITS="$WORK/limits.tsv"
+HALF="$WORK/half.tsv"
+: >"$LIMITS"
+: >"$HALF"
+if ((LIMIT)); then
+    GEO_WORKLOAD=${WORKLOADS[0]}
+    for s in "${SERVERS[@]}"; do
+        steps="$WORK/steps-$s.tsv"
+        : >"$steps"
+        onset=""
+        for rate in "${LIMIT_RATES[@]}"; do
+            run_load "$s" "$GEO_WORKLOAD" "$rate" "limit" "$steps" "$LIMIT_DURATION"
+            sleep 1
+            lost=$(tail -n 1 "$steps" | cut -f5)
+            got=$(tail -n 1 "$steps" | cut -f4)
+            if awk -v l="$lost" -v m="$LIMIT_LOSS_PCT" 'BEGIN { exit !(l + 0 > m) }'; then
+                onset=$rate
+                break
+            fi
+            # Nothing lost, but dnsperf did not reach the offered rate: its own core is the
+            # limit, not the server.
+            if awk -v g="$got" -v r="$rate" 'BEGIN { exit !(g + 0 < 0.9 * r) }'; then
+                onset="client:$got"
+                break
+            fi
+        done
+        if [[ "$onset" == client:* ]]; then
+            half=$((${onset#client:} / 2))
+            shown=">${onset#client:} (dnsperf's limit)"
+        elif [[ -n "$onset" ]]; then
+            half=$((onset / 2))
+            shown=$onset
+        else
+            last=${LIMIT_RATES[${#LIMIT_RATES[@]} - 1]}
+            half=$((last / 2))
+            shown=">$last"
+        fi
+        # Answered QPS at the step where loss began (or the last step).
+        answered=$(tail -n 1 "$steps" | cut -f4)
+        printf '%s\t%s\t%s\t%s\n' "$s" "$shown" "$answered" "$half" >>"$LIMITS"
+        log "$s: loss begins at $shown qps offered (answered $answered qps there); p99 measured at $half qps"
+        for rep in $(seq "$REPEAT"); do
+            run_load "$s" "$GEO_WORKLOAD" "$half" "$rep" "$HALF"
+            sleep 1
+        done
+    done
+fi
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- 7. the table ----------------------------------------------------------------------------
@@ -659,6 +721,34 @@ table() {
         }' "$RESULTS"
 }
 
+limit_table() {
+    echo "| server | loss begins at (offered qps) | answered qps there | half rate (qps) | p50 µs | p99 µs | p99.9 µs | CPU µs/query | p99 vs gdnsd |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' -v knot="$KNOT_LABEL" '
+        function num(x) { return x ~ /^[0-9.]+$/ }
+        function median(s, col,    n, i, j, t, v) {
+            n = 0
+            for (i = 1; i <= cnt[s]; i++) if (num(val[s, i, col])) v[++n] = val[s, i, col] + 0
+            if (n == 0) return "-"
+            for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+            return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+        }
+        FNR == NR { onset[$1] = $2; answered[$1] = $3; half[$1] = $4; order[++n] = $1; next }
+        { cnt[$1]++; for (c = 1; c <= 14; c++) val[$1, cnt[$1], c] = $c }
+        END {
+            for (k = 1; k <= n; k++) {
+                s = order[k]
+                for (c = 6; c <= 9; c++) m[s, c] = median(s, c)
+            }
+            for (k = 1; k <= n; k++) {
+                s = order[k]
+                r = (s == "steerdns" && num(m[s, 7]) && num(m["gdnsd", 7]) && m["gdnsd", 7] > 0) ? sprintf("%.2f×", m[s, 7] / m["gdnsd", 7]) : ""
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", (s == "knot" ? knot : s), onset[s], answered[s],
+                    half[s], m[s, 6], m[s, 7], m[s, 8], m[s, 9], r
+            }
+        }' "$LIMITS" "$HALF"
+}
+
 REPORT="$REPO/bench/results-latest.md"
 {
     echo "# steerdns bench: $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -683,6 +773,12 @@ REPORT="$REPO/bench/results-latest.md"
     echo
     table
     echo
+    if ((LIMIT)); then
+        echo "Where loss begins (geo workload, offered rate raised in steps of ${LIMIT_DURATION} s through ${LIMIT_RATES[*]} qps until more than $LIMIT_LOSS_PCT% is lost), and the latency at half that rate ($DURATION s$( ((REPEAT > 1)) && echo ", medians of $REPEAT runs")):"
+        echo
+        limit_table
+        echo
+    fi
     echo "Response codes per run:"
     echo
     awk -F'\t' -v knot="$KNOT_LABEL" -v r="$REPEAT" '{ printf "- %s %s %s%s: %s\n", ($1 == "knot" ? knot : $1), $2, $3, (r > 1 ? " #" $15 : ""), $13 }' "$RESULTS"

@@ -94,7 +94,7 @@ impl Core {
                 let targets = probe_targets(&zones);
                 let count = zones.zones.len();
                 let old = self.snapshots.zones.swap(Arc::new(zones));
-                drop(old);
+                free_when_unused(old);
                 release_freed_memory();
                 if let Some(m) = self
                     .monitor
@@ -426,6 +426,38 @@ impl Node {
     }
 }
 
+/// Fixes glibc's mmap threshold at 128 KiB. By default glibc raises the threshold each time a
+/// large block is freed (up to 32 MiB), after which the big tables a zone load builds (node
+/// maps, the zone text, parser scratch) come from the heap instead of their own mappings, and
+/// each reload leaves them as holes the trim cannot return. Measured on 10,000 services x 10 DCs
+/// (38 MiB after load): 90 MiB after reloads by default, 62 MiB with the threshold fixed.
+/// Call once at start, before the runtime's threads exist.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; M_MMAP_THRESHOLD takes a byte count.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Drops a replaced zone set once nobody else holds it, waiting a moment for queries in flight
+/// and readers to let go, so that the memory trim that follows finds it freed. (Whoever drops
+/// the last reference frees it in any case; this only makes the trim effective.)
+fn free_when_unused(mut old: Arc<ZoneSet>) {
+    for _ in 0..100 {
+        match Arc::try_unwrap(old) {
+            Ok(set) => {
+                drop(set);
+                return;
+            }
+            Err(still_shared) => {
+                old = still_shared;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 /// Hands memory freed by a dropped zone set (and the parser's scratch) back to the system.
 /// glibc keeps freed memory in per-thread arenas, and reloads run on whichever runtime thread is
 /// free, so without this each reload can leave a whole zone set's worth of RSS behind.
@@ -462,9 +494,10 @@ fn log_geo(db: &GeoDb, metrics: &Metrics, message: &'static str) {
 /// by `when_all_down` in between, and counts each such answer.
 async fn watch_services(snapshots: Arc<Snapshots>, shutdown: CancellationToken) {
     let mut all_down: HashSet<String> = HashSet::new();
-    // The snapshots last looked at, held (not their addresses): a freed snapshot's address can
-    // be reused by the next one, which would then pass for "unchanged".
-    let mut last: Option<(Arc<ZoneSet>, Vec<bool>)> = None;
+    // The zone set last looked at, by a weak reference: it keeps the address from being reused
+    // by a later set (which would then pass for "unchanged") without keeping a replaced set's
+    // memory alive until the next tick.
+    let mut last: Option<(std::sync::Weak<ZoneSet>, Vec<bool>)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
@@ -486,12 +519,12 @@ async fn watch_services(snapshots: Arc<Snapshots>, shutdown: CancellationToken) 
             })
             .collect();
         if let Some((z, st)) = &last
-            && Arc::ptr_eq(z, &zones)
+            && std::ptr::eq(z.as_ptr(), Arc::as_ptr(&zones))
             && *st == state
         {
             continue;
         }
-        last = Some((zones.clone(), state));
+        last = Some((Arc::downgrade(&zones), state));
         let mut now_down = HashSet::new();
         for (_, service) in zones.services() {
             let up = service.dcs.iter().any(|dc| {

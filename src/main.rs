@@ -541,6 +541,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tcp_max_queries: args.tcp_max_queries,
     };
     let settings = Settings::resolve(file, flags)?;
+    steerdns::app::tune_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
