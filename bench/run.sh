@@ -321,6 +321,20 @@ log:
     any: warning
 database:
   storage: "$WORK/knot/db"
+EOF
+    # A module section must come before the zone that refers to it.
+    if (($1)); then
+        cat <<EOF
+mod-geoip:
+  - id: geo
+    config-file: "$WORK/knot/geo.conf"
+    ttl: 30
+    mode: geodb
+    geodb-file: "$MMDB"
+    geodb-key: [ continent/code ]
+EOF
+    fi
+    cat <<EOF
 template:
   - id: default
     storage: "$WORK/knot/zones"
@@ -331,22 +345,13 @@ zone:
     file: $ZONE.zone
 EOF
     if (($1)); then
-        cat <<EOF
-    module: mod-geoip/geo
-mod-geoip:
-  - id: geo
-    config-file: "$WORK/knot/geo.conf"
-    ttl: 30
-    mode: geodb
-    geodb-file: "$MMDB"
-    geodb-key: [ continent/code ]
-EOF
+        echo "    module: mod-geoip/geo"
     fi
 }
 KNOT_GEOIP=1
 knot_conf 1 >"$WORK/knot/knot.conf"
 if ! knotc -c "$WORK/knot/knot.conf" conf-check >"$WORK/knot/conf-check.log" 2>&1; then
-    if grep -q "unknown module" "$WORK/knot/conf-check.log"; then
+    if grep -qiE "unknown module|invalid module|mod-geoip" "$WORK/knot/conf-check.log"; then
         KNOT_GEOIP=0
         log "warning: Knot's geoip module is not installed (Debian: apt-get install knot-module-geoip);"
         log "         Knot answers www from its zone file (fra for everyone), and its geo rows are marked"
