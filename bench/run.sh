@@ -14,7 +14,7 @@
 # BENCH_NICE, default -10 as root, else 0),
 # BENCH_LIMIT=1 (0 skips the search for the rate where loss begins, on the geo workload, and the
 # p99 at half that rate; off with --quick), BENCH_LIMIT_RATES="50000 100000 ... 500000",
-# BENCH_LIMIT_DURATION=5.
+# BENCH_LIMIT_DURATION=5, BENCH_WORKLOADS="geo static aaaa nxdomain static-tcp" (a subset to run).
 #
 # Installs nothing. Starts every server on 127.0.0.1 only, pinned to one core, and stops them on
 # exit.
@@ -33,7 +33,7 @@ for arg in "$@"; do
     esac
 done
 COMMAND_LINE="bash bench/run.sh${*:+ $*}"
-for var in BENCH_RATES BENCH_DURATION BENCH_REPEAT BENCH_SERVER_CPU BENCH_CLIENT_CPU BENCH_SCHED BENCH_NICE BENCH_LIMIT BENCH_LIMIT_RATES BENCH_LIMIT_DURATION; do
+for var in BENCH_RATES BENCH_DURATION BENCH_REPEAT BENCH_SERVER_CPU BENCH_CLIENT_CPU BENCH_SCHED BENCH_NICE BENCH_LIMIT BENCH_LIMIT_RATES BENCH_LIMIT_DURATION BENCH_WORKLOADS; do
     if [[ -n "${!var:-}" ]]; then
         val=${!var}
         [[ "$val" == *" "* ]] && val="\"$val\""
@@ -389,6 +389,16 @@ WORKLOADS=(
     "static-tcp|$Q/static.txt|-e|tcp|the static mix over TCP, $CLIENTS connections"
 )
 
+GEO_WORKLOAD=${WORKLOADS[0]} # the loss-rate search runs it whatever BENCH_WORKLOADS says
+if [[ -n "${BENCH_WORKLOADS:-}" ]]; then
+    chosen=()
+    for w in "${WORKLOADS[@]}"; do
+        [[ " $BENCH_WORKLOADS " == *" ${w%%|*} "* ]] && chosen+=("$w")
+    done
+    ((${#chosen[@]})) || die "BENCH_WORKLOADS matches none of: geo static aaaa nxdomain static-tcp"
+    WORKLOADS=("${chosen[@]}")
+fi
+
 # --- 4. start the servers ------------------------------------------------------------------
 SERVERS=(steerdns gdnsd knot)
 declare -A PORT=([steerdns]=$PORT_STEERDNS [gdnsd]=$PORT_GDNSD [knot]=$PORT_KNOT)
@@ -399,11 +409,14 @@ start_server() {
     case "$s" in
     steerdns)
         # RRL off: dnsperf asks the same names from one address far faster than any resolver
-        # would, and gdnsd has no RRL (Knot's is off unless configured).
+        # would, and gdnsd has no RRL (Knot's is off unless configured). No cap on queries per
+        # TCP connection (neither gdnsd nor Knot has one): dnsperf does not reconnect when a
+        # server closes a connection, so the default cap of 100,000 stalls it at 60,000 qps.
         RUST_LOG=warn "${PIN_SERVER[@]}" "$STEERDNS" serve \
             --listen "$LOOPBACK:$PORT_STEERDNS" --admin "$LOOPBACK:0" \
             --zones "$WORK/steerdns/zones" --geoip "$MMDB" \
-            --state-dir "$WORK/steerdns/state" --rrl off >"$WORK/steerdns/log" 2>&1 </dev/null &
+            --state-dir "$WORK/steerdns/state" --rrl off --tcp-max-queries 4000000000 \
+            >"$WORK/steerdns/log" 2>&1 </dev/null &
         ;;
     gdnsd)
         "${PIN_SERVER[@]}" gdnsd -c "$WORK/gdnsd" start >"$WORK/gdnsd/log" 2>&1 </dev/null &
@@ -614,7 +627,6 @@ HALF="$WORK/half.tsv"
 : >"$LIMITS"
 : >"$HALF"
 if ((LIMIT)); then
-    GEO_WORKLOAD=${WORKLOADS[0]}
     for s in "${SERVERS[@]}"; do
         steps="$WORK/steps-$s.tsv"
         : >"$steps"

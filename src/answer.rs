@@ -4,6 +4,9 @@
 //! only translates to and from the wire.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 use crate::geo::{self, Located, Locator};
 use crate::model::{
@@ -101,8 +104,9 @@ pub struct Answer {
     pub additional: Vec<Rr>,
     /// How many leading bits of the client address the answer depended on (the ECS scope).
     pub scope: u8,
-    /// The DC the answer came from, for service answers.
-    pub dc: Option<std::sync::Arc<str>>,
+    /// The service (its name, shared with the zone) and the DC the answer came from, for
+    /// service answers.
+    pub dc: Option<(Name, Arc<str>)>,
 }
 
 impl Answer {
@@ -200,9 +204,12 @@ pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> A
                         return out;
                     }
                     out.scope = sel.scope;
-                    out.dc = sel
-                        .chosen_dc()
-                        .map(|i| zone.datacenters[service.dcs[i].dc].name.clone());
+                    out.dc = sel.chosen_dc().map(|i| {
+                        (
+                            service.name.clone(),
+                            zone.datacenters[service.dcs[i].dc].name.clone(),
+                        )
+                    });
                     out.answers.extend(
                         sel.addresses
                             .iter()
@@ -254,9 +261,9 @@ pub enum Reason {
     /// Great-circle distance from the client, in km.
     Distance(f64),
     /// Listed by the geo rule with this label, at this position.
-    Rule(String, usize),
+    Rule(Arc<str>, usize),
     /// Not listed by the matching rule: after the listed ones, by distance (km) when known.
-    AfterRule(String, Option<f64>),
+    AfterRule(Arc<str>, Option<f64>),
     /// Position in the zone file's list (failover, or nearest for an unlocated client).
     Priority(usize),
     /// Weighted choice: the weight and this client network's score (highest first).
@@ -274,14 +281,18 @@ pub struct Candidate {
     pub up: usize,
 }
 
+/// A few items kept inline: services have a handful of DCs and answers, so a selection
+/// allocates nothing on the query path (more than four spill to the heap, as a Vec would).
+pub type Few<T> = SmallVec<[T; 4]>;
+
 /// The whole decision for one service query: what `answer` uses and `explain` prints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selection {
     pub located: Option<Located>,
-    pub candidates: Vec<Candidate>,
-    pub addresses: Vec<IpAddr>,
+    pub candidates: Few<Candidate>,
+    pub addresses: Few<IpAddr>,
     /// Indexes into `candidates` of the DCs the addresses came from, in order.
-    pub used: Vec<usize>,
+    pub used: Few<usize>,
     pub scope: u8,
     /// No endpoint of the family is up: the `when_all_down` policy applied.
     pub all_down: bool,
@@ -311,7 +322,7 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
         None
     };
 
-    let mut order: Vec<(usize, Reason)> = match &service.policy {
+    let order: Few<(usize, Reason)> = match &service.policy {
         Policy::Failover => (0..service.dcs.len())
             .map(|i| (i, Reason::Priority(i)))
             .collect(),
@@ -325,17 +336,17 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
                     .max_by_key(|r| r.key.specificity())
             });
             let (label, target) = match rule {
-                Some(r) => (r.label.as_str(), &r.target),
-                None => ("default", default),
+                Some(r) => (&r.label, &r.target),
+                None => (&*DEFAULT_RULE, default),
             };
             let nearest = by_distance(zone, service, located.as_ref());
             match target {
                 GeoTarget::Nearest => nearest,
                 GeoTarget::Dcs(listed) => {
-                    let mut out: Vec<(usize, Reason)> = listed
+                    let mut out: Few<(usize, Reason)> = listed
                         .iter()
                         .enumerate()
-                        .map(|(pos, &dc)| (dc, Reason::Rule(label.to_string(), pos)))
+                        .map(|(pos, &dc)| (dc, Reason::Rule(label.clone(), pos)))
                         .collect();
                     for (dc, reason) in nearest {
                         if !listed.contains(&dc) {
@@ -343,7 +354,7 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
                                 Reason::Distance(km) => Some(km),
                                 _ => None,
                             };
-                            out.push((dc, Reason::AfterRule(label.to_string(), km)));
+                            out.push((dc, Reason::AfterRule(label.clone(), km)));
                         }
                     }
                     out
@@ -352,7 +363,7 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
         }
         Policy::Weighted(weights) => {
             let net = geo::mask(client.addr.to_canonical(), cap);
-            let mut scored: Vec<(usize, Reason, f64)> = weights
+            let mut scored: Few<(usize, Reason, f64)> = weights
                 .iter()
                 .enumerate()
                 .map(|(i, &w)| {
@@ -366,9 +377,9 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
         }
     };
 
-    let mut candidates = Vec::with_capacity(order.len());
+    let mut candidates = Few::with_capacity(order.len());
     let mut degraded = false;
-    for (dc, reason) in order.drain(..) {
+    for (dc, reason) in order {
         let eps = service.dcs[dc]
             .endpoints
             .iter()
@@ -394,15 +405,15 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
     // that family, not "all down".
     let all_down = candidates.iter().any(|c| c.endpoints > 0)
         && candidates.iter().all(|c| c.endpoints == 0 || c.up == 0);
-    let mut addresses = Vec::new();
-    let mut used = Vec::new();
+    let mut addresses = Few::new();
+    let mut used = Few::new();
     for (ci, cand) in candidates.iter().enumerate() {
         if cand.endpoints == 0 || (!all_down && cand.up == 0) {
             // A DC with nothing of the asked family, or nothing up, is skipped.
             continue;
         }
         let dc_name = zone.datacenters[service.dcs[cand.dc].dc].name.as_ref();
-        let eps: Vec<IpAddr> = service.dcs[cand.dc]
+        let eps: Few<IpAddr> = service.dcs[cand.dc]
             .endpoints
             .iter()
             .copied()
@@ -411,7 +422,13 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
             .collect();
         let start = client.rotation % eps.len();
         let room = service.answers - addresses.len();
-        addresses.extend(eps.iter().cycle().skip(start).take(eps.len().min(room)));
+        addresses.extend(
+            eps.iter()
+                .copied()
+                .cycle()
+                .skip(start)
+                .take(eps.len().min(room)),
+        );
         used.push(ci);
         if !service.fill || addresses.len() >= service.answers {
             break;
@@ -439,6 +456,10 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
     }
 }
 
+/// The label of a service's `default` geo rule, in explanations.
+static DEFAULT_RULE: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| Arc::from("default"));
+
 type DistanceOrders = rustc_hash::FxHashMap<(u64, u64, u64), std::rc::Rc<[(usize, f64)]>>;
 
 thread_local! {
@@ -449,7 +470,7 @@ thread_local! {
 }
 
 /// DCs by great-circle distance from the client; an unlocated client gets the zone file's order.
-fn by_distance(zone: &Zone, service: &Service, located: Option<&Located>) -> Vec<(usize, Reason)> {
+fn by_distance(zone: &Zone, service: &Service, located: Option<&Located>) -> Few<(usize, Reason)> {
     let here = located.and_then(|l| geo::coordinates(&l.location));
     let Some((lat, lon)) = here else {
         return (0..service.dcs.len())
@@ -524,9 +545,16 @@ fn weighted_score(net: IpAddr, dc: &str, weight: u32) -> f64 {
         return f64::NEG_INFINITY;
     }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes: Vec<u8> = match net {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
+    let (v4, v6);
+    let bytes: &[u8] = match net {
+        IpAddr::V4(a) => {
+            v4 = a.octets();
+            &v4
+        }
+        IpAddr::V6(a) => {
+            v6 = a.octets();
+            &v6
+        }
     };
     for b in bytes.iter().chain(dc.as_bytes()) {
         h ^= u64::from(*b);
@@ -1071,7 +1099,10 @@ records:
         // skips iad and sjc and gets the nearest DC that has one.
         let sel = run(&z, "13.107.1.1", RecordType::Aaaa, &AllUp, 0);
         assert_eq!(chosen(&z, &sel), "fra");
-        assert_eq!(sel.addresses, ["2001:db8:1::1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            sel.addresses.as_slice(),
+            ["2001:db8:1::1".parse::<IpAddr>().unwrap()]
+        );
     }
 
     #[test]
@@ -1098,7 +1129,7 @@ records:
             let sel = run(&z, addr, RecordType::A, &AllUp, 0);
             assert_eq!(chosen(&z, &sel), *dc, "{addr}");
             assert!(
-                matches!(&sel.candidates[0].reason, Reason::Rule(l, 0) if l == rule),
+                matches!(&sel.candidates[0].reason, Reason::Rule(l, 0) if &**l == *rule),
                 "{addr}: {:?}",
                 sel.candidates[0].reason
             );
@@ -1243,7 +1274,10 @@ records:
         let sel = run(&z, "1.1.1.1", RecordType::A, &down, 0);
         assert!(sel.all_down);
         // serve_all fails open: the nearest DC as if everything were up.
-        assert_eq!(sel.addresses, ["10.0.3.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            sel.addresses.as_slice(),
+            ["10.0.3.1".parse::<IpAddr>().unwrap()]
+        );
         let z = zone(&format!(
             "      answers: 1\n      when_all_down: nodata\n{ENDPOINTS}"
         ));

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Client, QType, Rcode};
 use crate::geo;
-use crate::metrics::{Metrics, QueryLabels, ServiceLabels};
+use crate::metrics::{Metrics, NO_ZONE};
 use crate::model::{Name, RData, RecordType, Rr};
 use crate::state::Snapshots;
 
@@ -265,29 +265,25 @@ impl Handler {
         ecs: bool,
         started: std::time::Instant,
     ) {
-        let zone = zones.find(qname).map(|z| z.apex.shared());
+        let zone = zones.find(qname).map(|z| z.apex.arc());
         let m = &self.snapshots.metrics;
         m.record_query(
-            &QueryLabels {
-                zone: zone.clone().unwrap_or_else(|| Arc::from("-")),
-                qtype: Metrics::qtype_label(u16::from(qtype)),
-                rcode: match ans.rcode {
-                    Rcode::NoError => "NOERROR",
-                    Rcode::NxDomain => "NXDOMAIN",
-                    Rcode::Refused => "REFUSED",
-                    Rcode::ServFail => "SERVFAIL",
-                },
-                ecs: if ecs { "yes" } else { "no" },
+            zone.unwrap_or(&NO_ZONE),
+            Metrics::qtype_label(u16::from(qtype)),
+            match ans.rcode {
+                Rcode::NoError => "NOERROR",
+                Rcode::NxDomain => "NXDOMAIN",
+                Rcode::Refused => "REFUSED",
+                Rcode::ServFail => "SERVFAIL",
             },
+            ecs,
             started.elapsed().as_secs_f64(),
         );
-        if let (Some(zone), Some(dc)) = (zone, ans.dc.as_ref()) {
+        if let (Some(zone), Some((service, dc))) = (zone, ans.dc.as_ref()) {
             m.record_service_answer(
-                &ServiceLabels {
-                    zone,
-                    record: qname.shared(),
-                    dc: dc.clone(),
-                },
+                zone,
+                service.arc(),
+                dc,
                 ans.outcome == answer::Outcome::AllDown,
             );
         }
@@ -303,18 +299,16 @@ impl Handler {
         started: std::time::Instant,
     ) {
         self.snapshots.metrics.record_query(
-            &QueryLabels {
-                zone: Arc::from("-"),
-                qtype: qtype.map_or("-", |t| Metrics::qtype_label(u16::from(t))),
-                rcode: match code {
-                    ResponseCode::FormErr => "FORMERR",
-                    ResponseCode::NotImp => "NOTIMP",
-                    ResponseCode::Refused => "REFUSED",
-                    ResponseCode::BADVERS => "BADVERS",
-                    _ => "OTHER",
-                },
-                ecs: if ecs { "yes" } else { "no" },
+            &NO_ZONE,
+            qtype.map_or("-", |t| Metrics::qtype_label(u16::from(t))),
+            match code {
+                ResponseCode::FormErr => "FORMERR",
+                ResponseCode::NotImp => "NOTIMP",
+                ResponseCode::Refused => "REFUSED",
+                ResponseCode::BADVERS => "BADVERS",
+                _ => "OTHER",
             },
+            ecs,
             started.elapsed().as_secs_f64(),
         );
     }

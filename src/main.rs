@@ -200,7 +200,7 @@ struct ServeArgs {
     /// Time allowed for one DNS TCP message from its first byte to its last [default: 5s].
     #[arg(long, value_name = "DURATION")]
     tcp_read_timeout: Option<String>,
-    /// Queries answered on one DNS TCP connection before it is closed [default: 1000].
+    /// Queries answered on one DNS TCP connection before it is closed [default: 100000].
     #[arg(long, value_name = "N")]
     tcp_max_queries: Option<u32>,
 }

@@ -91,34 +91,57 @@ pub struct ProbeLabels {
     pub result: &'static str,
 }
 
-/// What the thread-local counter cache is keyed by.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-enum CounterKey {
+/// What the thread-local counter cache is keyed by: the registry, the metric, and each label
+/// value's address and length. Label values are shared strings (`Arc<str>`) or static text, so
+/// equal addresses mean equal values as long as the string is alive, and the cache entry keeps
+/// it alive (`Held`): no address in a key can be reused by another string. Hashing a few
+/// integers instead of the label text keeps counting a query to a handful of instructions.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct CounterKey {
+    registry: u64,
+    metric: u8,
+    labels: [(usize, usize); 4],
+}
+
+fn text_key(s: &str) -> (usize, usize) {
+    (s.as_ptr() as usize, s.len())
+}
+
+/// The label set a cached counter was made for, held so its strings outlive the cache entry.
+#[allow(dead_code)] // held, never read
+enum Held {
     Query(QueryLabels),
     Service(ServiceLabels),
 }
 
+type CounterCache = rustc_hash::FxHashMap<CounterKey, (Counter, Held)>;
+
 thread_local! {
-    static COUNTERS: std::cell::RefCell<rustc_hash::FxHashMap<(u64, CounterKey), Counter>> =
-        std::cell::RefCell::new(rustc_hash::FxHashMap::default());
+    static COUNTERS: std::cell::RefCell<CounterCache> =
+        std::cell::RefCell::new(CounterCache::default());
 }
 
-/// Runs `f` on the counter for `key` from this thread's cache, fetched with `get` the first
-/// time. The cache starts over past 4096 entries, so label sets from old zones cannot pile up.
-fn with_counter(key: (u64, CounterKey), get: impl FnOnce() -> Counter, f: impl FnOnce(&Counter)) {
+/// Increments the counter for `key` from this thread's cache, fetched with `get` (which also
+/// gives the label set to hold) the first time. The cache starts over past 4096 entries, so
+/// label sets from old zones cannot pile up.
+fn inc_counter(key: CounterKey, get: impl FnOnce() -> (Counter, Held)) {
     COUNTERS.with(|c| {
         let mut c = c.borrow_mut();
-        if let Some(found) = c.get(&key) {
-            return f(found);
+        if let Some((found, _)) = c.get(&key) {
+            found.inc();
+            return;
         }
         if c.len() >= 4096 {
             c.clear();
         }
-        let found = get();
-        f(&found);
-        c.insert(key, found);
+        let entry = get();
+        entry.0.inc();
+        c.insert(key, entry);
     })
 }
+
+/// The zone label of queries outside every zone.
+pub static NO_ZONE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("-"));
 
 static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -384,29 +407,68 @@ impl Metrics {
 
     /// Counts one query. The counter for a label set is looked up in the shared family once per
     /// thread and then kept in a thread-local map (hashing a few short strings, no lock).
-    pub fn record_query(&self, labels: &QueryLabels, seconds: f64) {
-        let key = (self.id, CounterKey::Query(labels.clone()));
-        with_counter(
-            key,
-            || self.queries.get_or_create(labels).clone(),
-            |c| {
-                c.inc();
-            },
-        );
+    /// `zone` is the zone apex (`NO_ZONE` outside every zone); the other labels are static text.
+    pub fn record_query(
+        &self,
+        zone: &Arc<str>,
+        qtype: &'static str,
+        rcode: &'static str,
+        ecs: bool,
+        seconds: f64,
+    ) {
+        let ecs = if ecs { "yes" } else { "no" };
+        let key = CounterKey {
+            registry: self.id,
+            metric: 0,
+            labels: [
+                text_key(zone),
+                text_key(qtype),
+                text_key(rcode),
+                text_key(ecs),
+            ],
+        };
+        inc_counter(key, || {
+            let labels = QueryLabels {
+                zone: zone.clone(),
+                qtype,
+                rcode,
+                ecs,
+            };
+            (
+                self.queries.get_or_create(&labels).clone(),
+                Held::Query(labels),
+            )
+        });
         self.query_duration.observe(seconds);
     }
 
-    pub fn record_service_answer(&self, labels: &ServiceLabels, all_down: bool) {
-        let key = (self.id, CounterKey::Service(labels.clone()));
-        with_counter(
-            key,
-            || self.service_answers.get_or_create(labels).clone(),
-            |c| {
-                c.inc();
-            },
-        );
+    /// Counts a service answer from the DC `dc` (and one by `when_all_down` when `all_down`).
+    pub fn record_service_answer(
+        &self,
+        zone: &Arc<str>,
+        record: &Arc<str>,
+        dc: &Arc<str>,
+        all_down: bool,
+    ) {
+        let labels = || ServiceLabels {
+            zone: zone.clone(),
+            record: record.clone(),
+            dc: dc.clone(),
+        };
+        let key = CounterKey {
+            registry: self.id,
+            metric: 1,
+            labels: [text_key(zone), text_key(record), text_key(dc), (0, 0)],
+        };
+        inc_counter(key, || {
+            let labels = labels();
+            (
+                self.service_answers.get_or_create(&labels).clone(),
+                Held::Service(labels),
+            )
+        });
         if all_down {
-            self.all_down.get_or_create(labels).inc();
+            self.all_down.get_or_create(&labels()).inc();
         }
     }
 
@@ -619,4 +681,62 @@ fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample line that starts with `prefix` in the text exposition.
+    fn sample(text: &str, prefix: &str) -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn cached_counters_follow_the_label_text_not_the_string_instance() {
+        let m = Metrics::new();
+        // Two instances of the same zone text (as after a reload) count on one series.
+        let (zone1, zone2): (Arc<str>, Arc<str>) = (Arc::from("a.example"), Arc::from("a.example"));
+        let other: Arc<str> = Arc::from("b.example");
+        for _ in 0..3 {
+            m.record_query(&zone1, "A", "NOERROR", true, 1e-6);
+        }
+        drop(zone1);
+        m.record_query(&zone2, "A", "NOERROR", true, 1e-6);
+        m.record_query(&other, "A", "NOERROR", true, 1e-6);
+        m.record_query(&zone2, "A", "NOERROR", false, 1e-6);
+        m.record_query(&NO_ZONE, "-", "FORMERR", false, 1e-6);
+        let (www, dc1, dc2): (Arc<str>, Arc<str>, Arc<str>) = (
+            Arc::from("www.a.example"),
+            Arc::from("dc1"),
+            Arc::from("dc2"),
+        );
+        m.record_service_answer(&zone2, &www, &dc1, false);
+        m.record_service_answer(&zone2, &www, &dc1, false);
+        m.record_service_answer(&zone2, &www, &dc2, true);
+        let text = m.render();
+        let q = |zone: &str, rcode: &str, ecs: &str| {
+            sample(
+                &text,
+                &format!(
+                    "steerdns_dns_queries_total{{zone=\"{zone}\",qtype=\"A\",rcode=\"{rcode}\",ecs=\"{ecs}\"}}"
+                ),
+            )
+        };
+        assert_eq!(q("a.example", "NOERROR", "yes"), Some(4), "{text}");
+        assert_eq!(q("a.example", "NOERROR", "no"), Some(1));
+        assert_eq!(q("b.example", "NOERROR", "yes"), Some(1));
+        let s = |dc: &str| {
+            sample(
+                &text,
+                &format!(
+                    "steerdns_dns_service_answers_total{{zone=\"a.example\",record=\"www.a.example\",dc=\"{dc}\"}}"
+                ),
+            )
+        };
+        assert_eq!((s("dc1"), s("dc2")), (Some(2), Some(1)), "{text}");
+    }
 }

@@ -69,6 +69,11 @@ impl Name {
         self.0.clone()
     }
 
+    /// The shared text itself, for keys that go by its address.
+    pub fn arc(&self) -> &Arc<str> {
+        &self.0
+    }
+
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }
@@ -371,7 +376,7 @@ pub enum GeoTarget {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeoRule {
     /// The key as written (`NA-US-CA`), for explanations.
-    pub label: String,
+    pub label: Arc<str>,
     pub key: GeoKey,
     pub target: GeoTarget,
 }

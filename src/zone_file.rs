@@ -1010,7 +1010,7 @@ impl<'a> Validator<'a> {
                     }
                     match parse_geo_key(label) {
                         Ok(key) => rules.push(GeoRule {
-                            label: label.clone(),
+                            label: Arc::from(label.as_str()),
                             key,
                             target,
                         }),
