@@ -681,12 +681,9 @@ ver_steerdns=$(git -C "$REPO" log -1 --format=%h -- src Cargo.toml Cargo.lock 2>
 ver_steerdns=${ver_steerdns:-unknown}
 git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || ver_steerdns="$ver_steerdns+uncommitted changes"
 
-# One row per (server, workload, rate): with BENCH_REPEAT > 1, the median of each figure over the
-# repeats, and the range of CPU per query; RSS is the largest seen.
-table() {
-    echo "| server | workload | rate | answered QPS | loss | p50 µs | p99 µs | p99.9 µs | CPU µs/query | RSS MiB (anon) | resp B | CPU vs gdnsd | p99 vs gdnsd | other on cpu$SERVER_CPU |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    awk -F'\t' -v knot="$KNOT_LABEL" '
+# awk functions for both tables: num(x), and median(key, col) of the numbers in
+# val[key, 1..cnt[key], col].
+AWK_MEDIAN='
         function num(x) { return x ~ /^[0-9.]+$/ }
         function median(key, col,    n, i, j, t, v) {
             n = 0
@@ -695,6 +692,14 @@ table() {
             for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
             return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
         }
+'
+
+# One row per (server, workload, rate): with BENCH_REPEAT > 1, the median of each figure over the
+# repeats, and the range of CPU per query; RSS is the largest seen.
+table() {
+    echo "| server | workload | rate | answered QPS | loss | p50 µs | p99 µs | p99.9 µs | CPU µs/query | RSS MiB (anon) | resp B | CPU vs gdnsd | p99 vs gdnsd | other on cpu$SERVER_CPU |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' -v knot="$KNOT_LABEL" "$AWK_MEDIAN"'
         function range(key, col,    i, lo, hi, x) {
             lo = ""; hi = ""
             for (i = 1; i <= cnt[key]; i++) {
@@ -741,15 +746,7 @@ table() {
 limit_table() {
     echo "| server | loss begins at (offered qps) | answered qps there | half rate (qps) | p50 µs | p99 µs | p99.9 µs | CPU µs/query | p99 vs gdnsd |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    awk -F'\t' -v knot="$KNOT_LABEL" '
-        function num(x) { return x ~ /^[0-9.]+$/ }
-        function median(s, col,    n, i, j, t, v) {
-            n = 0
-            for (i = 1; i <= cnt[s]; i++) if (num(val[s, i, col])) v[++n] = val[s, i, col] + 0
-            if (n == 0) return "-"
-            for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
-            return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-        }
+    awk -F'\t' -v knot="$KNOT_LABEL" "$AWK_MEDIAN"'
         FNR == NR { onset[$1] = $2; answered[$1] = $3; half[$1] = $4; order[++n] = $1; next }
         { cnt[$1]++; for (c = 1; c <= 14; c++) val[$1, cnt[$1], c] = $c }
         END {

@@ -848,7 +848,7 @@ impl<'a> Validator<'a> {
                 "a service needs endpoints in at least one data center",
             );
         }
-        let mut dcs = Vec::new();
+        let mut dcs = Vec::with_capacity(raw.endpoints.len());
         let mut ok = true;
         for (dc_name, addrs) in &raw.endpoints {
             let field = format!("service.endpoints.{dc_name}");
@@ -865,7 +865,9 @@ impl<'a> Validator<'a> {
                 self.error(rec, Some(&field), "no endpoint addresses");
                 ok = false;
             }
-            let mut endpoints = Vec::new();
+            // Sized exactly: a zone holds one of these per (service, DC), and a pushed-to Vec
+            // keeps room for four addresses where most DCs have one or two.
+            let mut endpoints = Vec::with_capacity(addrs.len());
             for a in addrs {
                 match self.address(rec, &field, a) {
                     Some(ip) if endpoints.contains(&ip) => {
