@@ -13,7 +13,7 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::Message;
 use hickory_proto::rr::RData;
 
-use crate::support::{QueryBuilder, manifest_path};
+use crate::support::{QueryBuilder, manifest_path, run_command};
 
 /// How long a node may take to write its ready file.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -664,19 +664,9 @@ pub fn try_query_udp(
 // ---------------------------------------------------------------------------------------------
 // Commands
 
-/// The outcome of a command run to completion.
-#[derive(Debug)]
-pub struct Output {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Output {
-    pub fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-}
+/// The outcome of a command run to completion (`support::Run`, under the name the operations
+/// tests use).
+pub type Output = crate::support::Run;
 
 /// Runs `program ARGS` in `cwd`, failing the test if it runs longer than `timeout` (it is
 /// killed then). `env` is added to the environment; the `STEERDNS_*` variables are not
@@ -688,42 +678,13 @@ pub fn run_with_timeout(
     env: &[(&str, &str)],
     timeout: Duration,
 ) -> Output {
-    let dir = tempfile::tempdir().expect("creating a temp dir");
-    let out_path = dir.path().join("stdout");
-    let err_path = dir.path().join("stderr");
     let mut cmd = Command::new(program);
     cmd.env_remove("STEERDNS_ADMIN_TOKEN")
         .env_remove("STEERDNS_SECRET")
         .envs(env.iter().copied())
         .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("creating stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("creating stderr file"));
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("polling the child") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{} {args:?} still running after {timeout:?}; stderr:\n{}",
-                program.display(),
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-    }
+        .current_dir(cwd);
+    run_command(cmd, &format!("{} {args:?}", program.display()), timeout)
 }
 
 /// Runs the `steerdns` CLI from the crate root.

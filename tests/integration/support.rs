@@ -233,7 +233,7 @@ impl Drop for TestServer {
     }
 }
 
-/// The outcome of a one-shot `steerdns` command.
+/// The outcome of a command run to completion.
 #[derive(Debug)]
 pub struct Run {
     pub status: ExitStatus,
@@ -241,21 +241,36 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// The exit code (`None` when a signal ended the command).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
 /// Runs `steerdns ARGS` in `cwd` and waits for it to exit, failing the test if it runs longer
 /// than a few seconds (a `serve` that should have refused to start, for example).
 pub fn run_steerdns(cwd: &Path, args: &[&std::ffi::OsStr]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steerdns"));
+    cmd.args(args).current_dir(cwd);
+    run_command(cmd, &format!("steerdns {args:?}"), COMMAND_TIMEOUT)
+}
+
+/// Runs `cmd` (program, arguments, working directory and environment already set) with no
+/// input and waits for it to exit, failing the test if it runs longer than `timeout` (it is
+/// killed then). Its output goes to files, not pipes, so a chatty command cannot block on them.
+/// `what` names the command in a failure.
+pub fn run_command(mut cmd: Command, what: &str, timeout: Duration) -> Run {
     let dir = tempfile::tempdir().expect("creating a temp dir");
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
-        .args(args)
-        .current_dir(cwd)
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).expect("creating stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("creating stderr file"))
         .spawn()
-        .expect("spawning steerdns");
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+        .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().expect("polling the child") {
             break status;
@@ -264,7 +279,7 @@ pub fn run_steerdns(cwd: &Path, args: &[&std::ffi::OsStr]) -> Run {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "steerdns {args:?} still running after {COMMAND_TIMEOUT:?}; stderr:\n{}",
+                "{what} still running after {timeout:?}; stderr:\n{}",
                 std::fs::read_to_string(&err_path).unwrap_or_default()
             );
         }
