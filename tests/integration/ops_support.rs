@@ -1,6 +1,6 @@
 //! Helpers for the operations tests (`ops`): a `steerdns serve` child with its own environment,
-//! node config and log format; HTTP backends that can be stopped; a tiny blocking HTTP client
-//! for the admin API; a Prometheus text parser; running the CLI and outside tools with a
+//! node config and log format; HTTP backends that can be stopped; the admin API through
+//! `support`'s HTTP client; a Prometheus text parser; running the CLI and outside tools with a
 //! deadline.
 //!
 //! Kept apart from `support.rs` so that test modules added in other branches merge cleanly.
@@ -22,12 +22,10 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::Message;
 use hickory_proto::rr::RData;
 
-use crate::support::{QueryBuilder, manifest_path, run_command};
+use crate::support::{HttpResponse, QueryBuilder, http_request, manifest_path, run_command};
 
 /// How long a node may take to write its ready file.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one admin HTTP exchange may take.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tests that load both cores (queries under load, Chromium) take turns, so one does not
 /// starve the other into a spurious timeout.
@@ -129,7 +127,7 @@ impl Node {
     pub fn metrics(&self) -> Metrics {
         let r = self.get("/metrics");
         assert_eq!(r.status, 200, "GET /metrics: {r:?}");
-        Metrics::parse(&r.body)
+        Metrics::parse(&r.text())
     }
 
     /// The `/api/v1/state` document (read without credentials).
@@ -385,31 +383,8 @@ records:
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-/// An HTTP response as the tests look at it.
-#[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    /// Header names in lower case.
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as JSON, failing the test if it is not.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:?}"))
-    }
-}
-
-/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`).
+/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`), failing the test on any
+/// error (see `support::http_request`).
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -417,72 +392,8 @@ pub fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> HttpResponse {
-    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(HTTP_TIMEOUT))
-        .expect("timeout");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        req.push_str(&format!("{name}: {value}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if method == "POST" || !body.is_empty() {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    stream
-        .write_all(req.as_bytes())
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} {path}: reading the response: {e}"));
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("{method} {path}: no header end in {raw:?}"));
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{method} {path}: status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
-    HttpResponse {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).to_string(),
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&b[..eol]).to_string();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
-        if size == 0 {
-            break;
-        }
-        let start = eol + 2;
-        out.extend_from_slice(&b[start..start + size]);
-        b = &b[start + size + 2..];
-    }
-    out
+    http_request(addr, method, path, headers, body.unwrap_or("").as_bytes())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// A POST with a JSON body, with `Authorization: Bearer TOKEN` when a token is given.
