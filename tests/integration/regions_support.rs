@@ -9,9 +9,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::{RData, RecordType};
@@ -165,22 +164,17 @@ impl StubResponse {
 pub type StubHandler = dyn Fn(&StubRequest) -> Option<StubResponse> + Send + Sync;
 
 struct StubShared {
-    /// Whether the port should be open.
-    listening: AtomicBool,
-    /// Whether it is open (the accept loop's answer to `listening`).
-    open: AtomicBool,
-    stop: AtomicBool,
     requests: AtomicUsize,
     handler: Box<StubHandler>,
 }
 
 /// An HTTP/1.1 server on one address, one thread per connection, `Connection: close` always
 /// (so every probe is a new connection and sees the current mode). Its port can be closed and
-/// reopened. Stopped when dropped.
+/// reopened (it is a `support::Listener`). Stopped when dropped.
 pub struct HttpStub {
     pub addr: SocketAddr,
     shared: Arc<StubShared>,
-    thread: Option<JoinHandle<()>>,
+    listener: Listener,
 }
 
 impl HttpStub {
@@ -189,88 +183,29 @@ impl HttpStub {
         addr: SocketAddr,
         handler: impl Fn(&StubRequest) -> Option<StubResponse> + Send + Sync + 'static,
     ) -> std::io::Result<HttpStub> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(StubShared {
-            listening: AtomicBool::new(true),
-            open: AtomicBool::new(true),
-            stop: AtomicBool::new(false),
             requests: AtomicUsize::new(0),
             handler: Box::new(handler),
         });
         let s = shared.clone();
-        let thread = std::thread::spawn(move || accept_loop(addr, Some(listener), &s));
+        let listener = Listener::start(TcpListener::bind(addr)?, move |stream, peer| {
+            serve_connection(stream, peer, &s)
+        });
         Ok(HttpStub {
-            addr,
+            addr: listener.addr,
             shared,
-            thread: Some(thread),
+            listener,
         })
     }
 
     /// Opens or closes the port, returning once done.
     pub fn set_listening(&self, on: bool) {
-        self.shared.listening.store(on, Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.shared.open.load(Ordering::SeqCst) != on {
-            assert!(
-                Instant::now() < deadline,
-                "the stub on {} did not {} its port",
-                self.addr,
-                if on { "open" } else { "close" }
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.listener.set_listening(on);
     }
 
     /// Requests handled so far.
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for HttpStub {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn accept_loop(addr: SocketAddr, mut listener: Option<TcpListener>, shared: &Arc<StubShared>) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        let want = shared.listening.load(Ordering::SeqCst);
-        if !want && listener.is_some() {
-            listener = None;
-        } else if want && listener.is_none() {
-            // std sets SO_REUSEADDR, so the port comes back despite TIME_WAIT connections.
-            match TcpListener::bind(addr) {
-                Ok(l) => {
-                    l.set_nonblocking(true).expect("a non-blocking listener");
-                    listener = Some(l);
-                }
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-            }
-        }
-        shared.open.store(listener.is_some(), Ordering::SeqCst);
-        let Some(l) = &listener else {
-            std::thread::sleep(Duration::from_millis(2));
-            continue;
-        };
-        match l.accept() {
-            Ok((stream, peer)) => {
-                let shared = shared.clone();
-                std::thread::spawn(move || serve_connection(stream, peer, &shared));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(2)),
-        }
     }
 }
 

@@ -950,6 +950,119 @@ fn http_exchange(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Test servers whose port can be closed and reopened
+
+/// A TCP server on one address, on plain threads: an accept loop that hands every connection to
+/// a handler on a thread of its own, and whose port the test can close and reopen (the address
+/// stays the same). Stops when dropped.
+pub struct Listener {
+    pub addr: SocketAddr,
+    shared: Arc<ListenerShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct ListenerShared {
+    /// Whether the port should be open.
+    listening: AtomicBool,
+    /// Whether it is open (the accept loop's answer to `listening`).
+    open: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// What a `Listener` does with a connection: the stream and the client's address.
+type Handler = dyn Fn(TcpStream, SocketAddr) + Send + Sync;
+
+impl Listener {
+    /// Accepts on `listener` (open from the start), calling `handle` for every connection.
+    pub fn start(
+        listener: std::net::TcpListener,
+        handle: impl Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+    ) -> Listener {
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let addr = listener.local_addr().expect("local address");
+        let shared = Arc::new(ListenerShared {
+            listening: AtomicBool::new(true),
+            open: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let handle: Arc<Handler> = Arc::new(handle);
+        let thread = std::thread::spawn(move || accept_loop(addr, Some(listener), &s, &handle));
+        Listener {
+            addr,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// Opens or closes the port, returning once done (a closed port refuses connections).
+    pub fn set_listening(&self, on: bool) {
+        self.shared.listening.store(on, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.shared.open.load(Ordering::SeqCst) != on {
+            assert!(
+                Instant::now() < deadline,
+                "the server on {} did not {} its port",
+                self.addr,
+                if on { "open" } else { "close" }
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Stops accepting for good; returns once the port refuses connections.
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(
+    addr: SocketAddr,
+    mut listener: Option<std::net::TcpListener>,
+    shared: &ListenerShared,
+    handle: &Arc<Handler>,
+) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        let want = shared.listening.load(Ordering::SeqCst);
+        if !want && listener.is_some() {
+            listener = None;
+        } else if want && listener.is_none() {
+            // std sets SO_REUSEADDR, so the port comes back despite TIME_WAIT connections.
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => {
+                    l.set_nonblocking(true).expect("a non-blocking listener");
+                    listener = Some(l);
+                }
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            }
+        }
+        shared.open.store(listener.is_some(), Ordering::SeqCst);
+        match listener.as_ref().map(|l| l.accept()) {
+            Some(Ok((stream, peer))) => {
+                let handle = handle.clone();
+                std::thread::spawn(move || handle(stream, peer));
+            }
+            _ => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    // The listener is dropped here: new connections are refused.
+}
+
+// ---------------------------------------------------------------------------------------------
 // Health-check backends
 
 /// How a `Backend` treats the health checks it receives.
@@ -978,15 +1091,13 @@ pub const HEALTHY_BODY: &str = "status=up";
 pub struct Backend {
     pub addr: SocketAddr,
     shared: Arc<BackendShared>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    listener: Listener,
 }
 
 struct BackendShared {
     mode: Mutex<Mode>,
-    /// Bumped by `set`; the accept loop copies it to `applied` once it acts on the new mode.
-    generation: AtomicU64,
-    applied: AtomicU64,
     requests: AtomicU64,
+    /// Set when the backend stops, so that hanging connections let go.
     stop: AtomicBool,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -1032,21 +1143,18 @@ pub fn start_backends(n: usize, tls: Option<Arc<rustls::ServerConfig>>) -> Vec<B
 
 impl Backend {
     fn serve(listener: std::net::TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
-        let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(BackendShared {
             mode: Mutex::new(Mode::Healthy),
-            generation: AtomicU64::new(0),
-            applied: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             tls,
         });
         let s = shared.clone();
-        let thread = std::thread::spawn(move || accept_loop(addr, listener, s));
+        let listener = Listener::start(listener, move |stream, _| handle_connection(stream, &s));
         Backend {
-            addr,
+            addr: listener.addr,
             shared,
-            thread: Some(thread),
+            listener,
         }
     }
 
@@ -1061,13 +1169,15 @@ impl Backend {
     /// Switches the mode; returns once the backend acts on it (for `Closed`: the listener is
     /// gone; from `Closed`: it listens again).
     pub fn set(&self, mode: Mode) {
+        let open = mode != Mode::Closed;
         *self.shared.mode.lock().unwrap() = mode;
-        let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.shared.applied.load(Ordering::SeqCst) < generation {
-            assert!(Instant::now() < deadline, "backend {} stuck", self.addr);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.listener.set_listening(open);
+    }
+
+    /// Stops the backend for good; returns once its port refuses connections.
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.listener.stop();
     }
 
     /// HTTP requests received so far (TCP connections that sent no request are not counted).
@@ -1078,58 +1188,22 @@ impl Backend {
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 
-fn accept_loop(addr: SocketAddr, listener: std::net::TcpListener, shared: Arc<BackendShared>) {
-    let nonblocking = |l: std::net::TcpListener| {
-        l.set_nonblocking(true).expect("non-blocking listener");
-        l
-    };
-    let mut listener = Some(nonblocking(listener));
-    while !shared.stop.load(Ordering::SeqCst) {
-        // Generation first, mode second: `set` writes them in the other order, so the mode
-        // read here is at least as new as the generation reported below.
-        let generation = shared.generation.load(Ordering::SeqCst);
-        let closed = *shared.mode.lock().unwrap() == Mode::Closed;
-        if closed {
-            listener = None;
-        } else if listener.is_none() {
-            match std::net::TcpListener::bind(addr) {
-                Ok(l) => listener = Some(nonblocking(l)),
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-            }
-        }
-        shared.applied.store(generation, Ordering::SeqCst);
-        match listener.as_ref().map(|l| l.accept()) {
-            Some(Ok((stream, _))) => {
-                let s = shared.clone();
-                std::thread::spawn(move || handle_connection(stream, s));
-            }
-            _ => std::thread::sleep(Duration::from_millis(2)),
-        }
-    }
-}
-
-fn handle_connection(stream: TcpStream, shared: Arc<BackendShared>) {
+fn handle_connection(stream: TcpStream, shared: &BackendShared) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
     match shared.tls.clone() {
-        None => serve_request(&mut { stream }, &shared),
+        None => serve_request(&mut { stream }, shared),
         Some(config) => {
             let Ok(conn) = rustls::ServerConnection::new(config) else {
                 return;
             };
             let mut tls = rustls::StreamOwned::new(conn, stream);
-            serve_request(&mut tls, &shared);
+            serve_request(&mut tls, shared);
             tls.conn.send_close_notify();
             let _ = tls.flush();
         }
