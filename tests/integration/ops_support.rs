@@ -10,19 +10,18 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::RData;
 
-use crate::support::{HttpResponse, QueryBuilder, http_request, manifest_path, run_command};
+use crate::support::{
+    HttpResponse, QueryBuilder, http_request, manifest_path, run_command, start_backends,
+};
 
 /// How long a node may take to write its ready file.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -264,94 +263,14 @@ impl Drop for Node {
 // ---------------------------------------------------------------------------------------------
 // Backends
 
-/// A data center's HTTP backend: answers 200 to every request until stopped, then refuses
-/// connections (its listener is closed).
-pub struct Backend {
-    pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+/// A data center's HTTP backend (`support::Backend`): healthy until the test stops it, then
+/// its port refuses connections.
+pub use crate::support::Backend;
 
-impl Backend {
-    fn serve(listener: TcpListener) -> Backend {
-        let addr = listener.local_addr().expect("backend address");
-        listener
-            .set_nonblocking(true)
-            .expect("a non-blocking listener");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => answer_ok(stream),
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-            // The listener is dropped here: new connections are refused.
-        });
-        Backend {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    pub fn ip(&self) -> IpAddr {
-        self.addr.ip()
-    }
-
-    /// Stops the backend; returns once its port refuses connections.
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn answer_ok(mut stream: TcpStream) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let _ = stream.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-    );
-}
-
-/// `n` backends on one port, each on its own loopback address (127.X.Y.1, 127.X.Y.2, ...), as
-/// a zone's check names one port for every endpoint. X and Y are random so that tests running
-/// side by side do not meet.
+/// `n` healthy backends on one port, each on its own loopback address, as a zone's check names
+/// one port for every endpoint (see `support::start_backends`).
 pub fn backends(n: usize) -> Vec<Backend> {
-    for _ in 0..50 {
-        let (x, y) = (rand::random_range(1..=254u8), rand::random_range(0..=254u8));
-        let ip = |i: usize| IpAddr::V4(Ipv4Addr::new(127, x, y, i as u8 + 1));
-        let Ok(first) = TcpListener::bind((ip(0), 0)) else {
-            continue;
-        };
-        let port = first.local_addr().expect("backend address").port();
-        let rest: Result<Vec<TcpListener>, _> =
-            (1..n).map(|i| TcpListener::bind((ip(i), port))).collect();
-        if let Ok(rest) = rest {
-            return std::iter::once(first)
-                .chain(rest)
-                .map(Backend::serve)
-                .collect();
-        }
-    }
-    panic!("could not bind {n} loopback backends on one port");
+    start_backends(n, None)
 }
 
 /// A zone `api.example.com` with service `www`: DCs fra and iad (in that order, so a client the
