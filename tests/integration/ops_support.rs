@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,11 +20,9 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::RData;
 
 use crate::support::{
-    HttpResponse, QueryBuilder, http_request, manifest_path, run_command, start_backends,
+    HttpResponse, QueryBuilder, START_TIMEOUT, http_request, manifest_path, run_command, signal,
+    spawn_serve, start_backends,
 };
-
-/// How long a node may take to write its ready file.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The tests that load both cores (queries under load, Chromium) take turns, so one does not
 /// starve the other into a spurious timeout.
@@ -100,12 +98,7 @@ impl Node {
 
     /// Sends a signal (e.g. "HUP") to the node.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{name} failed");
+        signal(&self.child, name);
     }
 
     /// What the node has logged so far.
@@ -189,7 +182,6 @@ impl NodeBuilder {
         std::fs::write(zones.join("zone.yaml"), &self.zone).expect("writing the zone file");
         let ready = dir.path().join("ready.json");
         let stderr_path = dir.path().join("stderr.log");
-        let stderr = std::fs::File::create(&stderr_path).expect("creating the log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_steerdns"));
         for key in ["STEERDNS_ADMIN_TOKEN", "STEERDNS_SECRET", "RUST_LOG"] {
             cmd.env_remove(key);
@@ -208,48 +200,15 @@ impl NodeBuilder {
             .arg(manifest_path("tests/fixtures/geoip/GeoIP2-City-Test.mmdb"))
             .arg("--ready-file")
             .arg(&ready)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // A file, not a pipe: a pipe nobody reads would block a chatty node.
-            .stderr(stderr);
-        let child = cmd.spawn().expect("spawning steerdns");
-        let mut node = Node {
-            dns: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            .args(&self.args);
+        let (child, dns, admin) = spawn_serve(cmd, &ready, &stderr_path, START_TIMEOUT, "steerdns");
+        Node {
+            dns,
+            admin,
             child,
             stderr_path,
             dir,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        let json = loop {
-            // Written atomically (rename): whatever is there is complete.
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                break serde_json::from_str::<serde_json::Value>(&text)
-                    .unwrap_or_else(|e| panic!("ready file {text:?}: {e}"));
-            }
-            if !node.is_alive() {
-                panic!(
-                    "steerdns exited before it was ready; stderr:\n{}",
-                    node.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "steerdns not ready after {START_TIMEOUT:?}; stderr:\n{}",
-                node.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let addr = |key: &str| -> SocketAddr {
-            json[key]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("ready file {json} has no {key} address"))
-        };
-        node.dns = addr("dns");
-        node.admin = addr("admin");
-        node
+        }
     }
 }
 

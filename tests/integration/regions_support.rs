@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -563,52 +563,16 @@ impl RegionNode {
     /// file.
     fn spawn(&mut self, peers: Option<&[String]>) {
         assert!(self.child.is_none(), "node {} is already running", self.id);
-        let _ = std::fs::remove_file(&self.ready);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("opening the node log");
         let peers = peers.unwrap_or(&self.peers);
-        let child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
-            .args(&self.args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_steerdns"));
+        cmd.args(&self.args)
             .args(peers.iter().flat_map(|p| ["--peer", p.as_str()]))
             // Plain text logs: they are read by people when a test fails.
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawning steerdns");
+            .env("NO_COLOR", "1");
+        let what = format!("node {}", self.id);
+        let (child, dns, _) = spawn_serve(cmd, &self.ready, &self.log, START_TIMEOUT, &what);
         self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&self.ready) {
-                let json: serde_json::Value = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("ready file {text:?}: {e}"));
-                self.dns = json["dns"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or_else(|| panic!("ready file {text:?} has no DNS address"));
-                return;
-            }
-            let child = self.child.as_mut().expect("just spawned");
-            if let Some(status) = child.try_wait().expect("polling the child") {
-                self.child = None;
-                panic!(
-                    "node {} exited ({status}) before it was ready; log:\n{}",
-                    self.id,
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {} not ready after {START_TIMEOUT:?}; log:\n{}",
-                self.id,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.dns = dns;
     }
 
     /// Kills the process (SIGKILL: no clean shutdown, as in a crash).

@@ -119,12 +119,7 @@ impl TestServer {
 
     /// Sends a signal (e.g. "HUP") to the server.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{name} failed");
+        signal(&self.child, name);
     }
 
     fn spawn(
@@ -141,10 +136,8 @@ impl TestServer {
         };
         let ready = dir.path().join("ready.json");
         let stderr_path = dir.path().join("stderr.log");
-        // Stderr goes to a file, not a pipe: a pipe nobody reads would block a chatty server.
-        let stderr = std::fs::File::create(&stderr_path).expect("creating the log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
-            .arg("serve")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_steerdns"));
+        cmd.arg("serve")
             .arg("--zones")
             .arg(zones)
             .args(["--listen", "127.0.0.1:0", "--ready-file"])
@@ -155,63 +148,19 @@ impl TestServer {
                 vec![]
             } else {
                 vec!["--admin", "127.0.0.1:0"]
-            })
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawning steerdns");
-        let mut server = TestServer {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-            child,
-            stderr_path,
-            _dir: dir,
-        };
+            });
         let limit = if shipped_geoip {
             START_TIMEOUT_SHIPPED
         } else {
             START_TIMEOUT
         };
-        (server.addr, server.admin) = server.wait_ready(&ready, limit);
-        server
-    }
-
-    /// Polls the ready file until the server has written its address.
-    fn wait_ready(&mut self, ready: &Path, limit: Duration) -> (SocketAddr, SocketAddr) {
-        let deadline = Instant::now() + limit;
-        loop {
-            // The file is written atomically (rename), so whatever we read is complete.
-            if let Ok(text) = std::fs::read_to_string(ready) {
-                let json: serde_json::Value = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("ready file {text:?} is not JSON: {e}"));
-                let dns = json["dns"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("ready file {text:?} has no \"dns\" string"));
-                let admin = json["admin"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("ready file {text:?} has no \"admin\" string"));
-                return (
-                    dns.parse()
-                        .unwrap_or_else(|e| panic!("ready file address {dns:?}: {e}")),
-                    admin
-                        .parse()
-                        .unwrap_or_else(|e| panic!("ready file address {admin:?}: {e}")),
-                );
-            }
-            if let Some(status) = self.child.try_wait().expect("polling the child") {
-                panic!(
-                    "steerdns exited ({status}) before it was ready; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "steerdns not ready after {limit:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let (child, addr, admin) = spawn_serve(cmd, &ready, &stderr_path, limit, "steerdns");
+        TestServer {
+            addr,
+            admin,
+            child,
+            stderr_path,
+            _dir: dir,
         }
     }
 
@@ -231,6 +180,71 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `cmd`, a `steerdns serve` with `--ready-file READY`, and waits up to `limit` for it to
+/// write that file (a ready file left from an earlier run is removed first). Its stderr is
+/// appended to `log` (a file, not a pipe: a pipe nobody reads would block a chatty server).
+/// Returns the child and the DNS and admin addresses the ready file names. Fails the test, with
+/// the log, if the process exits first or is not ready in time (it is killed then); `what`
+/// names it ("steerdns", "node a").
+pub fn spawn_serve(
+    mut cmd: Command,
+    ready: &Path,
+    log: &Path,
+    limit: Duration,
+    what: &str,
+) -> (Child, SocketAddr, SocketAddr) {
+    let _ = std::fs::remove_file(ready);
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("opening the log file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + limit;
+    loop {
+        // The file is written atomically (rename), so whatever we read is complete.
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("ready file {text:?} is not JSON: {e}"));
+            let addr = |key: &str| -> SocketAddr {
+                json[key]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("ready file {text:?} has no {key:?} address"))
+            };
+            return (child, addr("dns"), addr("admin"));
+        }
+        if let Some(status) = child.try_wait().expect("polling the child") {
+            panic!(
+                "{what} exited ({status}) before it was ready; stderr:\n{}",
+                read_log()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} not ready after {limit:?}; stderr:\n{}", read_log());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends a signal (e.g. "HUP") to a child process.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{name} failed");
 }
 
 /// The outcome of a command run to completion.
