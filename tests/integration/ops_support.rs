@@ -17,7 +17,6 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
-use hickory_proto::rr::RData;
 
 use crate::support::{
     HttpResponse, QueryBuilder, START_TIMEOUT, http_request, manifest_path, run_command, signal,
@@ -414,17 +413,7 @@ pub fn ecs_v4(addr: Ipv4Addr, prefix: u8) -> Vec<u8> {
 }
 
 /// The addresses of the A and AAAA records of the answer section, in order.
-pub fn addresses(reply: &Message) -> Vec<String> {
-    reply
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            RData::AAAA(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect()
-}
+pub use crate::support::addresses_in_order as addresses;
 
 /// Sends a query over UDP and waits up to `timeout` for the reply with its ID; `Err` says what
 /// went wrong instead of failing the test, for the load generator to count.

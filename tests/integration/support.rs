@@ -694,7 +694,14 @@ pub fn reply_ecs(reply: &Message) -> Option<(u16, u8, u8, std::net::IpAddr)> {
 
 /// The addresses of the A/AAAA records in the answer section, sorted.
 pub fn addresses(reply: &Message) -> Vec<String> {
-    let mut v: Vec<String> = reply
+    let mut v = addresses_in_order(reply);
+    v.sort();
+    v
+}
+
+/// The addresses of the A/AAAA records in the answer section, in wire order.
+pub fn addresses_in_order(reply: &Message) -> Vec<String> {
+    reply
         .answers
         .iter()
         .filter_map(|r| match &r.data {
@@ -702,9 +709,7 @@ pub fn addresses(reply: &Message) -> Vec<String> {
             RData::AAAA(a) => Some(a.0.to_string()),
             _ => None,
         })
-        .collect();
-    v.sort();
-    v
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
