@@ -408,14 +408,7 @@ pub fn wait_eq<T: PartialEq + std::fmt::Debug>(
     mut observe: impl FnMut() -> T,
     want: T,
 ) -> Instant {
-    wait_until(deadline, what, || {
-        let got = observe();
-        if got == want {
-            Ok(())
-        } else {
-            Err(format!("{got:?} (want {want:?})"))
-        }
-    })
+    wait_until(deadline, what, || equal(observe(), &want))
 }
 
 /// Checks `check` every 50 ms for `period`; fails the test the first time it does not hold.
@@ -438,14 +431,16 @@ pub fn stays_eq<T: PartialEq + std::fmt::Debug>(
     mut observe: impl FnMut() -> T,
     want: T,
 ) {
-    holds_for(period, what, || {
-        let got = observe();
-        if got == want {
-            Ok(())
-        } else {
-            Err(format!("{got:?} (want {want:?})"))
-        }
-    });
+    holds_for(period, what, || equal(observe(), &want));
+}
+
+/// `Ok` when `got` equals `want`; else what was seen, for `wait_eq` and `stays_eq` to report.
+fn equal<T: PartialEq + std::fmt::Debug>(got: T, want: &T) -> Result<(), String> {
+    if got == *want {
+        Ok(())
+    } else {
+        Err(format!("{got:?} (want {want:?})"))
+    }
 }
 
 // ---- Nodes and clusters ---------------------------------------------------------------------
