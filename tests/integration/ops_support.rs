@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::Message;
 
 use crate::support::{
-    HttpResponse, QueryBuilder, START_TIMEOUT, http_request, manifest_path, run_command, signal,
-    spawn_serve, start_backends,
+    HttpResponse, QueryBuilder, START_TIMEOUT, checked_zone_two_dcs, http_request, manifest_path,
+    run_command, signal, spawn_serve, start_backends,
 };
 
 /// The tests that load both cores (queries under load, Chromium) take turns, so one does not
@@ -235,25 +235,13 @@ pub fn backends(n: usize) -> Vec<Backend> {
 /// GeoIP database does not know, like 127.0.0.1, gets fra), one endpoint each, probed by a fast
 /// HTTP check on `port` (down after 2 failed probes 200 ms apart).
 pub fn checked_zone(fra: IpAddr, iad: IpAddr, port: u16) -> String {
-    format!(
-        r#"
-zone: api.example.com
-soa: {{ primary: ns1, contact: hostmaster@example.com }}
-nameservers: {{ ns1: [192.0.2.53] }}
-datacenters:
-  fra: {{ location: [50.11, 8.68] }}
-  iad: {{ location: [38.95, -77.45] }}
-checks:
-  web: {{ http: {{ port: {port}, path: /healthz, expect: [200] }}, interval: 200ms, timeout: 150ms, fall: 2, rise: 1 }}
-records:
-  www:
-    service:
-      ttl: 30
-      check: web
-      endpoints:
-        fra: [{fra}]
-        iad: [{iad}]
-"#
+    checked_zone_two_dcs(
+        [("fra", fra), ("iad", iad)],
+        &format!(
+            "{{ http: {{ port: {port}, path: /healthz, expect: [200] }}, interval: 200ms, \
+             timeout: 150ms, fall: 2, rise: 1 }}"
+        ),
+        "ttl: 30",
     )
 }
 

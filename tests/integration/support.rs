@@ -1270,6 +1270,39 @@ fn serve_request(stream: &mut (impl Read + Write), shared: &BackendShared) {
     let _ = stream.flush();
 }
 
+/// A zone `api.example.com` whose service `www` has one endpoint in each of two data centers,
+/// the first located in Frankfurt and the second in Ashburn, all probed by the check `web`.
+/// `dcs` names the data centers and gives their endpoints, `check` is the check (a YAML flow
+/// mapping: `{ http: { port: 8080, path: /health }, interval: 1s }`), and `service` the
+/// service's other settings on one line (`ttl: 30`, `policy: failover`).
+pub fn checked_zone_two_dcs(
+    dcs: [(&str, std::net::IpAddr); 2],
+    check: &str,
+    service: &str,
+) -> String {
+    let [(first, first_ip), (second, second_ip)] = dcs;
+    format!(
+        r#"
+zone: api.example.com
+soa: {{ primary: ns1, contact: hostmaster@example.com }}
+nameservers: {{ ns1: [192.0.2.53] }}
+datacenters:
+  {first}: {{ location: [50.11, 8.68] }}
+  {second}: {{ location: [38.95, -77.45] }}
+checks:
+  web: {check}
+records:
+  www:
+    service:
+      {service}
+      check: web
+      endpoints:
+        {first}: [{first_ip}]
+        {second}: [{second_ip}]
+"#
+    )
+}
+
 /// A TLS server configuration with a fresh self-signed certificate for `name`.
 pub fn self_signed_tls(name: &str) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
