@@ -134,11 +134,9 @@ pub struct StubRequest {
 }
 
 impl StubRequest {
+    /// A header's value (`name` in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 }
 

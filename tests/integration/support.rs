@@ -805,11 +805,9 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
+    /// A header's value (`name` in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 
     pub fn text(&self) -> String {
@@ -832,6 +830,14 @@ impl std::fmt::Debug for HttpResponse {
             .field("body", &self.text())
             .finish()
     }
+}
+
+/// The value of header `name` in `headers` (names in lower case, as parsed here).
+pub fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// A TCP connection for one request: 2 s to connect, 5 s for each read.
