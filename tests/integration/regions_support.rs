@@ -333,7 +333,7 @@ impl Backend {
     }
 }
 
-// ---- The admin API over HTTP or HTTPS -------------------------------------------------------
+// ---- The admin API, through `support`'s HTTP client -----------------------------------------
 
 /// GET of a JSON document, failing the test on any error.
 pub fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
