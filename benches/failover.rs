@@ -15,7 +15,9 @@ use hickory_proto::rr::RecordType;
 #[path = "../tests/integration/support.rs"]
 mod support;
 
-use support::{Backend, Mode, TestServer, addresses, query, query_udp, start_backends};
+use support::{
+    Backend, Mode, TestServer, addresses, checked_zone_two_dcs, query, query_udp, start_backends,
+};
 
 /// How often DNS is asked, as the issue asks.
 const POLL: Duration = Duration::from_millis(100);
@@ -87,28 +89,14 @@ fn main() {
 }
 
 fn zone(fall: u32, a: &Backend, b: &Backend) -> String {
-    format!(
-        r#"
-zone: api.example.com
-soa: {{ primary: ns1, contact: hostmaster@example.com }}
-nameservers: {{ ns1: [192.0.2.53] }}
-datacenters:
-  a: {{ location: [50.11, 8.68] }}
-  b: {{ location: [38.95, -77.45] }}
-checks:
-  web: {{ http: {{ port: {port}, path: /health }}, interval: 1s, timeout: 800ms, fall: {fall}, rise: 2 }}
-records:
-  www:
-    service:
-      policy: failover
-      check: web
-      endpoints:
-        a: [{a}]
-        b: [{b}]
-"#,
-        port = a.port(),
-        a = a.ip(),
-        b = b.ip(),
+    checked_zone_two_dcs(
+        [("a", a.ip()), ("b", b.ip())],
+        &format!(
+            "{{ http: {{ port: {}, path: /health }}, interval: 1s, timeout: 800ms, fall: {fall}, \
+             rise: 2 }}",
+            a.port()
+        ),
+        "policy: failover",
     )
 }
 

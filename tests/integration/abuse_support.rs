@@ -164,7 +164,7 @@ impl<T> Repeat<T> {
 pub fn scrape(server: &TestServer) -> Metrics {
     let r = get(server.admin, "/metrics", None);
     assert_eq!(r.status, 200, "GET /metrics: {r:?}");
-    Metrics::parse(&r.body)
+    Metrics::parse(&r.text())
 }
 
 /// A TCP connection to `server` from `source`, reads giving up after 2 s.

@@ -1,6 +1,6 @@
 //! Helpers for the operations tests (`ops`): a `steerdns serve` child with its own environment,
-//! node config and log format; HTTP backends that can be stopped; a tiny blocking HTTP client
-//! for the admin API; a Prometheus text parser; running the CLI and outside tools with a
+//! node config and log format; HTTP backends that can be stopped; the admin API through
+//! `support`'s HTTP client; a Prometheus text parser; running the CLI and outside tools with a
 //! deadline.
 //!
 //! Kept apart from `support.rs` so that test modules added in other branches merge cleanly.
@@ -10,24 +10,18 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::process::{Child, Command};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
-use hickory_proto::rr::RData;
 
-use crate::support::{QueryBuilder, manifest_path};
-
-/// How long a node may take to write its ready file.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one admin HTTP exchange may take.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::support::{
+    HttpResponse, QueryBuilder, START_TIMEOUT, checked_zone_two_dcs, http_request, manifest_path,
+    run_command, signal, spawn_serve, start_backends,
+};
 
 /// The tests that load both cores (queries under load, Chromium) take turns, so one does not
 /// starve the other into a spurious timeout.
@@ -103,12 +97,7 @@ impl Node {
 
     /// Sends a signal (e.g. "HUP") to the node.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{name} failed");
+        signal(&self.child, name);
     }
 
     /// What the node has logged so far.
@@ -129,7 +118,7 @@ impl Node {
     pub fn metrics(&self) -> Metrics {
         let r = self.get("/metrics");
         assert_eq!(r.status, 200, "GET /metrics: {r:?}");
-        Metrics::parse(&r.body)
+        Metrics::parse(&r.text())
     }
 
     /// The `/api/v1/state` document (read without credentials).
@@ -192,7 +181,6 @@ impl NodeBuilder {
         std::fs::write(zones.join("zone.yaml"), &self.zone).expect("writing the zone file");
         let ready = dir.path().join("ready.json");
         let stderr_path = dir.path().join("stderr.log");
-        let stderr = std::fs::File::create(&stderr_path).expect("creating the log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_steerdns"));
         for key in ["STEERDNS_ADMIN_TOKEN", "STEERDNS_SECRET", "RUST_LOG"] {
             cmd.env_remove(key);
@@ -211,48 +199,15 @@ impl NodeBuilder {
             .arg(manifest_path("tests/fixtures/geoip/GeoIP2-City-Test.mmdb"))
             .arg("--ready-file")
             .arg(&ready)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            // A file, not a pipe: a pipe nobody reads would block a chatty node.
-            .stderr(stderr);
-        let child = cmd.spawn().expect("spawning steerdns");
-        let mut node = Node {
-            dns: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            .args(&self.args);
+        let (child, dns, admin) = spawn_serve(cmd, &ready, &stderr_path, START_TIMEOUT, "steerdns");
+        Node {
+            dns,
+            admin,
             child,
             stderr_path,
             dir,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        let json = loop {
-            // Written atomically (rename): whatever is there is complete.
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                break serde_json::from_str::<serde_json::Value>(&text)
-                    .unwrap_or_else(|e| panic!("ready file {text:?}: {e}"));
-            }
-            if !node.is_alive() {
-                panic!(
-                    "steerdns exited before it was ready; stderr:\n{}",
-                    node.stderr()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "steerdns not ready after {START_TIMEOUT:?}; stderr:\n{}",
-                node.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let addr = |key: &str| -> SocketAddr {
-            json[key]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("ready file {json} has no {key} address"))
-        };
-        node.dns = addr("dns");
-        node.admin = addr("admin");
-        node
+        }
     }
 }
 
@@ -266,150 +221,35 @@ impl Drop for Node {
 // ---------------------------------------------------------------------------------------------
 // Backends
 
-/// A data center's HTTP backend: answers 200 to every request until stopped, then refuses
-/// connections (its listener is closed).
-pub struct Backend {
-    pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+/// A data center's HTTP backend (`support::Backend`): healthy until the test stops it, then
+/// its port refuses connections.
+pub use crate::support::Backend;
 
-impl Backend {
-    fn serve(listener: TcpListener) -> Backend {
-        let addr = listener.local_addr().expect("backend address");
-        listener
-            .set_nonblocking(true)
-            .expect("a non-blocking listener");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => answer_ok(stream),
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-            // The listener is dropped here: new connections are refused.
-        });
-        Backend {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    pub fn ip(&self) -> IpAddr {
-        self.addr.ip()
-    }
-
-    /// Stops the backend; returns once its port refuses connections.
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn answer_ok(mut stream: TcpStream) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let _ = stream.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-    );
-}
-
-/// `n` backends on one port, each on its own loopback address (127.X.Y.1, 127.X.Y.2, ...), as
-/// a zone's check names one port for every endpoint. X and Y are random so that tests running
-/// side by side do not meet.
+/// `n` healthy backends on one port, each on its own loopback address, as a zone's check names
+/// one port for every endpoint (see `support::start_backends`).
 pub fn backends(n: usize) -> Vec<Backend> {
-    for _ in 0..50 {
-        let (x, y) = (rand::random_range(1..=254u8), rand::random_range(0..=254u8));
-        let ip = |i: usize| IpAddr::V4(Ipv4Addr::new(127, x, y, i as u8 + 1));
-        let Ok(first) = TcpListener::bind((ip(0), 0)) else {
-            continue;
-        };
-        let port = first.local_addr().expect("backend address").port();
-        let rest: Result<Vec<TcpListener>, _> =
-            (1..n).map(|i| TcpListener::bind((ip(i), port))).collect();
-        if let Ok(rest) = rest {
-            return std::iter::once(first)
-                .chain(rest)
-                .map(Backend::serve)
-                .collect();
-        }
-    }
-    panic!("could not bind {n} loopback backends on one port");
+    start_backends(n, None)
 }
 
 /// A zone `api.example.com` with service `www`: DCs fra and iad (in that order, so a client the
 /// GeoIP database does not know, like 127.0.0.1, gets fra), one endpoint each, probed by a fast
 /// HTTP check on `port` (down after 2 failed probes 200 ms apart).
 pub fn checked_zone(fra: IpAddr, iad: IpAddr, port: u16) -> String {
-    format!(
-        r#"
-zone: api.example.com
-soa: {{ primary: ns1, contact: hostmaster@example.com }}
-nameservers: {{ ns1: [192.0.2.53] }}
-datacenters:
-  fra: {{ location: [50.11, 8.68] }}
-  iad: {{ location: [38.95, -77.45] }}
-checks:
-  web: {{ http: {{ port: {port}, path: /healthz, expect: [200] }}, interval: 200ms, timeout: 150ms, fall: 2, rise: 1 }}
-records:
-  www:
-    service:
-      ttl: 30
-      check: web
-      endpoints:
-        fra: [{fra}]
-        iad: [{iad}]
-"#
+    checked_zone_two_dcs(
+        [("fra", fra), ("iad", iad)],
+        &format!(
+            "{{ http: {{ port: {port}, path: /healthz, expect: [200] }}, interval: 200ms, \
+             timeout: 150ms, fall: 2, rise: 1 }}"
+        ),
+        "ttl: 30",
     )
 }
 
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-/// An HTTP response as the tests look at it.
-#[derive(Debug)]
-pub struct HttpResponse {
-    pub status: u16,
-    /// Header names in lower case.
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as JSON, failing the test if it is not.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:?}"))
-    }
-}
-
-/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`).
+/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`), failing the test on any
+/// error (see `support::http_request`).
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -417,72 +257,8 @@ pub fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> HttpResponse {
-    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(HTTP_TIMEOUT))
-        .expect("timeout");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        req.push_str(&format!("{name}: {value}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if method == "POST" || !body.is_empty() {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    stream
-        .write_all(req.as_bytes())
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} {path}: reading the response: {e}"));
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("{method} {path}: no header end in {raw:?}"));
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("{method} {path}: status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
-    HttpResponse {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).to_string(),
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&b[..eol]).to_string();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
-        if size == 0 {
-            break;
-        }
-        let start = eol + 2;
-        out.extend_from_slice(&b[start..start + size]);
-        b = &b[start + size + 2..];
-    }
-    out
+    http_request(addr, method, path, headers, body.unwrap_or("").as_bytes())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// A POST with a JSON body, with `Authorization: Bearer TOKEN` when a token is given.
@@ -625,17 +401,7 @@ pub fn ecs_v4(addr: Ipv4Addr, prefix: u8) -> Vec<u8> {
 }
 
 /// The addresses of the A and AAAA records of the answer section, in order.
-pub fn addresses(reply: &Message) -> Vec<String> {
-    reply
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            RData::AAAA(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect()
-}
+pub use crate::support::addresses_in_order as addresses;
 
 /// Sends a query over UDP and waits up to `timeout` for the reply with its ID; `Err` says what
 /// went wrong instead of failing the test, for the load generator to count.
@@ -664,19 +430,9 @@ pub fn try_query_udp(
 // ---------------------------------------------------------------------------------------------
 // Commands
 
-/// The outcome of a command run to completion.
-#[derive(Debug)]
-pub struct Output {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Output {
-    pub fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-}
+/// The outcome of a command run to completion (`support::Run`, under the name the operations
+/// tests use).
+pub type Output = crate::support::Run;
 
 /// Runs `program ARGS` in `cwd`, failing the test if it runs longer than `timeout` (it is
 /// killed then). `env` is added to the environment; the `STEERDNS_*` variables are not
@@ -688,42 +444,13 @@ pub fn run_with_timeout(
     env: &[(&str, &str)],
     timeout: Duration,
 ) -> Output {
-    let dir = tempfile::tempdir().expect("creating a temp dir");
-    let out_path = dir.path().join("stdout");
-    let err_path = dir.path().join("stderr");
     let mut cmd = Command::new(program);
     cmd.env_remove("STEERDNS_ADMIN_TOKEN")
         .env_remove("STEERDNS_SECRET")
         .envs(env.iter().copied())
         .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("creating stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("creating stderr file"));
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("polling the child") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{} {args:?} still running after {timeout:?}; stderr:\n{}",
-                program.display(),
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-    }
+        .current_dir(cwd);
+    run_command(cmd, &format!("{} {args:?}", program.display()), timeout)
 }
 
 /// Runs the `steerdns` CLI from the crate root.

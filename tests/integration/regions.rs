@@ -24,6 +24,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use crate::regions_support::*;
+use crate::support::{HttpResponse, http_request};
 
 const A: usize = 0;
 const B: usize = 1;

@@ -8,10 +8,9 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::{RData, RecordType};
@@ -135,11 +134,9 @@ pub struct StubRequest {
 }
 
 impl StubRequest {
+    /// A header's value (`name` in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 }
 
@@ -165,22 +162,17 @@ impl StubResponse {
 pub type StubHandler = dyn Fn(&StubRequest) -> Option<StubResponse> + Send + Sync;
 
 struct StubShared {
-    /// Whether the port should be open.
-    listening: AtomicBool,
-    /// Whether it is open (the accept loop's answer to `listening`).
-    open: AtomicBool,
-    stop: AtomicBool,
     requests: AtomicUsize,
     handler: Box<StubHandler>,
 }
 
 /// An HTTP/1.1 server on one address, one thread per connection, `Connection: close` always
 /// (so every probe is a new connection and sees the current mode). Its port can be closed and
-/// reopened. Stopped when dropped.
+/// reopened (it is a `support::Listener`). Stopped when dropped.
 pub struct HttpStub {
     pub addr: SocketAddr,
     shared: Arc<StubShared>,
-    thread: Option<JoinHandle<()>>,
+    listener: Listener,
 }
 
 impl HttpStub {
@@ -189,88 +181,29 @@ impl HttpStub {
         addr: SocketAddr,
         handler: impl Fn(&StubRequest) -> Option<StubResponse> + Send + Sync + 'static,
     ) -> std::io::Result<HttpStub> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(StubShared {
-            listening: AtomicBool::new(true),
-            open: AtomicBool::new(true),
-            stop: AtomicBool::new(false),
             requests: AtomicUsize::new(0),
             handler: Box::new(handler),
         });
         let s = shared.clone();
-        let thread = std::thread::spawn(move || accept_loop(addr, Some(listener), &s));
+        let listener = Listener::start(TcpListener::bind(addr)?, move |stream, peer| {
+            serve_connection(stream, peer, &s)
+        });
         Ok(HttpStub {
-            addr,
+            addr: listener.addr,
             shared,
-            thread: Some(thread),
+            listener,
         })
     }
 
     /// Opens or closes the port, returning once done.
     pub fn set_listening(&self, on: bool) {
-        self.shared.listening.store(on, Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.shared.open.load(Ordering::SeqCst) != on {
-            assert!(
-                Instant::now() < deadline,
-                "the stub on {} did not {} its port",
-                self.addr,
-                if on { "open" } else { "close" }
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.listener.set_listening(on);
     }
 
     /// Requests handled so far.
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for HttpStub {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn accept_loop(addr: SocketAddr, mut listener: Option<TcpListener>, shared: &Arc<StubShared>) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        let want = shared.listening.load(Ordering::SeqCst);
-        if !want && listener.is_some() {
-            listener = None;
-        } else if want && listener.is_none() {
-            // std sets SO_REUSEADDR, so the port comes back despite TIME_WAIT connections.
-            match TcpListener::bind(addr) {
-                Ok(l) => {
-                    l.set_nonblocking(true).expect("a non-blocking listener");
-                    listener = Some(l);
-                }
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-            }
-        }
-        shared.open.store(listener.is_some(), Ordering::SeqCst);
-        let Some(l) = &listener else {
-            std::thread::sleep(Duration::from_millis(2));
-            continue;
-        };
-        match l.accept() {
-            Ok((stream, peer)) => {
-                let shared = shared.clone();
-                std::thread::spawn(move || serve_connection(stream, peer, &shared));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(2)),
-        }
     }
 }
 
@@ -400,168 +333,7 @@ impl Backend {
     }
 }
 
-// ---- The admin API over HTTP or HTTPS -------------------------------------------------------
-
-/// A response from `http_request`.
-#[derive(Debug, Clone)]
-pub struct HttpResponse {
-    pub status: u16,
-    /// Header names in lower case.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).to_string()
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text()))
-    }
-}
-
-/// A TCP connection for one request: 2 s to connect, 5 s for each read.
-fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    Ok(stream)
-}
-
-/// One HTTP/1.1 request with `Connection: close`, blocking with timeouts.
-pub fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<HttpResponse> {
-    http_exchange(connect(addr)?, addr, method, path, headers, body)
-}
-
-/// `http_request` over TLS, verifying the server's certificate for its IP address with `tls`
-/// (see `TestCa::client_config`). A handshake failure is an error.
-pub fn https_request(
-    addr: SocketAddr,
-    tls: &Arc<rustls::ClientConfig>,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<HttpResponse> {
-    let conn = rustls::ClientConnection::new(tls.clone(), addr.ip().into())
-        .map_err(std::io::Error::other)?;
-    let stream = rustls::StreamOwned::new(conn, connect(addr)?);
-    http_exchange(stream, addr, method, path, headers, body)
-}
-
-/// The certificate (leaf) a TLS server at `addr` presents now to a client trusting `tls`, in a
-/// full handshake (a resumed session would show the certificate of the session it resumes).
-pub fn presented_certificate(
-    addr: SocketAddr,
-    tls: &Arc<rustls::ClientConfig>,
-) -> std::io::Result<rustls::pki_types::CertificateDer<'static>> {
-    let mut config = (**tls).clone();
-    config.resumption = rustls::client::Resumption::disabled();
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), addr.ip().into())
-        .map_err(std::io::Error::other)?;
-    let mut tcp = connect(addr)?;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut tcp)?;
-    }
-    conn.peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.clone().into_owned())
-        .ok_or_else(|| std::io::Error::other("no certificate presented"))
-}
-
-fn http_exchange(
-    mut stream: impl Read + Write,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<HttpResponse> {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()?;
-    let mut raw = Vec::new();
-    match stream.read_to_end(&mut raw) {
-        Ok(_) => {}
-        // A TLS peer that closed without close_notify, after its whole answer.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-        Err(e) => return Err(e),
-    }
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[head_end + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let line_end = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or_else(|| bad("truncated chunk"))?;
-            let size = usize::from_str_radix(
-                String::from_utf8_lossy(&rest[..line_end])
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim(),
-                16,
-            )
-            .map_err(|_| bad("bad chunk size"))?;
-            rest = &rest[line_end + 2..];
-            if size == 0 {
-                break;
-            }
-            out.extend_from_slice(rest.get(..size).ok_or_else(|| bad("truncated chunk"))?);
-            rest = rest.get(size + 2..).unwrap_or(&[]);
-        }
-        body = out;
-    }
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
-}
+// ---- The admin API, through `support`'s HTTP client -----------------------------------------
 
 /// GET of a JSON document, failing the test on any error.
 pub fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
@@ -634,14 +406,7 @@ pub fn wait_eq<T: PartialEq + std::fmt::Debug>(
     mut observe: impl FnMut() -> T,
     want: T,
 ) -> Instant {
-    wait_until(deadline, what, || {
-        let got = observe();
-        if got == want {
-            Ok(())
-        } else {
-            Err(format!("{got:?} (want {want:?})"))
-        }
-    })
+    wait_until(deadline, what, || equal(observe(), &want))
 }
 
 /// Checks `check` every 50 ms for `period`; fails the test the first time it does not hold.
@@ -664,14 +429,16 @@ pub fn stays_eq<T: PartialEq + std::fmt::Debug>(
     mut observe: impl FnMut() -> T,
     want: T,
 ) {
-    holds_for(period, what, || {
-        let got = observe();
-        if got == want {
-            Ok(())
-        } else {
-            Err(format!("{got:?} (want {want:?})"))
-        }
-    });
+    holds_for(period, what, || equal(observe(), &want));
+}
+
+/// `Ok` when `got` equals `want`; else what was seen, for `wait_eq` and `stays_eq` to report.
+fn equal<T: PartialEq + std::fmt::Debug>(got: T, want: &T) -> Result<(), String> {
+    if got == *want {
+        Ok(())
+    } else {
+        Err(format!("{got:?} (want {want:?})"))
+    }
 }
 
 // ---- Nodes and clusters ---------------------------------------------------------------------
@@ -789,52 +556,16 @@ impl RegionNode {
     /// file.
     fn spawn(&mut self, peers: Option<&[String]>) {
         assert!(self.child.is_none(), "node {} is already running", self.id);
-        let _ = std::fs::remove_file(&self.ready);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("opening the node log");
         let peers = peers.unwrap_or(&self.peers);
-        let child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
-            .args(&self.args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_steerdns"));
+        cmd.args(&self.args)
             .args(peers.iter().flat_map(|p| ["--peer", p.as_str()]))
             // Plain text logs: they are read by people when a test fails.
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawning steerdns");
+            .env("NO_COLOR", "1");
+        let what = format!("node {}", self.id);
+        let (child, dns, _) = spawn_serve(cmd, &self.ready, &self.log, START_TIMEOUT, &what);
         self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&self.ready) {
-                let json: serde_json::Value = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("ready file {text:?}: {e}"));
-                self.dns = json["dns"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or_else(|| panic!("ready file {text:?} has no DNS address"));
-                return;
-            }
-            let child = self.child.as_mut().expect("just spawned");
-            if let Some(status) = child.try_wait().expect("polling the child") {
-                self.child = None;
-                panic!(
-                    "node {} exited ({status}) before it was ready; log:\n{}",
-                    self.id,
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {} not ready after {START_TIMEOUT:?}; log:\n{}",
-                self.id,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.dns = dns;
     }
 
     /// Kills the process (SIGKILL: no clean shutdown, as in a crash).

@@ -1,5 +1,8 @@
 //! Helpers for the integration tests: start the real `steerdns` binary on loopback, build
-//! queries, exchange them over UDP and TCP, and show records in a form tests can compare.
+//! queries, exchange them over UDP and TCP, and show records in a form tests can compare; run
+//! commands with a deadline; talk to the admin API over HTTP(S); serve health checks from
+//! backends whose port can close and reopen; make test certificates. The other `*_support`
+//! modules and the `failover` and `convergence` benches build on this one.
 //!
 //! Everything here blocks with a timeout, so a hung or crashed server fails the test instead of
 //! hanging it.
@@ -119,12 +122,7 @@ impl TestServer {
 
     /// Sends a signal (e.g. "HUP") to the server.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{name} failed");
+        signal(&self.child, name);
     }
 
     fn spawn(
@@ -141,10 +139,8 @@ impl TestServer {
         };
         let ready = dir.path().join("ready.json");
         let stderr_path = dir.path().join("stderr.log");
-        // Stderr goes to a file, not a pipe: a pipe nobody reads would block a chatty server.
-        let stderr = std::fs::File::create(&stderr_path).expect("creating the log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
-            .arg("serve")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_steerdns"));
+        cmd.arg("serve")
             .arg("--zones")
             .arg(zones)
             .args(["--listen", "127.0.0.1:0", "--ready-file"])
@@ -155,63 +151,19 @@ impl TestServer {
                 vec![]
             } else {
                 vec!["--admin", "127.0.0.1:0"]
-            })
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawning steerdns");
-        let mut server = TestServer {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-            child,
-            stderr_path,
-            _dir: dir,
-        };
+            });
         let limit = if shipped_geoip {
             START_TIMEOUT_SHIPPED
         } else {
             START_TIMEOUT
         };
-        (server.addr, server.admin) = server.wait_ready(&ready, limit);
-        server
-    }
-
-    /// Polls the ready file until the server has written its address.
-    fn wait_ready(&mut self, ready: &Path, limit: Duration) -> (SocketAddr, SocketAddr) {
-        let deadline = Instant::now() + limit;
-        loop {
-            // The file is written atomically (rename), so whatever we read is complete.
-            if let Ok(text) = std::fs::read_to_string(ready) {
-                let json: serde_json::Value = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("ready file {text:?} is not JSON: {e}"));
-                let dns = json["dns"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("ready file {text:?} has no \"dns\" string"));
-                let admin = json["admin"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("ready file {text:?} has no \"admin\" string"));
-                return (
-                    dns.parse()
-                        .unwrap_or_else(|e| panic!("ready file address {dns:?}: {e}")),
-                    admin
-                        .parse()
-                        .unwrap_or_else(|e| panic!("ready file address {admin:?}: {e}")),
-                );
-            }
-            if let Some(status) = self.child.try_wait().expect("polling the child") {
-                panic!(
-                    "steerdns exited ({status}) before it was ready; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "steerdns not ready after {limit:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let (child, addr, admin) = spawn_serve(cmd, &ready, &stderr_path, limit, "steerdns");
+        TestServer {
+            addr,
+            admin,
+            child,
+            stderr_path,
+            _dir: dir,
         }
     }
 
@@ -233,7 +185,72 @@ impl Drop for TestServer {
     }
 }
 
-/// The outcome of a one-shot `steerdns` command.
+/// Starts `cmd`, a `steerdns serve` with `--ready-file READY`, and waits up to `limit` for it to
+/// write that file (a ready file left from an earlier run is removed first). Its stderr is
+/// appended to `log` (a file, not a pipe: a pipe nobody reads would block a chatty server).
+/// Returns the child and the DNS and admin addresses the ready file names. Fails the test, with
+/// the log, if the process exits first or is not ready in time (it is killed then); `what`
+/// names it ("steerdns", "node a").
+pub fn spawn_serve(
+    mut cmd: Command,
+    ready: &Path,
+    log: &Path,
+    limit: Duration,
+    what: &str,
+) -> (Child, SocketAddr, SocketAddr) {
+    let _ = std::fs::remove_file(ready);
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("opening the log file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + limit;
+    loop {
+        // The file is written atomically (rename), so whatever we read is complete.
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("ready file {text:?} is not JSON: {e}"));
+            let addr = |key: &str| -> SocketAddr {
+                json[key]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("ready file {text:?} has no {key:?} address"))
+            };
+            return (child, addr("dns"), addr("admin"));
+        }
+        if let Some(status) = child.try_wait().expect("polling the child") {
+            panic!(
+                "{what} exited ({status}) before it was ready; stderr:\n{}",
+                read_log()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} not ready after {limit:?}; stderr:\n{}", read_log());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends a signal (e.g. "HUP") to a child process.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{name} failed");
+}
+
+/// The outcome of a command run to completion.
 #[derive(Debug)]
 pub struct Run {
     pub status: ExitStatus,
@@ -241,21 +258,36 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// The exit code (`None` when a signal ended the command).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
 /// Runs `steerdns ARGS` in `cwd` and waits for it to exit, failing the test if it runs longer
 /// than a few seconds (a `serve` that should have refused to start, for example).
 pub fn run_steerdns(cwd: &Path, args: &[&std::ffi::OsStr]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_steerdns"));
+    cmd.args(args).current_dir(cwd);
+    run_command(cmd, &format!("steerdns {args:?}"), COMMAND_TIMEOUT)
+}
+
+/// Runs `cmd` (program, arguments, working directory and environment already set) with no
+/// input and waits for it to exit, failing the test if it runs longer than `timeout` (it is
+/// killed then). Its output goes to files, not pipes, so a chatty command cannot block on them.
+/// `what` names the command in a failure.
+pub fn run_command(mut cmd: Command, what: &str, timeout: Duration) -> Run {
     let dir = tempfile::tempdir().expect("creating a temp dir");
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_steerdns"))
-        .args(args)
-        .current_dir(cwd)
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).expect("creating stdout file"))
         .stderr(std::fs::File::create(&err_path).expect("creating stderr file"))
         .spawn()
-        .expect("spawning steerdns");
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+        .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().expect("polling the child") {
             break status;
@@ -264,7 +296,7 @@ pub fn run_steerdns(cwd: &Path, args: &[&std::ffi::OsStr]) -> Run {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "steerdns {args:?} still running after {COMMAND_TIMEOUT:?}; stderr:\n{}",
+                "{what} still running after {timeout:?}; stderr:\n{}",
                 std::fs::read_to_string(&err_path).unwrap_or_default()
             );
         }
@@ -665,7 +697,14 @@ pub fn reply_ecs(reply: &Message) -> Option<(u16, u8, u8, std::net::IpAddr)> {
 
 /// The addresses of the A/AAAA records in the answer section, sorted.
 pub fn addresses(reply: &Message) -> Vec<String> {
-    let mut v: Vec<String> = reply
+    let mut v = addresses_in_order(reply);
+    v.sort();
+    v
+}
+
+/// The addresses of the A/AAAA records in the answer section, in wire order.
+pub fn addresses_in_order(reply: &Message) -> Vec<String> {
+    reply
         .answers
         .iter()
         .filter_map(|r| match &r.data {
@@ -673,9 +712,7 @@ pub fn addresses(reply: &Message) -> Vec<String> {
             RData::AAAA(a) => Some(a.0.to_string()),
             _ => None,
         })
-        .collect();
-    v.sort();
-    v
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -759,6 +796,301 @@ impl TestServer {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A blocking HTTP/1.1 client for the admin API, over HTTP or HTTPS
+
+/// A response from `http_request`.
+#[derive(Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A header's value (`name` in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+
+    /// The body as JSON, failing the test if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Shows the body as text, as people read it in a failed test.
+impl std::fmt::Debug for HttpResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &self.text())
+            .finish()
+    }
+}
+
+/// The value of header `name` in `headers` (names in lower case, as parsed here).
+pub fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A TCP connection for one request: 2 s to connect, 5 s for each read.
+fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    Ok(stream)
+}
+
+/// One HTTP/1.1 request with `Connection: close`, blocking with timeouts.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    http_exchange(connect(addr)?, addr, method, path, headers, body)
+}
+
+/// `http_request` over TLS, verifying the server's certificate for its IP address with `tls`
+/// (see `TestCa::client_config`). A handshake failure is an error.
+pub fn https_request(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let conn = rustls::ClientConnection::new(tls.clone(), addr.ip().into())
+        .map_err(std::io::Error::other)?;
+    let stream = rustls::StreamOwned::new(conn, connect(addr)?);
+    http_exchange(stream, addr, method, path, headers, body)
+}
+
+/// The certificate (leaf) a TLS server at `addr` presents now to a client trusting `tls`, in a
+/// full handshake (a resumed session would show the certificate of the session it resumes).
+pub fn presented_certificate(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<rustls::pki_types::CertificateDer<'static>> {
+    let mut config = (**tls).clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), addr.ip().into())
+        .map_err(std::io::Error::other)?;
+    let mut tcp = connect(addr)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp)?;
+    }
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned())
+        .ok_or_else(|| std::io::Error::other("no certificate presented"))
+}
+
+fn http_exchange(
+    mut stream: impl Read + Write,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    stream.write_all(body)?;
+    stream.flush()?;
+    let mut raw = Vec::new();
+    match stream.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // A TLS peer that closed without close_notify, after its whole answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[head_end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .ok_or_else(|| bad("truncated chunk"))?;
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&rest[..line_end])
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim(),
+                16,
+            )
+            .map_err(|_| bad("bad chunk size"))?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(rest.get(..size).ok_or_else(|| bad("truncated chunk"))?);
+            rest = rest.get(size + 2..).unwrap_or(&[]);
+        }
+        body = out;
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test servers whose port can be closed and reopened
+
+/// A TCP server on one address, on plain threads: an accept loop that hands every connection to
+/// a handler on a thread of its own, and whose port the test can close and reopen (the address
+/// stays the same). Stops when dropped.
+pub struct Listener {
+    pub addr: SocketAddr,
+    shared: Arc<ListenerShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct ListenerShared {
+    /// Whether the port should be open.
+    listening: AtomicBool,
+    /// Whether it is open (the accept loop's answer to `listening`).
+    open: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// What a `Listener` does with a connection: the stream and the client's address.
+type Handler = dyn Fn(TcpStream, SocketAddr) + Send + Sync;
+
+impl Listener {
+    /// Accepts on `listener` (open from the start), calling `handle` for every connection.
+    pub fn start(
+        listener: std::net::TcpListener,
+        handle: impl Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+    ) -> Listener {
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let addr = listener.local_addr().expect("local address");
+        let shared = Arc::new(ListenerShared {
+            listening: AtomicBool::new(true),
+            open: AtomicBool::new(true),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let handle: Arc<Handler> = Arc::new(handle);
+        let thread = std::thread::spawn(move || accept_loop(addr, Some(listener), &s, &handle));
+        Listener {
+            addr,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// Opens or closes the port, returning once done (a closed port refuses connections).
+    pub fn set_listening(&self, on: bool) {
+        self.shared.listening.store(on, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.shared.open.load(Ordering::SeqCst) != on {
+            assert!(
+                Instant::now() < deadline,
+                "the server on {} did not {} its port",
+                self.addr,
+                if on { "open" } else { "close" }
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Stops accepting for good; returns once the port refuses connections.
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(
+    addr: SocketAddr,
+    mut listener: Option<std::net::TcpListener>,
+    shared: &ListenerShared,
+    handle: &Arc<Handler>,
+) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        let want = shared.listening.load(Ordering::SeqCst);
+        if !want && listener.is_some() {
+            listener = None;
+        } else if want && listener.is_none() {
+            // std sets SO_REUSEADDR, so the port comes back despite TIME_WAIT connections.
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => {
+                    l.set_nonblocking(true).expect("a non-blocking listener");
+                    listener = Some(l);
+                }
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            }
+        }
+        shared.open.store(listener.is_some(), Ordering::SeqCst);
+        match listener.as_ref().map(|l| l.accept()) {
+            Some(Ok((stream, peer))) => {
+                let handle = handle.clone();
+                std::thread::spawn(move || handle(stream, peer));
+            }
+            _ => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+    // The listener is dropped here: new connections are refused.
+}
+
+// ---------------------------------------------------------------------------------------------
 // Health-check backends
 
 /// How a `Backend` treats the health checks it receives.
@@ -787,15 +1119,13 @@ pub const HEALTHY_BODY: &str = "status=up";
 pub struct Backend {
     pub addr: SocketAddr,
     shared: Arc<BackendShared>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    listener: Listener,
 }
 
 struct BackendShared {
     mode: Mutex<Mode>,
-    /// Bumped by `set`; the accept loop copies it to `applied` once it acts on the new mode.
-    generation: AtomicU64,
-    applied: AtomicU64,
     requests: AtomicU64,
+    /// Set when the backend stops, so that hanging connections let go.
     stop: AtomicBool,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -841,21 +1171,18 @@ pub fn start_backends(n: usize, tls: Option<Arc<rustls::ServerConfig>>) -> Vec<B
 
 impl Backend {
     fn serve(listener: std::net::TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> Backend {
-        let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(BackendShared {
             mode: Mutex::new(Mode::Healthy),
-            generation: AtomicU64::new(0),
-            applied: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             tls,
         });
         let s = shared.clone();
-        let thread = std::thread::spawn(move || accept_loop(addr, listener, s));
+        let listener = Listener::start(listener, move |stream, _| handle_connection(stream, &s));
         Backend {
-            addr,
+            addr: listener.addr,
             shared,
-            thread: Some(thread),
+            listener,
         }
     }
 
@@ -870,13 +1197,15 @@ impl Backend {
     /// Switches the mode; returns once the backend acts on it (for `Closed`: the listener is
     /// gone; from `Closed`: it listens again).
     pub fn set(&self, mode: Mode) {
+        let open = mode != Mode::Closed;
         *self.shared.mode.lock().unwrap() = mode;
-        let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.shared.applied.load(Ordering::SeqCst) < generation {
-            assert!(Instant::now() < deadline, "backend {} stuck", self.addr);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.listener.set_listening(open);
+    }
+
+    /// Stops the backend for good; returns once its port refuses connections.
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.listener.stop();
     }
 
     /// HTTP requests received so far (TCP connections that sent no request are not counted).
@@ -887,58 +1216,22 @@ impl Backend {
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 
-fn accept_loop(addr: SocketAddr, listener: std::net::TcpListener, shared: Arc<BackendShared>) {
-    let nonblocking = |l: std::net::TcpListener| {
-        l.set_nonblocking(true).expect("non-blocking listener");
-        l
-    };
-    let mut listener = Some(nonblocking(listener));
-    while !shared.stop.load(Ordering::SeqCst) {
-        // Generation first, mode second: `set` writes them in the other order, so the mode
-        // read here is at least as new as the generation reported below.
-        let generation = shared.generation.load(Ordering::SeqCst);
-        let closed = *shared.mode.lock().unwrap() == Mode::Closed;
-        if closed {
-            listener = None;
-        } else if listener.is_none() {
-            match std::net::TcpListener::bind(addr) {
-                Ok(l) => listener = Some(nonblocking(l)),
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-            }
-        }
-        shared.applied.store(generation, Ordering::SeqCst);
-        match listener.as_ref().map(|l| l.accept()) {
-            Some(Ok((stream, _))) => {
-                let s = shared.clone();
-                std::thread::spawn(move || handle_connection(stream, s));
-            }
-            _ => std::thread::sleep(Duration::from_millis(2)),
-        }
-    }
-}
-
-fn handle_connection(stream: TcpStream, shared: Arc<BackendShared>) {
+fn handle_connection(stream: TcpStream, shared: &BackendShared) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
     match shared.tls.clone() {
-        None => serve_request(&mut { stream }, &shared),
+        None => serve_request(&mut { stream }, shared),
         Some(config) => {
             let Ok(conn) = rustls::ServerConnection::new(config) else {
                 return;
             };
             let mut tls = rustls::StreamOwned::new(conn, stream);
-            serve_request(&mut tls, &shared);
+            serve_request(&mut tls, shared);
             tls.conn.send_close_notify();
             let _ = tls.flush();
         }
@@ -984,6 +1277,39 @@ fn serve_request(stream: &mut (impl Read + Write), shared: &BackendShared) {
     );
     let _ = stream.write_all(response.as_bytes());
     let _ = stream.flush();
+}
+
+/// A zone `api.example.com` whose service `www` has one endpoint in each of two data centers,
+/// the first located in Frankfurt and the second in Ashburn, all probed by the check `web`.
+/// `dcs` names the data centers and gives their endpoints, `check` is the check (a YAML flow
+/// mapping: `{ http: { port: 8080, path: /health }, interval: 1s }`), and `service` the
+/// service's other settings on one line (`ttl: 30`, `policy: failover`).
+pub fn checked_zone_two_dcs(
+    dcs: [(&str, std::net::IpAddr); 2],
+    check: &str,
+    service: &str,
+) -> String {
+    let [(first, first_ip), (second, second_ip)] = dcs;
+    format!(
+        r#"
+zone: api.example.com
+soa: {{ primary: ns1, contact: hostmaster@example.com }}
+nameservers: {{ ns1: [192.0.2.53] }}
+datacenters:
+  {first}: {{ location: [50.11, 8.68] }}
+  {second}: {{ location: [38.95, -77.45] }}
+checks:
+  web: {check}
+records:
+  www:
+    service:
+      {service}
+      check: web
+      endpoints:
+        {first}: [{first_ip}]
+        {second}: [{second_ip}]
+"#
+    )
 }
 
 /// A TLS server configuration with a fresh self-signed certificate for `name`.

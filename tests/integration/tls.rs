@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use crate::ops_support::{Node, Output, cli};
 use crate::regions_support::{
-    ClusterOpts, TestCluster, fast_zone, holds_for, http_request, https_request, metric,
-    presented_certificate, report_ids, wait_until,
+    ClusterOpts, TestCluster, fast_zone, holds_for, metric, report_ids, wait_until,
 };
-use crate::support::{TestCa, ZONE, manifest_path};
+use crate::support::{
+    TestCa, ZONE, http_request, https_request, manifest_path, presented_certificate,
+};
 
 const A: usize = 0;
 const B: usize = 1;
