@@ -1094,9 +1094,10 @@ impl<'a> Validator<'a> {
         let tag = parts.next();
         let value = parts.next().map(|v| v.trim().trim_matches('"'));
         match (flags, tag, value) {
+            // RFC 8659 section 4.1: the tag is 1 to 15 ASCII letters and digits (parsers such
+            // as hickory's reject a longer one, so the whole answer would be unreadable).
             (Some(flags), Some(tag), Some(value))
-                if !tag.is_empty()
-                    && tag.len() < 256
+                if (1..=15).contains(&tag.len())
                     && tag.chars().all(|c| c.is_ascii_alphanumeric()) =>
             {
                 Some(RData::Caa {
@@ -1110,7 +1111,7 @@ impl<'a> Validator<'a> {
                     rec,
                     Some("CAA"),
                     format!(
-                        "{text:?} is not \"FLAGS TAG VALUE\" (e.g. '0 issue \"letsencrypt.org\"')"
+                        "{text:?} is not \"FLAGS TAG VALUE\" with a tag of 1 to 15 letters and digits (e.g. '0 issue \"letsencrypt.org\"')"
                     ),
                 );
                 None
@@ -1281,6 +1282,19 @@ nameservers: { ns1: [192.0.2.53] }
         assert_eq!(z.soa.mname.as_str(), "ns1.api.example.com");
         let ns1 = &z.nodes[&Name::parse("ns1.api.example.com").unwrap()];
         assert_eq!(ns1.rrset(RecordType::A).unwrap().data.len(), 1);
+    }
+
+    #[test]
+    fn caa_tags_are_one_to_fifteen_letters_and_digits() {
+        let zone = |tag: &str| {
+            format!("{MINIMAL}records:\n  \"@\": {{ CAA: '0 {tag} \"ca.example\"' }}\n")
+        };
+        assert!(parse_zone(&zone("issue"), "t.yaml").is_ok());
+        assert!(parse_zone(&zone(&"a".repeat(15)), "t.yaml").is_ok());
+        for bad in ["a".repeat(16), "is-sue".to_string()] {
+            let e = parse_zone(&zone(&bad), "t.yaml").unwrap_err();
+            assert!(e.to_string().contains("1 to 15 letters and digits"), "{e}");
+        }
     }
 
     #[test]
