@@ -1,5 +1,6 @@
-//! Runs `Handler::respond` in a loop on one kind of query, for instruction counts that do not
-//! depend on machine load: `valgrind --tool=callgrind target/release/examples/respond_loop geo 100000`
+//! Runs `Handler::respond_with` in a loop, as the UDP loop calls it, on one kind of query, for
+//! instruction counts that do not depend on machine load:
+//! `valgrind --tool=callgrind --toggle-collect='*Handler::respond_with*' target/release/examples/respond_loop geo 20000`
 //! and divide the total by the count. Kinds: geo (service A with ECS), static, nxdomain.
 
 use std::net::SocketAddr;
@@ -46,8 +47,19 @@ fn main() {
     let src: SocketAddr = "127.0.0.1:5353".parse().expect("valid");
     let (mut out, mut scratch) = (Vec::new(), String::new());
     let mut bytes = 0;
+    // As the UDP loop does: one view of the snapshots, and the receive time, per batch.
+    let mut view = handler.view();
     for _ in 0..count {
-        handler.respond(&msg, src, false, &mut out, &mut scratch);
+        let received = std::time::Instant::now();
+        handler.respond_with(
+            &mut view,
+            &msg,
+            src,
+            false,
+            &mut out,
+            &mut scratch,
+            received,
+        );
         bytes += out.len();
     }
     println!("{kind}: {count} responses, {bytes} bytes");

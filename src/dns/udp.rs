@@ -37,6 +37,7 @@ pub fn run(
     let mut bufs = vec![[0u8; MAX_REQUEST]; BATCH];
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let mut name = String::with_capacity(256);
+    let mut view = handler.view();
     let mut rrl_name = String::with_capacity(256);
     // SAFETY (for the zeroed C structs): all-zero sockaddr_storage, iovec and mmsghdr are valid.
     let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
@@ -74,9 +75,12 @@ pub fn run(
         if n < 0 {
             let err = std::io::Error::last_os_error();
             match err.kind() {
-                std::io::ErrorKind::WouldBlock
-                | std::io::ErrorKind::TimedOut
-                | std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    // Idle: let go of snapshots replaced meanwhile (a reload waits for that).
+                    view.refresh();
+                    continue;
+                }
+                std::io::ErrorKind::Interrupted => continue,
                 _ => {
                     tracing::warn!(error = %err, "UDP receive failed");
                     std::thread::sleep(Duration::from_millis(10));
@@ -85,8 +89,12 @@ pub fn run(
             }
         }
         let mut queued = 0;
-        // One clock reading per batch: the batch is handled within microseconds.
-        let now = rrl.as_ref().map(|_| tokio::time::Instant::now());
+        // One clock reading per batch, for the latency metric and RRL: the batch is handled
+        // within microseconds.
+        let received = std::time::Instant::now();
+        let now = rrl
+            .as_ref()
+            .map(|_| tokio::time::Instant::from_std(received));
         for i in 0..n as usize {
             let len = (msgs[i].msg_len as usize).min(MAX_REQUEST);
             let Some(src) = to_socket_addr(&addrs[i]) else {
@@ -99,10 +107,18 @@ pub fn run(
             if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 continue;
             }
-            if handler.respond(&bufs[i][..len], src, false, &mut outs[queued], &mut name)
-                && rrl.as_ref().zip(now).is_none_or(|(rrl, now)| {
-                    rrl.admit(src.ip(), &mut outs[queued], &mut rrl_name, now)
-                })
+            if handler.respond_with(
+                &mut view,
+                &bufs[i][..len],
+                src,
+                false,
+                &mut outs[queued],
+                &mut name,
+                received,
+            ) && rrl
+                .as_ref()
+                .zip(now)
+                .is_none_or(|(rrl, now)| rrl.admit(src.ip(), &mut outs[queued], &mut rrl_name, now))
             {
                 send_addrs[queued] = addrs[i];
                 queued += 1;
