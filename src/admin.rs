@@ -296,7 +296,7 @@ async fn explain(
             "name": qname.to_string(),
             "rcode": format!("{:?}", ex.answer.rcode),
             "scope": ex.answer.scope,
-            "dc": ex.answer.dc.as_ref().map(|(_, dc)| dc),
+            "dc": ex.answer.service_dc.as_ref().map(|(_, dc)| dc),
             "answers": ex.answer.answers.iter().map(|r| r.data.to_string()).collect::<Vec<_>>(),
             "text": ex.to_string(),
         }))

@@ -104,9 +104,9 @@ pub struct Answer {
     pub additional: Vec<Rr>,
     /// How many leading bits of the client address the answer depended on (the ECS scope).
     pub scope: u8,
-    /// The service (its name, shared with the zone) and the DC the answer came from, for
-    /// service answers.
-    pub dc: Option<(Name, Arc<str>)>,
+    /// For service answers: the service (its name, shared with the zone) and the DC the
+    /// answer came from.
+    pub service_dc: Option<(Name, Arc<str>)>,
 }
 
 impl Answer {
@@ -119,7 +119,7 @@ impl Answer {
             authority: Vec::new(),
             additional: Vec::new(),
             scope: 0,
-            dc: None,
+            service_dc: None,
         }
     }
 
@@ -204,7 +204,7 @@ pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> A
                         return out;
                     }
                     out.scope = sel.scope;
-                    out.dc = sel.chosen_dc().map(|i| {
+                    out.service_dc = sel.chosen_dc().map(|i| {
                         (
                             service.name.clone(),
                             zone.datacenters[service.dcs[i].dc].name.clone(),

@@ -336,7 +336,7 @@ impl Handler {
             ecs,
             started.elapsed().as_secs_f64(),
         );
-        if let (Some(zone), Some((service, dc))) = (zone, ans.dc.as_ref()) {
+        if let (Some(zone), Some((service, dc))) = (zone, ans.service_dc.as_ref()) {
             m.record_service_answer(
                 zone,
                 service.arc(),

@@ -586,7 +586,7 @@ impl Metrics {
                     any |= up;
                     self.endpoint_up
                         .get_or_create(&EndpointLabels {
-                            service: svc.name.shared(),
+                            service: svc.name.arc().clone(),
                             dc: dc.clone(),
                             endpoint: ip.to_string(),
                         })
@@ -595,7 +595,7 @@ impl Metrics {
                 let drained = health.is_drained(dc, svc.name.as_str());
                 self.dc_up
                     .get_or_create(&DcLabels {
-                        service: svc.name.shared(),
+                        service: svc.name.arc().clone(),
                         dc: dc.clone(),
                     })
                     .set(i64::from(any && !drained));

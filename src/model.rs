@@ -64,12 +64,8 @@ impl Name {
         &self.0
     }
 
-    /// The text as a shared string (for metric labels), without copying.
-    pub fn shared(&self) -> Arc<str> {
-        self.0.clone()
-    }
-
-    /// The shared text itself, for keys that go by its address.
+    /// The text as a shared string (for metric labels and keys that go by its address);
+    /// `.clone()` it to keep it, without copying the text.
     pub fn arc(&self) -> &Arc<str> {
         &self.0
     }
