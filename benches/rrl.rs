@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use steerdns::rrl::{DEFAULT_MAX_ENTRIES, Kind, Limiter, Limits};
+use steerdns::rrl::{DEFAULT_MAX_ENTRIES, Kind, Limiter, Limits, MIN_COST_BYTES};
 use tokio::time::Instant;
 
 fn bench(c: &mut Criterion) {
@@ -15,6 +15,7 @@ fn bench(c: &mut Criterion) {
     let kind = Kind::Answer {
         qname: b"www.api.example.com",
         qtype: 1,
+        subnet: None,
     };
 
     // One resolver network asking one name: one hot bucket.
@@ -23,7 +24,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("key + decide, one bucket", |b| {
         b.iter(|| {
             let key = limiter.key(black_box(client), black_box(&kind));
-            black_box(limiter.decide(key, &limits, Instant::now()))
+            black_box(limiter.decide(key, &limits, MIN_COST_BYTES, Instant::now()))
         })
     });
 
@@ -36,7 +37,7 @@ fn bench(c: &mut Criterion) {
             n = n.wrapping_add(1);
             let client = IpAddr::V4(Ipv4Addr::from(n << 8));
             let key = limiter.key(client, black_box(&kind));
-            black_box(limiter.decide(key, &limits, Instant::now()))
+            black_box(limiter.decide(key, &limits, MIN_COST_BYTES, Instant::now()))
         })
     });
     g.finish();

@@ -95,6 +95,8 @@ pub struct RawRrl {
     pub enabled: Option<bool>,
     /// Buckets kept at most (the least recently used is evicted beyond).
     pub max_entries: Option<usize>,
+    /// Client networks never limited (`192.0.2.0/24`, `2001:db8::/32`, or one address).
+    pub exempt: Option<Vec<String>>,
 }
 
 /// `tcp:` in the node config file.
@@ -146,6 +148,8 @@ pub struct Flags {
     pub ready_file: Option<PathBuf>,
     /// `--rrl on|off`.
     pub rrl: Option<bool>,
+    /// `--rrl-exempt NET`, repeated; replaces the file's `rrl.exempt` when given.
+    pub rrl_exempt: Vec<String>,
     pub tcp_max_connections: Option<usize>,
     pub tcp_max_connections_per_client: Option<usize>,
     pub tcp_idle_timeout: Option<String>,
@@ -332,6 +336,27 @@ fn tls_files(
     }
 }
 
+/// A network (`192.0.2.0/24`) or a single address (`192.0.2.1`, a /32 or /128), with no bits
+/// set beyond the prefix (a typo such as `192.0.2.1/24` would be read as something else).
+fn parse_network(text: &str) -> anyhow::Result<ipnet::IpNet> {
+    let text = text.trim();
+    let net = match text.parse::<ipnet::IpNet>() {
+        Ok(net) => net,
+        Err(_) => match text.parse::<std::net::IpAddr>() {
+            Ok(ip) => ipnet::IpNet::from(ip),
+            Err(_) => bail!("not a network (192.0.2.0/24) or an address"),
+        },
+    };
+    if net.trunc() != net {
+        bail!(
+            "has bits set beyond the /{}: did you mean {}?",
+            net.prefix_len(),
+            net.trunc()
+        );
+    }
+    Ok(net)
+}
+
 /// The DNS frontend's limits: defaults, then the file, then flags. Every number at least 1,
 /// every timeout above zero.
 fn dns_options(flags: &Flags, rrl: RawRrl, tcp: RawTcp) -> anyhow::Result<dns::Options> {
@@ -365,6 +390,14 @@ fn dns_options(flags: &Flags, rrl: RawRrl, tcp: RawTcp) -> anyhow::Result<dns::O
                 defaults.rrl.max_entries,
                 "rrl.max_entries",
             )?,
+            exempt: if flags.rrl_exempt.is_empty() {
+                rrl.exempt.unwrap_or_default()
+            } else {
+                flags.rrl_exempt.clone()
+            }
+            .iter()
+            .map(|net| parse_network(net).with_context(|| format!("rrl.exempt: {net:?}")))
+            .collect::<anyhow::Result<_>>()?,
         },
         tcp: dns::TcpLimits {
             max_connections: count(
@@ -443,6 +476,40 @@ mod tests {
         assert_eq!(d.listen.port(), 5300);
         assert_eq!(d.admin.port(), 8053);
         assert_eq!(d.quorum, Quorum::Majority);
+    }
+
+    #[test]
+    fn rrl_exempt_networks_come_from_the_file_or_the_flags_and_typos_are_named() {
+        let file = || {
+            NodeFile::parse("rrl: { exempt: [192.0.2.0/24, \"2001:db8::/32\", 198.51.100.7] }\n")
+                .unwrap()
+        };
+        let s = Settings::resolve(file(), Flags::default()).unwrap();
+        let text: Vec<String> = s.dns.rrl.exempt.iter().map(|n| n.to_string()).collect();
+        assert_eq!(text, ["192.0.2.0/24", "2001:db8::/32", "198.51.100.7/32"]);
+        let flags = Flags {
+            rrl_exempt: vec!["10.0.0.0/8".into()],
+            ..Flags::default()
+        };
+        let s = Settings::resolve(file(), flags).unwrap();
+        assert_eq!(
+            s.dns.rrl.exempt,
+            vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]
+        );
+        for (net, error) in [
+            (
+                "192.0.2.1/24",
+                "has bits set beyond the /24: did you mean 192.0.2.0/24?",
+            ),
+            ("resolvers", "not a network (192.0.2.0/24) or an address"),
+        ] {
+            let flags = Flags {
+                rrl_exempt: vec![net.into()],
+                ..Flags::default()
+            };
+            let e = Settings::resolve(NodeFile::default(), flags).unwrap_err();
+            assert_eq!(format!("{e:#}"), format!("rrl.exempt: {net:?}: {error}"));
+        }
     }
 
     #[test]

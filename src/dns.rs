@@ -17,17 +17,16 @@ pub(crate) mod wire;
 
 pub use tcp::TcpLimits;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, SOA, SRV, TXT};
 use hickory_server::proto::rr::{self, DNSClass, Record, RecordType as HRecordType};
 use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -35,8 +34,74 @@ use tokio_util::sync::CancellationToken;
 use crate::answer::{self, Client, QType, Rcode};
 use crate::geo;
 use crate::metrics::{Metrics, NO_ZONE};
-use crate::model::{Name, RData, RecordType, Rr};
+use crate::model::{Name, RData, RecordType, Rr, Zone};
 use crate::state::Snapshots;
+
+/// What a response is, taken from the answer the handler built (never read back from the
+/// encoded bytes): what response rate limiting decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    pub shape: Shape,
+    pub qtype: u16,
+    /// The zone the question fell in, if any.
+    pub zone: Option<ZoneFacts>,
+    /// The client subnet (EDNS Client Subnet address) the answer was tailored to, when its
+    /// scope is not 0.
+    pub subnet: Option<IpAddr>,
+}
+
+/// What response rate limiting needs of a zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZoneFacts {
+    pub limits: crate::rrl::Limits,
+    /// The apex's length in bytes: the apex ends the question name.
+    pub apex_len: usize,
+}
+
+/// A response's kind, as far as rate limiting goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Records, NODATA, or a service's all-down answer.
+    Answer,
+    NxDomain,
+    Referral,
+    /// REFUSED, SERVFAIL, FORMERR, NOTIMP, BADVERS.
+    Error,
+}
+
+impl Facts {
+    fn error(qtype: Option<u16>) -> Facts {
+        Facts {
+            shape: Shape::Error,
+            qtype: qtype.unwrap_or(0),
+            zone: None,
+            subnet: None,
+        }
+    }
+
+    fn of(
+        ans: &answer::Answer,
+        zone: Option<&Zone>,
+        qtype: u16,
+        ecs_addr: Option<IpAddr>,
+    ) -> Facts {
+        let shape = match (ans.rcode, ans.outcome) {
+            (Rcode::NoError, answer::Outcome::Referral) => Shape::Referral,
+            (Rcode::NoError, _) => Shape::Answer,
+            (Rcode::NxDomain, _) => Shape::NxDomain,
+            (Rcode::Refused | Rcode::ServFail, _) => Shape::Error,
+        };
+        Facts {
+            shape,
+            qtype,
+            zone: zone.map(|z| ZoneFacts {
+                limits: z.rrl,
+                apex_len: z.apex.as_str().len(),
+            }),
+            subnet: ecs_addr.filter(|_| ans.scope > 0),
+        }
+    }
+}
 
 /// The UDP payload size we advertise and never exceed: the DNS Flag Day 2020 value, which avoids
 /// IP fragmentation on virtually every path.
@@ -58,8 +123,9 @@ impl Handler {
         }
     }
 
-    /// Answers one raw message into `out`; false when nothing is to be sent. `name` is scratch
-    /// space for the question name.
+    /// Answers one raw message into `out`; `None` when nothing is to be sent, else what the
+    /// response is. `name` is scratch space for the question name, and holds it (lower case)
+    /// afterwards.
     pub fn respond(
         &self,
         msg: &[u8],
@@ -67,7 +133,7 @@ impl Handler {
         tcp: bool,
         out: &mut Vec<u8>,
         name: &mut String,
-    ) -> bool {
+    ) -> Option<Facts> {
         let mut view = self.view();
         self.respond_with(
             &mut view,
@@ -104,10 +170,10 @@ impl Handler {
         out: &mut Vec<u8>,
         name: &mut String,
         started: std::time::Instant,
-    ) -> bool {
+    ) -> Option<Facts> {
         match wire::parse(msg, name) {
-            wire::Parsed::Drop => false,
-            wire::Parsed::Fallback => self.respond_full(msg, src, tcp, out),
+            wire::Parsed::Drop => None,
+            wire::Parsed::Fallback => self.respond_full(msg, src, tcp, out, name),
             wire::Parsed::BadEcs(q) => {
                 self.record_error(
                     ResponseCode::FormErr,
@@ -117,10 +183,11 @@ impl Handler {
                 );
                 let opt = q.edns.map(|e| wire::OptOut {
                     payload: e.payload.clamp(512, MAX_UDP_PAYLOAD),
+                    dnssec_ok: e.dnssec_ok,
                     ecs: None,
                 });
                 wire::encode_error(out, &q, 1, opt);
-                true
+                Some(Facts::error(Some(q.qtype)))
             }
             wire::Parsed::Lean(q) => {
                 let qname = Name::from_lower(name);
@@ -144,9 +211,11 @@ impl Handler {
                 };
                 let qtype = HRecordType::from(q.qtype);
                 let ans = answer::answer(zones, &qname, to_qtype(qtype), &client);
-                self.record(zones, &qname, qtype, &ans, ecs.is_some(), started);
+                let zone = zones.find(&qname);
+                self.record(zone, qtype, &ans, ecs.is_some(), started);
                 let opt = q.edns.map(|e| wire::OptOut {
                     payload: e.payload.clamp(512, MAX_UDP_PAYLOAD),
+                    dnssec_ok: e.dnssec_ok,
                     ecs: e
                         .ecs
                         .map(|c| (c, if c.source == 0 { 0 } else { ans.scope })),
@@ -177,59 +246,76 @@ impl Handler {
                     opt,
                     limit,
                 );
-                true
+                let ecs_addr = ecs.filter(|e| e.source > 0).map(|e| e.addr);
+                Some(Facts::of(&ans, zone.map(|z| &**z), q.qtype, ecs_addr))
             }
         }
     }
 
     /// The full path: hickory parses the message and builds the response.
-    fn respond_full(&self, msg: &[u8], src: SocketAddr, tcp: bool, out: &mut Vec<u8>) -> bool {
+    fn respond_full(
+        &self,
+        msg: &[u8],
+        src: SocketAddr,
+        tcp: bool,
+        out: &mut Vec<u8>,
+        name: &mut String,
+    ) -> Option<Facts> {
         use hickory_server::net::xfer::Protocol;
         let protocol = if tcp { Protocol::Tcp } else { Protocol::Udp };
         let request = match Request::from_bytes(msg.to_vec(), src, protocol) {
             Ok(r) => r,
             Err(_) => {
-                // As hickory's server does: FORMERR with the header echoed, no question.
+                // The header alone. A query (opcode 0) that does not parse gets FORMERR with
+                // RD and CD echoed, as hickory's server does; any other opcode gets NOTIMP with
+                // only the ID and opcode copied, as a parsed one does (`handle_full`): what
+                // follows its header is not ours to judge.
+                let opcode = msg[2] & 0x78;
+                let code = if opcode == 0 {
+                    ResponseCode::FormErr
+                } else {
+                    ResponseCode::NotImp
+                };
                 out.clear();
                 out.extend_from_slice(&msg[..2]);
-                out.push(0x80 | (msg[2] & 0x79));
-                out.push((msg[3] & 0x10) | 1);
+                if opcode == 0 {
+                    out.push(0x80 | (msg[2] & 0x01));
+                    out.push((msg[3] & 0x10) | 1);
+                } else {
+                    out.push(0x80 | opcode);
+                    out.push(4);
+                }
                 out.extend_from_slice(&[0; 8]);
-                self.record_error(
-                    ResponseCode::FormErr,
-                    None,
-                    false,
-                    std::time::Instant::now(),
-                );
-                return true;
+                self.record_error(code, None, false, std::time::Instant::now());
+                return Some(Facts::error(None));
             }
         };
         if request.metadata.message_type == hickory_server::proto::op::MessageType::Response {
-            return false;
+            return None;
         }
         let capture = Capture {
             out: Arc::new(Mutex::new(None)),
             udp: !tcp,
         };
-        let fut = RequestHandler::handle_request::<_, hickory_server::net::runtime::TokioTime>(
-            self,
-            &request,
-            capture.clone(),
-        );
+        let mut facts = Facts::error(None);
         // Nothing in the handler waits: the capture's send completes at once, so one poll runs
         // it to the end.
-        let mut fut = std::pin::pin!(fut);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if fut.as_mut().poll(&mut cx).is_pending() {
+        let done = {
+            let fut = self.handle_full(&request, capture.clone(), &mut facts, name);
+            let mut fut = std::pin::pin!(fut);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            fut.as_mut().poll(&mut cx).is_ready()
+        };
+        if !done {
             tracing::error!("the full DNS path did not complete in one poll; dropping the query");
-            return false;
+            return None;
         }
         match capture.out.lock().unwrap_or_else(|e| e.into_inner()).take() {
             Some(bytes) => {
                 *out = bytes;
-                true
+                Some(facts)
             }
-            None => false,
+            None => None,
         }
     }
 }
@@ -315,14 +401,13 @@ impl Handler {
     /// Counts the query and its outcome.
     fn record(
         &self,
-        zones: &crate::model::ZoneSet,
-        qname: &Name,
+        zone: Option<&Arc<Zone>>,
         qtype: HRecordType,
         ans: &answer::Answer,
         ecs: bool,
         started: std::time::Instant,
     ) {
-        let zone = zones.find(qname).map(|z| z.apex.arc());
+        let zone = zone.map(|z| z.apex.arc());
         let m = &self.snapshots.metrics;
         m.record_query(
             zone.unwrap_or(&NO_ZONE),
@@ -371,20 +456,51 @@ impl Handler {
     }
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
+impl Handler {
+    /// The full path's answer to a parsed request, sent through `response`; `facts` and `name`
+    /// say what the response is (for rate limiting), as `respond` does.
+    async fn handle_full<R: ResponseHandler>(
         &self,
         request: &Request,
         mut response: R,
+        facts: &mut Facts,
+        name: &mut String,
     ) -> ResponseInfo {
         let started = std::time::Instant::now();
         let mut meta = Metadata::response_from_request(&request.metadata);
         let mut resp_edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
             e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            // RFC 3225 section 3: the DO bit is copied into the response.
+            e.set_dnssec_ok(req.flags().dnssec_ok);
             e
         });
+        name.clear();
+        *facts = Facts::error(
+            request
+                .queries
+                .queries()
+                .first()
+                .map(|q| u16::from(q.query_type())),
+        );
+        if request.metadata.op_code != OpCode::Query {
+            // An opcode we do not implement (RFC 1035 section 4.1.1, RFC 8906 section 3.1.4):
+            // NOTIMP, copying only the ID and the opcode. What follows the header is the
+            // opcode's to define, so no question is echoed, and RD and CD, which belong to
+            // queries, are not copied.
+            let qtype = request.queries.queries().first().map(|q| q.query_type());
+            self.record_error(ResponseCode::NotImp, qtype, false, started);
+            let mut meta = Metadata::new(
+                request.metadata.id,
+                hickory_server::proto::op::MessageType::Response,
+                request.metadata.op_code,
+            );
+            meta.response_code = ResponseCode::NotImp;
+            // Reading zero questions reads nothing, so it cannot fail.
+            let none = Queries::read(&mut BinDecoder::new(&[]), 0).expect("no questions");
+            let msg = MessageResponseBuilder::new(&none, resp_edns.as_ref()).build_no_records(meta);
+            return send(&mut response, msg, meta).await;
+        }
         if question_points_into_header(request.as_slice()) {
             self.record_error(ResponseCode::FormErr, None, false, started);
             meta.response_code = ResponseCode::FormErr;
@@ -405,9 +521,7 @@ impl RequestHandler for Handler {
             .as_ref()
             .is_none_or(|cs| ecs_is_valid(cs, ecs_option_len(request.as_slice())));
 
-        let error = if request.metadata.op_code != OpCode::Query {
-            Some(ResponseCode::NotImp)
-        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+        let error = if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             // RFC 6891 section 6.1.3: we speak EDNS version 0 only.
             Some(ResponseCode::BADVERS)
         } else if request.queries.len() != 1 || !ecs_ok {
@@ -440,6 +554,7 @@ impl RequestHandler for Handler {
         }
 
         let qname = model_name(query.name());
+        name.push_str(qname.as_str());
         let zones = self.snapshots.zones.load();
         let geo = self.snapshots.geo.load();
         let locator = geo::locator(geo.as_deref());
@@ -458,7 +573,13 @@ impl RequestHandler for Handler {
             rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
         };
         let ans = answer::answer(&zones, &qname, to_qtype(qtype), &client);
-        self.record(&zones, &qname, qtype, &ans, ecs.is_some(), started);
+        let zone = zones.find(&qname);
+        self.record(zone, qtype, &ans, ecs.is_some(), started);
+        let ecs_addr = ecs
+            .as_ref()
+            .filter(|cs| cs.source_prefix() > 0)
+            .map(|cs| cs.addr());
+        *facts = Facts::of(&ans, zone.map(|z| &**z), u16::from(qtype), ecs_addr);
         if let (Some(cs), Some(e)) = (&ecs, resp_edns.as_mut()) {
             // Echo family, source prefix and address; the scope says how much of the address
             // the answer depended on (0 for answers that do not depend on it).
@@ -819,7 +940,7 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::U
 }
 
 /// How the DNS frontend defends itself.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub tcp: TcpLimits,
     pub rrl: crate::rrl::NodeSettings,
@@ -837,7 +958,7 @@ pub async fn serve(
     let rrl = options
         .rrl
         .enabled
-        .then(|| Arc::new(limit::UdpRrl::new(snapshots, options.rrl.max_entries)));
+        .then(|| Arc::new(limit::UdpRrl::new(options.rrl.clone())));
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for (i, socket) in sockets.udp.into_iter().enumerate() {

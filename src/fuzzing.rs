@@ -200,7 +200,7 @@ impl DnsFixture {
         let (mut out, mut name) = (Vec::new(), String::new());
         self.handler
             .respond(msg, src, tcp, &mut out, &mut name)
-            .then_some(out)
+            .map(|_| out)
     }
 }
 
@@ -266,8 +266,33 @@ pub fn check_response(query: &[u8], tcp: bool, response: Option<&[u8]>) -> Optio
         ctx()
     );
     let parsed = Message::from_vec(query).ok();
+    let opcode = (query[2] >> 3) & 0x0f;
+    if opcode != 0 {
+        // Issue 12: an opcode we do not implement gets NOTIMP, with the ID and opcode copied
+        // and nothing else of the query's header (no RD or CD), and no question.
+        let m = &msg.metadata;
+        assert!(
+            m.response_code == ResponseCode::NotImp
+                && u8::from(m.op_code) == opcode
+                && !m.recursion_desired
+                && !m.checking_disabled
+                && !m.authoritative
+                && msg.queries.is_empty(),
+            "an opcode {opcode} query is not answered NOTIMP with the header alone: {}",
+            ctx()
+        );
+    }
+    if let (Some(q), Some(r)) = (parsed.as_ref().and_then(|q| q.edns.as_ref()), &msg.edns) {
+        assert_eq!(
+            r.flags().dnssec_ok,
+            q.flags().dnssec_ok,
+            "the DO bit is not the query's (RFC 3225 section 3): {}",
+            ctx()
+        );
+    }
     if let Some(q) = &parsed
         && q.queries.len() == 1
+        && opcode == 0
         && msg.metadata.response_code != ResponseCode::FormErr
     {
         let (asked, got) = (&q.queries[0], msg.queries.first());

@@ -188,6 +188,10 @@ struct ServeArgs {
     /// limits are set in the zone files].
     #[arg(long, value_name = "on|off", value_parser = on_off)]
     rrl: Option<bool>,
+    /// A client network never rate limited (192.0.2.0/24, 2001:db8::/32, or one address);
+    /// repeat for several. Replaces the node file's rrl.exempt.
+    #[arg(long, value_name = "NET")]
+    rrl_exempt: Vec<String>,
     /// DNS TCP connections open at most [default: 1000].
     #[arg(long, value_name = "N")]
     tcp_max_connections: Option<usize>,
@@ -534,6 +538,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         quorum: args.quorum,
         ready_file: args.ready_file,
         rrl: args.rrl,
+        rrl_exempt: args.rrl_exempt,
         tcp_max_connections: args.tcp_max_connections,
         tcp_max_connections_per_client: args.tcp_max_connections_per_client,
         tcp_idle_timeout: args.tcp_idle_timeout,

@@ -1,14 +1,28 @@
-//! Response rate limiting (RRL), in the manner of BIND and Knot: a UDP response is counted
-//! against a token bucket keyed by the client's network and the kind of response, so a flood of
-//! identical responses toward one network (the victim of a spoofed-source reflection attack) is
-//! cut down to a trickle, while every other network, and every other kind of response, is
-//! untouched. A dropped response is sometimes "slipped" instead: sent truncated (TC=1, no
-//! records), so a real client behind the limited network retries over TCP, which cannot be
-//! spoofed.
+//! Response rate limiting (RRL), in the manner of BIND and Knot, aimed at amplification rather
+//! than at resolvers: a UDP response is counted against a token bucket keyed by the client's
+//! network and the kind of response, so a flood of identical responses toward one network (the
+//! victim of a spoofed-source reflection attack) is cut down to a trickle, while every other
+//! network, and every other kind of response, is untouched. A dropped response is sometimes
+//! "slipped" instead: sent truncated (TC=1, no records), so a real client behind the limited
+//! network retries over TCP, which cannot be spoofed.
 //!
-//! Plain synchronous logic over plain data: the caller says what the response is and what time
-//! it is (`tokio::time::Instant`, injected so tests drive the clock), and gets `Decision`s back.
-//! `dns/limit.rs` reads the kind from an encoded response and applies the decision.
+//! Two things keep a busy resolver's real traffic out of the limit (issue 12):
+//! - **Tailored answers are different responses.** An answer chosen for an EDNS Client Subnet
+//!   (scope > 0) is keyed by that client network too, so a resolver asking for one name on
+//!   behalf of thousands of client subnets spends thousands of buckets, not one. This is only
+//!   done for *small* answers (at most [`SMALL_FACTOR`] times the query's size), so a spoofer
+//!   who varies the subnet to get a fresh bucket each time gets back at most twice its bytes.
+//! - **Buckets count bytes of amplification, not responses.** A response costs what it adds to
+//!   the query (its size less the query's), at least [`MIN_COST_BYTES`]; a bucket refills at
+//!   `responses_per_second` × [`UNIT_BYTES`] bytes a second. So `responses_per_second` is the
+//!   rate of responses 512 bytes larger than their question, and small answers get up to 8 times
+//!   as many. A flood still meets the limit: past it, bytes out are the slips (no larger than
+//!   the queries) every `slip`th time, so a flood of N bytes gets back at most N / slip bytes
+//!   plus `responses_per_second` × 512 bytes a second.
+//!
+//! Plain synchronous logic over plain data: the caller says what the response is (from the
+//! answer it built), its size and the query's, and what time it is (`tokio::time::Instant`,
+//! injected so tests drive the clock), and gets `Decision`s back. `dns/limit.rs` applies them.
 //!
 //! Memory is bounded: the table holds at most `max_entries` buckets and evicts the least
 //! recently used one, so an attacker spoofing many networks recycles entries instead of
@@ -22,12 +36,22 @@ use std::sync::Mutex;
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
-/// Identical responses per second one client network gets by default. Generous on purpose:
-/// Knot's default is 20 and BIND's documentation suggests 5 to 15, but a GSLB answers with short
-/// TTLs, so busy resolver farms (many caches behind one /24) ask for the same name more often
-/// than they would of an ordinary zone. A reflection flood is still cut to 100 responses a
-/// second per victim network and name.
+/// Large identical responses per second one client network gets by default (small ones count
+/// for less, see [`UNIT_BYTES`]). Generous on purpose: Knot's default is 20 and BIND's
+/// documentation suggests 5 to 15, but a GSLB answers with short TTLs, so busy resolver farms
+/// (many caches behind one /24) ask for the same name more often than they would of an ordinary
+/// zone. A reflection flood is still cut to 51,200 bytes a second beyond its own size per
+/// victim network and name.
 pub const DEFAULT_RESPONSES_PER_SECOND: u32 = 100;
+/// What one "response" of `responses_per_second` stands for: this many bytes beyond the
+/// query's size (the classic DNS UDP limit).
+pub const UNIT_BYTES: u64 = 512;
+/// The least a response costs, however close its size to the query's: 1/8 of a unit, so a
+/// bucket never lets more than 8 × `responses_per_second` responses through.
+pub const MIN_COST_BYTES: u64 = 64;
+/// A tailored answer is keyed by its client subnet only while it is at most this many times
+/// the query's size: the most a spoofer can amplify by varying the subnet.
+pub const SMALL_FACTOR: usize = 2;
 /// Every 2nd dropped response is sent truncated (BIND's and Knot's usual value): half the
 /// amplification gone, and a real client still gets through over TCP on its second try.
 pub const DEFAULT_SLIP: u32 = 2;
@@ -40,17 +64,29 @@ pub const MAX_SLIP: u32 = 10;
 
 /// Buckets are sharded by key so UDP threads rarely wait on each other.
 const SHARDS: usize = 16;
-/// One response, in thousandths of a token: rates are whole responses per second and time is
-/// counted in milliseconds, so refilling is exact integer arithmetic.
-const TOKEN: u64 = 1000;
+/// Tokens are thousandths of a byte: rates are whole units per second and time is counted in
+/// milliseconds, so refilling is exact integer arithmetic.
+const MILLI: u64 = 1000;
+
+/// What a response of `response_len` bytes to a query of `query_len` bytes costs, in bytes:
+/// what it adds to the query, at least [`MIN_COST_BYTES`].
+pub fn cost(query_len: usize, response_len: usize) -> u64 {
+    (response_len.saturating_sub(query_len) as u64).max(MIN_COST_BYTES)
+}
+
+/// Whether a response is small enough to be keyed by the client subnet it was tailored to.
+pub fn is_small(query_len: usize, response_len: usize) -> bool {
+    response_len <= query_len.saturating_mul(SMALL_FACTOR)
+}
 
 /// The limits of one zone (or the defaults, for responses outside every zone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub enabled: bool,
-    /// Identical responses per second per client network, once the burst is spent.
+    /// Identical responses per second per client network, once the burst is spent, counted in
+    /// units of [`UNIT_BYTES`] beyond the query's size.
     pub responses_per_second: u32,
-    /// How many responses a quiet network may get at once: the bucket's size.
+    /// How many such responses a quiet network may get at once: the bucket's size.
     pub burst: u32,
     /// Every `slip`th dropped response is sent truncated instead; 0 never, 1 always.
     pub slip: u32,
@@ -68,12 +104,15 @@ impl Default for Limits {
 }
 
 /// Node-wide RRL settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSettings {
     /// Off: every response is sent, whatever the zones say.
     pub enabled: bool,
     /// The table's bound.
     pub max_entries: usize,
+    /// Clients never limited (BIND's `exempt-clients`, Knot's whitelist): the operator's own
+    /// resolvers, say.
+    pub exempt: Vec<ipnet::IpNet>,
 }
 
 impl Default for NodeSettings {
@@ -81,7 +120,16 @@ impl Default for NodeSettings {
         NodeSettings {
             enabled: true,
             max_entries: DEFAULT_MAX_ENTRIES,
+            exempt: Vec::new(),
         }
+    }
+}
+
+impl NodeSettings {
+    /// Whether responses to `client` are never limited. IPv4-mapped IPv6 counts as IPv4.
+    pub fn is_exempt(&self, client: IpAddr) -> bool {
+        let client = client.to_canonical();
+        self.exempt.iter().any(|net| net.contains(&client))
     }
 }
 
@@ -89,8 +137,13 @@ impl Default for NodeSettings {
 /// randomisation does not split one bucket into many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind<'a> {
-    /// Records, or NODATA: identical when the question's name and type are.
-    Answer { qname: &'a [u8], qtype: u16 },
+    /// Records, or NODATA: identical when the question's name and type are, and, for a small
+    /// answer tailored to an EDNS Client Subnet, its client network (see [`network`]).
+    Answer {
+        qname: &'a [u8],
+        qtype: u16,
+        subnet: Option<[u8; 8]>,
+    },
     /// NXDOMAIN: counted per zone, so a flood of random names under one zone shares a bucket.
     NxDomain { zone: &'a [u8] },
     /// A referral to a delegated sub-zone: counted per zone, like NXDOMAIN.
@@ -127,7 +180,7 @@ pub fn network(ip: IpAddr) -> [u8; 8] {
 /// One token bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Bucket {
-    /// Thousandths of a response.
+    /// Thousandths of a byte.
     tokens: u64,
     /// When `tokens` was last brought up to date, in ms since the limiter's epoch.
     updated_ms: u64,
@@ -144,15 +197,19 @@ impl Bucket {
         }
     }
 
-    /// Refills for the time since the last update, then spends one response if it can.
-    fn take(&mut self, limits: &Limits, now_ms: u64) -> Decision {
+    /// Refills for the time since the last update, then spends `cost_bytes` if it can.
+    fn take(&mut self, limits: &Limits, cost_bytes: u64, now_ms: u64) -> Decision {
         let elapsed_ms = now_ms.saturating_sub(self.updated_ms);
-        // `responses_per_second` thousandths of a response per millisecond.
-        let refill = elapsed_ms.saturating_mul(u64::from(limits.responses_per_second));
+        // `responses_per_second` × UNIT_BYTES bytes a second is that many thousandths of a
+        // byte per millisecond.
+        let refill = elapsed_ms
+            .saturating_mul(u64::from(limits.responses_per_second))
+            .saturating_mul(UNIT_BYTES);
         self.tokens = self.tokens.saturating_add(refill).min(capacity(limits));
         self.updated_ms = self.updated_ms.max(now_ms);
-        if self.tokens >= TOKEN {
-            self.tokens -= TOKEN;
+        let cost = cost_bytes.saturating_mul(MILLI);
+        if self.tokens >= cost {
+            self.tokens -= cost;
             return Decision::Send;
         }
         self.limited = self.limited.wrapping_add(1);
@@ -165,7 +222,7 @@ impl Bucket {
 }
 
 fn capacity(limits: &Limits) -> u64 {
-    u64::from(limits.burst.max(1)) * TOKEN
+    u64::from(limits.burst.max(1)) * UNIT_BYTES * MILLI
 }
 
 /// The rate limiter: a bounded table of buckets, shared by the UDP threads.
@@ -201,10 +258,17 @@ impl Limiter {
         let mut h = self.hasher.build_hasher();
         network(client).hash(&mut h);
         match kind {
-            Kind::Answer { qname, qtype } => {
+            Kind::Answer {
+                qname,
+                qtype,
+                subnet,
+            } => {
                 h.write_u8(0);
                 h.write(qname);
                 h.write_u16(*qtype);
+                if let Some(subnet) = subnet {
+                    subnet.hash(&mut h);
+                }
             }
             Kind::NxDomain { zone } => {
                 h.write_u8(1);
@@ -219,14 +283,15 @@ impl Limiter {
         h.finish()
     }
 
-    /// Counts one response under `key` at `now` and says what to do with it.
-    pub fn decide(&self, key: u64, limits: &Limits, now: Instant) -> Decision {
+    /// Counts one response costing `cost_bytes` (see [`cost`]) under `key` at `now` and says
+    /// what to do with it.
+    pub fn decide(&self, key: u64, limits: &Limits, cost_bytes: u64, now: Instant) -> Decision {
         let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
         let shard = &self.shards[(key >> 32) as usize % self.shards.len()];
         let mut table = shard.lock().unwrap_or_else(|e| e.into_inner());
         table
             .bucket(key, || Bucket::full(limits, now_ms))
-            .take(limits, now_ms)
+            .take(limits, cost_bytes, now_ms)
     }
 
     /// Buckets held now.
@@ -411,12 +476,13 @@ mod tests {
                 &Kind::Answer {
                     qname: b"www.example.com",
                     qtype: 1,
+                    subnet: None,
                 },
             );
             for (ms, want) in *steps {
                 let got: Vec<Decision> = want
                     .iter()
-                    .map(|_| l.decide(key, limits, t0 + Duration::from_millis(*ms)))
+                    .map(|_| l.decide(key, limits, UNIT_BYTES, t0 + Duration::from_millis(*ms)))
                     .collect();
                 assert_eq!(&got, want, "{what}: at {ms} ms");
             }
@@ -437,8 +503,10 @@ mod tests {
             let now = Instant::now();
             let lim = limits(1, 1, *slip);
             let key = l.key("192.0.2.1".parse().unwrap(), &Kind::Error);
-            assert_eq!(l.decide(key, &lim, now), Send);
-            let got: Vec<Decision> = (0..8).map(|_| l.decide(key, &lim, now)).collect();
+            assert_eq!(l.decide(key, &lim, UNIT_BYTES, now), Send);
+            let got: Vec<Decision> = (0..8)
+                .map(|_| l.decide(key, &lim, UNIT_BYTES, now))
+                .collect();
             assert_eq!(got, want, "slip {slip}");
         }
     }
@@ -447,7 +515,11 @@ mod tests {
     fn keys_separate_networks_and_kinds_but_not_hosts_or_case() {
         let l = Limiter::new(16);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let a = |name: &'static [u8], qtype| Kind::Answer { qname: name, qtype };
+        let a = |name: &'static [u8], qtype| Kind::Answer {
+            qname: name,
+            qtype,
+            subnet: None,
+        };
         let base = l.key(ip("192.0.2.1"), &a(b"www.example.com", 1));
         // Same /24, same question: one bucket.
         assert_eq!(base, l.key(ip("192.0.2.200"), &a(b"www.example.com", 1)));
@@ -498,19 +570,23 @@ mod tests {
         let key = |n: u8| l.key(IpAddr::from([10, n, 0, 1]), &Kind::Error);
         // Networks 0 and 1 spend their bucket.
         for n in [0, 1] {
-            assert_eq!(l.decide(key(n), &lim, now), Send);
-            assert_eq!(l.decide(key(n), &lim, now), Drop);
+            assert_eq!(l.decide(key(n), &lim, UNIT_BYTES, now), Send);
+            assert_eq!(l.decide(key(n), &lim, UNIT_BYTES, now), Drop);
         }
         // A spoofed flood from 200 other networks: the table stays at 4, and network 1, still
         // being flooded, keeps its (empty) bucket because it stays recently used.
         for n in 2..202 {
-            assert_eq!(l.decide(key(n), &lim, now), Send, "network {n}");
-            assert_eq!(l.decide(key(1), &lim, now), Drop, "network 1 after {n}");
+            assert_eq!(l.decide(key(n), &lim, UNIT_BYTES, now), Send, "network {n}");
+            assert_eq!(
+                l.decide(key(1), &lim, UNIT_BYTES, now),
+                Drop,
+                "network 1 after {n}"
+            );
             assert!(l.len() <= 4, "{} buckets", l.len());
         }
         assert_eq!(l.len(), 4);
         // Network 0 went quiet and was evicted: it starts over with a full bucket.
-        assert_eq!(l.decide(key(0), &lim, now), Send);
+        assert_eq!(l.decide(key(0), &lim, UNIT_BYTES, now), Send);
     }
 
     #[test]
@@ -521,9 +597,122 @@ mod tests {
         let now = Instant::now();
         for n in 0..(2 * DEFAULT_MAX_ENTRIES as u32) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from((10u32 << 24) | (n << 8)));
-            l.decide(l.key(ip, &Kind::Error), &lim, now);
+            l.decide(l.key(ip, &Kind::Error), &lim, UNIT_BYTES, now);
         }
         assert!(l.len() <= DEFAULT_MAX_ENTRIES, "{}", l.len());
         assert!(l.len() > DEFAULT_MAX_ENTRIES * 9 / 10, "{}", l.len());
+    }
+
+    #[test]
+    fn a_response_costs_what_it_adds_to_the_query_and_at_least_an_eighth_of_a_unit() {
+        // (query bytes, response bytes, cost, small)
+        let table = [
+            (59, 91, 64, true),      // a service answer with ECS: 32 bytes added, the floor
+            (40, 40, 64, true),      // REFUSED: nothing added, still counted
+            (50, 30, 64, true),      // smaller than the query (a slip)
+            (50, 100, 64, true),     // exactly twice the query: still small
+            (50, 101, 64, false),    // one byte more: keyed without the subnet
+            (50, 1062, 1012, false), // a large TXT
+            (0, 512, 512, false),
+        ];
+        for (query, response, want_cost, want_small) in table {
+            assert_eq!(cost(query, response), want_cost, "{query} -> {response}");
+            assert_eq!(
+                is_small(query, response),
+                want_small,
+                "{query} -> {response}"
+            );
+        }
+    }
+
+    #[test]
+    fn small_answers_get_eight_times_the_rate_and_large_ones_pay_by_size() {
+        let lim = limits(10, 10, 0);
+        let now = Instant::now();
+        let sent = |cost_bytes: u64| {
+            let l = Limiter::new(16);
+            let key = l.key("192.0.2.1".parse().unwrap(), &Kind::Error);
+            (0..1000)
+                .filter(|_| l.decide(key, &lim, cost_bytes, now) == Send)
+                .count()
+        };
+        // A burst of 10 units of 512 bytes: 80 answers at the 64-byte floor, 10 of 512, 5 of
+        // 1,000 (the 6th would need 6,000 of the 5,120 bytes).
+        assert_eq!(sent(cost(50, 60)), 80);
+        assert_eq!(sent(UNIT_BYTES), 10);
+        assert_eq!(sent(cost(50, 1050)), 5);
+        // And a refill of one second brings the same again.
+        let l = Limiter::new(16);
+        // The limiter counts time from its creation: read the clock after it.
+        let now = Instant::now();
+        let key = l.key("192.0.2.1".parse().unwrap(), &Kind::Error);
+        let count = |at: Instant| {
+            (0..1000)
+                .filter(|_| l.decide(key, &lim, 64, at) == Send)
+                .count()
+        };
+        assert_eq!(count(now), 80);
+        assert_eq!(count(now + Duration::from_secs(1)), 80);
+    }
+
+    #[test]
+    fn tailored_answers_are_keyed_by_their_client_subnet() {
+        let l = Limiter::new(16);
+        let resolver: IpAddr = "192.0.2.1".parse().unwrap();
+        let answer = |subnet: Option<&str>| {
+            l.key(
+                resolver,
+                &Kind::Answer {
+                    qname: b"www.api.example.com",
+                    qtype: 1,
+                    subnet: subnet.map(|s| network(s.parse().unwrap())),
+                },
+            )
+        };
+        let (a, b) = (answer(Some("81.2.69.0")), answer(Some("8.8.8.0")));
+        assert_ne!(a, b);
+        assert_ne!(a, answer(None));
+        // The same /24 asked again is the same response.
+        assert_eq!(a, answer(Some("81.2.69.0")));
+        // One resolver, 2,000 client subnets, 5 queries each at one instant: with limits of one
+        // unit a second, every answer goes out (each subnet's bucket holds 8 small answers).
+        let lim = limits(1, 1, 2);
+        let now = Instant::now();
+        let mut limited = 0;
+        for round in 0..5 {
+            for n in 0..2000u32 {
+                let subnet = IpAddr::from(std::net::Ipv4Addr::from((10 << 24) | (n << 8)));
+                let key = l.key(
+                    resolver,
+                    &Kind::Answer {
+                        qname: b"www.api.example.com",
+                        qtype: 1,
+                        subnet: Some(network(subnet)),
+                    },
+                );
+                if l.decide(key, &lim, cost(59, 91), now) != Send {
+                    limited += 1;
+                }
+            }
+            assert_eq!(limited, 0, "round {round}");
+        }
+    }
+
+    #[test]
+    fn exempt_networks_are_matched_by_prefix_and_mapped_addresses_count_as_ipv4() {
+        let settings = NodeSettings {
+            exempt: vec![
+                "192.0.2.0/24".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap(),
+            ],
+            ..NodeSettings::default()
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(settings.is_exempt(ip("192.0.2.77")));
+        assert!(settings.is_exempt(ip("::ffff:192.0.2.1")));
+        assert!(settings.is_exempt(ip("2001:db8:ffff::1")));
+        assert!(!settings.is_exempt(ip("192.0.3.1")));
+        assert!(!settings.is_exempt(ip("2001:db9::1")));
+        assert!(!NodeSettings::default().is_exempt(ip("127.0.0.1")));
     }
 }

@@ -1,55 +1,55 @@
-//! Response rate limiting at the UDP socket: reads what an encoded response is (rcode, question,
-//! zone), asks `rrl::Limiter` whether to send it, drop it or slip it, and rewrites a slipped one
-//! as TC=1 with the question and OPT record only. Working on the encoded bytes keeps this
-//! independent of how the response was built (lean path or hickory's).
+//! Response rate limiting at the UDP socket: turns what the handler says a response is
+//! (`Facts`, taken from the answer it built) into an `rrl::Kind`, asks `rrl::Limiter` whether
+//! to send it, drop it or slip it, and rewrites a slipped one as TC=1 with the question and
+//! OPT record only.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::model::ZoneSet;
-use crate::rrl::{Decision, Kind, Limiter, Limits};
-use crate::state::Snapshots;
+use super::{Facts, Shape};
+use crate::metrics::Metrics;
+use crate::rrl::{self, Decision, Kind, Limiter, Limits, NodeSettings};
 
-const RCODE_NOERROR: u8 = 0;
-const RCODE_NXDOMAIN: u8 = 3;
 const TYPE_OPT: u16 = 41;
 
-/// RRL for the UDP threads: one limiter for all of them; the limits come from the zone the
-/// question falls in (built-in defaults outside every zone).
+/// RRL for the UDP threads of every listener: one limiter for all of them; the limits come
+/// from the zone the question falls in (built-in defaults outside every zone).
 pub struct UdpRrl {
     limiter: Limiter,
-    snapshots: Arc<Snapshots>,
+    settings: NodeSettings,
 }
 
 impl UdpRrl {
-    pub fn new(snapshots: Arc<Snapshots>, max_entries: usize) -> UdpRrl {
+    pub fn new(settings: NodeSettings) -> UdpRrl {
         UdpRrl {
-            limiter: Limiter::new(max_entries),
-            snapshots,
+            limiter: Limiter::new(settings.max_entries),
+            settings,
         }
     }
 
-    /// Whether to send `response` (a complete response to `client`) now; a slipped one is
-    /// rewritten in place. `qname` is scratch space.
+    /// Whether to send `response`, the handler's answer to a query of `query_len` bytes from
+    /// `client`, described by `facts`; `qname` is the question name as the handler spelled it
+    /// (lower case). A slipped response is rewritten in place.
+    #[allow(clippy::too_many_arguments)]
     pub fn admit(
         &self,
         client: IpAddr,
+        facts: &Facts,
+        qname: &str,
+        query_len: usize,
         response: &mut Vec<u8>,
-        qname: &mut String,
+        metrics: &Metrics,
         now: Instant,
     ) -> bool {
-        let zones = self.snapshots.zones.load();
-        let Some((limits, kind)) = classify(response, &zones, qname) else {
-            return true;
-        };
-        if !limits.enabled {
+        let limits = facts.zone.map_or_else(Limits::default, |z| z.limits);
+        if !limits.enabled || self.settings.is_exempt(client) {
             return true;
         }
+        let kind = kind(facts, qname, query_len, response.len());
         let key = self.limiter.key(client, &kind);
-        let metrics = &self.snapshots.metrics;
-        match self.limiter.decide(key, &limits, now) {
+        let cost = rrl::cost(query_len, response.len());
+        match self.limiter.decide(key, &limits, cost, now) {
             Decision::Send => true,
             Decision::Drop => {
                 metrics.record_rrl(Decision::Drop);
@@ -68,107 +68,26 @@ impl UdpRrl {
     }
 }
 
-/// The limits that apply to a response and its kind; `None` for something that is not a
-/// response we limit (too short to be one).
-fn classify<'a>(
-    msg: &[u8],
-    zones: &'a ZoneSet,
-    qname: &'a mut String,
-) -> Option<(Limits, Kind<'a>)> {
-    if msg.len() < 12 {
-        return None;
-    }
-    let aa = msg[2] & 0x04 != 0;
-    let rcode = msg[3] & 0x0f;
-    let count = |i: usize| u16::from_be_bytes([msg[i], msg[i + 1]]);
-    let (qdcount, ancount) = (count(4), count(6));
-    let qtype = if qdcount == 1 {
-        read_name(msg, 12, qname).and_then(|end| {
-            msg.get(end..end + 2)
-                .map(|t| u16::from_be_bytes([t[0], t[1]]))
-        })
-    } else {
-        None
+/// What counts as "the same response" for RRL. Answers are per name and type, and, when small
+/// and tailored to a client subnet, per subnet; NXDOMAIN and referrals per zone (so random
+/// names share a bucket); errors, and anything without a zone, one bucket per network.
+fn kind<'a>(facts: &Facts, qname: &'a str, query_len: usize, response_len: usize) -> Kind<'a> {
+    let apex = |z: &super::ZoneFacts| {
+        let name = qname.as_bytes();
+        &name[name.len().saturating_sub(z.apex_len)..]
     };
-    let Some(qtype) = qtype else {
-        // No usable question (FORMERR for a message without one, say): an error.
-        return Some((Limits::default(), Kind::Error));
-    };
-    let zone = find_zone(zones, qname);
-    let limits = zone.map_or_else(Limits::default, |z| z.rrl);
-    let kind = match (rcode, zone) {
-        (RCODE_NOERROR, Some(_)) if ancount > 0 || aa => Kind::Answer {
+    match (facts.shape, &facts.zone) {
+        (Shape::Answer, Some(_)) => Kind::Answer {
             qname: qname.as_bytes(),
-            qtype,
+            qtype: facts.qtype,
+            subnet: facts
+                .subnet
+                .filter(|_| rrl::is_small(query_len, response_len))
+                .map(rrl::network),
         },
-        (RCODE_NOERROR, Some(z)) => Kind::Referral {
-            zone: z.apex.as_str().as_bytes(),
-        },
-        (RCODE_NXDOMAIN, Some(z)) => Kind::NxDomain {
-            zone: z.apex.as_str().as_bytes(),
-        },
+        (Shape::NxDomain, Some(z)) => Kind::NxDomain { zone: apex(z) },
+        (Shape::Referral, Some(z)) => Kind::Referral { zone: apex(z) },
         _ => Kind::Error,
-    };
-    Some((limits, kind))
-}
-
-/// The zone `name` (lower-case, dotted) falls in: the one with the longest matching apex.
-fn find_zone<'a>(zones: &'a ZoneSet, name: &str) -> Option<&'a crate::model::Zone> {
-    zones
-        .zones
-        .iter()
-        .filter(|z| {
-            let apex = z.apex.as_str();
-            name == apex
-                || (name.len() > apex.len()
-                    && name.ends_with(apex)
-                    && name.as_bytes()[name.len() - apex.len() - 1] == b'.')
-        })
-        .max_by_key(|z| z.apex.as_str().len())
-        .map(|z| &**z)
-}
-
-/// Reads the name at `at` into `out` as the model spells names (lower case, dots between
-/// labels, `\DDD` for an octet no zone name holds); returns where the name ends in `msg`.
-/// Follows compression pointers, at most a few, always backwards.
-fn read_name(msg: &[u8], mut at: usize, out: &mut String) -> Option<usize> {
-    use std::fmt::Write;
-    out.clear();
-    let mut end = None;
-    let mut jumps = 0;
-    loop {
-        let len = *msg.get(at)?;
-        match len {
-            0 => return Some(end.unwrap_or(at + 1)),
-            l if l & 0xc0 == 0xc0 => {
-                let target = usize::from(u16::from_be_bytes([l & 0x3f, *msg.get(at + 1)?]));
-                jumps += 1;
-                if target >= at || jumps > 16 {
-                    return None;
-                }
-                end.get_or_insert(at + 2);
-                at = target;
-            }
-            l if l > 63 => return None,
-            l => {
-                let label = msg.get(at + 1..at + 1 + usize::from(l))?;
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                for &b in label {
-                    match b.to_ascii_lowercase() {
-                        c @ (b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*') => {
-                            out.push(char::from(c))
-                        }
-                        _ => {
-                            // Writing to a String cannot fail.
-                            let _ = write!(out, "\\{b:03}");
-                        }
-                    }
-                }
-                at += 1 + usize::from(l);
-            }
-        }
     }
 }
 
@@ -242,28 +161,6 @@ mod tests {
     use hickory_proto::rr::rdata::{A, SOA};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-    fn zones() -> ZoneSet {
-        let zone = |apex: &str, rrl: &str| {
-            crate::zone_file::parse_zone(
-                &format!(
-                    "zone: {apex}\nsoa: {{ primary: ns1, contact: h.example.com }}\n\
-                     nameservers: {{ ns1: [192.0.2.53] }}\n{rrl}"
-                ),
-                "t.yaml",
-            )
-            .unwrap()
-        };
-        ZoneSet {
-            zones: vec![
-                Arc::new(zone("example.com", "")),
-                Arc::new(zone(
-                    "api.example.com",
-                    "rrl: { responses_per_second: 5, slip: 1 }\n",
-                )),
-            ],
-        }
-    }
-
     fn response(name: &str, rcode: ResponseCode, aa: bool, answers: usize) -> Vec<u8> {
         let mut m = Message::new(7, MessageType::Response, OpCode::Query);
         m.metadata.response_code = rcode;
@@ -297,69 +194,66 @@ mod tests {
     }
 
     #[test]
-    fn responses_are_classified_by_rcode_question_and_zone() {
-        let zones = zones();
-        let mut name = String::new();
-        let mut kind = |bytes: Vec<u8>| {
-            let (limits, kind) = classify(&bytes, &zones, &mut name).unwrap();
-            (limits.responses_per_second, format!("{kind:?}"))
+    fn kinds_come_from_the_answer_the_handler_built() {
+        let zone = Some(super::super::ZoneFacts {
+            limits: Limits::default(),
+            apex_len: "api.example.com".len(),
+        });
+        let facts = |shape, subnet: Option<&str>| Facts {
+            shape,
+            qtype: 1,
+            zone,
+            subnet: subnet.map(|s| s.parse().unwrap()),
         };
-        let text = |s: &str| format!("{:?}", s.as_bytes());
+        let q = "www.api.example.com";
+        let text = |k: Kind| format!("{k:?}");
+        // A small tailored answer is keyed by its client subnet; a large one is not.
         assert_eq!(
-            kind(response(
-                "WWW.Api.Example.com.",
-                ResponseCode::NoError,
-                true,
-                2
+            text(kind(&facts(Shape::Answer, Some("81.2.69.0")), q, 59, 91)),
+            text(Kind::Answer {
+                qname: q.as_bytes(),
+                qtype: 1,
+                subnet: Some(rrl::network("81.2.69.0".parse().unwrap())),
+            })
+        );
+        assert_eq!(
+            text(kind(&facts(Shape::Answer, Some("81.2.69.0")), q, 59, 200)),
+            text(Kind::Answer {
+                qname: q.as_bytes(),
+                qtype: 1,
+                subnet: None,
+            })
+        );
+        // NXDOMAIN and referrals are counted per zone: the apex ends the question name.
+        assert_eq!(
+            text(kind(
+                &facts(Shape::NxDomain, None),
+                "nope.api.example.com",
+                40,
+                100
             )),
-            (
-                5,
-                format!(
-                    "Answer {{ qname: {}, qtype: 1 }}",
-                    text("www.api.example.com")
-                )
-            )
-        );
-        // NODATA counts as an answer; a referral (AA clear, no answers) per zone.
-        assert!(
-            kind(response("x.example.com.", ResponseCode::NoError, true, 0))
-                .1
-                .starts_with("Answer")
+            text(Kind::NxDomain {
+                zone: b"api.example.com"
+            })
         );
         assert_eq!(
-            kind(response(
-                "a.sub.example.com.",
-                ResponseCode::NoError,
-                false,
-                0
+            text(kind(
+                &facts(Shape::Referral, None),
+                "a.sub.api.example.com",
+                40,
+                100
             )),
-            (100, format!("Referral {{ zone: {} }}", text("example.com")))
+            text(Kind::Referral {
+                zone: b"api.example.com"
+            })
         );
-        assert_eq!(
-            kind(response(
-                "nope.api.example.com.",
-                ResponseCode::NXDomain,
-                true,
-                0
-            )),
-            (
-                5,
-                format!("NxDomain {{ zone: {} }}", text("api.example.com"))
-            )
-        );
-        assert_eq!(
-            kind(response("www.other.org.", ResponseCode::Refused, false, 0)),
-            (100, "Error".to_string())
-        );
-        assert_eq!(
-            kind(response(
-                "www.api.example.com.",
-                ResponseCode::ServFail,
-                false,
-                0
-            )),
-            (5, "Error".to_string())
-        );
+        assert_eq!(text(kind(&facts(Shape::Error, None), q, 40, 40)), "Error");
+        // Nothing in a zone (REFUSED) is an error, whatever its shape.
+        let outside = Facts {
+            zone: None,
+            ..facts(Shape::Answer, None)
+        };
+        assert_eq!(text(kind(&outside, "www.other.org", 40, 40)), "Error");
     }
 
     #[test]
@@ -387,22 +281,5 @@ mod tests {
         let before = junk.clone();
         assert!(!truncate(&mut junk));
         assert_eq!(junk, before);
-    }
-
-    #[test]
-    fn names_are_read_through_pointers_and_escaped() {
-        let mut out = String::new();
-        // "A.b" at 12, then a pointer to it at 17.
-        let mut msg = vec![0; 12];
-        msg.extend_from_slice(&[1, b'A', 1, b'b', 0, 0xc0, 12, 1, b'.', 0]);
-        assert_eq!(read_name(&msg, 12, &mut out), Some(17));
-        assert_eq!(out, "a.b");
-        assert_eq!(read_name(&msg, 17, &mut out), Some(19));
-        assert_eq!(out, "a.b");
-        assert_eq!(read_name(&msg, 19, &mut out), Some(22));
-        assert_eq!(out, "\\046");
-        // A pointer forward (or to itself) is refused: no loops.
-        let msg = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xc0, 12];
-        assert_eq!(read_name(&msg, 12, &mut out), None);
     }
 }

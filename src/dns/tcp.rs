@@ -260,6 +260,7 @@ impl<'a> Connection<'a> {
                 if self
                     .handler
                     .respond(msg, self.peer, true, &mut response, &mut name)
+                    .is_some()
                     && response.len() <= usize::from(u16::MAX)
                 {
                     self.pending

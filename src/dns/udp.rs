@@ -38,7 +38,6 @@ pub fn run(
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let mut name = String::with_capacity(256);
     let mut view = handler.view();
-    let mut rrl_name = String::with_capacity(256);
     // SAFETY (for the zeroed C structs): all-zero sockaddr_storage, iovec and mmsghdr are valid.
     let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
     let mut iovs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
@@ -107,7 +106,7 @@ pub fn run(
             if msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                 continue;
             }
-            if handler.respond_with(
+            let Some(facts) = handler.respond_with(
                 &mut view,
                 &bufs[i][..len],
                 src,
@@ -115,11 +114,20 @@ pub fn run(
                 &mut outs[queued],
                 &mut name,
                 received,
-            ) && rrl
-                .as_ref()
-                .zip(now)
-                .is_none_or(|(rrl, now)| rrl.admit(src.ip(), &mut outs[queued], &mut rrl_name, now))
-            {
+            ) else {
+                continue;
+            };
+            if rrl.as_ref().zip(now).is_none_or(|(rrl, now)| {
+                rrl.admit(
+                    src.ip(),
+                    &facts,
+                    &name,
+                    len,
+                    &mut outs[queued],
+                    &handler.snapshots.metrics,
+                    now,
+                )
+            }) {
                 send_addrs[queued] = addrs[i];
                 queued += 1;
             }

@@ -19,6 +19,8 @@ pub struct Ecs {
 pub struct Edns {
     /// The client's UDP payload size.
     pub payload: u16,
+    /// The DO bit (RFC 3225): copied into the response, signed or not.
+    pub dnssec_ok: bool,
     pub ecs: Option<Ecs>,
 }
 
@@ -121,6 +123,8 @@ pub fn parse<'a>(msg: &'a [u8], name: &mut String) -> Parsed<'a> {
     }
     let payload = u16::from_be_bytes([msg[i + 3], msg[i + 4]]);
     let version = msg[i + 6];
+    // The TTL field: extended RCODE, version, then the flags, DO first.
+    let dnssec_ok = msg[i + 7] & 0x80 != 0;
     if version != 0 {
         return Parsed::Fallback;
     }
@@ -129,7 +133,11 @@ pub fn parse<'a>(msg: &'a [u8], name: &mut String) -> Parsed<'a> {
     if i + rdlen != msg.len() {
         return Parsed::Fallback;
     }
-    let mut edns = Edns { payload, ecs: None };
+    let mut edns = Edns {
+        payload,
+        dnssec_ok,
+        ecs: None,
+    };
     let mut bad_ecs = false;
     let end = i + rdlen;
     while i < end {
@@ -201,6 +209,8 @@ pub struct Header {
 #[derive(Clone, Copy)]
 pub struct OptOut {
     pub payload: u16,
+    /// The query's DO bit, copied (RFC 3225 section 3).
+    pub dnssec_ok: bool,
     pub ecs: Option<(Ecs, u8)>,
 }
 
@@ -460,8 +470,9 @@ impl<'a> Encoder<'a> {
         self.out.push(0);
         self.out.extend_from_slice(&TYPE_OPT.to_be_bytes());
         self.out.extend_from_slice(&o.payload.to_be_bytes());
-        // Extended RCODE 0, version 0, flags 0 (DO clear: no DNSSEC here).
-        self.out.extend_from_slice(&[0, 0, 0, 0]);
+        // Extended RCODE 0, version 0, flags: DO as the query had it.
+        self.out
+            .extend_from_slice(&[0, 0, if o.dnssec_ok { 0x80 } else { 0 }, 0]);
         match o.ecs {
             None => self.out.extend_from_slice(&[0, 0]),
             Some((ecs, scope)) => {
@@ -514,6 +525,54 @@ mod tests {
         m.to_vec().unwrap()
     }
 
+    /// Issue 12: RFC 3225 section 3, the DO bit is copied into the response whether or not we
+    /// sign; an OPT record with no options (the common case) must parse too.
+    #[test]
+    fn the_do_bit_is_read_and_written_back() {
+        for dnssec_ok in [false, true] {
+            let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+            m.add_query(HQuery::query(
+                HName::from_ascii("a.example.com.").unwrap(),
+                HType::A,
+            ));
+            let mut e = hickory_proto::op::Edns::new();
+            e.set_max_payload(1232).set_dnssec_ok(dnssec_ok);
+            m.edns = Some(e);
+            let q = m.to_vec().unwrap();
+            let mut name = String::new();
+            let Parsed::Lean(p) = parse(&q, &mut name) else {
+                panic!("not lean")
+            };
+            let edns = p.edns.unwrap();
+            assert_eq!(edns.dnssec_ok, dnssec_ok);
+            let h = Header {
+                id: p.id,
+                rd: p.rd,
+                cd: p.cd,
+                aa: true,
+                rcode: 0,
+            };
+            let opt = OptOut {
+                payload: 1232,
+                dnssec_ok: edns.dnssec_ok,
+                ecs: None,
+            };
+            let mut out = Vec::new();
+            let qname = Name::from_lower(&name);
+            encode(
+                &mut out,
+                &h,
+                p.question,
+                &qname,
+                [&[], &[], &[]],
+                Some(opt),
+                512,
+            );
+            let r = Message::from_vec(&out).unwrap();
+            assert_eq!(r.edns.unwrap().flags().dnssec_ok, dnssec_ok);
+        }
+    }
+
     #[test]
     fn a_plain_query_parses_lean() {
         let q = query("WwW.Example.COM.", HType::AAAA, None);
@@ -544,6 +603,7 @@ mod tests {
             p.edns,
             Some(Edns {
                 payload: 4096,
+                dnssec_ok: false,
                 ecs: Some(Ecs {
                     addr: "81.2.69.0".parse().unwrap(),
                     source: 24
@@ -649,6 +709,7 @@ mod tests {
         };
         let opt = OptOut {
             payload: 1232,
+            dnssec_ok: false,
             ecs: Some((p.edns.unwrap().ecs.unwrap(), 24)),
         };
         let mut out = Vec::new();

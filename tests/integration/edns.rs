@@ -104,3 +104,51 @@ fn unknown_edns_options_are_ignored() {
         edns.options()
     );
 }
+
+/// Issue 12: RFC 3225 section 3, the DO bit of a query is copied into the response, though the
+/// server does not sign: over UDP and TCP, with and without ECS, on the lean path and on the
+/// full one (a question name with a compression pointer, and a name outside every zone).
+#[test]
+fn the_do_bit_is_copied_into_every_response_to_a_query_that_set_it() {
+    let server = TestServer::start(ZONE);
+    let cases = [
+        ("static", status_a().edns(1232)),
+        ("static with ECS", status_a().edns(1232).ecs("81.2.69.0/24")),
+        (
+            "NXDOMAIN",
+            query("nope.api.example.com", RecordType::A).edns(1232),
+        ),
+        (
+            "REFUSED (outside the zones)",
+            query("www.example.org", RecordType::A).edns(1232),
+        ),
+        (
+            "REFUSED (class CH, full path)",
+            status_a().edns(1232).class(hickory_proto::rr::DNSClass::CH),
+        ),
+    ];
+    for (what, q) in cases {
+        for dnssec_ok in [false, true] {
+            let q = if dnssec_ok {
+                q.clone().dnssec_ok()
+            } else {
+                q.clone()
+            };
+            let udp = query_udp(server.addr, &q);
+            let tcp = query_tcp(server.addr, std::slice::from_ref(&q))
+                .pop()
+                .expect("a TCP reply");
+            for (transport, reply) in [("UDP", udp), ("TCP", tcp)] {
+                let edns = reply
+                    .edns
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{what} over {transport}: no OPT"));
+                assert_eq!(
+                    edns.flags().dnssec_ok,
+                    dnssec_ok,
+                    "{what} over {transport}, DO={dnssec_ok}"
+                );
+            }
+        }
+    }
+}

@@ -114,6 +114,77 @@ fn opcodes_other_than_query_get_notimp() {
     }
 }
 
+/// Issue 12: for an opcode the server does not implement, the response copies only the ID and
+/// the opcode from the request header (RFC 8906 section 3.1.4, ISC's compliance test): QR set,
+/// NOTIMP, no RD, CD or AA, and no question, whether the rest of the message parses or not,
+/// over UDP and TCP.
+#[test]
+fn an_unimplemented_opcode_gets_notimp_with_only_the_id_and_opcode_copied() {
+    let server = TestServer::start(ZONE);
+    // RD and CD set in every request.
+    let rd_cd = |mut bytes: Vec<u8>| {
+        bytes[2] |= 0x01;
+        bytes[3] |= 0x10;
+        bytes
+    };
+    let with_question = |op: OpCode| {
+        rd_cd(
+            query("status.api.example.com", RecordType::A)
+                .id(0x5151)
+                .op_code(op)
+                .wire(),
+        )
+    };
+    // dig +opcode=15 +header-only: a header and nothing else.
+    let header_only = |op: u8| {
+        let mut h = header(0x5151, 0);
+        h[2] = (op << 3) | 0x01;
+        rd_cd(h)
+    };
+    // A body that does not parse as a query: one question announced, three bytes of junk.
+    let junk = |op: u8| {
+        let mut h = header(0x5151, 1);
+        h[2] = (op << 3) | 0x01;
+        h.extend_from_slice(&[0xff, 0xff, 0xff]);
+        rd_cd(h)
+    };
+    let cases: Vec<(String, Vec<u8>, u8)> = vec![
+        (
+            "NOTIFY with a question".into(),
+            with_question(OpCode::Notify),
+            4,
+        ),
+        (
+            "UPDATE with a question".into(),
+            with_question(OpCode::Update),
+            5,
+        ),
+        ("opcode 15, header only".into(), header_only(15), 15),
+        ("opcode 3, header only".into(), header_only(3), 3),
+        ("opcode 15, junk body".into(), junk(15), 15),
+    ];
+    for (what, bytes, opcode) in cases {
+        let udp = exchange_udp(server.addr, &bytes);
+        let tcp = exchange_tcp(server.addr, std::slice::from_ref(&bytes))
+            .pop()
+            .unwrap_or_else(|| panic!("{what}: no TCP reply"));
+        for (transport, reply) in [("UDP", udp), ("TCP", tcp)] {
+            let what = format!("{what} over {transport}");
+            // The whole header, bit by bit: ID, then QR | opcode, then rcode 4 (NOTIMP) and
+            // nothing else; every count zero.
+            assert_eq!(reply.len(), 12, "{what}: header only, got {reply:02x?}");
+            assert_eq!(&reply[..2], &[0x51, 0x51], "{what}: ID");
+            assert_eq!(
+                reply[2],
+                0x80 | (opcode << 3),
+                "{what}: QR, opcode, no AA/TC/RD"
+            );
+            assert_eq!(reply[3], 4, "{what}: no RA/AD/CD, NOTIMP");
+            assert_eq!(&reply[4..], &[0; 8], "{what}: counts");
+        }
+    }
+}
+
 /// A header with the given ID and QDCOUNT, flags RD only, other counts zero.
 fn header(id: u16, qdcount: u16) -> Vec<u8> {
     let mut h = id.to_be_bytes().to_vec();

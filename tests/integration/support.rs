@@ -315,6 +315,8 @@ pub fn run_command(mut cmd: Command, what: &str, timeout: Duration) -> Run {
 pub struct EdnsOpts {
     pub payload: u16,
     pub version: u8,
+    /// The DO bit (RFC 3225).
+    pub dnssec_ok: bool,
     pub options: Vec<(u16, Vec<u8>)>,
 }
 
@@ -370,8 +372,15 @@ impl QueryBuilder {
         self.edns = Some(EdnsOpts {
             payload,
             version: 0,
+            dnssec_ok: false,
             options: Vec::new(),
         });
+        self
+    }
+
+    /// Sets the DO bit (adding an OPT with payload 1232 if there is none yet).
+    pub fn dnssec_ok(mut self) -> Self {
+        self.edns.get_or_insert_with(default_edns).dnssec_ok = true;
         self
     }
 
@@ -410,11 +419,12 @@ impl QueryBuilder {
     pub fn wire(&self) -> Vec<u8> {
         let mut bytes = self.message().to_vec().expect("encoding the query");
         if let Some(edns) = &self.edns {
-            // Root owner, TYPE 41, CLASS = payload, TTL = ext-rcode 0 | version | flags 0.
+            // Root owner, TYPE 41, CLASS = payload, TTL = ext-rcode 0 | version | flags (DO).
             bytes.push(0);
             bytes.extend_from_slice(&41u16.to_be_bytes());
             bytes.extend_from_slice(&edns.payload.to_be_bytes());
-            bytes.extend_from_slice(&[0, edns.version, 0, 0]);
+            let flags = if edns.dnssec_ok { 0x80 } else { 0 };
+            bytes.extend_from_slice(&[0, edns.version, flags, 0]);
             let rdata: Vec<u8> = edns
                 .options
                 .iter()
@@ -437,6 +447,7 @@ fn default_edns() -> EdnsOpts {
     EdnsOpts {
         payload: 1232,
         version: 0,
+        dnssec_ok: false,
         options: Vec::new(),
     }
 }
