@@ -102,6 +102,7 @@ pub struct RawRrl {
 #[serde(deny_unknown_fields)]
 pub struct RawTcp {
     pub max_connections: Option<usize>,
+    /// 0: no cap per client (the default).
     pub max_connections_per_client: Option<usize>,
     /// Between messages ("10s").
     pub idle_timeout: Option<String>,
@@ -332,8 +333,8 @@ fn tls_files(
     }
 }
 
-/// The DNS frontend's limits: defaults, then the file, then flags. Every number at least 1,
-/// every timeout above zero.
+/// The DNS frontend's limits: defaults, then the file, then flags. Every number at least 1
+/// (but `max_connections_per_client`, where 0 lifts the cap), every timeout above zero.
 fn dns_options(flags: &Flags, rrl: RawRrl, tcp: RawTcp) -> anyhow::Result<dns::Options> {
     let defaults = dns::Options::default();
     let count = |flag: Option<usize>, file: Option<usize>, default: usize, what: &str| match flag
@@ -373,12 +374,14 @@ fn dns_options(flags: &Flags, rrl: RawRrl, tcp: RawTcp) -> anyhow::Result<dns::O
                 t.max_connections,
                 "tcp.max_connections",
             )?,
-            max_connections_per_client: count(
-                flags.tcp_max_connections_per_client,
-                tcp.max_connections_per_client,
-                t.max_connections_per_client,
-                "tcp.max_connections_per_client",
-            )?,
+            max_connections_per_client: match flags
+                .tcp_max_connections_per_client
+                .or(tcp.max_connections_per_client)
+            {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => t.max_connections_per_client,
+            },
             idle_timeout: timeout(
                 &flags.tcp_idle_timeout,
                 tcp.idle_timeout,
@@ -468,7 +471,7 @@ mod tests {
             s.dns.tcp,
             dns::TcpLimits {
                 max_connections: 7,
-                max_connections_per_client: 20,
+                max_connections_per_client: None,
                 idle_timeout: Duration::from_secs(3),
                 read_timeout: Duration::from_millis(800),
                 max_queries_per_connection: 9,
@@ -494,6 +497,25 @@ mod tests {
             assert!(e.to_string().contains(error), "{yaml}: {e}");
         }
         assert!(NodeFile::parse("tcp: { max_conections: 5 }").is_err());
+    }
+
+    #[test]
+    fn a_per_client_cap_is_off_by_default_and_zero_lifts_it() {
+        let cap = |yaml: &str, flag: Option<usize>| {
+            let flags = Flags {
+                tcp_max_connections_per_client: flag,
+                ..Flags::default()
+            };
+            Settings::resolve(NodeFile::parse(yaml).unwrap_or_default(), flags)
+                .unwrap()
+                .dns
+                .tcp
+                .max_connections_per_client
+        };
+        assert_eq!(cap("", None), None);
+        assert_eq!(cap("tcp: { max_connections_per_client: 5 }", None), Some(5));
+        assert_eq!(cap("", Some(7)), Some(7));
+        assert_eq!(cap("tcp: { max_connections_per_client: 5 }", Some(0)), None);
     }
 
     #[test]

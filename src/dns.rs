@@ -6,9 +6,10 @@
 //! or without ECS) is parsed and written by the lean codec in `dns/wire.rs`, received and sent
 //! in batches by `dns/udp.rs`; everything else goes through hickory-server's parser and
 //! response builder (`Handler` as a `RequestHandler`). TCP is served by `dns/tcp.rs` (with
-//! connection limits and timeouts), and UDP responses pass response rate limiting
-//! (`dns/limit.rs`) on their way out.
+//! connection limits and timeouts; `dns/connections.rs` decides which connection makes room for
+//! a new one), and UDP responses pass response rate limiting (`dns/limit.rs`) on their way out.
 
+mod connections;
 mod limit;
 mod tcp;
 mod udp;

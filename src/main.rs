@@ -191,7 +191,8 @@ struct ServeArgs {
     /// DNS TCP connections open at most [default: 1000].
     #[arg(long, value_name = "N")]
     tcp_max_connections: Option<usize>,
-    /// DNS TCP connections open at most from one client address (IPv6: one /64) [default: 20].
+    /// DNS TCP connections open at most from one client address (IPv6: one /64); 0 for no cap
+    /// [default: no cap].
     #[arg(long, value_name = "N")]
     tcp_max_connections_per_client: Option<usize>,
     /// Quiet time allowed on a DNS TCP connection between messages [default: 10s].
