@@ -16,7 +16,9 @@
 //!
 //! Pipelining: a connection's messages are answered one after another, and the responses to
 //! every complete message already received go out in one write. Fairness between clients comes
-//! from each connection being its own task, bounded in number by the limits above.
+//! from each connection being its own task, bounded in number by the limits above. Every listen
+//! address has its own accept loop; they share one table, so the limits count connections on all
+//! of them together.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -80,20 +82,30 @@ impl Default for TcpLimits {
     }
 }
 
-/// Serves DNS over TCP on `listener` until `shutdown` is cancelled, then closes every
-/// connection.
+/// Serves DNS over TCP on every listener until `shutdown` is cancelled, then closes every
+/// connection. The limits count the connections of all listeners together.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     handler: Arc<Handler>,
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) {
     raise_open_files_limit(limits.max_connections as u64 + 1024);
     let table = Arc::new(Mutex::new(ConnectionTable::default()));
-    accept(listener, handler, limits, table, shutdown).await;
+    let mut loops = JoinSet::new();
+    for listener in listeners {
+        loops.spawn(accept(
+            listener,
+            handler.clone(),
+            limits,
+            table.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while loops.join_next().await.is_some() {}
 }
 
-/// The accept loop: each connection admitted to `table` gets a task.
+/// One listener's accept loop: each connection admitted to `table` gets a task.
 async fn accept(
     listener: TcpListener,
     handler: Arc<Handler>,
