@@ -172,7 +172,7 @@ fn assert_answered(stream: &mut TcpStream, what: &str) {
 
 /// Long enough between two steps for the server to have marked a connection idle after its
 /// answer, so "idle the longest" follows the order of the test's steps.
-const STEP: Duration = Duration::from_millis(50);
+const STEP: Duration = Duration::from_millis(100);
 
 /// Waits until the server counts `open` TCP connections.
 fn wait_open(server: &TestServer, open: f64) {
@@ -359,8 +359,8 @@ fn a_full_limit_of_busy_connections_refuses_a_new_one_until_the_read_timeout_cut
                 c
             })
             .collect();
-        // Time for the server to read each first byte.
-        std::thread::sleep(Duration::from_millis(300));
+        // Time for the server to read each first byte (and so count the connection busy).
+        std::thread::sleep(Duration::from_millis(500));
         let mut refused = tcp_from("127.0.0.1", server.addr);
         assert!(
             !answers_on(&mut refused, &status_query()),
