@@ -215,7 +215,8 @@ impl Control for Core {
 
 /// A running node.
 pub struct Node {
-    pub dns: Bound,
+    /// One per listen address, in the order given.
+    pub dns: Vec<Bound>,
     pub admin: SocketAddr,
     pub snapshots: Arc<Snapshots>,
     core: Arc<Core>,
@@ -277,13 +278,21 @@ impl Node {
             .await
             .with_context(|| format!("binding the admin listener on {}", settings.admin))?;
         let admin_addr = admin_listener.local_addr()?;
-        let sockets = dns::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding DNS on {}", settings.listen))?;
-        let bound = Bound {
-            udp: sockets.udp_addr()?,
-            tcp: sockets.tcp_addr()?,
-        };
+        // Every address is bound before any is served: one that fails stops the start.
+        anyhow::ensure!(!settings.listen.is_empty(), "no DNS listen address");
+        let mut listeners = Vec::with_capacity(settings.listen.len());
+        let mut bound = Vec::with_capacity(settings.listen.len());
+        for &addr in &settings.listen {
+            let sockets = dns::bind(addr)
+                .await
+                .with_context(|| format!("binding DNS on {addr}"))?;
+            bound.push(
+                sockets
+                    .bound()
+                    .with_context(|| format!("the DNS sockets bound on {addr}"))?,
+            );
+            listeners.push(sockets);
+        }
 
         let shutdown = CancellationToken::new();
         let admin_state = Arc::new(AdminState {
@@ -311,19 +320,29 @@ impl Node {
         )));
         let dns_task = tokio::spawn(dns::serve(
             snapshots.clone(),
-            sockets,
+            listeners,
             settings.dns,
             shutdown.clone(),
         ));
+        let dns_addrs: Vec<String> = bound.iter().map(|b| b.udp.to_string()).collect();
         info!(
-            node = %settings.node, region = %settings.region, udp = %bound.udp, tcp = %bound.tcp,
+            node = %settings.node, region = %settings.region, dns = %dns_addrs.join(" "),
             admin = %admin_addr, admin_tls = settings.tls.is_some(), peers = settings.peers.len(),
             zones = %settings.zones.display(),
             "serving"
         );
         if let Some(path) = &settings.ready_file {
+            // `dns` is the first listener's address (UDP and TCP share its port), as before
+            // several were possible; `dns_all` has every listener.
             let body = serde_json::json!({
-                "dns": bound.udp.to_string(),
+                "dns": dns_addrs.first(),
+                "dns_all": bound
+                    .iter()
+                    .map(|b| serde_json::json!({
+                        "udp": b.udp.to_string(),
+                        "tcp": b.tcp.to_string(),
+                    }))
+                    .collect::<Vec<_>>(),
                 "admin": admin_addr.to_string(),
             })
             .to_string();

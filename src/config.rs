@@ -38,8 +38,8 @@ pub struct NodeFile {
     pub node: Option<String>,
     /// The region the node probes from.
     pub region: Option<String>,
-    /// DNS listen address (UDP and TCP).
-    pub listen: Option<SocketAddr>,
+    /// DNS listen address(es), UDP and TCP: one, or a list.
+    pub listen: Option<RawListen>,
     /// Admin and peer HTTP listen address.
     pub admin: Option<SocketAddr>,
     /// HTTPS on the admin/peer listener: certificate and key files (PEM). Without it, HTTP.
@@ -77,6 +77,19 @@ pub struct NodeFile {
     pub tcp: Option<RawTcp>,
 }
 
+/// `listen:` in the node config file: `127.0.0.1:53`, or `[127.0.0.1:53, "[::1]:53"]` (an IPv6
+/// address in brackets must be quoted in YAML). Read as text, so that a bad entry is reported
+/// by itself.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an address and port such as 127.0.0.1:53, or a list of them"
+)]
+pub enum RawListen {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// `tls:` in the node config file: both files, or no `tls:` at all.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +117,7 @@ pub struct RawRrl {
 #[serde(deny_unknown_fields)]
 pub struct RawTcp {
     pub max_connections: Option<usize>,
+    /// 0: no cap per client (the default).
     pub max_connections_per_client: Option<usize>,
     /// Between messages ("10s").
     pub idle_timeout: Option<String>,
@@ -129,7 +143,8 @@ impl NodeFile {
 pub struct Flags {
     pub node: Option<String>,
     pub region: Option<String>,
-    pub listen: Option<SocketAddr>,
+    /// `--listen`, repeated; replaces the file's list when given.
+    pub listen: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub zones: Option<PathBuf>,
     pub geoip: Vec<PathBuf>,
@@ -162,7 +177,8 @@ pub struct Flags {
 pub struct Settings {
     pub node: String,
     pub region: String,
-    pub listen: SocketAddr,
+    /// DNS listen addresses (UDP and TCP on each); at least one, no two alike.
+    pub listen: Vec<SocketAddr>,
     pub admin: SocketAddr,
     /// When set, the admin/peer listener speaks HTTPS only, with this certificate.
     pub tls: Option<TlsFiles>,
@@ -261,6 +277,7 @@ impl Settings {
             Some(q) => Quorum::parse(&q).map_err(anyhow::Error::msg)?,
             None => Quorum::Majority,
         };
+        let listen = listen_addrs(flags.listen, file.listen)?;
         let admin = flags
             .admin
             .or(file.admin)
@@ -280,10 +297,7 @@ impl Settings {
                 .region
                 .or(file.region)
                 .unwrap_or_else(|| "default".to_string()),
-            listen: flags
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| default_addr(DEFAULT_DNS_LISTEN)),
+            listen,
             admin,
             tls,
             zones: flags
@@ -309,6 +323,42 @@ impl Settings {
             dns,
         })
     }
+}
+
+/// The DNS listen addresses: the flags' if any, else the file's, else the default. Each must
+/// parse, and an address given twice is an error (port 0 excepted: each gets its own port).
+fn listen_addrs(
+    flags: Vec<SocketAddr>,
+    file: Option<RawListen>,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let addrs = if !flags.is_empty() {
+        flags
+    } else {
+        let texts = match file {
+            None => vec![DEFAULT_DNS_LISTEN.to_string()],
+            Some(RawListen::One(text)) => vec![text],
+            Some(RawListen::Many(texts)) if texts.is_empty() => {
+                bail!("listen: the list is empty; give at least one address")
+            }
+            Some(RawListen::Many(texts)) => texts,
+        };
+        texts
+            .iter()
+            .map(|text| {
+                text.trim().parse::<SocketAddr>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "listen: {text:?} is not an address and port (such as 127.0.0.1:53, or \"[::1]:53\" for IPv6)"
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    for (i, addr) in addrs.iter().enumerate() {
+        if addr.port() != 0 && addrs[..i].contains(addr) {
+            bail!("listen: {addr} is given twice");
+        }
+    }
+    Ok(addrs)
 }
 
 /// The listener's certificate and key: each from its flag, else from `tls:`; both or neither.
@@ -357,8 +407,8 @@ fn parse_network(text: &str) -> anyhow::Result<ipnet::IpNet> {
     Ok(net)
 }
 
-/// The DNS frontend's limits: defaults, then the file, then flags. Every number at least 1,
-/// every timeout above zero.
+/// The DNS frontend's limits: defaults, then the file, then flags. Every number at least 1
+/// (but `max_connections_per_client`, where 0 lifts the cap), every timeout above zero.
 fn dns_options(flags: &Flags, rrl: RawRrl, tcp: RawTcp) -> anyhow::Result<dns::Options> {
     let defaults = dns::Options::default();
     let count = |flag: Option<usize>, file: Option<usize>, default: usize, what: &str| match flag
@@ -406,12 +456,14 @@ fn dns_options(flags: &Flags, rrl: RawRrl, tcp: RawTcp) -> anyhow::Result<dns::O
                 t.max_connections,
                 "tcp.max_connections",
             )?,
-            max_connections_per_client: count(
-                flags.tcp_max_connections_per_client,
-                tcp.max_connections_per_client,
-                t.max_connections_per_client,
-                "tcp.max_connections_per_client",
-            )?,
+            max_connections_per_client: match flags
+                .tcp_max_connections_per_client
+                .or(tcp.max_connections_per_client)
+            {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => t.max_connections_per_client,
+            },
             idle_timeout: timeout(
                 &flags.tcp_idle_timeout,
                 tcp.idle_timeout,
@@ -465,15 +517,15 @@ mod tests {
     fn flags_override_the_file_which_overrides_defaults() {
         let file = NodeFile::parse("listen: 127.0.0.2:53\nzones: /etc/steerdns/zones\n").unwrap();
         let flags = Flags {
-            listen: Some("127.0.0.3:5353".parse().unwrap()),
+            listen: vec!["127.0.0.3:5353".parse().unwrap()],
             ..Flags::default()
         };
         let s = Settings::resolve(file, flags).unwrap();
-        assert_eq!(s.listen, "127.0.0.3:5353".parse().unwrap());
+        assert_eq!(s.listen, ["127.0.0.3:5353".parse().unwrap()]);
         assert_eq!(s.zones, PathBuf::from("/etc/steerdns/zones"));
         assert_eq!(s.geoip.len(), 2);
         let d = Settings::resolve(NodeFile::default(), Flags::default()).unwrap();
-        assert_eq!(d.listen.port(), 5300);
+        assert_eq!(d.listen, ["127.0.0.1:5300".parse().unwrap()]);
         assert_eq!(d.admin.port(), 8053);
         assert_eq!(d.quorum, Quorum::Majority);
     }
@@ -535,7 +587,7 @@ mod tests {
             s.dns.tcp,
             dns::TcpLimits {
                 max_connections: 7,
-                max_connections_per_client: 20,
+                max_connections_per_client: None,
                 idle_timeout: Duration::from_secs(3),
                 read_timeout: Duration::from_millis(800),
                 max_queries_per_connection: 9,
@@ -561,6 +613,72 @@ mod tests {
             assert!(e.to_string().contains(error), "{yaml}: {e}");
         }
         assert!(NodeFile::parse("tcp: { max_conections: 5 }").is_err());
+    }
+
+    #[test]
+    fn a_per_client_cap_is_off_by_default_and_zero_lifts_it() {
+        let cap = |yaml: &str, flag: Option<usize>| {
+            let flags = Flags {
+                tcp_max_connections_per_client: flag,
+                ..Flags::default()
+            };
+            Settings::resolve(NodeFile::parse(yaml).unwrap_or_default(), flags)
+                .unwrap()
+                .dns
+                .tcp
+                .max_connections_per_client
+        };
+        assert_eq!(cap("", None), None);
+        assert_eq!(cap("tcp: { max_connections_per_client: 5 }", None), Some(5));
+        assert_eq!(cap("", Some(7)), Some(7));
+        assert_eq!(cap("tcp: { max_connections_per_client: 5 }", Some(0)), None);
+    }
+
+    #[test]
+    fn listen_takes_one_address_or_a_list_and_the_flags_replace_it() {
+        let listen = |yaml: &str, flags: &[&str]| {
+            let flags = Flags {
+                listen: flags.iter().map(|a| a.parse().unwrap()).collect(),
+                ..Flags::default()
+            };
+            Settings::resolve(NodeFile::parse(yaml).unwrap(), flags)
+                .map(|s| s.listen.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        assert_eq!(listen("listen: 0.0.0.0:53", &[]).unwrap(), ["0.0.0.0:53"]);
+        assert_eq!(
+            listen("listen: [0.0.0.0:53, \"[::]:53\"]", &[]).unwrap(),
+            ["0.0.0.0:53", "[::]:53"]
+        );
+        assert_eq!(
+            listen("listen:\n  - 127.0.0.1:53\n  - \"[::1]:53\"\n", &[]).unwrap(),
+            ["127.0.0.1:53", "[::1]:53"]
+        );
+        assert_eq!(
+            listen("listen: [0.0.0.0:53]", &["127.0.0.1:0", "[::1]:0"]).unwrap(),
+            ["127.0.0.1:0", "[::1]:0"]
+        );
+        // Port 0 twice is two listeners, each with its own port.
+        assert_eq!(
+            listen("listen: [127.0.0.1:0, 127.0.0.1:0]", &[]).unwrap(),
+            ["127.0.0.1:0", "127.0.0.1:0"]
+        );
+        for (yaml, error) in [
+            ("listen: []", "listen: the list is empty"),
+            (
+                "listen: [127.0.0.1:53, ns1:53]",
+                "listen: \"ns1:53\" is not an address and port",
+            ),
+            ("listen: \"::1:53\"", "listen: \"::1:53\" is not an address"),
+            (
+                "listen: [127.0.0.1:53, 127.0.0.1:53]",
+                "listen: 127.0.0.1:53 is given twice",
+            ),
+        ] {
+            let e = listen(yaml, &[]).err().unwrap();
+            assert!(e.to_string().contains(error), "{yaml}: {e}");
+        }
+        let e = NodeFile::parse("listen: { port: 53 }").err().unwrap();
+        assert!(e.to_string().contains("a list of them"), "{e}");
     }
 
     #[test]

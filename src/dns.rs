@@ -6,9 +6,12 @@
 //! or without ECS) is parsed and written by the lean codec in `dns/wire.rs`, received and sent
 //! in batches by `dns/udp.rs`; everything else goes through hickory-server's parser and
 //! response builder (`Handler` as a `RequestHandler`). TCP is served by `dns/tcp.rs` (with
-//! connection limits and timeouts), and UDP responses pass response rate limiting
-//! (`dns/limit.rs`) on their way out.
+//! connection limits and timeouts; `dns/connections.rs` decides which connection makes room for
+//! a new one), and UDP responses pass response rate limiting (`dns/limit.rs`) on their way out.
+//! A node may listen on several addresses: each gets its own sockets, and all of them share one
+//! handler, one rate limiter and one TCP connection table.
 
+mod connections;
 mod limit;
 mod tcp;
 mod udp;
@@ -878,39 +881,42 @@ fn to_record(rr: &Rr, qname: &Name, original: &rr::Name) -> Record {
     Record::from_rdata(owner, rr.ttl, data)
 }
 
-/// The bound addresses of a running DNS frontend.
-#[derive(Debug, Clone, Copy)]
+/// The bound addresses of one DNS listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bound {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
 }
 
-/// Bound DNS sockets, not yet serving.
+/// The bound sockets of one listen address, not yet serving.
 pub struct Sockets {
     udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
 }
 
 impl Sockets {
-    pub fn udp_addr(&self) -> std::io::Result<SocketAddr> {
-        self.udp[0].local_addr()
-    }
-
-    pub fn tcp_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
+    /// The addresses the kernel gave (the port chosen for port 0).
+    pub fn bound(&self) -> std::io::Result<Bound> {
+        Ok(Bound {
+            udp: self.udp[0].local_addr()?,
+            tcp: self.tcp.local_addr()?,
+        })
     }
 }
 
 /// Binds UDP and TCP on `addr`: one UDP socket per core (SO_REUSEPORT) for a fixed port, one for
-/// port 0, where both protocols get the same kernel-chosen port.
+/// port 0, where both protocols get the same kernel-chosen port. IPv6 sockets are IPv6 only, so
+/// that `[::]:53` and `0.0.0.0:53` can be bound side by side.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<Sockets> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let count = if addr.port() == 0 { 1 } else { cores };
     let mut last_err = None;
     for _ in 0..20 {
         let first = udp_socket(addr, count > 1)?;
-        let port = first.local_addr()?.port();
-        let tcp = match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+        // Kept whole rather than rebuilt from IP and port: an IPv6 scope id stays.
+        let mut chosen = addr;
+        chosen.set_port(first.local_addr()?.port());
+        let tcp = match tcp_listener(chosen) {
             Ok(tcp) => tcp,
             Err(e) if addr.port() == 0 => {
                 last_err = Some(e);
@@ -920,7 +926,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<Sockets> {
         };
         let mut udp = vec![first];
         for _ in 1..count {
-            udp.push(udp_socket(SocketAddr::new(addr.ip(), port), true)?);
+            udp.push(udp_socket(chosen, true)?);
         }
         return Ok(Sockets { udp, tcp });
     }
@@ -930,6 +936,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<Sockets> {
 fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     // Best effort: the kernel caps it at net.core.rmem_max.
     let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
     if reuse_port {
@@ -939,6 +948,21 @@ fn udp_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::U
     Ok(socket.into())
 }
 
+/// A listening TCP socket, set up as tokio's `TcpListener::bind` does (SO_REUSEADDR, a backlog
+/// of 1024), but IPv6 only for an IPv6 address.
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// How the DNS frontend defends itself.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -946,11 +970,12 @@ pub struct Options {
     pub rrl: crate::rrl::NodeSettings,
 }
 
-/// Serves DNS on the given sockets until `shutdown` is cancelled: UDP on one thread per socket
-/// (rate limited unless `options.rrl` is off), TCP on tasks under `options.tcp`.
+/// Serves DNS on every listener's sockets until `shutdown` is cancelled: UDP on one thread per
+/// socket (rate limited unless `options.rrl` is off), TCP on tasks under `options.tcp`. The
+/// listeners share one rate limiter and one set of TCP limits.
 pub async fn serve(
     snapshots: Arc<Snapshots>,
-    sockets: Sockets,
+    listeners: Vec<Sockets>,
     options: Options,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -961,15 +986,19 @@ pub async fn serve(
         .then(|| Arc::new(limit::UdpRrl::new(options.rrl.clone())));
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
-    for (i, socket) in sockets.udp.into_iter().enumerate() {
-        let (handler, rrl, stop) = (handler.clone(), rrl.clone(), stop.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("dns-udp-{i}"))
-                .spawn(move || udp::run(socket, handler, rrl, stop))?,
-        );
+    let mut tcp = Vec::with_capacity(listeners.len());
+    for (l, sockets) in listeners.into_iter().enumerate() {
+        for (i, socket) in sockets.udp.into_iter().enumerate() {
+            let (handler, rrl, stop) = (handler.clone(), rrl.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("dns-udp-{l}-{i}"))
+                    .spawn(move || udp::run(socket, handler, rrl, stop))?,
+            );
+        }
+        tcp.push(sockets.tcp);
     }
-    tcp::serve(sockets.tcp, handler, options.tcp, shutdown).await;
+    tcp::serve(tcp, handler, options.tcp, shutdown).await;
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -980,6 +1009,27 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_ipv4_and_ipv6_wildcards_bind_the_same_port() {
+        // Without IPV6_V6ONLY, `[::]` takes the IPv4 port as well and the second bind fails.
+        let v6 = bind("[::]:0".parse().unwrap()).await.unwrap();
+        let port = v6.bound().unwrap().udp.port();
+        let v4 = bind(SocketAddr::from(([0, 0, 0, 0], port)))
+            .await
+            .unwrap_or_else(|e| panic!("0.0.0.0:{port} next to [::]:{port}: {e}"));
+        assert_eq!(
+            v4.bound().unwrap(),
+            Bound {
+                udp: SocketAddr::from(([0, 0, 0, 0], port)),
+                tcp: SocketAddr::from(([0, 0, 0, 0], port)),
+            }
+        );
+        assert_eq!(
+            v6.bound().unwrap().tcp,
+            format!("[::]:{port}").parse().unwrap()
+        );
+    }
 
     /// A header with `qdcount` questions, then `rest`.
     fn message(qdcount: u8, rest: &[u8]) -> Vec<u8> {

@@ -13,8 +13,8 @@
 //! - `peers`: the signed exchange of reports and drains between nodes; publishes the merged view;
 //! - `answer`: choose the records for a query (pure, synchronous);
 //! - `state`: the live snapshots the query path reads without locks;
-//! - `dns`: speak DNS: the lean codec, batched UDP and our TCP server with its limits (hickory for
-//!   the rest);
+//! - `dns`: speak DNS on every listen address: the lean codec, batched UDP and our TCP server
+//!   with its limits (hickory for the rest);
 //! - `rrl`: response rate limiting: token buckets per client network and response (pure);
 //! - `admin`: the operator's HTTP API and the peers' exchange endpoint (the only axum user);
 //! - `tls`: optional HTTPS on the admin/peer listener (certificate reloads, handshakes) and the

@@ -133,9 +133,10 @@ struct ServeArgs {
     /// The region this node probes from [default: default].
     #[arg(long)]
     region: Option<String>,
-    /// DNS listen address for UDP and TCP [default: 127.0.0.1:5300].
-    #[arg(long)]
-    listen: Option<SocketAddr>,
+    /// DNS listen address for UDP and TCP; repeat to listen on several (IPv6 as [::1]:53)
+    /// [default: 127.0.0.1:5300].
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
     /// Admin and peer HTTP listen address [default: 127.0.0.1:8053].
     #[arg(long)]
     admin: Option<SocketAddr>,
@@ -195,7 +196,8 @@ struct ServeArgs {
     /// DNS TCP connections open at most [default: 1000].
     #[arg(long, value_name = "N")]
     tcp_max_connections: Option<usize>,
-    /// DNS TCP connections open at most from one client address (IPv6: one /64) [default: 20].
+    /// DNS TCP connections open at most from one client address (IPv6: one /64); 0 for no cap
+    /// [default: no cap].
     #[arg(long, value_name = "N")]
     tcp_max_connections_per_client: Option<usize>,
     /// Quiet time allowed on a DNS TCP connection between messages [default: 10s].

@@ -177,6 +177,7 @@ pub struct Metrics {
     rrl_slipped: Counter,
     tcp_open: Gauge,
     tcp_refused: Family<LimitLabels, Counter>,
+    tcp_evicted: Family<LimitLabels, Counter>,
     tcp_timed_out: Family<TimeoutLabels, Counter>,
     tcp_query_limit: Counter,
     // TLS on the admin/peer listener.
@@ -343,8 +344,14 @@ impl Metrics {
         let tcp_refused = Family::<LimitLabels, Counter>::default();
         registry.register(
             "tcp_connections_refused",
-            "DNS TCP connections closed at once because a connection limit was reached",
+            "DNS TCP connections closed at once because a connection limit was reached and every connection it counts was busy",
             tcp_refused.clone(),
+        );
+        let tcp_evicted = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "tcp_connections_evicted",
+            "Idle DNS TCP connections closed to make room for a new one because a connection limit was reached",
+            tcp_evicted.clone(),
         );
         let tcp_timed_out = Family::<TimeoutLabels, Counter>::default();
         registry.register(
@@ -376,6 +383,7 @@ impl Metrics {
             rrl_slipped,
             tcp_open,
             tcp_refused,
+            tcp_evicted,
             tcp_timed_out,
             tcp_query_limit,
             admin_tls_failures,
@@ -492,6 +500,11 @@ impl Metrics {
 
     pub fn record_tcp_refused(&self, limit: &'static str) {
         self.tcp_refused.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    /// An idle connection was closed to make room under `limit`.
+    pub fn record_tcp_evicted(&self, limit: &'static str) {
+        self.tcp_evicted.get_or_create(&LimitLabels { limit }).inc();
     }
 
     pub fn record_tcp_timeout(&self, timeout: &'static str) {

@@ -2,8 +2,11 @@
 //! connection, each message handed to `Handler::respond` and answered in order. The limits an
 //! Internet-facing server needs, which hickory's TCP server lacks:
 //!
-//! - at most `max_connections` open, and `max_connections_per_client` from one client (an IPv4
-//!   address, or an IPv6 /64); a connection beyond either is closed at once;
+//! - at most `max_connections` open, and, when set, `max_connections_per_client` from one client
+//!   (an IPv4 address, or an IPv6 /64). A connection beyond either takes the place of the
+//!   longest-idle connection that limit counts, which is closed (RFC 7766 section 6.2.3); only
+//!   when all of those are busy with a message is the new one closed at once
+//!   (`connections::ConnectionTable`);
 //! - `idle_timeout` between messages, and `read_timeout` for a message once its first byte has
 //!   arrived, counted from that byte: a slow-loris client trickling a byte a second is cut off
 //!   however it paces itself. Writing a batch of responses gets `read_timeout` too, so a client
@@ -13,13 +16,14 @@
 //!
 //! Pipelining: a connection's messages are answered one after another, and the responses to
 //! every complete message already received go out in one write. Fairness between clients comes
-//! from each connection being its own task, bounded in number by the limits above.
+//! from each connection being its own task, bounded in number by the limits above. Every listen
+//! address has its own accept loop; they share one table, so the limits count connections on all
+//! of them together.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -27,14 +31,18 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use super::Handler;
+use super::connections::{Admission, ConnectionTable, Tracked};
 use crate::metrics::Metrics;
 
 /// Open connections at most, from everyone (a few MB of buffers at most, and far below the
 /// open-files limit the server raises itself to).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
-/// Open connections at most from one client: enough for a resolver that pipelines over a few
-/// connections, too few for one host to take a real share of the global limit.
-pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 20;
+/// Open connections at most from one client: none by default, as in BIND, Knot, NSD and
+/// PowerDNS. A resolver farm behind one address (or NAT) may need hundreds, and a client that
+/// holds many idle connections is no threat to the others: their new connections close its
+/// longest-idle ones. What is left to a client that keeps every connection busy is bounded by
+/// `read_timeout`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: Option<usize> = None;
 /// Quiet time allowed between messages (RFC 7766 section 6.2.3 suggests seconds, not minutes).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for one message, from its first byte to its last (and for writing responses).
@@ -55,7 +63,8 @@ const READ_BUFFER: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpLimits {
     pub max_connections: usize,
-    pub max_connections_per_client: usize,
+    /// `None`: no cap per client, only `max_connections`.
+    pub max_connections_per_client: Option<usize>,
     pub idle_timeout: Duration,
     pub read_timeout: Duration,
     pub max_queries_per_connection: u32,
@@ -73,17 +82,38 @@ impl Default for TcpLimits {
     }
 }
 
-/// Serves DNS over TCP on `listener` until `shutdown` is cancelled, then closes every
-/// connection.
+/// Serves DNS over TCP on every listener until `shutdown` is cancelled, then closes every
+/// connection. The limits count the connections of all listeners together.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     handler: Arc<Handler>,
     limits: TcpLimits,
     shutdown: CancellationToken,
 ) {
     raise_open_files_limit(limits.max_connections as u64 + 1024);
+    let table = Arc::new(Mutex::new(ConnectionTable::default()));
+    let mut loops = JoinSet::new();
+    for listener in listeners {
+        loops.spawn(accept(
+            listener,
+            handler.clone(),
+            limits,
+            table.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+/// One listener's accept loop: each connection admitted to `table` gets a task.
+async fn accept(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    limits: TcpLimits,
+    table: Arc<Mutex<ConnectionTable>>,
+    shutdown: CancellationToken,
+) {
     let metrics = handler.snapshots.metrics.clone();
-    let open = Arc::new(Mutex::new(Open::default()));
     let mut tasks = JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -100,27 +130,43 @@ pub async fn serve(
             },
         };
         while tasks.try_join_next().is_some() {}
-        let slot = match Slot::take(&open, peer.ip(), &limits, &metrics) {
-            Ok(slot) => slot,
-            Err(limit) => {
-                metrics.record_tcp_refused(limit);
-                tracing::debug!(client = %peer, limit, "DNS TCP connection refused");
+        let admission = table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(peer.ip(), &limits);
+        let slot = match admission {
+            Admission::Admitted { conn, evicted } => {
+                if let Some((_, limit)) = evicted {
+                    metrics.record_tcp_evicted(limit.label());
+                    tracing::debug!(
+                        client = %peer,
+                        limit = limit.label(),
+                        "closing the longest-idle DNS TCP connection to make room"
+                    );
+                }
+                Slot::new(table.clone(), conn, metrics.clone())
+            }
+            Admission::Refused(limit) => {
+                metrics.record_tcp_refused(limit.label());
+                tracing::debug!(client = %peer, limit = limit.label(), "DNS TCP connection refused");
                 drop(stream);
                 continue;
             }
         };
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let _slot = slot;
-            let closed = Connection::new(stream, peer, &handler, limits)
+            let closed = Connection::new(stream, peer, &handler, &slot.conn, limits)
                 .run(&shutdown)
                 .await;
+            drop(slot);
             let metrics = &handler.snapshots.metrics;
             match closed {
                 Closed::IdleTimeout => metrics.record_tcp_timeout("idle"),
                 Closed::ReadTimeout => metrics.record_tcp_timeout("read"),
                 Closed::WriteTimeout => metrics.record_tcp_timeout("write"),
                 Closed::QueryLimit => metrics.record_tcp_query_limit(),
+                // Counted when the table chose it.
+                Closed::Evicted => {}
                 Closed::ByClient | Closed::Error | Closed::Shutdown => {}
             }
             tracing::debug!(client = %peer, reason = ?closed, "DNS TCP connection closed");
@@ -137,72 +183,37 @@ enum Closed {
     ReadTimeout,
     WriteTimeout,
     QueryLimit,
+    /// Closed while idle to make room for a new connection.
+    Evicted,
     Error,
     Shutdown,
 }
 
-/// Connections open now, in total and per client.
-#[derive(Default)]
-struct Open {
-    total: usize,
-    per_client: FxHashMap<IpAddr, usize>,
-}
-
-/// One connection's place under the limits, given back when dropped.
+/// One connection's place in the table, given back when dropped.
 struct Slot {
-    open: Arc<Mutex<Open>>,
-    client: IpAddr,
+    table: Arc<Mutex<ConnectionTable>>,
+    conn: Arc<Tracked>,
     metrics: Arc<Metrics>,
 }
 
 impl Slot {
-    /// A slot for a connection from `ip`, or the name of the limit that is full.
-    fn take(
-        open: &Arc<Mutex<Open>>,
-        ip: IpAddr,
-        limits: &TcpLimits,
-        metrics: &Arc<Metrics>,
-    ) -> Result<Slot, &'static str> {
-        let client = client_key(ip);
-        let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
-        if o.total >= limits.max_connections {
-            return Err("global");
-        }
-        let mine = o.per_client.entry(client).or_insert(0);
-        if *mine >= limits.max_connections_per_client {
-            return Err("per_client");
-        }
-        *mine += 1;
-        o.total += 1;
+    fn new(table: Arc<Mutex<ConnectionTable>>, conn: Arc<Tracked>, metrics: Arc<Metrics>) -> Slot {
         metrics.tcp_connections_changed(1);
-        Ok(Slot {
-            open: open.clone(),
-            client,
-            metrics: metrics.clone(),
-        })
+        Slot {
+            table,
+            conn,
+            metrics,
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut o = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        o.total -= 1;
-        if let Some(n) = o.per_client.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                o.per_client.remove(&self.client);
-            }
-        }
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(&self.conn);
         self.metrics.tcp_connections_changed(-1);
-    }
-}
-
-/// What counts as one client: an IPv4 address, or the /64 of an IPv6 one (one host commonly
-/// holds a whole /64).
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
-        v4 => v4,
     }
 }
 
@@ -211,6 +222,8 @@ struct Connection<'a> {
     stream: TcpStream,
     peer: SocketAddr,
     handler: &'a Handler,
+    /// Its entry in the table: told when the connection is idle, cancelled to evict it.
+    tracked: &'a Tracked,
     limits: TcpLimits,
     /// Received bytes; `buf[start..end]` is not answered yet.
     buf: Vec<u8>,
@@ -228,6 +241,7 @@ impl<'a> Connection<'a> {
         stream: TcpStream,
         peer: SocketAddr,
         handler: &'a Handler,
+        tracked: &'a Tracked,
         limits: TcpLimits,
     ) -> Connection<'a> {
         // Responses go out as soon as they are written, not held back by Nagle.
@@ -236,6 +250,7 @@ impl<'a> Connection<'a> {
             stream,
             peer,
             handler,
+            tracked,
             limits,
             buf: vec![0; READ_BUFFER],
             start: 0,
@@ -294,11 +309,20 @@ impl<'a> Connection<'a> {
             self.make_room();
             let deadline = match self.message_started {
                 Some(t) => t + self.limits.read_timeout,
-                None => Instant::now() + self.limits.idle_timeout,
+                None => {
+                    // Idle: every message is answered and written. The table may close us now
+                    // to make room (a message that arrives meanwhile is lost with the
+                    // connection, as with any close of an idle connection; RFC 7766 clients
+                    // retry).
+                    let now = Instant::now();
+                    self.tracked.set_idle(now);
+                    now + self.limits.idle_timeout
+                }
             };
             let read = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Closed::Shutdown,
+                _ = self.tracked.evicted().cancelled() => return Closed::Evicted,
                 read = timeout_at(deadline, self.stream.read(&mut self.buf[self.end..])) => read,
             };
             match read {
@@ -308,6 +332,7 @@ impl<'a> Connection<'a> {
                 Ok(Ok(n)) => {
                     if self.start == self.end {
                         self.message_started = Some(Instant::now());
+                        self.tracked.set_busy();
                     }
                     self.end += n;
                 }
@@ -386,41 +411,5 @@ fn raise_open_files_limit(wanted: u64) {
             wanted,
             "the open-files limit is below what the TCP connection limit needs"
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clients_are_addresses_or_ipv6_64s() {
-        let key = |s: &str| client_key(s.parse().unwrap());
-        assert_eq!(key("192.0.2.1"), key("::ffff:192.0.2.1"));
-        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
-        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
-        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2::"));
-    }
-
-    #[test]
-    fn slots_count_per_client_and_in_total() {
-        let metrics = Arc::new(Metrics::new());
-        let open = Arc::new(Mutex::new(Open::default()));
-        let limits = TcpLimits {
-            max_connections: 3,
-            max_connections_per_client: 2,
-            ..TcpLimits::default()
-        };
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let take = |s: &str| Slot::take(&open, ip(s), &limits, &metrics);
-        let a1 = take("192.0.2.1").unwrap();
-        let _a2 = take("192.0.2.1").unwrap();
-        assert_eq!(take("192.0.2.1").err(), Some("per_client"));
-        let _b1 = take("192.0.2.2").unwrap();
-        assert_eq!(take("192.0.2.3").err(), Some("global"));
-        drop(a1);
-        let _a3 = take("192.0.2.1").unwrap();
-        assert_eq!(open.lock().unwrap().total, 3);
     }
 }

@@ -1,8 +1,10 @@
 //! Abuse resistance (issue 8): response rate limiting over UDP, and the limits of DNS over TCP
-//! (connections per client and in total, slow-loris, idle timeout, queries per connection,
-//! pipelining in order). Limits are set low through flags so each test takes seconds.
+//! (connections per client and in total, the longest-idle connection closed to make room
+//! (issue 12), slow-loris, idle timeout, queries per connection, pipelining in order). Limits
+//! are set low through flags so each test takes seconds.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -160,60 +162,241 @@ fn rrl_off_on_the_node_or_in_the_zone_passes_a_flood_in_full() {
 // ---------------------------------------------------------------------------------------------
 // TCP limits
 
+/// `status_query()`'s answer, whole.
+const STATUS_A: [&str; 2] = [
+    "status.api.example.com. 300 A 192.0.2.10",
+    "status.api.example.com. 300 A 192.0.2.11",
+];
+
+/// Asks `status_query()` on `stream` and checks the whole answer; `what` names the connection.
+fn assert_answered(stream: &mut TcpStream, what: &str) {
+    let q = status_query();
+    write_frame(stream, &q.wire());
+    let reply = parse(&read_frame(stream).unwrap_or_else(|e| panic!("{what}: no answer: {e}")));
+    assert_eq!(reply.metadata.id, q.get_id(), "{what}: reply ID");
+    assert_eq!(sorted(&reply.answers), STATUS_A, "{what}");
+}
+
+/// Long enough between two steps for the server to have marked a connection idle after its
+/// answer, so "idle the longest" follows the order of the test's steps.
+const STEP: Duration = Duration::from_millis(100);
+
+/// Waits until the server counts `open` TCP connections.
+fn wait_open(server: &TestServer, open: f64) {
+    wait_for(Duration::from_secs(5), || {
+        (scrape(server).value("steerdns_tcp_connections_open", &[]) == open).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{} connections open, not {open}",
+            scrape(server).value("steerdns_tcp_connections_open", &[])
+        )
+    });
+}
+
+/// The TCP connection counters: (evicted, refused) under `limit`.
+fn evicted_refused(server: &TestServer, limit: &str) -> (f64, f64) {
+    let m = scrape(server);
+    (
+        m.value(
+            "steerdns_tcp_connections_evicted_total",
+            &[("limit", limit)],
+        ),
+        m.value(
+            "steerdns_tcp_connections_refused_total",
+            &[("limit", limit)],
+        ),
+    )
+}
+
+/// Issue 12: a resolver farm behind one address opens many connections at once. With the
+/// default settings (no per-client cap) every one of them is answered.
 #[test]
-fn tcp_connections_beyond_the_per_client_or_global_limit_are_closed_at_once() {
+fn two_hundred_tcp_connections_from_one_address_are_all_answered_by_default() {
+    let _turn = heavy_turn();
+    let server = TestServer::start(ZONE);
+    let mut conns: Vec<TcpStream> = (0..200).map(|_| tcp_connect(server.addr)).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        write_frame(c, &status_query().id(i as u16).wire());
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let reply =
+            parse(&read_frame(c).unwrap_or_else(|e| panic!("connection {i}: no answer: {e}")));
+        assert_eq!(reply.metadata.id, i as u16, "connection {i}: reply ID");
+        assert_eq!(sorted(&reply.answers), STATUS_A, "connection {i}");
+    }
+    wait_open(&server, 200.0);
+    for limit in ["global", "per_client"] {
+        assert_eq!(evicted_refused(&server, limit), (0.0, 0.0), "{limit}");
+    }
+}
+
+/// Issue 12: twenty idle connections from one address (the old per-client cap) do not keep
+/// that address from opening another, and none of them is closed for it.
+#[test]
+fn a_new_connection_after_twenty_idle_ones_from_one_address_is_answered_by_default() {
+    let server = TestServer::start(ZONE);
+    let mut idle: Vec<TcpStream> = (0..20).map(|_| tcp_connect(server.addr)).collect();
+    wait_open(&server, 20.0);
+    let mut new = tcp_connect(server.addr);
+    assert_answered(&mut new, "the 21st connection");
+    for (i, c) in idle.iter_mut().enumerate() {
+        assert_answered(c, &format!("idle connection {i}"));
+    }
+    wait_open(&server, 21.0);
+    for limit in ["global", "per_client"] {
+        assert_eq!(evicted_refused(&server, limit), (0.0, 0.0), "{limit}");
+    }
+}
+
+/// RFC 7766 section 6.2.3: a client at its cap that opens another connection loses its own
+/// longest-idle one, not another client's (idle longer still) nor its younger ones.
+#[test]
+fn a_full_per_client_limit_closes_that_clients_longest_idle_connection() {
+    let server = TestServer::start_with(ZONE, &["--tcp-max-connections-per-client", "5"]);
+    let mut other = tcp_from("127.0.0.2", server.addr);
+    assert_answered(&mut other, "127.0.0.2");
+    let mut mine: Vec<TcpStream> = (0..5)
+        .map(|i| {
+            std::thread::sleep(STEP);
+            let mut c = tcp_from("127.0.0.1", server.addr);
+            assert_answered(&mut c, &format!("127.0.0.1 #{i}"));
+            c
+        })
+        .collect();
+    // #0 asks again, so #1 is now this client's longest idle.
+    std::thread::sleep(STEP);
+    assert_answered(&mut mine[0], "127.0.0.1 #0 again");
+    std::thread::sleep(STEP);
+
+    let mut new = tcp_from("127.0.0.1", server.addr);
+    assert_answered(&mut new, "127.0.0.1, a sixth connection");
+    assert!(
+        matches!(
+            wait_closed(&mut mine[1], Duration::from_secs(2)),
+            Wait::Closed(_)
+        ),
+        "the longest-idle connection (#1) is still open"
+    );
+    for i in [0, 2, 3, 4] {
+        assert_answered(&mut mine[i], &format!("127.0.0.1 #{i} after the eviction"));
+    }
+    assert_answered(&mut other, "127.0.0.2 after the eviction");
+    wait_open(&server, 6.0);
+    assert_eq!(evicted_refused(&server, "per_client"), (1.0, 0.0));
+    assert_eq!(evicted_refused(&server, "global"), (0.0, 0.0));
+}
+
+/// RFC 7766 section 6.2.3: when the global table is full, the connection idle the longest,
+/// whoever holds it, makes room; a connection in the middle of a message is never chosen,
+/// however old.
+#[test]
+fn a_full_global_limit_closes_the_longest_idle_connection_of_anyone() {
     let server = TestServer::start_with(
         ZONE,
-        &[
-            "--tcp-max-connections",
-            "3",
-            "--tcp-max-connections-per-client",
-            "2",
-        ],
+        &["--tcp-max-connections", "8", "--tcp-read-timeout", "10s"],
     );
-    let q = || query("status.api.example.com", RecordType::A);
-    let mut a1 = tcp_from("127.0.0.1", server.addr);
-    let mut a2 = tcp_from("127.0.0.1", server.addr);
-    assert!(answers_on(&mut a1, &q()) && answers_on(&mut a2, &q()));
-    // A third from the same address: closed without an answer.
-    let mut a3 = tcp_from("127.0.0.1", server.addr);
-    assert!(
-        !answers_on(&mut a3, &q()),
-        "third connection from one client"
-    );
-    // Another client still gets in, up to the global limit of three ...
-    let mut b1 = tcp_from("127.0.0.2", server.addr);
-    assert!(answers_on(&mut b1, &q()), "another client");
-    // ... and no further.
-    let mut c1 = tcp_from("127.0.0.3", server.addr);
-    assert!(!answers_on(&mut c1, &q()), "a fourth connection in all");
-    // Those admitted are still served.
-    assert!(answers_on(&mut a1, &q()) && answers_on(&mut a2, &q()) && answers_on(&mut b1, &q()));
-    let m = scrape(&server);
-    assert_eq!(
-        m.value(
-            "steerdns_tcp_connections_refused_total",
-            &[("limit", "per_client")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        m.value(
-            "steerdns_tcp_connections_refused_total",
-            &[("limit", "global")]
-        ),
-        1.0
-    );
-    assert_eq!(m.value("steerdns_tcp_connections_open", &[]), 3.0);
+    // The oldest connection is busy: one byte of a length prefix sent.
+    let mut busy = tcp_from("127.0.0.1", server.addr);
+    let q = status_query();
+    let mut frame = (q.wire().len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&q.wire());
+    busy.write_all(&frame[..1]).expect("writing one byte");
+    let mut idle: Vec<(String, TcpStream)> = (2..=8)
+        .map(|n| {
+            std::thread::sleep(STEP);
+            let source = format!("127.0.0.{n}");
+            let mut c = tcp_from(&source, server.addr);
+            assert_answered(&mut c, &source);
+            (source, c)
+        })
+        .collect();
+    // 127.0.0.2 asks again, so 127.0.0.3 is now the longest idle.
+    std::thread::sleep(STEP);
+    assert_answered(&mut idle[0].1, "127.0.0.2 again");
+    std::thread::sleep(STEP);
+    wait_open(&server, 8.0);
 
-    // A closed connection gives its place back.
-    drop(a1);
-    let (_, took) = wait_for(Duration::from_secs(5), || {
-        let mut again = tcp_from("127.0.0.1", server.addr);
-        answers_on(&mut again, &q()).then_some(())
-    })
-    .expect("a new connection once one closed");
-    eprintln!("place given back within {took:?}");
+    let mut new = tcp_from("127.0.0.9", server.addr);
+    assert_answered(&mut new, "127.0.0.9, a ninth connection");
+    assert!(
+        matches!(
+            wait_closed(&mut idle[1].1, Duration::from_secs(2)),
+            Wait::Closed(_)
+        ),
+        "the longest-idle connection (127.0.0.3) is still open"
+    );
+    for (source, c) in idle.iter_mut().filter(|(s, _)| s != "127.0.0.3") {
+        assert_answered(c, &format!("{source} after the eviction"));
+    }
+    // The busy connection was left alone: the rest of its query gets the answer.
+    busy.write_all(&frame[1..]).expect("writing the rest");
+    let reply = parse(&read_frame(&mut busy).expect("an answer on the busy connection"));
+    assert_eq!(reply.metadata.id, q.get_id());
+    assert_eq!(sorted(&reply.answers), STATUS_A);
+    wait_open(&server, 8.0);
+    assert_eq!(evicted_refused(&server, "global"), (1.0, 0.0));
+}
+
+/// When every connection a full limit counts is in the middle of a message, there is nobody to
+/// close: the new connection is refused as before, and the busy ones are still cut off by the
+/// read timeout (slow-loris), after which a new connection gets in.
+#[test]
+fn a_full_limit_of_busy_connections_refuses_a_new_one_until_the_read_timeout_cuts_them() {
+    for (limit, flag) in [
+        ("per_client", "--tcp-max-connections-per-client"),
+        ("global", "--tcp-max-connections"),
+    ] {
+        let server = TestServer::start_with(
+            ZONE,
+            &[
+                flag,
+                "3",
+                "--tcp-read-timeout",
+                "2s",
+                "--tcp-idle-timeout",
+                "10s",
+            ],
+        );
+        let started = std::time::Instant::now();
+        let mut busy: Vec<TcpStream> = (0..3)
+            .map(|_| {
+                let mut c = tcp_from("127.0.0.1", server.addr);
+                c.write_all(&[0]).expect("writing one byte");
+                c
+            })
+            .collect();
+        // Time for the server to read each first byte (and so count the connection busy).
+        std::thread::sleep(Duration::from_millis(500));
+        let mut refused = tcp_from("127.0.0.1", server.addr);
+        assert!(
+            !answers_on(&mut refused, &status_query()),
+            "{limit}: a fourth connection was answered"
+        );
+        assert_eq!(evicted_refused(&server, limit), (0.0, 1.0), "{limit}");
+        for (i, c) in busy.iter_mut().enumerate() {
+            let Wait::Closed(_) = wait_closed(c, Duration::from_secs(4)) else {
+                panic!("{limit}: busy connection {i} not cut off");
+            };
+            let after = started.elapsed();
+            assert!(
+                after >= Duration::from_millis(1500) && after < Duration::from_millis(3500),
+                "{limit}: busy connection {i} cut off {after:?} after its first byte"
+            );
+        }
+        let m = scrape(&server);
+        assert_eq!(
+            m.value(
+                "steerdns_tcp_connections_timed_out_total",
+                &[("timeout", "read")]
+            ),
+            3.0,
+            "{limit}"
+        );
+        // Their places are given back.
+        let mut later = tcp_from("127.0.0.1", server.addr);
+        assert_answered(&mut later, &format!("{limit}: a connection after the cut"));
+    }
 }
 
 #[test]
@@ -236,7 +419,6 @@ fn a_slow_loris_client_is_cut_off_after_the_read_timeout_while_others_are_served
     let started = std::time::Instant::now();
     let mut sent = 0;
     let closed = loop {
-        use std::io::Write;
         if sent == frame.len() {
             panic!("the whole query went through in {:?}", started.elapsed());
         }

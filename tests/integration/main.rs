@@ -15,6 +15,8 @@
 //! - `faults`: faults one after another under a steady load, no query lost (issue 8);
 //! - `regions`: three nodes as regions sharing health, drains and authentication (issue 5).
 //! - `abuse`: response rate limiting and the TCP limits (issue 8; helpers in `abuse_support`).
+//! - `listen`: several DNS listen addresses, IPv4 and IPv6, and one that cannot be bound
+//!   (issue 12);
 //! - `tls`: HTTPS on the admin/peer listener, peers over https://, the CLI's `--ca-file`,
 //!   certificate reloads and bad TLS settings (issue 8; helpers in `support` and
 //!   `regions_support`).
@@ -27,6 +29,7 @@ mod faults;
 mod geo;
 mod header;
 mod health;
+mod listen;
 mod malformed;
 mod ops;
 mod ops_support;

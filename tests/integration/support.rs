@@ -95,7 +95,8 @@ impl TestServer {
     }
 
     /// Serves one zone with extra `serve` flags. Without a `--geoip` flag the server uses the
-    /// small MaxMind test database (tests/fixtures/geoip/README.md has its networks).
+    /// small MaxMind test database (tests/fixtures/geoip/README.md has its networks); without
+    /// `--listen` or `--config`, it listens on 127.0.0.1 port 0.
     pub fn start_with(yaml: &str, args: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let zones = dir.path().join("zones");
@@ -120,6 +121,11 @@ impl TestServer {
         self._dir.path().join("zones")
     }
 
+    /// Every DNS listener, in the order given, as the ready file lists them.
+    pub fn dns_listeners(&self) -> Vec<DnsListener> {
+        dns_listeners(&self._dir.path().join("ready.json"))
+    }
+
     /// Sends a signal (e.g. "HUP") to the server.
     pub fn signal(&self, name: &str) {
         signal(&self.child, name);
@@ -140,10 +146,16 @@ impl TestServer {
         let ready = dir.path().join("ready.json");
         let stderr_path = dir.path().join("stderr.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_steerdns"));
+        let listen = if args.contains(&"--listen") || args.contains(&"--config") {
+            vec![]
+        } else {
+            vec!["--listen", "127.0.0.1:0"]
+        };
         cmd.arg("serve")
             .arg("--zones")
             .arg(zones)
-            .args(["--listen", "127.0.0.1:0", "--ready-file"])
+            .args(listen)
+            .arg("--ready-file")
             .arg(&ready)
             .args(args)
             .args(test_geoip)
@@ -238,6 +250,35 @@ pub fn spawn_serve(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// One DNS listener of a server: its UDP and TCP addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsListener {
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+}
+
+/// The DNS listeners a ready file lists under `dns_all`.
+pub fn dns_listeners(ready: &Path) -> Vec<DnsListener> {
+    let text = std::fs::read_to_string(ready)
+        .unwrap_or_else(|e| panic!("reading the ready file {}: {e}", ready.display()));
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("ready file {text:?} is not JSON: {e}"));
+    let addr = |v: &serde_json::Value| -> SocketAddr {
+        v.as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("ready file {text:?}: {v} is not an address"))
+    };
+    json["dns_all"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ready file {text:?} has no dns_all list"))
+        .iter()
+        .map(|l| DnsListener {
+            udp: addr(&l["udp"]),
+            tcp: addr(&l["tcp"]),
+        })
+        .collect()
 }
 
 /// Sends a signal (e.g. "HUP") to a child process.
@@ -479,9 +520,15 @@ pub fn parse(bytes: &[u8]) -> Message {
         .unwrap_or_else(|e| panic!("response does not parse ({e}): {bytes:02x?}"))
 }
 
-/// A UDP socket on loopback, connected to `addr`, that gives up receiving after `RECV_TIMEOUT`.
+/// A UDP socket on loopback (IPv4 or IPv6, as `addr`), connected to `addr`, that gives up
+/// receiving after `RECV_TIMEOUT`.
 pub fn udp_socket(addr: SocketAddr) -> UdpSocket {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("binding a UDP socket");
+    let local = if addr.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let socket = UdpSocket::bind(local).expect("binding a UDP socket");
     socket
         .set_read_timeout(Some(RECV_TIMEOUT))
         .expect("setting a read timeout");
