@@ -329,11 +329,25 @@ impl EffectiveHealth {
             .in_force(now_ms)
             .map(|d| (d.dc.clone(), d.service.clone()))
             .collect();
+        // A target with no verdict yet, on an address that has a down verdict under another
+        // check, is the edited check of an endpoint known to be down: the zones were swapped
+        // before the probers caught up (a reload that edits a check). It stays down until its
+        // own verdict comes; counting it up would put a dead endpoint back into the answers for
+        // as long as that takes.
+        let down_addrs: rustc_hash::FxHashSet<IpAddr> = merged
+            .endpoints
+            .iter()
+            .filter(|(_, v)| !v.up)
+            .map(|(k, _)| k.addr)
+            .collect();
         let mut by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool)>> =
             rustc_hash::FxHashMap::default();
         for (addr, check) in targets {
             let key = EndpointKey::new(addr, &check);
-            let up = merged.endpoints.get(&key).is_none_or(|v| v.up);
+            let up = match merged.endpoints.get(&key) {
+                Some(v) => v.up,
+                None => !down_addrs.contains(&addr),
+            };
             by_addr.entry(addr).or_default().push((check, up));
         }
         EffectiveHealth {
@@ -703,5 +717,46 @@ mod tests {
             1,
         );
         assert!(eff.is_up("10.0.0.3".parse().unwrap(), Some(&other)));
+    }
+
+    /// The reload race behind `ops::a_reload_keeps_a_down_dc_out_of_the_answers` failing one run
+    /// in three: the zones (with an edited check) were swapped in, the merged view was rebuilt
+    /// for them before the probers had the new check, and the new check, with no verdict yet,
+    /// counted as up: the down DC answered for about 50 ms.
+    #[test]
+    fn an_edited_check_without_a_verdict_stays_down_while_its_address_is_down() {
+        let old = Arc::new(Check::new(crate::check::CheckKind::Tcp { port: 80 }));
+        let edited = Arc::new(Check::new(crate::check::CheckKind::Tcp { port: 81 }));
+        let vote = |up| Vote {
+            up,
+            since_ms: 0,
+            rtt_ms: None,
+            error: None,
+        };
+        let mut r = Report::new("a", "r", 1, 1);
+        r.insert(
+            &EndpointKey::new("10.0.0.1".parse().unwrap(), &old),
+            vote(false),
+        );
+        r.insert(
+            &EndpointKey::new("10.0.0.2".parse().unwrap(), &old),
+            vote(true),
+        );
+        let merged = merge(&reports(vec![r]), 1, SETTINGS);
+        // The new zones' targets only.
+        let eff = EffectiveHealth::new(
+            true,
+            [
+                ("10.0.0.1".parse().unwrap(), edited.clone()),
+                ("10.0.0.2".parse().unwrap(), edited.clone()),
+                ("10.0.0.3".parse().unwrap(), edited.clone()),
+            ],
+            merged,
+            Default::default(),
+            1,
+        );
+        assert!(!eff.is_up("10.0.0.1".parse().unwrap(), Some(&edited)));
+        assert!(eff.is_up("10.0.0.2".parse().unwrap(), Some(&edited)));
+        assert!(eff.is_up("10.0.0.3".parse().unwrap(), Some(&edited)));
     }
 }
