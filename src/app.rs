@@ -93,7 +93,7 @@ impl Core {
             Ok(zones) => {
                 let targets = probe_targets(&zones);
                 let count = zones.zones.len();
-                let old = self.snapshots.zones.swap(Arc::new(zones));
+                let old = self.snapshots.swap_zones(Arc::new(zones));
                 free_when_unused(old);
                 release_freed_memory();
                 if let Some(m) = self

@@ -189,7 +189,7 @@ impl DnsFixture {
         });
         let health = EffectiveHealth::new(true, targets, merged, drains, 2);
         let snapshots = Snapshots::new(zones, Some(geo), Arc::new(Metrics::new()));
-        snapshots.health.store(Arc::new(health));
+        snapshots.store_health(Arc::new(health));
         DnsFixture {
             handler: Handler::new(Arc::new(snapshots)),
         }

@@ -420,7 +420,7 @@ impl Cluster {
 
         let eff = EffectiveHealth::new(view.ready, targets, merged, inner.drains.clone(), now);
         drop(inner);
-        self.snapshots.health.store(Arc::new(eff));
+        self.snapshots.store_health(Arc::new(eff));
     }
 
     /// The message this node serves to its peers.
