@@ -15,6 +15,9 @@
 //! - `faults`: faults one after another under a steady load, no query lost (issue 8);
 //! - `regions`: three nodes as regions sharing health, drains and authentication (issue 5).
 //! - `abuse`: response rate limiting and the TCP limits (issue 8; helpers in `abuse_support`).
+//! - `resolver_traffic`: resolvers asking for thousands of ECS client networks get whole
+//!   answers, reflection floods get fewer bytes than they send, RRL exemptions (issue 12;
+//!   helpers in `support` and `abuse_support`).
 //! - `tls`: HTTPS on the admin/peer listener, peers over https://, the CLI's `--ca-file`,
 //!   certificate reloads and bad TLS settings (issue 8; helpers in `support` and
 //!   `regions_support`).
@@ -32,6 +35,7 @@ mod ops;
 mod ops_support;
 mod regions;
 mod regions_support;
+mod resolver_traffic;
 mod support;
 mod tls;
 mod transport;
