@@ -1616,6 +1616,8 @@ pub struct LoadReport {
     pub stray: usize,
     pub bytes_sent: usize,
     pub bytes_received: usize,
+    /// (sent, whole) per kind of query: A answers, other records, NXDOMAIN (`Expect::kind`).
+    pub by_kind: [(usize, usize); 3],
     /// The first few wrong or stray replies, described.
     pub examples: Vec<String>,
 }
@@ -1752,6 +1754,7 @@ fn receive_load(
         stray: 0,
         bytes_sent: 0,
         bytes_received: 0,
+        by_kind: [(0, 0); 3],
         examples: Vec::new(),
     };
     let mut buf = [0u8; 4096];
@@ -1803,7 +1806,10 @@ fn receive_load(
             }
         }
     }
-    for outcome in outcomes {
+    for (seq, outcome) in outcomes.into_iter().enumerate() {
+        let kind = &mut report.by_kind[queries[seq % queries.len()].expect.kind()];
+        kind.0 += 1;
+        kind.1 += usize::from(outcome == Outcome::Whole);
         match outcome {
             Outcome::Whole => report.whole += 1,
             Outcome::Truncated => report.truncated += 1,
@@ -1838,6 +1844,15 @@ struct ReplyView {
 }
 
 impl Expect {
+    /// Where `LoadReport::by_kind` counts it: 0 A answers, 1 other records, 2 NXDOMAIN.
+    pub fn kind(&self) -> usize {
+        match self {
+            Expect::Addresses(_) => 0,
+            Expect::Records(_) => 1,
+            Expect::NxDomain => 2,
+        }
+    }
+
     fn holds(&self, reply: &ReplyView) -> bool {
         match self {
             Expect::Addresses(allowed) => {
