@@ -125,7 +125,10 @@ fn farm_queries(clients: &[EcsClient], dcs: &[ExampleDc]) -> Vec<LoadQuery> {
     queries
 }
 
-/// A process's CPU time so far: (user + system, user), from `/proc/PID/stat`.
+/// A process's CPU time so far: (user + system, user), from `/proc/PID/stat`. The sum is the
+/// process's exact run time (in clock ticks); the kernel divides it into user and system in
+/// proportion to timer-tick samples (with `CONFIG_TICK_CPU_ACCOUNTING`), which for a server busy
+/// a few percent of the time is a rough estimate: see bench/README.md.
 fn cpu_time(pid: u32) -> (Duration, Duration) {
     let stat =
         std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading /proc/PID/stat");
@@ -308,7 +311,7 @@ fn main() {
     }
     println!();
     println!(
-        "| RRL | queries | server CPU per query (user + system) | user only | RRL dropped / slipped (server) |"
+        "| RRL | queries | server CPU per query (user + system) | user only (tick-sampled) | RRL dropped / slipped (server) |"
     );
     println!("|---|---:|---:|---:|---:|");
     for r in &runs {
