@@ -1,6 +1,7 @@
-//! Helpers for the abuse-resistance tests (`abuse`): a paced UDP flood from a chosen loopback
-//! source that counts what comes back, TCP connections from a chosen source, and waiting for
-//! the server to close a connection.
+//! Helpers for the abuse-resistance tests (`abuse`, `resolver_traffic`): a paced UDP flood from
+//! a chosen loopback source that counts what comes back and the bytes each way, a single query
+//! from a chosen source that reports a missing reply instead of failing, TCP connections from a
+//! chosen source, and waiting for the server to close a connection.
 //!
 //! Kept apart from `support.rs` so that test modules added in other branches merge cleanly.
 

@@ -1,8 +1,10 @@
 //! Helpers for the integration tests: start the real `steerdns` binary on loopback, build
 //! queries, exchange them over UDP and TCP, and show records in a form tests can compare; run
 //! commands with a deadline; talk to the admin API over HTTP(S); serve health checks from
-//! backends whose port can close and reopen; make test certificates. The other `*_support`
-//! modules and the `failover` and `convergence` benches build on this one.
+//! backends whose port can close and reopen; make test certificates; drive resolver traffic
+//! with ECS for client networks of the shipped GeoIP database and check every reply. The other
+//! `*_support` modules and the `failover`, `convergence` and `resolver_farm` benches build on
+//! this one.
 //!
 //! Everything here blocks with a timeout, so a hung or crashed server fails the test instead of
 //! hanging it.
