@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::json;
 
 use crate::regions_support::*;
@@ -68,7 +68,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(dns: SocketAddr, k: u8, name: &'static str, want: [&'static str; 5]) -> Load {
+    fn start(dns: SocketAddr, block: Block, name: &'static str, want: [&'static str; 5]) -> Load {
         let stage = Arc::new(Mutex::new(Stage {
             name,
             want,
@@ -79,7 +79,7 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (stage, stop) = (stage.clone(), stop.clone());
-            std::thread::spawn(move || run_load(dns, k, &stage, &stop))
+            std::thread::spawn(move || run_load(dns, block, &stage, &stop))
         };
         Load {
             stage,
@@ -164,7 +164,7 @@ fn lock(stage: &Mutex<Stage>) -> MutexGuard<'_, Stage> {
 }
 
 /// The load's loop.
-fn run_load(dns: SocketAddr, k: u8, stage: &Mutex<Stage>, stop: &AtomicBool) {
+fn run_load(dns: SocketAddr, block: Block, stage: &Mutex<Stage>, stop: &AtomicBool) {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("a client socket");
     sock.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("a timeout");
@@ -174,7 +174,7 @@ fn run_load(dns: SocketAddr, k: u8, stage: &Mutex<Stage>, stop: &AtomicBool) {
             break;
         }
         id = id.wrapping_add(1);
-        let got = answer_for(&sock, dns, k, id, *ecs);
+        let got = answer_for(&sock, dns, block, id, *ecs);
         let mut stage = lock(stage);
         if got == stage.want[i] {
             stage.before[i] = None;
@@ -202,7 +202,13 @@ fn run_load(dns: SocketAddr, k: u8, stage: &Mutex<Stage>, stop: &AtomicBool) {
 
 /// One query for `www`, with ECS for `ecs` if given: the DC its single address is in ("dc2"),
 /// or what came instead.
-fn answer_for(sock: &UdpSocket, dns: SocketAddr, k: u8, id: u16, ecs: Option<&str>) -> String {
+fn answer_for(
+    sock: &UdpSocket,
+    dns: SocketAddr,
+    block: Block,
+    id: u16,
+    ecs: Option<&str>,
+) -> String {
     let mut q = query(SERVICE, RecordType::A).id(id);
     if let Some(net) = ecs {
         q = q.ecs(net);
@@ -227,15 +233,7 @@ fn answer_for(sock: &UdpSocket, dns: SocketAddr, k: u8, id: u16, ecs: Option<&st
             return format!("{:?}", m.metadata.response_code);
         }
         return match m.answers.as_slice() {
-            [one] => match &one.data {
-                RData::A(a) => match a.0.octets() {
-                    [127, kk, d, 1] if kk == k && (101..=103).contains(&d) => {
-                        format!("dc{}", d - 100)
-                    }
-                    _ => a.0.to_string(),
-                },
-                _ => show(one),
-            },
+            [one] => block.dc_of(one),
             more => format!("{} records", more.len()),
         };
     }
@@ -264,11 +262,11 @@ fn faults_under_load_lose_no_answer() {
     c.wait_converged(&[0, 1]);
     let a = c.node(0).admin;
     let dns = c.node(0).dns;
-    let k = c.block.0;
+    let block = c.block;
     let settles = Duration::from_secs(5);
 
     // 1. Zone reloads every second: valid (TTL changed), broken, valid again.
-    let mut load = Load::start(dns, k, "zone reloads", CITY);
+    let mut load = Load::start(dns, block, "zone reloads", CITY);
     let zone_file = c.dir().join("zones/gslb.yaml");
     let original = std::fs::read_to_string(&zone_file).expect("the zone");
     std::fs::write(&zone_file, original.replace("ttl: 5", "ttl: 7")).expect("rewrite");
