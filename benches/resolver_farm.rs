@@ -40,7 +40,7 @@ mod support;
 use node::BenchNode;
 use support::{
     EcsClient, ExampleDc, Expect, LoadQuery, LoadReport, example_dcs, http_request, query,
-    resolver_load, shipped_networks,
+    resolver_load, shipped_networks, spread_over_dcs,
 };
 
 /// Settings from the environment, checked against the bounds above.
@@ -273,17 +273,6 @@ fn main() {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
-    let by_dc: Vec<String> = dcs
-        .iter()
-        .enumerate()
-        .map(|(i, dc)| {
-            format!(
-                "{} {}",
-                dc.name,
-                clients.iter().filter(|c| c.dc == i).count()
-            )
-        })
-        .collect();
     println!();
     println!(
         "steerdns {version}, release build on loopback: {} resolver addresses × {} queries/s for \
@@ -293,7 +282,7 @@ fn main() {
         s.rate,
         s.duration.as_secs(),
         clients.len(),
-        by_dc.join(", "),
+        spread_over_dcs(&clients, &dcs),
         s.timeout.as_millis()
     );
     println!();

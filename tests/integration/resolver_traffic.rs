@@ -46,18 +46,6 @@ fn www_queries(clients: &[EcsClient], dcs: &[ExampleDc]) -> Vec<LoadQuery> {
         .collect()
 }
 
-/// How many of `clients` each DC should get, for the log.
-fn spread(clients: &[EcsClient], dcs: &[ExampleDc]) -> String {
-    dcs.iter()
-        .enumerate()
-        .map(|(i, dc)| {
-            let n = clients.iter().filter(|c| c.dc == i).count();
-            format!("{} {n}", dc.name)
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Every reply names the client's own DC, and at least 99% of each resolver's queries are
 /// answered whole.
 fn assert_whole_and_right(reports: &[LoadReport]) {
@@ -104,7 +92,7 @@ fn issue_12_one_resolver_asking_for_2000_client_networks_gets_whole_answers_for_
     let _turn = heavy_turn();
     let dcs = example_dcs();
     let clients = shipped_networks(2000, 12, &dcs);
-    eprintln!("client networks by DC: {}", spread(&clients, &dcs));
+    eprintln!("client networks by DC: {}", spread_over_dcs(&clients, &dcs));
     let server = shipped_server();
     let resolver: IpAddr = RESOLVERS[0].parse().expect("an address");
     let reports = resolver_load(
@@ -125,7 +113,7 @@ fn issue_12_a_farm_of_four_resolvers_for_5000_client_networks_each_gets_whole_an
     let _turn = heavy_turn();
     let dcs = example_dcs();
     let clients = shipped_networks(4 * 5000, 1212, &dcs);
-    eprintln!("client networks by DC: {}", spread(&clients, &dcs));
+    eprintln!("client networks by DC: {}", spread_over_dcs(&clients, &dcs));
     let server = shipped_server();
     let sources: Vec<(IpAddr, Vec<LoadQuery>)> = RESOLVERS
         .iter()

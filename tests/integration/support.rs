@@ -1508,6 +1508,18 @@ pub struct EcsClient {
     pub dc: usize,
 }
 
+/// How many of `clients` each DC gets: "fra 526, iad 935, sin 539".
+pub fn spread_over_dcs(clients: &[EcsClient], dcs: &[ExampleDc]) -> String {
+    dcs.iter()
+        .enumerate()
+        .map(|(i, dc)| {
+            let n = clients.iter().filter(|c| c.dc == i).count();
+            format!("{} {n}", dc.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// How much nearer than the next one the nearest DC must be for a network to be picked, so
 /// that rounding in a distance formula cannot decide its answer.
 const CLEAR_MARGIN_KM: f64 = 100.0;
