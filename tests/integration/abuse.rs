@@ -4,7 +4,7 @@
 //! are set low through flags so each test takes seconds.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -26,22 +26,7 @@ fn status_query() -> QueryBuilder {
 
 /// One query from `source`: `Ok` with the reply's (TC, answer count), or why there was none.
 fn try_query_from(source: &str, server: SocketAddr) -> Result<(bool, usize), String> {
-    let socket = UdpSocket::bind((source, 0)).map_err(|e| format!("bind {source}: {e}"))?;
-    socket
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .map_err(|e| e.to_string())?;
-    socket.connect(server).map_err(|e| e.to_string())?;
-    let q = status_query();
-    socket.send(&q.wire()).map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 2048];
-    let n = socket
-        .recv(&mut buf)
-        .map_err(|e| format!("no reply: {e}"))?;
-    let reply = parse(&buf[..n]);
-    if reply.metadata.id != q.get_id() {
-        return Err(format!("reply ID {} for {}", reply.metadata.id, q.get_id()));
-    }
-    Ok((reply.metadata.truncation, reply.answers.len()))
+    ask_from(source, server, &status_query()).map(|r| (r.metadata.truncation, r.answers.len()))
 }
 
 // ---------------------------------------------------------------------------------------------

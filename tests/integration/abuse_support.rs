@@ -1,6 +1,7 @@
-//! Helpers for the abuse-resistance tests (`abuse`): a paced UDP flood from a chosen loopback
-//! source that counts what comes back, TCP connections from a chosen source, and waiting for
-//! the server to close a connection.
+//! Helpers for the abuse-resistance tests (`abuse`, `resolver_traffic`): a paced UDP flood from
+//! a chosen loopback source that counts what comes back and the bytes each way, a single query
+//! from a chosen source that reports a missing reply instead of failing, TCP connections from a
+//! chosen source, and waiting for the server to close a connection.
 //!
 //! Kept apart from `support.rs` so that test modules added in other branches merge cleanly.
 
@@ -12,8 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use hickory_proto::op::Message;
+
 use crate::ops_support::{Metrics, get};
-use crate::support::{QueryBuilder, TestServer};
+use crate::support::{QueryBuilder, TestServer, bound_udp, parse};
 
 /// The loopback address floods come from (network 127.0.0.0/24)...
 pub const FLOOD_SOURCE: &str = "127.0.0.1";
@@ -24,7 +27,7 @@ pub const OTHER_NETWORK: &str = "127.1.2.3";
 #[derive(Debug, Default, Clone)]
 pub struct FloodReport {
     pub sent: usize,
-    /// Responses with TC clear and at least one answer record.
+    /// Whole responses: TC clear, with answer records or NXDOMAIN.
     pub answered: usize,
     /// Responses with TC set and no answer records: RRL slips.
     pub slipped: usize,
@@ -34,6 +37,10 @@ pub struct FloodReport {
     pub elapsed: Duration,
     /// The first slipped reply, whole.
     pub first_slip: Option<Vec<u8>>,
+    /// The size of every query sent, added up...
+    pub bytes_sent: usize,
+    /// ... and of every reply received: what a reflection attack would aim at its victim.
+    pub bytes_received: usize,
 }
 
 impl FloodReport {
@@ -49,6 +56,25 @@ pub fn flood(
     server: SocketAddr,
     q: &QueryBuilder,
     count: usize,
+    over: Duration,
+) -> FloodReport {
+    let wire = q.wire();
+    let queries: Vec<Vec<u8>> = (0..count)
+        .map(|i| {
+            let mut w = wire.clone();
+            w[..2].copy_from_slice(&(i as u16).to_be_bytes());
+            w
+        })
+        .collect();
+    flood_each(source, server, &queries, over)
+}
+
+/// Sends each of `queries` (in wire format, IDs as given) once from `source` to `server`, evenly
+/// spread over `over`, and counts the replies as `flood` does.
+pub fn flood_each(
+    source: &str,
+    server: SocketAddr,
+    queries: &[Vec<u8>],
     over: Duration,
 ) -> FloodReport {
     let socket = bound_udp(source.parse().expect("an IP address"));
@@ -77,14 +103,16 @@ pub fn flood(
                     Err(e) => panic!("receiving replies: {e}"),
                 };
                 let reply = &buf[..n];
+                report.bytes_received += n;
                 if n < 12 {
                     report.other += 1;
                     continue;
                 }
                 let tc = reply[2] & 0x02 != 0;
+                let nxdomain = reply[3] & 0x0f == 3;
                 let answers = u16::from_be_bytes([reply[6], reply[7]]);
                 match (tc, answers) {
-                    (false, a) if a > 0 => report.answered += 1,
+                    (false, a) if a > 0 || nxdomain => report.answered += 1,
                     (true, 0) => {
                         report.slipped += 1;
                         report.first_slip.get_or_insert_with(|| reply.to_vec());
@@ -95,38 +123,42 @@ pub fn flood(
             report
         })
     };
-    let mut wire = q.wire();
+    let count = queries.len();
     let start = Instant::now();
-    for i in 0..count {
+    for (i, wire) in queries.iter().enumerate() {
         let due = start + over.mul_f64(i as f64 / count as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        wire[..2].copy_from_slice(&(i as u16).to_be_bytes());
-        socket.send(&wire).expect("sending a datagram");
+        socket.send(wire).expect("sending a datagram");
     }
     let elapsed = start.elapsed();
     done.store(true, Ordering::SeqCst);
     let mut report = receiver.join().expect("the receiver thread");
     report.sent = count;
+    report.bytes_sent = queries.iter().map(Vec::len).sum();
     report.elapsed = elapsed;
     report
 }
 
-/// A UDP socket on `source` with a receive buffer large enough for a flood's replies.
-fn bound_udp(source: IpAddr) -> UdpSocket {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(SocketAddr::new(source, 0)),
-        Type::DGRAM,
-        None,
-    )
-    .unwrap();
-    let _ = socket.set_recv_buffer_size(4 << 20);
+/// One query over UDP from `source`: the reply (its ID checked), or why there was none within a
+/// second. For probes running beside a flood, where a missing reply is a finding, not a panic.
+pub fn ask_from(source: &str, server: SocketAddr, q: &QueryBuilder) -> Result<Message, String> {
+    let socket = UdpSocket::bind((source, 0)).map_err(|e| format!("bind {source}: {e}"))?;
     socket
-        .bind(&SocketAddr::new(source, 0).into())
-        .unwrap_or_else(|e| panic!("binding a UDP socket on {source}: {e}"));
-    socket.into()
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .map_err(|e| e.to_string())?;
+    socket.connect(server).map_err(|e| e.to_string())?;
+    socket.send(&q.wire()).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4096];
+    let n = socket
+        .recv(&mut buf)
+        .map_err(|e| format!("no reply: {e}"))?;
+    let reply = parse(&buf[..n]);
+    if reply.metadata.id != q.get_id() {
+        return Err(format!("reply ID {} for {}", reply.metadata.id, q.get_id()));
+    }
+    Ok(reply)
 }
 
 /// Runs `probe` every `every` on another thread until the returned guard is finished.

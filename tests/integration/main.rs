@@ -17,6 +17,9 @@
 //! - `abuse`: response rate limiting and the TCP limits (issue 8; helpers in `abuse_support`).
 //! - `listen`: several DNS listen addresses, IPv4 and IPv6, and one that cannot be bound
 //!   (issue 12);
+//! - `resolver_traffic`: resolvers asking for thousands of ECS client networks get whole
+//!   answers, reflection floods get fewer bytes than they send, RRL exemptions (issue 12;
+//!   helpers in `support` and `abuse_support`).
 //! - `tls`: HTTPS on the admin/peer listener, peers over https://, the CLI's `--ca-file`,
 //!   certificate reloads and bad TLS settings (issue 8; helpers in `support` and
 //!   `regions_support`).
@@ -35,6 +38,7 @@ mod ops;
 mod ops_support;
 mod regions;
 mod regions_support;
+mod resolver_traffic;
 mod support;
 mod tls;
 mod transport;

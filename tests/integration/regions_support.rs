@@ -76,6 +76,20 @@ impl Block {
         IpAddr::from([127, self.0, 100 + d as u8, 1])
     }
 
+    /// A record of an answer for `SERVICE` as the data center it names ("dc2" for the A record
+    /// 127.K.102.1); anything else as it reads.
+    pub fn dc_of(self, r: &hickory_proto::rr::Record) -> String {
+        match &r.data {
+            RData::A(a) => match a.0.octets() {
+                [127, k, d, 1] if k == self.0 && (101..=103).contains(&d) => {
+                    format!("dc{}", d - 100)
+                }
+                _ => a.0.to_string(),
+            },
+            _ => show(r),
+        }
+    }
+
     /// The address of fake peer `j` (j from 1).
     pub fn fake_peer(self, j: usize) -> SocketAddr {
         SocketAddr::new(IpAddr::from([127, self.0, 200 + j as u8, 1]), ADMIN_PORT)
@@ -624,19 +638,7 @@ impl RegionNode {
         if reply.metadata.response_code != hickory_proto::op::ResponseCode::NoError {
             return format!("{:?}", reply.metadata.response_code).to_uppercase();
         }
-        let mut dcs: Vec<String> = reply
-            .answers
-            .iter()
-            .map(|r| match &r.data {
-                RData::A(a) => match a.0.octets() {
-                    [127, k, d, 1] if k == self.block.0 && (101..=103).contains(&d) => {
-                        format!("dc{}", d - 100)
-                    }
-                    _ => a.0.to_string(),
-                },
-                _ => show(r),
-            })
-            .collect();
+        let mut dcs: Vec<String> = reply.answers.iter().map(|r| self.block.dc_of(r)).collect();
         dcs.sort();
         dcs.dedup();
         if dcs.is_empty() {

@@ -1,8 +1,10 @@
 //! Helpers for the integration tests: start the real `steerdns` binary on loopback, build
 //! queries, exchange them over UDP and TCP, and show records in a form tests can compare; run
 //! commands with a deadline; talk to the admin API over HTTP(S); serve health checks from
-//! backends whose port can close and reopen; make test certificates. The other `*_support`
-//! modules and the `failover` and `convergence` benches build on this one.
+//! backends whose port can close and reopen; make test certificates; drive resolver traffic
+//! with ECS for client networks of the shipped GeoIP database and check every reply. The other
+//! `*_support` modules and the `failover`, `convergence` and `resolver_farm` benches build on
+//! this one.
 //!
 //! Everything here blocks with a timeout, so a hung or crashed server fails the test instead of
 //! hanging it.
@@ -108,10 +110,15 @@ impl TestServer {
     /// Serves an existing zone directory (such as the shipped `zones/`) with the shipped GeoIP
     /// databases.
     pub fn start_dir(zones: &Path) -> TestServer {
+        TestServer::start_dir_with(zones, &[])
+    }
+
+    /// `start_dir` with extra `serve` flags (a `--geoip` flag replaces the shipped databases).
+    pub fn start_dir_with(zones: &Path, args: &[&str]) -> TestServer {
         TestServer::spawn(
             zones,
             tempfile::tempdir().expect("creating a temp dir"),
-            &[],
+            args,
             true,
         )
     }
@@ -1468,5 +1475,512 @@ impl TestCa {
         .with_root_certificates(roots)
         .with_no_client_auth();
         Arc::new(config)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolver traffic (issue 12): client networks for ECS from the shipped GeoIP database, and a
+// paced load from several resolver addresses at once with every reply checked. Used by the
+// `resolver_traffic` tests and the `resolver_farm` bench.
+
+/// The shipped IPv4 city database, the first of the two `serve` reads by default. It places
+/// every network `shipped_networks` picks, so the country database behind it never answers for
+/// them.
+pub const SHIPPED_CITY_DB: &str = "geoip/dbip-city-lite-coarse-ipv4.mmdb";
+
+/// A UDP socket bound to `source` (port 0), with a receive buffer large enough for a flood's
+/// replies.
+pub fn bound_udp(source: std::net::IpAddr) -> UdpSocket {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(SocketAddr::new(source, 0)),
+        Type::DGRAM,
+        None,
+    )
+    .expect("creating a UDP socket");
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|e| panic!("binding a UDP socket on {source}: {e}"));
+    socket.into()
+}
+
+/// A data center of the service `www` in the shipped `zones/example.yaml`.
+#[derive(Debug, Clone)]
+pub struct ExampleDc {
+    pub name: String,
+    /// Latitude and longitude, degrees.
+    pub location: (f64, f64),
+    /// Its IPv4 endpoints: an A answer for a client sent here holds only these.
+    pub v4: Arc<[std::net::Ipv4Addr]>,
+}
+
+/// The data centers of `www.api.example.com`, read from the shipped zone file (so the tests and
+/// the bench follow it if it changes), in the order of its `endpoints`.
+pub fn example_dcs() -> Vec<ExampleDc> {
+    let path = manifest_path("zones/example.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let zone: serde_yaml::Value = serde_yaml::from_str(&text).expect("the example zone is YAML");
+    let endpoints = zone["records"]["www"]["service"]["endpoints"]
+        .as_mapping()
+        .expect("www.api.example.com has endpoints");
+    endpoints
+        .iter()
+        .map(|(name, addresses)| {
+            let name = name.as_str().expect("a DC name").to_string();
+            let location = &zone["datacenters"][name.as_str()]["location"];
+            let degrees = |i: usize| {
+                location[i]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("DC {name} has no location"))
+            };
+            ExampleDc {
+                location: (degrees(0), degrees(1)),
+                v4: addresses
+                    .as_sequence()
+                    .expect("a list of addresses")
+                    .iter()
+                    .filter_map(|a| a.as_str()?.parse().ok())
+                    .collect(),
+                name,
+            }
+        })
+        .collect()
+}
+
+/// Great-circle distance in kilometres (haversine, mean Earth radius).
+pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (lat1, lat2) = (a.0.to_radians(), b.0.to_radians());
+    let (dlat, dlon) = ((b.0 - a.0).to_radians(), (b.1 - a.1).to_radians());
+    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * 6371.0 * h.sqrt().asin()
+}
+
+/// A client network to send in ECS, and the data center (an index into `example_dcs()`) the
+/// example zone's `nearest` policy must answer it with.
+#[derive(Debug, Clone)]
+pub struct EcsClient {
+    /// "a.b.c.0/24".
+    pub network: String,
+    pub dc: usize,
+}
+
+/// How many of `clients` each DC gets: "fra 526, iad 935, sin 539".
+pub fn spread_over_dcs(clients: &[EcsClient], dcs: &[ExampleDc]) -> String {
+    dcs.iter()
+        .enumerate()
+        .map(|(i, dc)| {
+            let n = clients.iter().filter(|c| c.dc == i).count();
+            format!("{} {n}", dc.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How much nearer than the next one the nearest DC must be for a network to be picked, so
+/// that rounding in a distance formula cannot decide its answer.
+const CLEAR_MARGIN_KM: f64 = 100.0;
+
+/// `count` distinct IPv4 /24 networks drawn at random from the whole address space (the same
+/// ones for the same `seed`), keeping those the shipped city database places with coordinates,
+/// each with the DC of `dcs` nearest to it. So they spread over the database's networks the way
+/// the address space does: many in North America and Europe, fewer in Asia. A network about as
+/// far from two DCs (within `CLEAR_MARGIN_KM`) is skipped.
+pub fn shipped_networks(count: usize, seed: u64, dcs: &[ExampleDc]) -> Vec<EcsClient> {
+    let path = manifest_path(SHIPPED_CITY_DB);
+    let db = maxminddb::Reader::open_readfile(&path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut state = seed;
+    let mut tried = std::collections::HashSet::new();
+    let mut picked = Vec::with_capacity(count);
+    while picked.len() < count {
+        assert!(
+            tried.len() < 20 * count + 1000,
+            "only {} of {count} networks placed after {} tries",
+            picked.len(),
+            tried.len()
+        );
+        let base = std::net::Ipv4Addr::from(splitmix64(&mut state) as u32 & 0xffff_ff00);
+        if !tried.insert(base) {
+            continue;
+        }
+        let Ok(found) = db.lookup(base.into()) else {
+            continue;
+        };
+        let degrees = |key: &str| {
+            found
+                .decode_path::<f64>(&maxminddb::path!["location", key])
+                .ok()
+                .flatten()
+        };
+        let (Some(lat), Some(lon)) = (degrees("latitude"), degrees("longitude")) else {
+            continue;
+        };
+        let mut by_distance: Vec<(f64, usize)> = dcs
+            .iter()
+            .enumerate()
+            .map(|(i, dc)| (distance_km((lat, lon), dc.location), i))
+            .collect();
+        by_distance.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if by_distance.len() > 1 && by_distance[1].0 - by_distance[0].0 < CLEAR_MARGIN_KM {
+            continue;
+        }
+        picked.push(EcsClient {
+            network: format!("{base}/24"),
+            dc: by_distance[0].1,
+        });
+    }
+    picked
+}
+
+/// A small, seedable generator (SplitMix64): the same networks on every run and machine.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// What a reply must hold to count as whole.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// NOERROR with A records only, each one of these addresses.
+    Addresses(Arc<[std::net::Ipv4Addr]>),
+    /// NOERROR with this many answer records.
+    Records(u16),
+    /// NXDOMAIN.
+    NxDomain,
+}
+
+/// One query of a load, in wire format (the load sets its ID), and what its reply must hold.
+#[derive(Debug, Clone)]
+pub struct LoadQuery {
+    pub wire: Vec<u8>,
+    pub expect: Expect,
+}
+
+impl LoadQuery {
+    pub fn new(q: &QueryBuilder, expect: Expect) -> LoadQuery {
+        LoadQuery {
+            wire: q.wire(),
+            expect,
+        }
+    }
+}
+
+/// What one resolver address sent and got back in a `resolver_load`. Every query sent ends up
+/// in exactly one of whole, truncated, dropped and wrong.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub source: std::net::IpAddr,
+    pub sent: usize,
+    /// Replies with TC clear that hold what the query expects.
+    pub whole: usize,
+    /// Replies with TC set (RRL's slips among them).
+    pub truncated: usize,
+    /// Queries with no reply within the timeout (a late reply counts here too).
+    pub dropped: usize,
+    /// Queries whose reply holds something else: another DC's addresses, another rcode.
+    pub wrong: usize,
+    /// Replies that fit no query outstanding: unreadable, an unknown ID, a second reply.
+    pub stray: usize,
+    pub bytes_sent: usize,
+    pub bytes_received: usize,
+    /// (sent, whole) per kind of query: A answers, other records, NXDOMAIN (`Expect::kind`).
+    pub by_kind: [(usize, usize); 3],
+    /// The first few wrong or stray replies, described.
+    pub examples: Vec<String>,
+}
+
+impl LoadReport {
+    /// The share of queries answered whole.
+    pub fn whole_share(&self) -> f64 {
+        self.whole as f64 / self.sent.max(1) as f64
+    }
+
+    /// Keeps the first few descriptions of what went wrong.
+    fn note(&mut self, what: String) {
+        if self.examples.len() < 5 {
+            self.examples.push(what);
+        }
+    }
+}
+
+/// Sends from every source at once, each from its own UDP socket bound to its address, `rate`
+/// queries a second for `duration`, going round its list of queries, and checks every reply
+/// against what its query expects; a query without a reply within `timeout` is dropped. Returns
+/// one report per source, in order, once every query is answered or timed out.
+pub fn resolver_load(
+    server: SocketAddr,
+    sources: &[(std::net::IpAddr, Vec<LoadQuery>)],
+    rate: f64,
+    duration: Duration,
+    timeout: Duration,
+) -> Vec<LoadReport> {
+    let count = (rate * duration.as_secs_f64()).round() as usize;
+    assert!(
+        (1..=10_000_000).contains(&count),
+        "{count} queries per source is out of bounds"
+    );
+    assert!(
+        sources.iter().all(|(_, q)| !q.is_empty()),
+        "a source without queries"
+    );
+    // Every source starts at the same moment, once every thread is up.
+    let start = Instant::now() + Duration::from_millis(100);
+    std::thread::scope(|scope| {
+        let loads: Vec<_> = sources
+            .iter()
+            .map(|(source, queries)| {
+                scope
+                    .spawn(move || load_from(*source, server, queries, count, rate, timeout, start))
+            })
+            .collect();
+        loads
+            .into_iter()
+            .map(|l| l.join().expect("a load thread"))
+            .collect()
+    })
+}
+
+/// What became of one query of a load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Waiting,
+    Whole,
+    Truncated,
+    Wrong,
+    Late,
+}
+
+/// One source of `resolver_load`: this thread sends, a second one receives.
+fn load_from(
+    source: std::net::IpAddr,
+    server: SocketAddr,
+    queries: &[LoadQuery],
+    count: usize,
+    rate: f64,
+    timeout: Duration,
+    start: Instant,
+) -> LoadReport {
+    let socket = bound_udp(source);
+    socket.connect(server).expect("connecting the UDP socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("setting a read timeout");
+    // When each query went out (ns after `start`), and how many have: the receiver finds a
+    // reply's query by its ID, the latest one sent with that ID.
+    let sent_at: Vec<AtomicU64> = (0..count).map(|_| AtomicU64::new(0)).collect();
+    let sent = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let receiver = scope.spawn(|| {
+            let socket = socket.try_clone().expect("cloning the socket");
+            receive_load(&socket, queries, &sent_at, &sent, &done, timeout, start)
+        });
+        let mut bytes_sent = 0;
+        let mut wire = Vec::with_capacity(512);
+        for (i, at) in sent_at.iter().enumerate() {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            wire.clear();
+            wire.extend_from_slice(&queries[i % queries.len()].wire);
+            wire[..2].copy_from_slice(&(i as u16).to_be_bytes());
+            at.store(start.elapsed().as_nanos() as u64, Ordering::SeqCst);
+            sent.store(i as u64 + 1, Ordering::SeqCst);
+            socket.send(&wire).expect("sending a query");
+            bytes_sent += wire.len();
+        }
+        done.store(true, Ordering::SeqCst);
+        let mut report = receiver.join().expect("the receiver thread");
+        report.source = source;
+        report.sent = count;
+        report.bytes_sent = bytes_sent;
+        report
+    })
+}
+
+/// The receiving half of `load_from`: reads replies until every query sent has had its
+/// `timeout`, and tells what became of each.
+fn receive_load(
+    socket: &UdpSocket,
+    queries: &[LoadQuery],
+    sent_at: &[AtomicU64],
+    sent: &AtomicU64,
+    done: &AtomicBool,
+    timeout: Duration,
+    start: Instant,
+) -> LoadReport {
+    let mut outcomes = vec![Outcome::Waiting; sent_at.len()];
+    let mut report = LoadReport {
+        source: std::net::Ipv4Addr::UNSPECIFIED.into(),
+        sent: 0,
+        whole: 0,
+        truncated: 0,
+        dropped: 0,
+        wrong: 0,
+        stray: 0,
+        bytes_sent: 0,
+        bytes_received: 0,
+        by_kind: [(0, 0); 3],
+        examples: Vec::new(),
+    };
+    let mut buf = [0u8; 4096];
+    let mut finished_at = None;
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                report.bytes_received += n;
+                let now = start.elapsed();
+                let reply = read_reply(&buf[..n]);
+                let seq = reply
+                    .as_ref()
+                    .and_then(|r| query_of(r.id, sent.load(Ordering::SeqCst) as usize));
+                let (Some(reply), Some(seq)) = (reply, seq) else {
+                    report.stray += 1;
+                    report.note(format!("a reply of {n} bytes fits no query"));
+                    continue;
+                };
+                if outcomes[seq] != Outcome::Waiting {
+                    report.stray += 1;
+                    report.note(format!("a second reply to query {seq}"));
+                    continue;
+                }
+                let waited =
+                    now.saturating_sub(Duration::from_nanos(sent_at[seq].load(Ordering::SeqCst)));
+                let expect = &queries[seq % queries.len()].expect;
+                outcomes[seq] = if waited > timeout {
+                    Outcome::Late
+                } else if reply.tc {
+                    Outcome::Truncated
+                } else if expect.holds(&reply) {
+                    Outcome::Whole
+                } else {
+                    report.note(format!("query {seq} expects {expect:?}, got {reply:?}"));
+                    Outcome::Wrong
+                };
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("receiving replies: {e}"),
+        }
+        if done.load(Ordering::SeqCst) {
+            let finished = *finished_at.get_or_insert_with(Instant::now);
+            if finished.elapsed() > timeout {
+                break;
+            }
+        }
+    }
+    for (seq, outcome) in outcomes.into_iter().enumerate() {
+        let kind = &mut report.by_kind[queries[seq % queries.len()].expect.kind()];
+        kind.0 += 1;
+        kind.1 += usize::from(outcome == Outcome::Whole);
+        match outcome {
+            Outcome::Whole => report.whole += 1,
+            Outcome::Truncated => report.truncated += 1,
+            Outcome::Wrong => report.wrong += 1,
+            Outcome::Waiting | Outcome::Late => report.dropped += 1,
+        }
+    }
+    report
+}
+
+/// The query a reply with ID `id` answers, when `sent` queries have gone out with IDs 0, 1, 2,
+/// ... (wrapping): the latest of them with that ID. Replies come within seconds, long before
+/// an ID comes round again at the rates used here.
+fn query_of(id: u16, sent: usize) -> Option<usize> {
+    let last = sent.checked_sub(1)?;
+    let back = usize::from((last as u16).wrapping_sub(id));
+    last.checked_sub(back)
+}
+
+/// The parts of a reply a load checks, read straight from the wire (parsing every reply with
+/// hickory would cost the client more than the server spends answering).
+#[derive(Debug)]
+struct ReplyView {
+    id: u16,
+    tc: bool,
+    rcode: u8,
+    answers: u16,
+    /// The addresses of the answer's A records.
+    a: Vec<std::net::Ipv4Addr>,
+    /// Answer records of other types.
+    other: u16,
+}
+
+impl Expect {
+    /// Where `LoadReport::by_kind` counts it: 0 A answers, 1 other records, 2 NXDOMAIN.
+    pub fn kind(&self) -> usize {
+        match self {
+            Expect::Addresses(_) => 0,
+            Expect::Records(_) => 1,
+            Expect::NxDomain => 2,
+        }
+    }
+
+    fn holds(&self, reply: &ReplyView) -> bool {
+        match self {
+            Expect::Addresses(allowed) => {
+                reply.rcode == 0
+                    && reply.other == 0
+                    && !reply.a.is_empty()
+                    && reply.a.iter().all(|a| allowed.contains(a))
+            }
+            Expect::Records(n) => reply.rcode == 0 && reply.answers == *n,
+            Expect::NxDomain => reply.rcode == 3,
+        }
+    }
+}
+
+/// Reads a response's header and answer section; `None` if it is not a well-formed response.
+fn read_reply(msg: &[u8]) -> Option<ReplyView> {
+    if msg.len() < 12 || msg[2] & 0x80 == 0 {
+        return None;
+    }
+    let field = |at: usize| u16::from_be_bytes([msg[at], msg[at + 1]]);
+    let mut reply = ReplyView {
+        id: field(0),
+        tc: msg[2] & 0x02 != 0,
+        rcode: msg[3] & 0x0f,
+        answers: field(6),
+        a: Vec::new(),
+        other: 0,
+    };
+    let mut at = 12;
+    for _ in 0..field(4) {
+        at = skip_name(msg, at)? + 4;
+    }
+    for _ in 0..reply.answers {
+        at = skip_name(msg, at)?;
+        let fixed = msg.get(at..at + 10)?;
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        let len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let data = msg.get(at + 10..at + 10 + len)?;
+        match (rtype, data) {
+            (1, &[a, b, c, d]) => reply.a.push(std::net::Ipv4Addr::new(a, b, c, d)),
+            _ => reply.other += 1,
+        }
+        at += 10 + len;
+    }
+    Some(reply)
+}
+
+/// The offset just past the (possibly compressed) name at `at`.
+fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(at)?;
+        match len & 0xc0 {
+            0 if len == 0 => return Some(at + 1),
+            0 => at += 1 + usize::from(len),
+            0xc0 => return (at + 1 < msg.len()).then_some(at + 2),
+            _ => return None,
+        }
     }
 }
