@@ -513,20 +513,16 @@ fn log_geo(db: &GeoDb, metrics: &Metrics, message: &'static str) {
 /// by `when_all_down` in between, and counts each such answer.
 async fn watch_services(snapshots: Arc<Snapshots>, shutdown: CancellationToken) {
     let mut all_down: HashSet<String> = HashSet::new();
-    // The zone set last looked at, by a weak reference: it keeps the address from being reused
-    // by a later set (which would then pass for "unchanged") without keeping a replaced set's
-    // memory alive until the next tick.
-    let mut last: Option<(std::sync::Weak<ZoneSet>, Vec<bool>)> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // The zone generation last looked at, and what the health said of every endpoint then.
+    let mut last: Option<(u64, Vec<bool>)> = None;
+    // Woken by every swap of the zones or the health: no polling, no missed change.
+    let mut changes = snapshots.changes();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+        let generation = changes.borrow_and_update().zones;
         let health = snapshots.health.load_full();
         let zones = snapshots.zones.load_full();
         // Health is republished on every merge, so compare what it says, not which snapshot it
-        // is; hold the zones so their address cannot be reused while we compare.
+        // is.
         let state: Vec<bool> = zones
             .services()
             .flat_map(|(_, s)| {
@@ -537,37 +533,53 @@ async fn watch_services(snapshots: Arc<Snapshots>, shutdown: CancellationToken) 
                 })
             })
             .collect();
-        if let Some((z, st)) = &last
-            && std::ptr::eq(z.as_ptr(), Arc::as_ptr(&zones))
-            && *st == state
-        {
-            continue;
+        let unchanged = last
+            .as_ref()
+            .is_some_and(|(g, st)| *g == generation && *st == state);
+        if !unchanged {
+            last = Some((generation, state));
+            all_down = report_all_down(&zones, &health, all_down);
         }
-        last = Some((Arc::downgrade(&zones), state));
-        let mut now_down = HashSet::new();
-        for (_, service) in zones.services() {
-            let up = service.dcs.iter().any(|dc| {
-                dc.endpoints
-                    .iter()
-                    .any(|ip| health.is_up(*ip, service.check.as_deref()))
-            });
-            if !up {
-                now_down.insert(service.name.to_string());
-            }
+        // Let go of the snapshots before waiting: a reload waits for the replaced zone set to
+        // be freed before it trims memory.
+        drop((zones, health));
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = shutdown.cancelled() => return,
         }
-        for name in now_down.difference(&all_down) {
-            let service = zones
-                .services()
-                .find(|(_, s)| s.name.to_string() == *name)
-                .map(|(_, s)| format!("{:?}", s.when_all_down))
-                .unwrap_or_default();
-            warn!(service = %name, when_all_down = %service, "every endpoint of the service is down");
-        }
-        for name in all_down.difference(&now_down) {
-            info!(service = %name, "the service has an endpoint up again");
-        }
-        all_down = now_down;
     }
+}
+
+/// Logs the services that lost their last endpoint since `all_down` was taken, and those that
+/// got one back; returns the services with every endpoint down now.
+fn report_all_down(
+    zones: &ZoneSet,
+    health: &crate::merge::EffectiveHealth,
+    all_down: HashSet<String>,
+) -> HashSet<String> {
+    let mut now_down = HashSet::new();
+    for (_, service) in zones.services() {
+        let up = service.dcs.iter().any(|dc| {
+            dc.endpoints
+                .iter()
+                .any(|ip| health.is_up(*ip, service.check.as_deref()))
+        });
+        if !up {
+            now_down.insert(service.name.to_string());
+        }
+    }
+    for name in now_down.difference(&all_down) {
+        let service = zones
+            .services()
+            .find(|(_, s)| s.name.to_string() == *name)
+            .map(|(_, s)| format!("{:?}", s.when_all_down))
+            .unwrap_or_default();
+        warn!(service = %name, when_all_down = %service, "every endpoint of the service is down");
+    }
+    for name in all_down.difference(&now_down) {
+        info!(service = %name, "the service has an endpoint up again");
+    }
+    now_down
 }
 
 /// Modification time and size of each file, to notice a replaced database.

@@ -612,13 +612,14 @@ impl Cluster {
     }
 
     /// Runs the exchange until shutdown: pulls peers every interval, and republishes the merged
-    /// view as soon as the local probers change their view (or reports age, or drains expire).
+    /// view as soon as the local probers change their view or the zones are replaced (woken by
+    /// their watch channels, no polling), and every interval (reports age, drains expire).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut exchange = tokio::time::interval(self.settings.exchange_interval);
         exchange.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut poll = tokio::time::interval(Duration::from_millis(50));
-        let mut last_local = Arc::as_ptr(&self.local.load_full()) as usize;
-        let mut last_zones = Arc::as_ptr(&self.snapshots.zones.load_full()) as usize;
+        let mut local = self.local.subscribe();
+        let mut zones = self.snapshots.changes();
+        let mut last_zones = zones.borrow_and_update().zones;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -627,12 +628,16 @@ impl Cluster {
                     // Ages and expiries move even when nothing else does.
                     self.refresh();
                 }
-                _ = poll.tick() => {
-                    let local = Arc::as_ptr(&self.local.load_full()) as usize;
-                    let zones = Arc::as_ptr(&self.snapshots.zones.load_full()) as usize;
-                    if local != last_local || zones != last_zones {
-                        last_local = local;
-                        last_zones = zones;
+                Ok(()) = local.changed() => {
+                    local.mark_unchanged();
+                    self.refresh();
+                }
+                Ok(()) = zones.changed() => {
+                    // Health swaps (our own refreshes among them) wake this too: only a new
+                    // zone set needs a new merged view.
+                    let now = zones.borrow_and_update().zones;
+                    if now != last_zones {
+                        last_zones = now;
                         self.refresh();
                     }
                 }

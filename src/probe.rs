@@ -256,13 +256,46 @@ async fn http(
     }
 }
 
-/// The health snapshot as the query path holds it: read with `load()`, never locked.
-pub type SharedHealthView = Arc<ArcSwap<HealthView>>;
+/// This node's own health view as the probers publish it: read with `load()`, never locked
+/// (an `ArcSwap`), and followed with `subscribe()`, a watch channel that wakes the cluster on
+/// every change, so the merged view is rebuilt at once rather than on a poll.
+pub struct LocalHealth {
+    view: ArcSwap<HealthView>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl LocalHealth {
+    fn new() -> LocalHealth {
+        LocalHealth {
+            view: ArcSwap::from_pointee(HealthView::default()),
+            changed: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    pub fn load(&self) -> arc_swap::Guard<Arc<HealthView>> {
+        self.view.load()
+    }
+
+    pub fn load_full(&self) -> Arc<HealthView> {
+        self.view.load_full()
+    }
+
+    /// Publishes `view` and wakes the subscribers.
+    fn store(&self, view: Arc<HealthView>) {
+        self.view.store(view);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that wakes on every later `store`.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// The local health view, shared by the monitor, its probers and the cluster.
+pub type SharedHealthView = Arc<LocalHealth>;
 
 /// Runs one prober per probe target and keeps the published `HealthView` current.
-///
-/// The view is an `ArcSwap` rather than a `watch` channel because the query path reads it on
-/// every query: `load()` takes no lock, and it matches how `state::Snapshots` holds the zones.
 ///
 /// Start-up: every target starts optimistically Up, so until the first probe round is done the
 /// node answers as if everything were up. The view's `ready` turns true once every target of the
@@ -294,7 +327,7 @@ impl HealthMonitor {
     /// A monitor with no targets yet, probing from `source` when given. Returns the view the
     /// query path reads; it is not ready until the first `set_targets` round completes.
     pub fn new(source: Option<IpAddr>) -> (HealthMonitor, SharedHealthView) {
-        let view: SharedHealthView = Arc::new(ArcSwap::from_pointee(HealthView::default()));
+        let view: SharedHealthView = Arc::new(LocalHealth::new());
         let shared = Arc::new(Shared {
             source,
             clients: HttpClients::default(),
