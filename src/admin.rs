@@ -378,17 +378,23 @@ async fn undrain(State(state): State<Shared>, body: axum::body::Bytes) -> Respon
 async fn exchange(State(state): State<Shared>, headers: HeaderMap) -> Response {
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let nonce = h(peers::H_NONCE);
+    let hold = h(peers::H_HOLD);
     if let Err(e) = state.cluster.authenticate(
         h(peers::H_NODE),
         h(peers::H_TIME),
         nonce,
         h(peers::H_SIGNATURE),
+        hold,
     ) {
         return (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({ "error": e.to_string() })),
         )
             .into_response();
+    }
+    // A long-poll, signed: answer once something changed, or when the hold runs out.
+    if let Some(hold) = hold.and_then(peers::Hold::parse) {
+        state.cluster.hold(hold).await;
     }
     let body = match serde_json::to_vec(&state.cluster.exchange_message()) {
         Ok(b) => b,

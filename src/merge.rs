@@ -68,6 +68,26 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether `other` says the same as this report: readiness, and up or down for every
+    /// endpoint (ages, round-trip times and errors aside). A report that says something else is
+    /// what a node's peers must hear of at once.
+    pub fn same_verdicts(&self, other: &Report) -> bool {
+        self.ready == other.ready
+            && self.votes.len() == other.votes.len()
+            && self
+                .votes
+                .iter()
+                .zip(&other.votes)
+                .all(|((a, va), (b, vb))| {
+                    a == b
+                        && va.len() == vb.len()
+                        && va
+                            .iter()
+                            .zip(vb)
+                            .all(|((ka, x), (kb, y))| ka == kb && x.up == y.up)
+                })
+    }
+
     /// An empty report for a node.
     pub fn new(node: &str, region: &str, version: u64, generated_ms: u64) -> Report {
         Report {
@@ -717,6 +737,53 @@ mod tests {
             1,
         );
         assert!(eff.is_up("10.0.0.3".parse().unwrap(), Some(&other)));
+    }
+
+    #[test]
+    fn reports_say_the_same_when_readiness_and_every_up_or_down_agree() {
+        let vote = |up, rtt| Vote {
+            up,
+            since_ms: 5,
+            rtt_ms: Some(rtt),
+            error: None,
+        };
+        let key = |a: &str| {
+            EndpointKey::new(
+                a.parse().unwrap(),
+                &Check::new(crate::check::CheckKind::Tcp { port: 80 }),
+            )
+        };
+        let report = |version, votes: &[(&str, bool, f64)]| {
+            let mut r = Report::new("a", "r", version, version);
+            r.ready = true;
+            for (a, up, rtt) in votes {
+                r.insert(&key(a), vote(*up, *rtt));
+            }
+            r
+        };
+        let base = report(1, &[("10.0.0.1", true, 1.0), ("10.0.0.2", false, 2.0)]);
+        // A newer version with other round-trip times says the same.
+        assert!(base.same_verdicts(&report(
+            2,
+            &[("10.0.0.1", true, 9.0), ("10.0.0.2", false, 3.0)]
+        )));
+        // A flipped vote, a vote more or less, or readiness: news.
+        assert!(!base.same_verdicts(&report(
+            2,
+            &[("10.0.0.1", false, 1.0), ("10.0.0.2", false, 2.0)]
+        )));
+        assert!(!base.same_verdicts(&report(2, &[("10.0.0.1", true, 1.0)])));
+        assert!(!base.same_verdicts(&report(
+            2,
+            &[
+                ("10.0.0.1", true, 1.0),
+                ("10.0.0.2", false, 2.0),
+                ("10.0.0.3", true, 1.0)
+            ]
+        )));
+        let mut unready = base.clone();
+        unready.ready = false;
+        assert!(!base.same_verdicts(&unready));
     }
 
     /// The reload race behind `ops::a_reload_keeps_a_down_dc_out_of_the_answers` failing one run

@@ -40,6 +40,41 @@ pub const H_NODE: &str = "x-steerdns-node";
 pub const H_TIME: &str = "x-steerdns-time";
 pub const H_NONCE: &str = "x-steerdns-nonce";
 pub const H_SIGNATURE: &str = "x-steerdns-signature";
+/// A long-poll: `after=GENERATION;wait_ms=N`, signed with the rest of the request.
+pub const H_HOLD: &str = "x-steerdns-hold";
+/// How long a peer holds a long-poll at most before answering anyway (the answer then says
+/// nothing new); the follower asks again at once.
+pub const MAX_HOLD: Duration = Duration::from_secs(20);
+/// Long-polls a node holds at once at most; beyond, it answers at once (a plain pull).
+const MAX_HELD: usize = 64;
+/// The least time between two long-polls to one peer, so that a peer whose generation moves
+/// all the time cannot make a follower spin.
+const MIN_FOLLOW_GAP: Duration = Duration::from_millis(10);
+
+/// What a long-poll asks: answer once the generation is past `after`, or after `wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub after: u64,
+    pub wait: Duration,
+}
+
+impl Hold {
+    /// The header value.
+    pub fn to_header(self) -> String {
+        format!("after={};wait_ms={}", self.after, self.wait.as_millis())
+    }
+
+    /// Reads a header value; `None` when malformed. The wait is capped at [`MAX_HOLD`].
+    pub fn parse(text: &str) -> Option<Hold> {
+        let (after, wait) = text.split_once(';')?;
+        let after = after.strip_prefix("after=")?.parse().ok()?;
+        let wait_ms: u64 = wait.strip_prefix("wait_ms=")?.parse().ok()?;
+        Some(Hold {
+            after,
+            wait: Duration::from_millis(wait_ms).min(MAX_HOLD),
+        })
+    }
+}
 
 /// What one node hands another.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +82,11 @@ pub struct Exchange {
     pub from: String,
     pub reports: Vec<Report>,
     pub drains: DrainSet,
+    /// The sender's generation when it built this message: it moves when a verdict or a drain
+    /// it holds changes, and a follower long-polls for the next one. 0 from a node that does
+    /// not hold long-polls.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// Why a peer message was refused.
@@ -98,29 +138,36 @@ pub fn verify(secret: &[u8], parts: &[&[u8]], signature: &str) -> bool {
     }
 }
 
-/// Headers for a signed exchange request.
+/// Headers for a signed exchange request; with `hold`, a long-poll, whose terms are signed too.
 pub fn request_headers(
     secret: &[u8],
     node: &str,
     now_ms: u64,
     nonce: &str,
-) -> [(&'static str, String); 4] {
+    hold: Option<Hold>,
+) -> Vec<(&'static str, String)> {
     let time = now_ms.to_string();
-    let sig = sign(
-        secret,
-        &[
-            b"request",
-            node.as_bytes(),
-            time.as_bytes(),
-            nonce.as_bytes(),
-        ],
-    );
-    [
+    let hold = hold.map(Hold::to_header);
+    let mut parts: Vec<&[u8]> = vec![
+        b"request",
+        node.as_bytes(),
+        time.as_bytes(),
+        nonce.as_bytes(),
+    ];
+    if let Some(h) = &hold {
+        parts.push(h.as_bytes());
+    }
+    let sig = sign(secret, &parts);
+    let mut headers = vec![
         (H_NODE, node.to_string()),
         (H_TIME, time),
         (H_NONCE, nonce.to_string()),
         (H_SIGNATURE, sig),
-    ]
+    ];
+    if let Some(h) = hold {
+        headers.push((H_HOLD, h));
+    }
+    headers
 }
 
 /// Nonces seen within the replay window.
@@ -145,12 +192,14 @@ impl NonceCache {
 }
 
 /// Checks a request's headers; returns the peer's node id.
+#[allow(clippy::too_many_arguments)]
 pub fn verify_request(
     secret: &[u8],
     node: Option<&str>,
     time: Option<&str>,
     nonce: Option<&str>,
     signature: Option<&str>,
+    hold: Option<&str>,
     now_ms: u64,
     nonces: &mut NonceCache,
 ) -> Result<String, AuthError> {
@@ -158,16 +207,16 @@ pub fn verify_request(
     else {
         return Err(AuthError::Missing);
     };
-    if !verify(
-        secret,
-        &[
-            b"request",
-            node.as_bytes(),
-            time.as_bytes(),
-            nonce.as_bytes(),
-        ],
-        signature,
-    ) {
+    let mut parts: Vec<&[u8]> = vec![
+        b"request",
+        node.as_bytes(),
+        time.as_bytes(),
+        nonce.as_bytes(),
+    ];
+    if let Some(h) = hold {
+        parts.push(h.as_bytes());
+    }
+    if !verify(secret, &parts, signature) {
         return Err(AuthError::BadSignature);
     }
     let t: u64 = time.parse().map_err(|_| AuthError::Expired)?;
@@ -257,6 +306,12 @@ pub struct Cluster {
     snapshots: Arc<Snapshots>,
     inner: Mutex<Inner>,
     http: reqwest::Client,
+    /// Moves when a verdict or a drain this node holds changes: what followers long-poll for.
+    generation: tokio::sync::watch::Sender<u64>,
+    /// Bounds the long-polls held at once.
+    held: tokio::sync::Semaphore,
+    /// Cancelled when `run` stops, so held long-polls answer at once.
+    stopping: CancellationToken,
 }
 
 /// Unix time in milliseconds.
@@ -329,6 +384,10 @@ impl Cluster {
                 last_isolated: Vec::new(),
             }),
             http,
+            // 0 means "does not hold" in the exchange message.
+            generation: tokio::sync::watch::Sender::new(1),
+            held: tokio::sync::Semaphore::new(MAX_HELD),
+            stopping: CancellationToken::new(),
         });
         cluster.refresh();
         Ok(cluster)
@@ -361,7 +420,14 @@ impl Cluster {
                 },
             );
         }
+        let news = inner
+            .reports
+            .get(&own.node)
+            .is_none_or(|old| !old.same_verdicts(&own));
         inner.reports.insert(own.node.clone(), own);
+        if news {
+            self.bump();
+        }
         let zones = self.snapshots.zones.load();
         let targets = zones.probe_targets();
         // A node being cut off has lost every endpoint within one probe (interval plus timeout).
@@ -423,8 +489,33 @@ impl Cluster {
         self.snapshots.store_health(Arc::new(eff));
     }
 
+    /// Tells the followers that something they must hear of changed.
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Holds a peer's long-poll until this node's generation is past `hold.after`, for
+    /// `hold.wait` at most, or at once when too many are held or the node is stopping.
+    pub async fn hold(&self, hold: Hold) {
+        let Ok(_permit) = self.held.try_acquire() else {
+            return;
+        };
+        let mut generation = self.generation.subscribe();
+        tokio::select! {
+            _ = tokio::time::timeout(
+                hold.wait.min(MAX_HOLD),
+                generation.wait_for(|g| *g != hold.after),
+            ) => {}
+            _ = self.stopping.cancelled() => {}
+        }
+    }
+
     /// The message this node serves to its peers.
     pub fn exchange_message(&self) -> Exchange {
+        // Read before the content: a change made meanwhile is then in the content and also
+        // moves the generation past this value, so the follower's next long-poll sees it
+        // again rather than never.
+        let generation = *self.generation.borrow();
         let inner = self.lock();
         let mut reports: Vec<Report> = inner.reports.values().cloned().collect();
         reports.sort_by(|a, b| a.node.cmp(&b.node));
@@ -432,6 +523,7 @@ impl Cluster {
             from: self.settings.node.clone(),
             reports,
             drains: inner.drains.clone(),
+            generation,
         }
     }
 
@@ -442,6 +534,7 @@ impl Cluster {
         time: Option<&str>,
         nonce: Option<&str>,
         signature: Option<&str>,
+        hold: Option<&str>,
     ) -> Result<String, AuthError> {
         let Some(secret) = self.settings.secret.as_deref() else {
             return Err(AuthError::Missing);
@@ -454,6 +547,7 @@ impl Cluster {
                 time,
                 nonce,
                 signature,
+                hold,
                 now_ms(),
                 &mut inner.nonces,
             )
@@ -481,15 +575,26 @@ impl Cluster {
     pub fn absorb(&self, msg: Exchange) -> bool {
         let mut inner = self.lock();
         let mut changed = false;
+        // Whether a verdict or a drain changed: what this node's own followers must hear of
+        // (a newer report saying the same thing waits for their next pull).
+        let mut news = false;
         for r in msg.reports {
             // Nobody else speaks for this node.
             if r.node != self.settings.node {
-                changed |= merge::accept(&mut inner.reports, r);
+                let differs = inner
+                    .reports
+                    .get(&r.node)
+                    .is_none_or(|old| !old.same_verdicts(&r));
+                if merge::accept(&mut inner.reports, r) {
+                    changed = true;
+                    news |= differs;
+                }
             }
         }
         let before = inner.drains.clone();
         if inner.drains.merge(&msg.drains) {
             changed = true;
+            news = true;
             for (key, d) in &inner.drains.entries {
                 if before.entries.get(key) != Some(d) {
                     info!(dc = %d.dc, service = ?d.service, active = d.active, by = %d.issued_by, from = %msg.from, "drain learnt from a peer");
@@ -509,6 +614,9 @@ impl Cluster {
             let drains = inner.drains.clone();
             drop(inner);
             self.persist(&drains);
+        }
+        if news {
+            self.bump();
         }
         changed
     }
@@ -531,7 +639,7 @@ impl Cluster {
         for (i, url) in urls.into_iter().enumerate() {
             let me = self.clone();
             let secret = secret.clone();
-            tasks.spawn(async move { (i, me.pull(&url, &secret).await) });
+            tasks.spawn(async move { (i, me.pull(&url, &secret, None).await) });
         }
         let mut changed = false;
         while let Some(joined) = tasks.join_next().await {
@@ -579,10 +687,15 @@ impl Cluster {
         }
     }
 
-    async fn pull(&self, url: &str, secret: &[u8]) -> Result<Exchange, String> {
+    /// One exchange request to `url`; with `hold`, a long-poll.
+    async fn pull(&self, url: &str, secret: &[u8], hold: Option<Hold>) -> Result<Exchange, String> {
         let nonce = hex::encode(rand::random::<[u8; 16]>());
         let mut req = self.http.get(format!("{url}{EXCHANGE_PATH}"));
-        for (name, value) in request_headers(secret, &self.settings.node, now_ms(), &nonce) {
+        if let Some(h) = hold {
+            // The client's timeout bounds a plain pull; a held one may take the hold too.
+            req = req.timeout(h.wait + self.settings.exchange_interval.min(Duration::from_secs(2)));
+        }
+        for (name, value) in request_headers(secret, &self.settings.node, now_ms(), &nonce, hold) {
             req = req.header(name, value);
         }
         let resp = req
@@ -620,9 +733,20 @@ impl Cluster {
         let mut local = self.local.subscribe();
         let mut zones = self.snapshots.changes();
         let mut last_zones = zones.borrow_and_update().zones;
+        let mut followers = tokio::task::JoinSet::new();
+        if let Some(secret) = self.settings.secret.clone() {
+            let urls: Vec<String> = self.lock().peers.iter().map(|p| p.url.clone()).collect();
+            for url in urls {
+                followers.spawn(self.clone().follow(url, secret.clone(), shutdown.clone()));
+            }
+        }
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    self.stopping.cancel();
+                    followers.shutdown().await;
+                    return;
+                }
                 _ = exchange.tick() => {
                     self.exchange_round().await;
                     // Ages and expiries move even when nothing else does.
@@ -641,6 +765,46 @@ impl Cluster {
                         self.refresh();
                     }
                 }
+            }
+        }
+    }
+
+    /// Follows one peer with long-polls: each asks the peer to answer once its generation moves
+    /// past the one last seen, so a changed verdict or drain arrives within a round trip
+    /// instead of at the next pull (which stays, as anti-entropy, with the peer bookkeeping).
+    /// A peer that does not hold (an older version) or fails is asked again after an interval.
+    async fn follow(self: Arc<Self>, url: String, secret: Vec<u8>, shutdown: CancellationToken) {
+        let mut after: Option<u64> = None;
+        loop {
+            let hold = after.map(|after| Hold {
+                after,
+                wait: MAX_HOLD,
+            });
+            let started = tokio::time::Instant::now();
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.pull(&url, &secret, hold) => r,
+            };
+            let pause = match result {
+                Ok(msg) => {
+                    after = (msg.generation > 0).then_some(msg.generation);
+                    if self.absorb(msg) {
+                        self.refresh();
+                    }
+                    match after {
+                        Some(_) => MIN_FOLLOW_GAP.saturating_sub(started.elapsed()),
+                        None => self.settings.exchange_interval,
+                    }
+                }
+                Err(error) => {
+                    debug!(peer = %url, %error, "long-poll failed; the periodic exchange goes on");
+                    after = None;
+                    self.settings.exchange_interval
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -760,6 +924,7 @@ impl Cluster {
         }
         inner.drains = next;
         drop(inner);
+        self.bump();
         self.refresh();
         Ok(())
     }
@@ -788,12 +953,12 @@ mod tests {
 
     const SECRET: &[u8] = b"shared";
 
-    fn headers(node: &str, t: u64, nonce: &str) -> [(&'static str, String); 4] {
-        request_headers(SECRET, node, t, nonce)
+    fn headers(node: &str, t: u64, nonce: &str) -> Vec<(&'static str, String)> {
+        request_headers(SECRET, node, t, nonce, None)
     }
 
     fn check(
-        h: &[(&'static str, String); 4],
+        h: &[(&'static str, String)],
         secret: &[u8],
         now: u64,
         cache: &mut NonceCache,
@@ -804,9 +969,44 @@ mod tests {
             Some(&h[1].1),
             Some(&h[2].1),
             Some(&h[3].1),
+            h.get(4).map(|(_, v)| v.as_str()),
             now,
             cache,
         )
+    }
+
+    #[test]
+    fn a_long_polls_terms_are_signed_and_read_back_capped() {
+        let hold = Hold {
+            after: 41,
+            wait: Duration::from_secs(5),
+        };
+        assert_eq!(Hold::parse(&hold.to_header()), Some(hold));
+        assert_eq!(
+            Hold::parse("after=1;wait_ms=3600000").map(|h| h.wait),
+            Some(MAX_HOLD)
+        );
+        for bad in ["", "after=1", "after=x;wait_ms=1", "wait_ms=1;after=1"] {
+            assert_eq!(Hold::parse(bad), None, "{bad:?}");
+        }
+        let mut cache = NonceCache::default();
+        let h = request_headers(SECRET, "b", 1_000_000, "n9", Some(hold));
+        assert_eq!(h[4], (H_HOLD, "after=41;wait_ms=5000".to_string()));
+        assert_eq!(check(&h, SECRET, 1_000_000, &mut cache), Ok("b".into()));
+        // Changing the terms (a longer hold, say) breaks the signature.
+        let mut tampered = request_headers(SECRET, "b", 1_000_000, "n10", Some(hold));
+        tampered[4].1 = "after=41;wait_ms=20000".into();
+        assert_eq!(
+            check(&tampered, SECRET, 1_000_000, &mut cache),
+            Err(AuthError::BadSignature)
+        );
+        // And a plain request's signature does not pass as a long-poll's.
+        let mut added = headers("b", 1_000_000, "n11");
+        added.push((H_HOLD, "after=1;wait_ms=1".into()));
+        assert_eq!(
+            check(&added, SECRET, 1_000_000, &mut cache),
+            Err(AuthError::BadSignature)
+        );
     }
 
     #[test]
@@ -840,7 +1040,7 @@ mod tests {
             Err(AuthError::Expired)
         );
         assert_eq!(
-            verify_request(SECRET, None, None, None, None, 0, &mut cache),
+            verify_request(SECRET, None, None, None, None, None, 0, &mut cache),
             Err(AuthError::Missing)
         );
     }
