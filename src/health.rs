@@ -101,6 +101,10 @@ pub struct Transition {
 /// While Up, `fall` consecutive failures take it Down; while Down, `rise` consecutive successes
 /// bring it Up. A result of the other kind resets the count, so a pattern that never reaches a
 /// threshold in a row never changes the status (hysteresis against flapping).
+///
+/// In between, the endpoint is *in transition*, and `next_probe_in` asks for the next probe after
+/// the check's `fast_interval` rather than its `interval`, so the doubt is settled quickly either
+/// way (HAProxy's `fastinter`). A settled endpoint, up or down, is probed every `interval`.
 #[derive(Debug, Clone)]
 pub struct EndpointState {
     fall: u32,
@@ -142,6 +146,29 @@ impl EndpointState {
     /// A new state with the thresholds of `check`.
     pub fn for_check(check: &Check, now: Instant) -> EndpointState {
         EndpointState::new(check.fall, check.rise, now)
+    }
+
+    /// Whether the latest results argue against the status without having reached `fall` (or
+    /// `rise`) in a row yet: the endpoint is being confirmed down (or up).
+    pub fn in_transition(&self) -> bool {
+        self.streak > 0
+    }
+
+    /// How long after the start of the probe just recorded the next probe of `check` should
+    /// start: `fast_interval` while in transition, else `interval`.
+    ///
+    /// Start-up is not a case of its own: the first probe comes at a jittered point within one
+    /// interval (spreading probes matters more than the first result), and the state then starts
+    /// Up with no doubt, so a first failure is a transition like any other and a first success
+    /// keeps the interval.
+    pub fn next_probe_in(&self, check: &Check) -> Duration {
+        if self.in_transition() {
+            // `Check`'s fields are public: a hand-built one could hold a longer fast interval,
+            // and doubt must never slow probing down.
+            check.fast_interval.min(check.interval)
+        } else {
+            check.interval
+        }
     }
 
     /// Feeds one probe result in; returns the transition when the status changed.
@@ -365,12 +392,15 @@ pub struct Reconciled {
     pub removed: Vec<ProbeTarget>,
 }
 
-/// What recording one result changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What recording one result changed, and when to probe next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recorded {
     pub transition: Option<Transition>,
     /// This result completed the first probe round.
     pub became_ready: bool,
+    /// From the start of the probe just recorded to the start of the next
+    /// (`EndpointState::next_probe_in`).
+    pub next_probe_in: Duration,
 }
 
 /// The state of every probe target, plus readiness and counters. The prober tasks share one
@@ -446,9 +476,14 @@ impl HealthTable {
     /// probe that finished while its target was being removed) is ignored.
     pub fn record(&mut self, target: &ProbeTarget, result: &ProbeResult, now: Instant) -> Recorded {
         let Some(state) = self.endpoints.get_mut(target) else {
-            return Recorded::default();
+            return Recorded {
+                transition: None,
+                became_ready: false,
+                next_probe_in: target.check.interval,
+            };
         };
         let transition = state.record(result, now);
+        let next_probe_in = state.next_probe_in(&target.check);
         match (result.ok, result.timed_out) {
             (true, _) => self.counters.ok += 1,
             (false, true) => self.counters.timed_out += 1,
@@ -463,6 +498,7 @@ impl HealthTable {
         Recorded {
             transition,
             became_ready,
+            next_probe_in,
         }
     }
 
@@ -572,6 +608,67 @@ mod tests {
         for (fall, rise, results, want) in table {
             assert_eq!(&run(*fall, *rise, results), want, "{results}");
         }
+    }
+
+    /// The delay before the next probe after each result: `I` the interval, `f` the fast one.
+    fn delays(fall: u32, rise: u32, results: &str) -> String {
+        let check = Check {
+            interval: ms(1000),
+            fast_interval: ms(200),
+            fall,
+            rise,
+            ..Check::new(CheckKind::Tcp { port: 80 })
+        };
+        let mut state = EndpointState::for_check(&check, Instant::now());
+        results
+            .chars()
+            .map(|c| {
+                state.record(&result(c), Instant::now());
+                match state.next_probe_in(&check) {
+                    d if d == ms(1000) => 'I',
+                    d if d == ms(200) => 'f',
+                    d => panic!("{results}: unexpected delay {d:?}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fast_interval_while_in_transition_interval_once_settled() {
+        #[rustfmt::skip]
+        let table: &[(u32, u32, &str, &str, &str)] = &[
+            // fall, rise, results, delays, why
+            (3, 2, "SSSS", "IIII", "a healthy endpoint keeps the interval"),
+            (3, 2, "FFFFFF", "ffIIII", "fast until the 3rd failure confirms it down, then steadily dead"),
+            (3, 2, "FSSS", "fIII", "one failure is re-checked fast; the success settles it up"),
+            (3, 2, "FFSFFF", "ffIffI", "a success clears the doubt, and the count starts over"),
+            (3, 2, "TTT", "ffI", "timeouts are failures"),
+            (3, 2, "FFFSS", "ffIfI", "a down endpoint's first success is re-checked fast"),
+            (3, 2, "FFFSFS", "ffIfIf", "a failure settles a recovering endpoint down again"),
+            (2, 3, "FFSSSS", "fIffII", "rise 3: two fast probes after the first success"),
+            (1, 1, "FSFS", "IIII", "fall 1 / rise 1: every result settles, nothing to confirm"),
+        ];
+        for (fall, rise, results, want, why) in table {
+            assert_eq!(&delays(*fall, *rise, results), want, "{why}: {results}");
+        }
+    }
+
+    #[test]
+    fn next_probe_in_before_any_result_and_with_a_longer_fast_interval() {
+        let check = Check::new(CheckKind::Tcp { port: 80 });
+        let state = EndpointState::for_check(&check, Instant::now());
+        assert!(!state.in_transition());
+        assert_eq!(state.next_probe_in(&check), check.interval, "unconfirmed");
+
+        // Validation forbids it, but a hand-built check is not validated.
+        let slow = Check {
+            fast_interval: check.interval * 2,
+            ..check
+        };
+        let mut state = EndpointState::for_check(&slow, Instant::now());
+        state.record(&result('F'), Instant::now());
+        assert!(state.in_transition());
+        assert_eq!(state.next_probe_in(&slow), slow.interval);
     }
 
     #[tokio::test(start_paused = true)]
@@ -700,7 +797,11 @@ mod tests {
         assert!(table.state(&b).is_none());
         assert_eq!(
             table.record(&b, &result('S'), Instant::now()),
-            Recorded::default()
+            Recorded {
+                transition: None,
+                became_ready: false,
+                next_probe_in: b.check.interval,
+            }
         );
     }
 
@@ -741,11 +842,14 @@ mod tests {
             "an up endpoint starts as any new target"
         );
 
-        // Back up after `rise` (2) successes of the new check.
-        table.record(&a2, &result('S'), Instant::now());
+        // Back up after `rise` (2) successes of the new check, the second one asked for at the
+        // fast interval: the carried-over Down is a settled status like any other.
+        let r = table.record(&a2, &result('S'), Instant::now());
         assert_eq!(table.state(&a2).unwrap().status(), Down);
-        table.record(&a2, &result('S'), Instant::now());
+        assert_eq!(r.next_probe_in, a2.check.fast_interval);
+        let r = table.record(&a2, &result('S'), Instant::now());
         assert_eq!(table.state(&a2).unwrap().status(), Up);
+        assert_eq!(r.next_probe_in, a2.check.interval);
     }
 
     #[tokio::test(start_paused = true)]

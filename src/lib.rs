@@ -6,7 +6,8 @@
 //! - `config`: node settings from a node config file and flags (secrets from files/environment);
 //! - `geo`: IP address → location from MaxMind-format databases, cached per network;
 //! - `check`: health check definitions (HTTP, HTTPS, TCP; timing, thresholds) and their YAML form;
-//! - `health`: probe results → per-endpoint rise/fall status, readiness, the local `HealthView`;
+//! - `health`: probe results → per-endpoint rise/fall status and when to probe next, readiness,
+//!   the local `HealthView`;
 //! - `probe`: run HTTP(S)/TCP checks, one prober task per target, and publish the `HealthView`;
 //! - `merge`: every node's votes → effective status per endpoint (quorum, staleness, isolation);
 //! - `drain`: manual failover decisions, last writer wins, persisted atomically;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::net::TcpSocket;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -319,18 +319,42 @@ struct RunningProber {
 struct Shared {
     source: Option<IpAddr>,
     clients: HttpClients,
+    probe: Probe,
     table: Mutex<HealthTable>,
     view: SharedHealthView,
 }
+
+/// How a prober runs one probe.
+enum Probe {
+    /// `probe_with` over the network.
+    Network,
+    /// A stand-in with the same contract (a result within the check's timeout), so that tests
+    /// can run the probers' schedule under a paused clock, which real sockets do not go with:
+    /// the clock would jump to the next timer while a connection is still on its way.
+    #[cfg(test)]
+    Fake(FakeProbe),
+}
+
+#[cfg(test)]
+type FakeProbe = Arc<
+    dyn Fn(&ProbeTarget) -> std::pin::Pin<Box<dyn Future<Output = ProbeResult> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl HealthMonitor {
     /// A monitor with no targets yet, probing from `source` when given. Returns the view the
     /// query path reads; it is not ready until the first `set_targets` round completes.
     pub fn new(source: Option<IpAddr>) -> (HealthMonitor, SharedHealthView) {
+        HealthMonitor::with_probe(source, Probe::Network)
+    }
+
+    fn with_probe(source: Option<IpAddr>, probe: Probe) -> (HealthMonitor, SharedHealthView) {
         let view: SharedHealthView = Arc::new(LocalHealth::new());
         let shared = Arc::new(Shared {
             source,
             clients: HttpClients::default(),
+            probe,
             table: Mutex::new(HealthTable::new()),
             view: view.clone(),
         });
@@ -432,7 +456,8 @@ impl Drop for HealthMonitor {
     }
 }
 
-/// Probes one target every `interval`, for as long as the target is wanted.
+/// Probes one target for as long as it is wanted: every `interval`, or every `fast_interval`
+/// while the health state says the endpoint is in transition (`EndpointState::next_probe_in`).
 struct Prober {
     target: ProbeTarget,
     shared: Arc<Shared>,
@@ -442,36 +467,49 @@ struct Prober {
 
 impl Prober {
     async fn run(self, shutdown: CancellationToken) {
-        let interval = self.target.check.interval;
-        let mut ticks = tokio::time::interval_at(Instant::now() + self.first_delay, interval);
-        // After a slow probe, keep the spacing rather than firing the missed probes at once.
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // When the next probe starts. Each delay counts from the previous start as scheduled,
+        // not from when its timer fired, so a settled endpoint is probed exactly every interval
+        // with no drift (as a tokio interval would).
+        let mut next = Instant::now() + self.first_delay;
         debug!(target = %self.target, first_in = ?self.first_delay, "prober started");
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = ticks.tick() => {}
+                _ = tokio::time::sleep_until(next) => {}
             }
-            // Awaited before the next tick, so at most one probe per target is in flight.
+            // Awaited before the next start, so at most one probe per target is in flight.
             let result = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                r = probe_with(&self.shared.clients, &self.target, self.shared.source) => r,
+                r = self.shared.probe(&self.target) => r,
             };
             if shutdown.is_cancelled() {
                 // Removed while probing: the table may already hold a new state for an equal
                 // target, which this result must not touch.
                 break;
             }
-            self.shared.record(&self.target, &result);
+            let delay = self.shared.record(&self.target, &result);
+            // A probe that outlasted the delay (a timeout longer than the fast interval) is
+            // followed at once; missed starts are not made up for.
+            next = (next + delay).max(Instant::now());
         }
         debug!(target = %self.target, "prober stopped");
     }
 }
 
 impl Shared {
-    fn record(&self, target: &ProbeTarget, result: &ProbeResult) {
+    async fn probe(&self, target: &ProbeTarget) -> ProbeResult {
+        match &self.probe {
+            Probe::Network => probe_with(&self.clients, target, self.source).await,
+            #[cfg(test)]
+            Probe::Fake(fake) => fake(target).await,
+        }
+    }
+
+    /// Feeds `result` in and publishes what changed; returns how long after this probe's start
+    /// the next one should start.
+    fn record(&self, target: &ProbeTarget, result: &ProbeResult) -> Duration {
         let mut table = lock(&self.table);
         let recorded = table.record(target, result, Instant::now());
         if let Some(t) = recorded.transition {
@@ -492,6 +530,7 @@ impl Shared {
             // Stored under the lock, so two probers cannot publish out of order.
             self.view.store(Arc::new(table.view()));
         }
+        recorded.next_probe_in
     }
 }
 
@@ -1006,5 +1045,231 @@ mod tests {
         // Recovery of the kept target still works.
         down.set(healthy()).await;
         wait_for(&view, &target(&down), Status::Up, ms(2000)).await;
+    }
+
+    // The schedule under a paused clock (issue 13: confirm quickly). The probes are stand-ins
+    // (`Probe::Fake`): a paused clock and real sockets do not mix.
+
+    /// How the stand-in backend answers a probe.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Fake {
+        /// A success after 2 ms (so that a schedule counted from the end of a probe shows).
+        Up,
+        /// A failure at once, as a refused connection.
+        Refused,
+        /// No answer: a timeout after the check's timeout.
+        Hung,
+    }
+
+    /// A backend of stand-in probes that logs when each probe started and how it was answered.
+    #[derive(Clone)]
+    struct FakeProbes {
+        mode: Arc<Mutex<Fake>>,
+        starts: Arc<Mutex<Vec<(Instant, Fake)>>>,
+    }
+
+    impl FakeProbes {
+        /// A monitor whose probers probe this backend, and its view.
+        fn monitor() -> (FakeProbes, HealthMonitor, SharedHealthView) {
+            let fake = FakeProbes {
+                mode: Arc::new(Mutex::new(Fake::Up)),
+                starts: Arc::default(),
+            };
+            let f = fake.clone();
+            let probe: FakeProbe = Arc::new(move |target: &ProbeTarget| {
+                let (f, timeout) = (f.clone(), target.check.timeout);
+                Box::pin(async move { f.probe(timeout).await })
+            });
+            let (monitor, view) = HealthMonitor::with_probe(None, Probe::Fake(probe));
+            (fake, monitor, view)
+        }
+
+        async fn probe(&self, timeout: Duration) -> ProbeResult {
+            let mode = *self.mode.lock().unwrap();
+            self.starts.lock().unwrap().push((Instant::now(), mode));
+            match mode {
+                Fake::Up => {
+                    tokio::time::sleep(ms(2)).await;
+                    ProbeResult::success(ms(2))
+                }
+                Fake::Refused => ProbeResult::failure(Duration::ZERO, "connection refused"),
+                Fake::Hung => {
+                    tokio::time::sleep(timeout).await;
+                    ProbeResult::timeout(timeout)
+                }
+            }
+        }
+
+        fn set(&self, mode: Fake) {
+            *self.mode.lock().unwrap() = mode;
+        }
+
+        fn starts(&self) -> Vec<(Instant, Fake)> {
+            self.starts.lock().unwrap().clone()
+        }
+
+        /// When the first probe answered as `mode` started.
+        fn first(&self, mode: Fake) -> Option<Instant> {
+            self.starts()
+                .into_iter()
+                .find_map(|(at, m)| (m == mode).then_some(at))
+        }
+
+        /// The time between the starts of the probes that started at or after `from`.
+        fn gaps_from(&self, from: Instant) -> Vec<Duration> {
+            let starts: Vec<Instant> = self
+                .starts()
+                .into_iter()
+                .map(|(at, _)| at)
+                .filter(|at| *at >= from)
+                .collect();
+            starts.windows(2).map(|w| w[1] - w[0]).collect()
+        }
+    }
+
+    /// The check of the issue: interval 1 s, fast_interval 200 ms, timeout 800 ms, fall 2,
+    /// rise 2 (on an address the stand-ins never connect to).
+    fn issue_13_target() -> ProbeTarget {
+        ProbeTarget::new(
+            "192.0.2.13".parse().unwrap(),
+            Arc::new(Check {
+                interval: ms(1000),
+                fast_interval: ms(200),
+                timeout: ms(800),
+                fall: 2,
+                rise: 2,
+                ..Check::new(CheckKind::Tcp { port: 80 })
+            }),
+        )
+    }
+
+    /// Lets the paused clock run, a millisecond at a time, until `done` or for at most `limit`.
+    async fn run_until(limit: Duration, mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < limit, "not done within {limit:?}");
+            tokio::time::sleep(ms(1)).await;
+        }
+    }
+
+    /// The status of `target` in `view`, and since when.
+    fn status_since(view: &SharedHealthView, target: &ProbeTarget) -> (Status, Instant) {
+        let o = view.load().observation(target.addr, &target.check).cloned();
+        let o = o.expect("the target is in the view");
+        (o.status, o.since)
+    }
+
+    /// Starts a monitor of `target` and runs the clock until its first probe round is done.
+    async fn started(target: &ProbeTarget) -> (FakeProbes, HealthMonitor, SharedHealthView) {
+        let (fake, mut monitor, view) = FakeProbes::monitor();
+        monitor.set_targets(HashSet::from([target.clone()]));
+        run_until(target.check.interval + ms(10), || view.load().ready).await;
+        (fake, monitor, view)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusing_backend_is_confirmed_down_one_fast_interval_after_its_first_failure() {
+        let target = issue_13_target();
+        let (fake, monitor, view) = started(&target).await;
+        tokio::time::sleep(ms(2300)).await;
+
+        let broke = Instant::now();
+        fake.set(Fake::Refused);
+        run_until(ms(3000), || status_since(&view, &target).0 == Status::Down).await;
+        let first_failure = fake.first(Fake::Refused).expect("a refused probe");
+        let (_, down_at) = status_since(&view, &target);
+        // fall 2: the second failure, one fast interval after the first (not one interval).
+        assert_eq!(down_at - first_failure, ms(200));
+        assert!(
+            down_at - broke <= ms(1000 + 200),
+            "down {:?} after the backend broke",
+            down_at - broke
+        );
+        assert_eq!(fake.gaps_from(first_failure), [ms(200)]);
+
+        // Steadily dead: back to one probe per interval.
+        tokio::time::sleep(ms(5100)).await;
+        assert_eq!(
+            fake.gaps_from(first_failure),
+            [ms(200), ms(1000), ms(1000), ms(1000), ms(1000), ms(1000)]
+        );
+
+        // Recovery is confirmed the same way: `rise` 2, one fast interval apart.
+        fake.set(Fake::Up);
+        run_until(ms(3000), || status_since(&view, &target).0 == Status::Up).await;
+        let last_failure = fake
+            .starts()
+            .into_iter()
+            .rev()
+            .find_map(|(at, m)| (m == Fake::Refused).then_some(at))
+            .expect("refused probes");
+        let (_, up_at) = status_since(&view, &target);
+        // The second success is recorded when it ends, 2 ms after its start.
+        assert_eq!(up_at - last_failure, ms(1000 + 200 + 2));
+        tokio::time::sleep(ms(3000)).await;
+        assert_eq!(
+            fake.gaps_from(last_failure),
+            [ms(1000), ms(200), ms(1000), ms(1000), ms(1000)]
+        );
+        assert_eq!(monitor.stats().endpoints[0].transitions, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_backend_is_probed_again_as_soon_as_its_probe_times_out() {
+        // The timeout (800 ms) outlasts the fast interval (200 ms): the next probe starts when
+        // the last one gives up, never while it runs.
+        let target = issue_13_target();
+        let (fake, _monitor, view) = started(&target).await;
+        tokio::time::sleep(ms(1700)).await;
+        fake.set(Fake::Hung);
+        run_until(ms(4000), || status_since(&view, &target).0 == Status::Down).await;
+        let first_failure = fake.first(Fake::Hung).expect("a hung probe");
+        let (_, down_at) = status_since(&view, &target);
+        assert_eq!(
+            down_at - first_failure,
+            ms(800 + 800),
+            "two timeouts back to back"
+        );
+        assert_eq!(fake.gaps_from(first_failure), [ms(800)]);
+        // Then every interval: a timed-out probe does not push the schedule back.
+        tokio::time::sleep(ms(3000)).await;
+        assert_eq!(
+            fake.gaps_from(first_failure),
+            [ms(800), ms(1000), ms(1000), ms(1000)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_failed_probe_never_takes_a_backend_down_and_the_interval_comes_back() {
+        let target = issue_13_target();
+        let (fake, monitor, view) = started(&target).await;
+        tokio::time::sleep(ms(1500)).await;
+
+        fake.set(Fake::Refused);
+        run_until(ms(1100), || fake.first(Fake::Refused).is_some()).await;
+        fake.set(Fake::Up);
+        let failed = fake.first(Fake::Refused).expect("one refused probe");
+        tokio::time::sleep(ms(4500)).await;
+
+        assert_eq!(status_since(&view, &target).0, Status::Up);
+        let stats = monitor.stats();
+        assert_eq!(stats.endpoints[0].transitions, 0, "no flap");
+        assert_eq!(stats.probes.failed, 1);
+        // Re-checked once, fast; then the interval again.
+        assert_eq!(
+            fake.gaps_from(failed),
+            [ms(200), ms(1000), ms(1000), ms(1000), ms(1000)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steadily_healthy_backend_is_probed_exactly_once_per_interval() {
+        let target = issue_13_target();
+        let (fake, monitor, _view) = started(&target).await;
+        let first = fake.starts()[0].0;
+        tokio::time::sleep(ms(10_000)).await;
+        assert_eq!(fake.gaps_from(first), [ms(1000); 10]);
+        assert!(fake.starts().iter().all(|(_, m)| *m == Fake::Up));
+        assert_eq!(monitor.stats().probes.ok, 11);
     }
 }

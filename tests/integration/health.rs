@@ -457,3 +457,58 @@ fn before_the_first_probe_round_the_node_answers_as_if_everything_were_up() {
     );
     assert!(server.stderr().contains("health is ready"));
 }
+
+/// Issue 13, confirm quickly: after its first failed probe an endpoint is re-probed every
+/// `fast_interval` until `fall` failures in a row confirm it down. With interval 1 s, timeout
+/// 800 ms, fall 2 and fast_interval 200 ms, a refusing DC leaves the answers 200 ms after its first
+/// failed probe (plus up to 50 ms for the merged view and 10 ms of polling here), not a whole
+/// interval after it.
+///
+/// The backend breaks half an interval after one of its probes, so its first failed probe comes
+/// about 500 ms later and it should be out about 700 ms after breaking (1.5 s without the fast
+/// interval), about 1.2 s after that last good probe (2 s without).
+#[test]
+fn a_refused_dc_leaves_the_answers_one_fast_interval_after_its_first_failed_probe() {
+    let backends = start_backends(2, None);
+    let (a, b) = (&backends[0], &backends[1]);
+    let check = format!(
+        "  web: {{ http: {{ port: {}, path: /health, body: \"{HEALTHY_BODY}\" }}, \
+         interval: 1s, fast_interval: 200ms, timeout: 800ms, fall: 2, rise: 2 }}",
+        a.port()
+    );
+    let server = TestServer::start(&zone(&check, &failover("www", "web", "", &[a, b])));
+    wait_ready(&server);
+    assert_eq!(answer(&server, "www"), only(a), "a is up");
+
+    let probed = a.next_request(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(500).saturating_sub(probed.elapsed()));
+    let broke = Instant::now();
+    a.set(Mode::Closed);
+    let mut last = Vec::new();
+    while last != only(b) {
+        assert!(
+            broke.elapsed() < Duration::from_secs(3),
+            "a still answered ({last:?}) 3 s after it broke; stderr:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        last = answer(&server, "www");
+    }
+    let (from_break, from_probe) = (broke.elapsed(), probed.elapsed());
+    eprintln!(
+        "refused: out {from_break:?} after breaking, {from_probe:?} after its last good probe"
+    );
+    assert!(
+        from_break < Duration::from_millis(1300),
+        "out {from_break:?} after breaking"
+    );
+    assert!(
+        from_probe < Duration::from_millis(1600),
+        "out {from_probe:?} after the last good probe: the second failure came a whole interval after the first?"
+    );
+    // And it stays out.
+    for _ in 0..4 {
+        std::thread::sleep(POLL);
+        assert_eq!(answer(&server, "www"), only(b), "a stays out");
+    }
+}

@@ -1277,6 +1277,22 @@ impl Backend {
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
     }
+
+    /// Waits for the next HTTP request and returns when it was seen: a few milliseconds after the
+    /// probe that sent it started. Panics after `limit`.
+    pub fn next_request(&self, limit: Duration) -> Instant {
+        let before = self.requests();
+        let start = Instant::now();
+        while self.requests() == before {
+            assert!(
+                start.elapsed() < limit,
+                "no request to {} within {limit:?}",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Instant::now()
+    }
 }
 
 impl Drop for Backend {
