@@ -114,11 +114,13 @@ struct RawRrl {
     slip: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawSoa {
-    primary: String,
-    contact: String,
+    /// Default: the first of `nameservers`.
+    primary: Option<String>,
+    /// Default: hostmaster at the zone.
+    contact: Option<String>,
     serial: Option<u32>,
     refresh: Option<u32>,
     retry: Option<u32>,
@@ -440,13 +442,12 @@ impl<'a> Validator<'a> {
         self.zone = Some(apex.as_str().to_string());
         let default_ttl = self.ttl(None, "ttl", raw.ttl.unwrap_or(DEFAULT_TTL));
 
-        let soa = match raw.soa {
-            Some(s) => self.soa(&apex, s, default_ttl),
-            None => {
-                self.error(None, Some("soa"), "missing: every zone needs an SOA");
-                None
-            }
-        };
+        // Every field of `soa:` has a default, so the block may be left out (issue 18).
+        let first_ns = raw
+            .nameservers
+            .as_ref()
+            .and_then(|ns| ns.keys().next().cloned());
+        let soa = self.soa(&apex, raw.soa.unwrap_or_default(), first_ns, default_ttl);
 
         let datacenters = self.datacenters(&raw.datacenters);
         let rrl = self.rrl(raw.rrl);
@@ -645,10 +646,23 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn soa(&mut self, apex: &Name, raw: RawSoa, default_ttl: u32) -> Option<(Soa, u32)> {
-        let mname = self.name(apex, None, "soa.primary", &raw.primary);
+    /// The SOA from `soa:`, each field defaulted: the primary is the first name server, the
+    /// contact hostmaster at the zone.
+    fn soa(
+        &mut self,
+        apex: &Name,
+        raw: RawSoa,
+        first_ns: Option<String>,
+        default_ttl: u32,
+    ) -> Option<(Soa, u32)> {
+        // Without name servers the zone is refused already, for that reason.
+        let primary = raw.primary.or(first_ns)?;
+        let mname = self.name(apex, None, "soa.primary", &primary);
         // The contact may be written as a mail address.
-        let contact = raw.contact.replacen('@', ".", 1);
+        let contact = raw
+            .contact
+            .unwrap_or_else(|| format!("hostmaster.{}", apex.as_str()))
+            .replacen('@', ".", 1);
         let rname = self.name(apex, None, "soa.contact", &contact);
         let ttl = self.ttl(None, "soa.ttl", raw.ttl.unwrap_or(default_ttl));
         let minimum = self.ttl(None, "soa.minimum", raw.minimum.unwrap_or(60));
@@ -1282,6 +1296,54 @@ nameservers: { ns1: [192.0.2.53] }
         assert_eq!(z.soa.mname.as_str(), "ns1.api.example.com");
         let ns1 = &z.nodes[&Name::parse("ns1.api.example.com").unwrap()];
         assert_eq!(ns1.rrset(RecordType::A).unwrap().data.len(), 1);
+    }
+
+    /// Issue 18: every field of `soa:` has a default, so the block may be left out.
+    #[test]
+    fn soa_fields_default_to_the_first_name_server_and_hostmaster_at_the_zone() {
+        let table = [
+            (
+                "nameservers: { ns1: [192.0.2.53], ns2: [192.0.2.54] }\n",
+                "ns1.api.example.com",
+                "hostmaster.api.example.com",
+            ),
+            (
+                "nameservers: { ns.example.net: [] }\nsoa: { contact: ops@example.net }\n",
+                "ns.example.net",
+                "ops.example.net",
+            ),
+            (
+                "nameservers: { ns1: [192.0.2.53] }\nsoa: { primary: ns.example.org, serial: 7 }\n",
+                "ns.example.org",
+                "hostmaster.api.example.com",
+            ),
+        ];
+        for (yaml, mname, rname) in table {
+            let z = parse_zone(
+                &format!("zone: api.example.com\nttl: 120\n{yaml}"),
+                "t.yaml",
+            )
+            .unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            assert_eq!(z.soa.mname.as_str(), mname, "{yaml}");
+            assert_eq!(z.soa.rname.as_str(), rname, "{yaml}");
+            let serial = if yaml.contains("serial") { 7 } else { 1 };
+            assert_eq!(
+                (
+                    z.soa.serial,
+                    z.soa.refresh,
+                    z.soa.retry,
+                    z.soa.expire,
+                    z.soa.minimum
+                ),
+                (serial, 7200, 3600, 1_209_600, 60),
+                "{yaml}"
+            );
+            assert_eq!(z.soa_ttl, 120, "{yaml}: the zone's TTL");
+        }
+        // Without name servers there is nothing to take the primary from: one error, theirs.
+        let e = parse_zone("zone: api.example.com\n", "t.yaml").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.to_string().contains("field nameservers"), "{e}");
     }
 
     #[test]

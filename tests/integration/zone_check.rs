@@ -37,10 +37,6 @@ const INVALID: &[(&str, &str)] = &[
         "duplicate_name.yaml:9: zone api.example.com, record www.api.example.com., field name: duplicate name: www.api.example.com. is already defined by www",
     ),
     (
-        "missing_soa.yaml",
-        "missing_soa.yaml: zone api.example.com, field soa: missing: every zone needs an SOA",
-    ),
-    (
         "missing_nameservers.yaml",
         "missing_nameservers.yaml: zone api.example.com, field nameservers: missing: every zone needs at least one name server",
     ),
@@ -208,4 +204,25 @@ fn the_shipped_zones_are_served() {
             "www.api.example.com. 30 AAAA 2001:db8:10::1",
         ]
     );
+}
+
+/// Issue 18: a zone without `soa:` loads and serves the documented SOA: the first name server
+/// as primary, hostmaster at the zone as contact, serial 1, refresh 7200, retry 3600, expire
+/// 1209600, minimum 60, TTL the zone's.
+#[test]
+fn a_zone_without_an_soa_block_serves_the_documented_one() {
+    let zone = "zone: api.example.com\nttl: 120\nnameservers: { ns1: [192.0.2.53], ns2: [192.0.2.54] }\nrecords:\n  www: { A: 192.0.2.1 }\n";
+    let server = TestServer::start(zone);
+    let reply = query_udp(server.addr, &query("api.example.com", RecordType::SOA));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        records(&reply.answers),
+        [
+            "api.example.com. 120 SOA ns1.api.example.com. hostmaster.api.example.com. 1 7200 3600 1209600 60"
+        ]
+    );
+    // And NXDOMAIN carries it for negative caching.
+    let reply = query_udp(server.addr, &query("nope.api.example.com", RecordType::A));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(reply.authorities.len(), 1);
 }
