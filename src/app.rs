@@ -237,11 +237,12 @@ impl Node {
         let tls_acceptor = tls.as_ref().map(|c| c.acceptor()).transpose()?;
         let metrics = Arc::new(Metrics::new());
         let loader = ZoneLoader::start().context("starting the zone loader thread")?;
-        let zones = loader
-            .load(&settings.zones)
-            .with_context(|| format!("loading zones from {}", settings.zones.display()))?;
+        let zones = loader.load(&settings.zones).context(
+            "loading zones (the directory is set with --zones DIR or zones: in the node file)",
+        )?;
         metrics.record_zone_load(true);
-        let geo = GeoDb::open(&settings.geoip)?;
+        let geo = GeoDb::open(&settings.geoip)
+            .context("loading GeoIP data (set with --geoip FILE or geoip: in the node file)")?;
         log_geo(&geo, &metrics, "GeoIP database loaded");
 
         let (mut monitor, local_health) = HealthMonitor::new(settings.probe_source);

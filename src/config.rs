@@ -30,6 +30,76 @@ pub const DEFAULT_GEOIP: [&str; 2] = [
     "geoip/dbip-country.mmdb",
 ];
 
+/// Where the zone directory and the GeoIP data are looked for when none is given, in order:
+/// the working directory, the steerdns checkout it lies in (a directory up with `Cargo.toml`,
+/// `zones/` and `geoip/`, so that `cargo run` works from `src/` too), then where the package
+/// installs them.
+fn default_places(installed: &str) -> Vec<PathBuf> {
+    let mut places = vec![PathBuf::from(".")];
+    if let Ok(cwd) = std::env::current_dir()
+        && let Some(checkout) = cwd.ancestors().skip(1).find(|d| {
+            d.join("Cargo.toml").is_file() && d.join("zones").is_dir() && d.join("geoip").is_dir()
+        })
+    {
+        places.push(checkout.to_path_buf());
+    }
+    places.push(PathBuf::from(installed));
+    places
+}
+
+/// The places `rel` was looked for, for an error message.
+fn looked_in(places: &[PathBuf], rel: &str) -> String {
+    let all: Vec<String> = places
+        .iter()
+        .map(|p| p.join(rel).display().to_string())
+        .collect();
+    match all.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => all.concat(),
+    }
+}
+
+/// The zone directory to serve when none is given: `zones/` in the first of the default places
+/// (see `default_places`) that has one.
+pub fn default_zones() -> anyhow::Result<PathBuf> {
+    let places = default_places("/etc/steerdns");
+    places
+        .iter()
+        .map(|p| p.join("zones"))
+        .find(|dir| dir.is_dir())
+        .with_context(|| {
+            format!(
+                "no zone directory given, and none at {}: give one with --zones DIR (or zones: in the node file)",
+                looked_in(&places, "zones")
+            )
+        })
+}
+
+/// The GeoIP databases to use when none is given: the two shipped ones, from the first of the
+/// default places that has them.
+pub fn default_geoip() -> anyhow::Result<Vec<PathBuf>> {
+    let places = default_places("/usr/share/steerdns");
+    places
+        .iter()
+        .find(|p| p.join(DEFAULT_GEOIP[0]).is_file())
+        .map(|p| {
+            DEFAULT_GEOIP
+                .iter()
+                .map(|f| {
+                    let path = p.join(f);
+                    // `./geoip/x` reads better as `geoip/x`.
+                    path.strip_prefix(".").map(Path::to_path_buf).unwrap_or(path)
+                })
+                .collect()
+        })
+        .with_context(|| {
+            format!(
+                "no GeoIP database given, and none at {}: give one with --geoip FILE (or geoip: in the node file)",
+                looked_in(&places, DEFAULT_GEOIP[0])
+            )
+        })
+}
+
 /// A node config file, as written. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -300,14 +370,14 @@ impl Settings {
             listen,
             admin,
             tls,
-            zones: flags
-                .zones
-                .or(file.zones)
-                .unwrap_or_else(|| PathBuf::from("zones")),
+            zones: match flags.zones.or(file.zones) {
+                Some(dir) => dir,
+                None => default_zones()?,
+            },
             geoip: match (flags.geoip, file.geoip) {
                 (flags, _) if !flags.is_empty() => flags,
                 (_, Some(file)) => file,
-                _ => DEFAULT_GEOIP.iter().map(PathBuf::from).collect(),
+                _ => default_geoip()?,
             },
             probe_source: flags.probe_source.or(file.probe_source),
             state_dir: flags.state_dir.or(file.state_dir),

@@ -66,18 +66,24 @@ pub fn locator(db: Option<&GeoDb>) -> &dyn Locator {
     }
 }
 
-/// Why a database could not be used.
+/// Why a database could not be used. The cause is part of the message and not also a
+/// `source`, so a report of the whole chain says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
-    #[error("GeoIP database {path}: cannot open: {source}")]
+    #[error("GeoIP database {}: cannot read it: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("GeoIP database {}: cannot open: {error}", path.display())]
     Open {
         path: PathBuf,
-        source: maxminddb::MaxMindDbError,
+        error: maxminddb::MaxMindDbError,
     },
-    #[error("GeoIP database {path}: failed verification: {source}")]
+    #[error("GeoIP database {}: failed verification: {error}", path.display())]
     Verify {
         path: PathBuf,
-        source: maxminddb::MaxMindDbError,
+        error: maxminddb::MaxMindDbError,
     },
     #[error("no GeoIP database given")]
     NoDatabase,
@@ -245,10 +251,10 @@ impl GeoDb {
 
     /// A database from bytes (tests build their own).
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<GeoDb, GeoError> {
-        let reader = maxminddb::Reader::from_source(Backing::Heap(bytes)).map_err(|source| {
+        let reader = maxminddb::Reader::from_source(Backing::Heap(bytes)).map_err(|error| {
             GeoError::Open {
                 path: PathBuf::from(name),
-                source,
+                error,
             }
         })?;
         Ok(GeoDb::from_sources(vec![Source {
@@ -410,11 +416,14 @@ fn map(file: &std::fs::File) -> Option<Backing> {
 }
 
 fn open_source(path: &Path) -> Result<Source, GeoError> {
-    let open_err = |source| GeoError::Open {
+    let open_err = |error| GeoError::Open {
         path: path.to_path_buf(),
-        source,
+        error,
     };
-    let bytes = std::fs::read(path).map_err(|e| open_err(maxminddb::MaxMindDbError::Io(e)))?;
+    let bytes = std::fs::read(path).map_err(|error| GeoError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
     // Serve from a private mapping, so only the pages lookups touch count towards the process's
     // memory; without memfd, from the heap.
     let file = memory_file(&bytes);
@@ -424,13 +433,13 @@ fn open_source(path: &Path) -> Result<Source, GeoError> {
     };
     // verify() reads every page: do it through a mapping that is dropped afterwards.
     let checked = maxminddb::Reader::from_source(backing()).map_err(open_err)?;
-    if let Err(source) = checked.verify() {
+    if let Err(error) = checked.verify() {
         // The ip-location-db files have an empty metadata description, which verify() rejects
         // although their data is sound (see geoip/README.md); anything else is fatal.
-        if !source.to_string().contains("description") {
+        if !error.to_string().contains("description") {
             return Err(GeoError::Verify {
                 path: path.to_path_buf(),
-                source,
+                error,
             });
         }
     }
@@ -566,11 +575,15 @@ mod tests {
             GeoDb::open(&[fixture("MaxMind-DB-test-broken-search-tree-24.mmdb")]),
             Err(GeoError::Verify { .. })
         ));
-        let missing = GeoDb::open(&[fixture("nope.mmdb")])
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(missing.contains("nope.mmdb"), "{missing}");
+        // Issue 18: the cause once, in the message; nothing repeats it as a source.
+        let missing = GeoDb::open(&[fixture("nope.mmdb")]).err().unwrap();
+        assert!(std::error::Error::source(&missing).is_none());
+        let text = format!("{:#}", anyhow::Error::from(missing));
+        assert!(
+            text.contains("nope.mmdb: cannot read it: No such file or directory"),
+            "{text}"
+        );
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
     }
 
     #[test]

@@ -32,9 +32,9 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Validate zone files and print every error; exit 1 if any.
     Check {
-        /// Directory of zone YAML files.
-        #[arg(default_value = "zones")]
-        dir: PathBuf,
+        /// Directory of zone YAML files [default: zones/ here, in the source repository, or
+        /// /etc/steerdns/zones].
+        dir: Option<PathBuf>,
     },
     /// Explain the answer a client gets: its location, the DCs in order and why. Reads the zones
     /// and GeoIP data directly (all endpoints taken as up); a running node explains with live
@@ -51,10 +51,10 @@ enum Command {
         /// Query type: A or AAAA (other types are answered from static records).
         #[arg(long = "type", default_value = "A")]
         qtype: String,
-        /// Directory of zone YAML files.
-        #[arg(long, default_value = "zones")]
-        zones: PathBuf,
-        /// GeoIP database(s) [default: the two shipped in geoip/].
+        /// Directory of zone YAML files [default: as for serve].
+        #[arg(long)]
+        zones: Option<PathBuf>,
+        /// GeoIP database(s) [default: the two shipped in geoip/, as for serve].
         #[arg(long = "geoip", value_name = "PATH")]
         geoip: Vec<PathBuf>,
     },
@@ -151,11 +151,13 @@ struct ServeArgs {
     /// [default: the system's roots].
     #[arg(long, value_name = "PATH")]
     peer_ca: Option<PathBuf>,
-    /// Directory of zone YAML files [default: zones].
+    /// Directory of zone YAML files [default: zones/ here, in the source repository, or
+    /// /etc/steerdns/zones].
     #[arg(long)]
     zones: Option<PathBuf>,
     /// GeoIP database (MaxMind format); repeat to stack several, first match wins
-    /// [default: the two shipped in geoip/].
+    /// [default: the two shipped in geoip/, found here, in the source repository, or in
+    /// /usr/share/steerdns/geoip].
     #[arg(long = "geoip", value_name = "PATH")]
     geoip: Vec<PathBuf>,
     /// Local address to send health probes from.
@@ -229,7 +231,19 @@ fn main() -> ExitCode {
         .command
         .unwrap_or_else(|| Command::Serve(Box::default()));
     let result = match command {
-        Command::Check { dir } => return check(&dir),
+        Command::Check { dir } => {
+            let dir = match dir {
+                Some(dir) => dir,
+                None => match steerdns::config::default_zones() {
+                    Ok(dir) => dir,
+                    Err(e) => {
+                        eprintln!("steerdns: {e:#}");
+                        return ExitCode::from(1);
+                    }
+                },
+            };
+            return check(&dir);
+        }
         Command::Explain {
             name,
             client,
@@ -237,7 +251,7 @@ fn main() -> ExitCode {
             qtype,
             zones,
             geoip,
-        } => explain(&name, client, subnet, &qtype, &zones, geoip).map(|t| println!("{t}")),
+        } => explain(&name, client, subnet, &qtype, zones, geoip).map(|t| println!("{t}")),
         Command::Serve(args) => serve(*args),
         Command::Status(a) => admin_call(&a, "GET", "/api/v1/state", None).map(|v| {
             if a.json {
@@ -471,18 +485,19 @@ fn explain(
     client: IpAddr,
     subnet: Option<ipnet::IpNet>,
     qtype: &str,
-    zones: &Path,
+    zones: Option<PathBuf>,
     geoip: Vec<PathBuf>,
 ) -> anyhow::Result<String> {
     use steerdns::answer::{self, AllUp, Client, QType};
     use steerdns::model::{Name, RecordType};
-    let zones = zone_file::load_dir(zones)
+    let zones = match zones {
+        Some(dir) => dir,
+        None => steerdns::config::default_zones()?,
+    };
+    let zones = zone_file::load_dir(&zones)
         .with_context(|| format!("loading zones from {}", zones.display()))?;
     let paths = if geoip.is_empty() {
-        steerdns::config::DEFAULT_GEOIP
-            .iter()
-            .map(PathBuf::from)
-            .collect()
+        steerdns::config::default_geoip()?
     } else {
         geoip
     };

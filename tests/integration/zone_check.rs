@@ -148,10 +148,13 @@ fn check_accepts_the_shipped_zones() {
 fn serve_refuses_to_start_on_a_broken_zone() {
     let dir = dir_with("bad_address.yaml");
     let ready = dir.path().join("ready.json");
+    let geoip = manifest_path("tests/fixtures/geoip/GeoIP2-City-Test.mmdb");
     let run = run_steerdns(
         dir.path(),
         &[
             OsStr::new("serve"),
+            OsStr::new("--geoip"),
+            geoip.as_os_str(),
             OsStr::new("--zones"),
             dir.path().as_os_str(),
             OsStr::new("--listen"),
@@ -225,4 +228,104 @@ fn a_zone_without_an_soa_block_serves_the_documented_one() {
     let reply = query_udp(server.addr, &query("nope.api.example.com", RecordType::A));
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(reply.authorities.len(), 1);
+}
+
+/// Issue 18: `serve` (and `check`) started outside a checkout with no paths given says, once,
+/// where it looked and which flag sets the path; given the paths, it serves from anywhere.
+#[test]
+fn serve_from_another_directory_names_where_it_looked_and_the_flag() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let ports = [
+        os("--listen"),
+        os("127.0.0.1:0"),
+        os("--admin"),
+        os("127.0.0.1:0"),
+    ];
+    let run_in = |args: &[std::ffi::OsString]| {
+        let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        run_steerdns(dir.path(), &args)
+    };
+    let mut serve = vec![os("serve")];
+    serve.extend(ports.iter().cloned());
+    for (args, want) in [
+        (
+            serve.clone(),
+            "steerdns: no zone directory given, and none at ./zones or /etc/steerdns/zones: give one with --zones DIR (or zones: in the node file)",
+        ),
+        (
+            vec![os("check")],
+            "steerdns: no zone directory given, and none at ./zones or /etc/steerdns/zones: give one with --zones DIR (or zones: in the node file)",
+        ),
+        (
+            [
+                serve.clone(),
+                vec![os("--zones"), manifest_path("zones").into_os_string()],
+            ]
+            .concat(),
+            "steerdns: no GeoIP database given, and none at ./geoip/dbip-city-lite-coarse-ipv4.mmdb or /usr/share/steerdns/geoip/dbip-city-lite-coarse-ipv4.mmdb: give one with --geoip FILE (or geoip: in the node file)",
+        ),
+        (
+            [
+                serve.clone(),
+                vec![
+                    os("--zones"),
+                    os("/nonexistent/zones"),
+                    os("--geoip"),
+                    manifest_path("tests/fixtures/geoip/GeoIP2-City-Test.mmdb").into_os_string(),
+                ],
+            ]
+            .concat(),
+            "steerdns: loading zones (the directory is set with --zones DIR or zones: in the node file): /nonexistent/zones: cannot read zone directory: No such file or directory (os error 2)",
+        ),
+        (
+            [
+                serve.clone(),
+                vec![
+                    os("--zones"),
+                    manifest_path("zones").into_os_string(),
+                    os("--geoip"),
+                    os("/nonexistent.mmdb"),
+                ],
+            ]
+            .concat(),
+            "steerdns: loading GeoIP data (set with --geoip FILE or geoip: in the node file): GeoIP database /nonexistent.mmdb: cannot read it: No such file or directory (os error 2)",
+        ),
+    ] {
+        let run = run_in(&args);
+        assert_eq!(run.code(), Some(1), "{args:?}: {run:?}");
+        assert_eq!(
+            run.stderr.trim_end().lines().last(),
+            Some(want),
+            "{args:?}: {run:?}"
+        );
+    }
+    // Given both paths, it serves from here.
+    let ready = dir.path().join("ready.json");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_steerdns"));
+    cmd.current_dir(dir.path())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--zones",
+        ])
+        .arg(manifest_path("zones"))
+        .arg("--geoip")
+        .arg(manifest_path("tests/fixtures/geoip/GeoIP2-City-Test.mmdb"))
+        .arg("--ready-file")
+        .arg(&ready);
+    let (mut child, dns, _) = spawn_serve(
+        cmd,
+        &ready,
+        &dir.path().join("log"),
+        std::time::Duration::from_secs(20),
+        "serve with paths from a temp dir",
+    );
+    let reply = query_udp(dns, &query("api.example.com", RecordType::SOA));
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    let _ = child.kill();
+    let _ = child.wait();
 }
