@@ -1,10 +1,10 @@
 //! Helpers for the multi-region tests (`regions`): a block of loopback addresses per test,
-//! clusters of real nodes, HTTP backends that can refuse chosen sources, fake peers, and polling
-//! with deadlines.
+//! clusters of real nodes, HTTP backends that can refuse chosen sources, hang, or fail one probe
+//! per node, fake peers, and polling with deadlines.
 
 #![allow(dead_code)] // Not every test module uses every helper.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -270,15 +270,33 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &StubShared
 
 // ---- Data center backends -------------------------------------------------------------------
 
+/// How a broken backend treats a probe that reaches it (a closed port is `Backend::down`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answers `500`.
+    Status500,
+    /// Reads the request and never answers: the probe times out.
+    Hang,
+}
+
+/// How long a backend holds a hung connection at most (longer than any check's timeout here).
+const HOLD_LIMIT: Duration = Duration::from_secs(10);
+/// How long a connection of a single hung probe (`Backend::fail_next_probe`) is held.
+const HOLD_ONCE: Duration = Duration::from_secs(2);
+
 #[derive(Default)]
 struct BackendState {
-    error: bool,
+    /// How every probe fails while the backend is broken (`None`: healthy).
+    fault: Option<Fault>,
     refused: HashSet<IpAddr>,
+    /// The next probe from each of these sources fails this way, once.
+    fail_next: HashMap<IpAddr, Fault>,
 }
 
 /// The health endpoint of one data center: 200 when up, 500 when failing, a closed port when
-/// down; and it can refuse one region's probes (it closes connections from those source
-/// addresses without answering), which breaks that region's path alone.
+/// down, silence when hung; it can fail just the next probe of chosen regions; and it can refuse
+/// one region's probes (it closes connections from those source addresses without answering),
+/// which breaks that region's path alone.
 pub struct Backend {
     pub name: String,
     stub: HttpStub,
@@ -290,13 +308,30 @@ impl Backend {
         let state = Arc::new(Mutex::new(BackendState::default()));
         let s = state.clone();
         let stub = HttpStub::start(addr, move |req| {
-            let st = s.lock().unwrap_or_else(|e| e.into_inner());
-            if st.refused.contains(&req.peer.ip()) {
-                None
-            } else if st.error {
-                Some(StubResponse::new(500, "failing\n"))
-            } else {
-                Some(StubResponse::new(200, "ok\n"))
+            let lock = || s.lock().unwrap_or_else(|e| e.into_inner());
+            let (fault, once) = {
+                let mut st = lock();
+                if st.refused.contains(&req.peer.ip()) {
+                    return None;
+                }
+                match st.fail_next.remove(&req.peer.ip()) {
+                    Some(f) => (Some(f), true),
+                    None => (st.fault, false),
+                }
+            };
+            match fault {
+                None => Some(StubResponse::new(200, "ok\n")),
+                Some(Fault::Status500) => Some(StubResponse::new(500, "failing\n")),
+                Some(Fault::Hang) => {
+                    // Silent until the test mends the backend (or, for a single hung probe, for
+                    // longer than the probe waits); then the connection closes unanswered.
+                    let held = Instant::now();
+                    let limit = if once { HOLD_ONCE } else { HOLD_LIMIT };
+                    while held.elapsed() < limit && (once || lock().fault == Some(Fault::Hang)) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    None
+                }
             }
         })?;
         Ok(Backend {
@@ -314,21 +349,42 @@ impl Backend {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Healthy: port open, 200.
+    /// Healthy: port open, 200 (hung connections let go unanswered).
     pub fn up(&self) {
-        self.state().error = false;
+        self.state().fault = None;
         self.stub.set_listening(true);
     }
 
     /// Dead: the port is closed (connections are refused).
     pub fn down(&self) {
+        self.state().fault = None;
         self.stub.set_listening(false);
     }
 
     /// Failing: answers 500.
     pub fn fail(&self) {
-        self.state().error = true;
+        self.state().fault = Some(Fault::Status500);
         self.stub.set_listening(true);
+    }
+
+    /// Hung: accepts connections and reads the requests, never answers.
+    pub fn hang(&self) {
+        self.state().fault = Some(Fault::Hang);
+        self.stub.set_listening(true);
+    }
+
+    /// The next probe from each of `sources` (nodes' probe source addresses) fails with
+    /// `fault`, and only that one: the probes after it find the backend as it was.
+    pub fn fail_next_probe(&self, sources: &[IpAddr], fault: Fault) {
+        let mut st = self.state();
+        for s in sources {
+            st.fail_next.insert(*s, fault);
+        }
+    }
+
+    /// How many of the sources given to `fail_next_probe` have not sent their probe yet.
+    pub fn failures_pending(&self) -> usize {
+        self.state().fail_next.len()
     }
 
     /// Breaks the path from `source` (a node's probe source address).
