@@ -14,6 +14,9 @@
 //!   `ops_support`).
 //! - `faults`: faults one after another under a steady load, no query lost (issue 8);
 //! - `regions`: three nodes as regions sharing health, drains and authentication (issue 5).
+//! - `failover_timing`: three nodes with default-like timing: how fast a refused, failing or
+//!   hung DC leaves every node's answers and comes back, a drain takes effect, and that one
+//!   failed probe withdraws nothing (issue 13; helpers in `regions_support`).
 //! - `abuse`: response rate limiting and the TCP limits (issue 8; helpers in `abuse_support`).
 //! - `listen`: several DNS listen addresses, IPv4 and IPv6, and one that cannot be bound
 //!   (issue 12);
@@ -28,6 +31,7 @@ mod abuse;
 mod abuse_support;
 mod answers;
 mod edns;
+mod failover_timing;
 mod faults;
 mod geo;
 mod header;

@@ -1,10 +1,11 @@
-//! Helpers for the multi-region tests (`regions`): a block of loopback addresses per test,
-//! clusters of real nodes, HTTP backends that can refuse chosen sources, fake peers, and polling
-//! with deadlines.
+//! Helpers for the multi-region tests (`regions`, `failover_timing`): a block of loopback
+//! addresses per test, clusters of real nodes, HTTP backends that can refuse chosen sources,
+//! hang, or fail one probe per node, fake peers, polling with deadlines, and the failover timing
+//! runs that the `convergence` bench shares.
 
 #![allow(dead_code)] // Not every test module uses every helper.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -270,15 +271,33 @@ fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &StubShared
 
 // ---- Data center backends -------------------------------------------------------------------
 
+/// How a broken backend treats a probe that reaches it (a closed port is `Backend::down`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answers `500`.
+    Status500,
+    /// Reads the request and never answers: the probe times out.
+    Hang,
+}
+
+/// How long a backend holds a hung connection at most (longer than any check's timeout here).
+const HOLD_LIMIT: Duration = Duration::from_secs(10);
+/// How long a connection of a single hung probe (`Backend::fail_next_probe`) is held.
+const HOLD_ONCE: Duration = Duration::from_secs(2);
+
 #[derive(Default)]
 struct BackendState {
-    error: bool,
+    /// How every probe fails while the backend is broken (`None`: healthy).
+    fault: Option<Fault>,
     refused: HashSet<IpAddr>,
+    /// The next probe from each of these sources fails this way, once.
+    fail_next: HashMap<IpAddr, Fault>,
 }
 
 /// The health endpoint of one data center: 200 when up, 500 when failing, a closed port when
-/// down; and it can refuse one region's probes (it closes connections from those source
-/// addresses without answering), which breaks that region's path alone.
+/// down, silence when hung; it can fail just the next probe of chosen regions; and it can refuse
+/// one region's probes (it closes connections from those source addresses without answering),
+/// which breaks that region's path alone.
 pub struct Backend {
     pub name: String,
     stub: HttpStub,
@@ -290,13 +309,30 @@ impl Backend {
         let state = Arc::new(Mutex::new(BackendState::default()));
         let s = state.clone();
         let stub = HttpStub::start(addr, move |req| {
-            let st = s.lock().unwrap_or_else(|e| e.into_inner());
-            if st.refused.contains(&req.peer.ip()) {
-                None
-            } else if st.error {
-                Some(StubResponse::new(500, "failing\n"))
-            } else {
-                Some(StubResponse::new(200, "ok\n"))
+            let lock = || s.lock().unwrap_or_else(|e| e.into_inner());
+            let (fault, once) = {
+                let mut st = lock();
+                if st.refused.contains(&req.peer.ip()) {
+                    return None;
+                }
+                match st.fail_next.remove(&req.peer.ip()) {
+                    Some(f) => (Some(f), true),
+                    None => (st.fault, false),
+                }
+            };
+            match fault {
+                None => Some(StubResponse::new(200, "ok\n")),
+                Some(Fault::Status500) => Some(StubResponse::new(500, "failing\n")),
+                Some(Fault::Hang) => {
+                    // Silent until the test mends the backend (or, for a single hung probe, for
+                    // longer than the probe waits); then the connection closes unanswered.
+                    let held = Instant::now();
+                    let limit = if once { HOLD_ONCE } else { HOLD_LIMIT };
+                    while held.elapsed() < limit && (once || lock().fault == Some(Fault::Hang)) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    None
+                }
             }
         })?;
         Ok(Backend {
@@ -314,21 +350,42 @@ impl Backend {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Healthy: port open, 200.
+    /// Healthy: port open, 200 (hung connections let go unanswered).
     pub fn up(&self) {
-        self.state().error = false;
+        self.state().fault = None;
         self.stub.set_listening(true);
     }
 
     /// Dead: the port is closed (connections are refused).
     pub fn down(&self) {
+        self.state().fault = None;
         self.stub.set_listening(false);
     }
 
     /// Failing: answers 500.
     pub fn fail(&self) {
-        self.state().error = true;
+        self.state().fault = Some(Fault::Status500);
         self.stub.set_listening(true);
+    }
+
+    /// Hung: accepts connections and reads the requests, never answers.
+    pub fn hang(&self) {
+        self.state().fault = Some(Fault::Hang);
+        self.stub.set_listening(true);
+    }
+
+    /// The next probe from each of `sources` (nodes' probe source addresses) fails with
+    /// `fault`, and only that one: the probes after it find the backend as it was.
+    pub fn fail_next_probe(&self, sources: &[IpAddr], fault: Fault) {
+        let mut st = self.state();
+        for s in sources {
+            st.fail_next.insert(*s, fault);
+        }
+    }
+
+    /// How many of the sources given to `fail_next_probe` have not sent their probe yet.
+    pub fn failures_pending(&self) -> usize {
+        self.state().fail_next.len()
     }
 
     /// Breaks the path from `source` (a node's probe source address).
@@ -629,6 +686,12 @@ impl RegionNode {
             .unwrap_or_else(|e| panic!("metrics of node {}: {e}", self.id));
         assert_eq!(r.status, 200, "metrics of node {}: {}", self.id, r.text());
         r.text()
+    }
+
+    /// The addresses of this node's answer for `SERVICE` (type A), sorted; none for an answer
+    /// without records or an error.
+    pub fn addresses(&self) -> Vec<String> {
+        addresses(&query_udp(self.dns, &query(SERVICE, RecordType::A)))
     }
 
     /// This node's answer for `SERVICE` (type A), as the data centers it names: "dc1", or
@@ -965,4 +1028,260 @@ fn start_backends(block: Block) -> Vec<Backend> {
         }
     }
     panic!("no port free on all three backend addresses");
+}
+
+// ---- Failover timing (issue 13) -------------------------------------------------------------
+//
+// Three nodes with the settings of issue 13 (the defaults but for fall 2 and a 5 s stale_after):
+// how long a broken DC takes to leave the answers of every node and to come back, and a drain to
+// take effect everywhere. Shared by the `failover_timing` tests and the `convergence` bench.
+
+/// The check's interval in a timing run, and its exchange interval: the period of every timer a
+/// failure can fall between.
+pub const TIMING_INTERVAL: Duration = Duration::from_secs(1);
+/// The check's fast_interval (its default, interval / 5) and rise.
+pub const TIMING_FAST_INTERVAL: Duration = Duration::from_millis(200);
+pub const TIMING_RISE: u32 = 2;
+/// How often a timing run asks every node's DNS.
+pub const TIMING_POLL: Duration = Duration::from_millis(10);
+/// Give up on one measurement after this long (a regression, not a result).
+const TIMING_GIVE_UP: Duration = Duration::from_secs(15);
+/// The settings of a timing run, as the bench and the tests print them.
+pub const TIMING_SETTINGS: &str = "3 nodes on loopback; check interval 1 s, fast_interval 200 ms, \
+    timeout 800 ms, fall 2, rise 2; exchange 1 s, stale after 5 s, quorum majority; failover \
+    dc1 > dc2 > dc3; DNS of every node polled every 10 ms";
+
+/// The zone of a timing run: interval 1 s (fast_interval 200 ms by default), timeout 800 ms,
+/// fall 2, rise 2.
+pub fn timing_zone() -> String {
+    regions_zone("1s", "800ms", 2, 2)
+}
+
+/// The cluster of a timing run: exchange every 1 s, stale after 5 s, majority quorum.
+pub fn timing_opts() -> ClusterOpts {
+    ClusterOpts {
+        exchange_interval: TIMING_INTERVAL,
+        stale_after: Duration::from_secs(5),
+        quorum: "majority".into(),
+        ..ClusterOpts::default()
+    }
+}
+
+/// How a DC's backend breaks in a timing run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Its port closes: connections are refused.
+    Refused,
+    /// It answers `500`.
+    Status500,
+    /// It accepts and never answers: every probe waits for its timeout.
+    Hung,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 3] = [Failure::Refused, Failure::Status500, Failure::Hung];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::Refused => "refused",
+            Failure::Status500 => "HTTP 500",
+            Failure::Hung => "hung",
+        }
+    }
+
+    fn apply(self, backend: &Backend) {
+        match self {
+            Failure::Refused => backend.down(),
+            Failure::Status500 => backend.fail(),
+            Failure::Hung => backend.hang(),
+        }
+    }
+}
+
+/// One failure of dc1 measured on every node: from the break until every node answers dc2 alone,
+/// and from the repair until every node answers dc1 alone again.
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverTimes {
+    pub withdrawn: Duration,
+    pub restored: Duration,
+}
+
+/// One drain of dc1, issued on the first node: until every node answers dc2 alone, and from the
+/// undrain until every node answers dc1 alone again.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainTimes {
+    pub in_effect: Duration,
+    pub lifted: Duration,
+}
+
+impl TestCluster {
+    /// Ok if every node answers `SERVICE` with `dc`'s address and nothing else, else what each
+    /// answers.
+    pub fn all_answer_address(&self, dc: &str) -> Result<(), String> {
+        let d = DCS
+            .iter()
+            .position(|x| *x == dc)
+            .unwrap_or_else(|| panic!("no data center {dc}"));
+        let want = vec![self.block.backend_ip(d + 1).to_string()];
+        let got: Vec<Vec<String>> = self.nodes.iter().map(|n| n.addresses()).collect();
+        if got.iter().all(|g| *g == want) {
+            return Ok(());
+        }
+        Err(self
+            .nodes
+            .iter()
+            .zip(&got)
+            .map(|(n, g)| format!("{}={g:?}", n.id))
+            .collect::<Vec<_>>()
+            .join(" ")
+            + &format!(" (want {want:?}, {dc}'s address alone)"))
+    }
+
+    /// Ok once every node votes `dc`'s endpoint up (or down) itself and counts a fresh vote of
+    /// every node, all the same way: nothing about `dc` is in transition anywhere.
+    pub fn settled(&self, dc: &str, up: bool) -> Result<(), String> {
+        let (local, down_votes) = if up {
+            ("up", 0)
+        } else {
+            ("down", self.nodes.len())
+        };
+        for n in &self.nodes {
+            let st = n.state();
+            let ep = endpoint_state(&st, dc);
+            if ep["local"] != local
+                || ep["down_votes"] != down_votes
+                || ep["counted_votes"] != self.nodes.len()
+            {
+                return Err(format!("{}: {dc} {ep}", n.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// From `start` until every node answers `dc`'s address alone, asking every `TIMING_POLL`.
+    pub fn time_until_all_answer(&self, start: Instant, dc: &str, what: &str) -> Duration {
+        loop {
+            let last = match self.all_answer_address(dc) {
+                Ok(()) => return start.elapsed(),
+                Err(e) => e,
+            };
+            assert!(
+                start.elapsed() < TIMING_GIVE_UP,
+                "{what}: not after {TIMING_GIVE_UP:?}; last seen {last}"
+            );
+            std::thread::sleep(TIMING_POLL);
+        }
+    }
+
+    /// Breaks dc1's backend as `failure` says and repairs it, timing both on every node. Each
+    /// starts with dc1 settled everywhere and at a random point of the interval, so that where
+    /// the probe and exchange timers happen to be differs from run to run.
+    pub fn time_failover(&self, failure: Failure) -> FailoverTimes {
+        let dc1 = self.dc("dc1");
+        let deadline = Instant::now() + TIMING_GIVE_UP;
+        wait_until(deadline, "dc1 is settled up everywhere", || {
+            self.settled("dc1", true)
+        });
+        if let Err(e) = self.all_answer_address("dc1") {
+            panic!("before dc1 breaks ({}): {e}", failure.label());
+        }
+        random_phase();
+        let broke = Instant::now();
+        failure.apply(dc1);
+        let withdrawn = self.time_until_all_answer(
+            broke,
+            "dc2",
+            &format!("dc1 ({}) is withdrawn on every node", failure.label()),
+        );
+
+        let deadline = Instant::now() + TIMING_GIVE_UP;
+        wait_until(deadline, "dc1 is settled down everywhere", || {
+            self.settled("dc1", false)
+        });
+        if let Err(e) = self.all_answer_address("dc2") {
+            panic!(
+                "dc1 ({}) came back while still broken: {e}",
+                failure.label()
+            );
+        }
+        random_phase();
+        let repaired = Instant::now();
+        dc1.up();
+        let restored = self.time_until_all_answer(
+            repaired,
+            "dc1",
+            &format!("dc1 ({}) is restored on every node", failure.label()),
+        );
+        FailoverTimes {
+            withdrawn,
+            restored,
+        }
+    }
+
+    /// Drains dc1 on the first node and undrains it, timing both on every node (each at a
+    /// random point of the interval).
+    pub fn time_drain(&self) -> DrainTimes {
+        let admin = self.node(0).admin;
+        let deadline = Instant::now() + TIMING_GIVE_UP;
+        wait_until(deadline, "dc1 is settled up everywhere", || {
+            self.settled("dc1", true)
+        });
+        if let Err(e) = self.all_answer_address("dc1") {
+            panic!("before the drain: {e}");
+        }
+        random_phase();
+        let issued = Instant::now();
+        let (status, body) = post_json(
+            admin,
+            "/api/v1/drain",
+            &serde_json::json!({ "dc": "dc1", "reason": "timing" }),
+        );
+        assert_eq!(status, 200, "drain: {body}");
+        let in_effect =
+            self.time_until_all_answer(issued, "dc2", "the drain is in effect everywhere");
+
+        random_phase();
+        let issued = Instant::now();
+        let (status, body) = post_json(
+            admin,
+            "/api/v1/undrain",
+            &serde_json::json!({ "dc": "dc1" }),
+        );
+        assert_eq!(status, 200, "undrain: {body}");
+        let lifted = self.time_until_all_answer(issued, "dc1", "the drain is lifted everywhere");
+        DrainTimes { in_effect, lifted }
+    }
+}
+
+/// Sleeps a random part of `TIMING_INTERVAL`. Each wait before a measurement ends right after
+/// some node's probe or exchange; starting at once would lock every run to the same phase of the
+/// nodes' timers and measure one case five times.
+fn random_phase() {
+    std::thread::sleep(TIMING_INTERVAL.mul_f64(rand::random::<f64>()));
+}
+
+/// The median of a few measurements (the upper one of an even count).
+pub fn median(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+/// The longest of a few measurements.
+pub fn longest(times: &[Duration]) -> Duration {
+    times.iter().copied().max().unwrap_or_default()
+}
+
+/// One row of timings: `what  median X s  max Y s  runs (s): a, b, c`.
+pub fn timing_row(what: &str, times: &[Duration]) -> String {
+    let runs: Vec<String> = times
+        .iter()
+        .map(|t| format!("{:.2}", t.as_secs_f64()))
+        .collect();
+    format!(
+        "{what:<46} median {:>5.2} s   max {:>5.2} s   runs (s): {}",
+        median(times).as_secs_f64(),
+        longest(times).as_secs_f64(),
+        runs.join(", ")
+    )
 }
