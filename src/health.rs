@@ -171,6 +171,14 @@ impl EndpointState {
         }
     }
 
+    /// Whether a probe that is slow to answer should be confirmed by a second one started
+    /// before it ends: while the endpoint is settled Up and `fall` needs more than one failure.
+    /// A hung backend then reaches `fall` half a timeout after its first probe times out rather
+    /// than a whole one; a healthy backend is never slow, so its probe load does not change.
+    pub fn confirms_early(&self) -> bool {
+        self.status == Status::Up && self.fall > 1 && !self.in_transition()
+    }
+
     /// Feeds one probe result in; returns the transition when the status changed.
     pub fn record(&mut self, result: &ProbeResult, now: Instant) -> Option<Transition> {
         self.confirmed = true;
@@ -470,6 +478,14 @@ impl HealthTable {
             self.ready = true;
         }
         Reconciled { added, removed }
+    }
+
+    /// Whether a slow probe of `target` should be confirmed early (see
+    /// `EndpointState::confirms_early`); false for a target not in the table.
+    pub fn confirms_early(&self, target: &ProbeTarget) -> bool {
+        self.endpoints
+            .get(target)
+            .is_some_and(EndpointState::confirms_early)
     }
 
     /// Feeds one probe result of `target` in. A result for a target no longer in the table (a

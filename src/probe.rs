@@ -472,17 +472,52 @@ impl Prober {
         // with no drift (as a tokio interval would).
         let mut next = Instant::now() + self.first_delay;
         debug!(target = %self.target, first_in = ?self.first_delay, "prober started");
+        let check = self.target.check.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(next) => {}
             }
-            // Awaited before the next start, so at most one probe per target is in flight.
-            let result = tokio::select! {
+            let started = Instant::now();
+            let mut probe = std::pin::pin!(self.shared.probe(&self.target));
+            // A probe of a settled Up endpoint still running after half its timeout is likely
+            // to fail: a second, confirming probe starts then, beside it, so that `fall` is
+            // reached half a timeout sooner (a hung backend). A healthy backend answers well
+            // within that, so its probe load does not change; at most two are ever in flight.
+            let early = lock(&self.shared.table).confirms_early(&self.target);
+            let suspect_at = started + check.timeout / 2;
+            let first = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                r = self.shared.probe(&self.target) => r,
+                r = &mut probe => Some(r),
+                _ = tokio::time::sleep_until(suspect_at), if early => None,
+            };
+            let (result, scheduled_from) = match first {
+                Some(result) => (result, next),
+                None => {
+                    let confirming = tokio::spawn({
+                        let (shared, target) = (self.shared.clone(), self.target.clone());
+                        async move { shared.probe(&target).await }
+                    });
+                    let abort = confirming.abort_handle();
+                    let first = tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => { abort.abort(); break }
+                        r = &mut probe => r,
+                    };
+                    self.shared.record(&self.target, &first);
+                    let second = tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => { abort.abort(); break }
+                        r = confirming => r,
+                    };
+                    match second {
+                        Ok(result) => (result, suspect_at),
+                        // It cannot panic; an aborted task only happens on shutdown.
+                        Err(_) => break,
+                    }
+                }
             };
             if shutdown.is_cancelled() {
                 // Removed while probing: the table may already hold a new state for an equal
@@ -492,7 +527,7 @@ impl Prober {
             let delay = self.shared.record(&self.target, &result);
             // A probe that outlasted the delay (a timeout longer than the fast interval) is
             // followed at once; missed starts are not made up for.
-            next = (next + delay).max(Instant::now());
+            next = (scheduled_from + delay).max(Instant::now());
         }
         debug!(target = %self.target, "prober stopped");
     }
@@ -1059,6 +1094,8 @@ mod tests {
         Refused,
         /// No answer: a timeout after the check's timeout.
         Hung,
+        /// A success after 500 ms: slow, past half the timeout, but healthy.
+        Slow,
     }
 
     /// A backend of stand-in probes that logs when each probe started and how it was answered.
@@ -1096,6 +1133,10 @@ mod tests {
                 Fake::Hung => {
                     tokio::time::sleep(timeout).await;
                     ProbeResult::timeout(timeout)
+                }
+                Fake::Slow => {
+                    tokio::time::sleep(ms(500)).await;
+                    ProbeResult::success(ms(500))
                 }
             }
         }
@@ -1215,9 +1256,10 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_hung_backend_is_probed_again_as_soon_as_its_probe_times_out() {
-        // The timeout (800 ms) outlasts the fast interval (200 ms): the next probe starts when
-        // the last one gives up, never while it runs.
+    async fn a_hung_backend_is_confirmed_by_a_second_probe_started_at_half_the_timeout() {
+        // The first hung probe is still running at half its timeout (400 ms): a confirming
+        // probe starts beside it, so the second timeout comes 400 ms after the first rather than
+        // 800 ms (issue 13: a hung DC withdrawn within 2 s on a majority of three nodes).
         let target = issue_13_target();
         let (fake, _monitor, view) = started(&target).await;
         tokio::time::sleep(ms(1700)).await;
@@ -1227,15 +1269,35 @@ mod tests {
         let (_, down_at) = status_since(&view, &target);
         assert_eq!(
             down_at - first_failure,
-            ms(800 + 800),
-            "two timeouts back to back"
+            ms(400 + 800),
+            "the confirming probe's timeout"
         );
-        assert_eq!(fake.gaps_from(first_failure), [ms(800)]);
-        // Then every interval: a timed-out probe does not push the schedule back.
+        assert_eq!(fake.gaps_from(first_failure), [ms(400)]);
+        // Down and settled: one probe at a time, every interval from the confirming one.
         tokio::time::sleep(ms(3000)).await;
         assert_eq!(
             fake.gaps_from(first_failure),
-            [ms(800), ms(1000), ms(1000), ms(1000)]
+            [ms(400), ms(1000), ms(1000), ms(1000)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_but_healthy_backend_costs_one_confirming_probe_and_stays_up() {
+        let target = issue_13_target();
+        let (fake, monitor, view) = started(&target).await;
+        tokio::time::sleep(ms(1500)).await;
+        fake.set(Fake::Slow);
+        run_until(ms(1100), || fake.first(Fake::Slow).is_some()).await;
+        let slow = fake.first(Fake::Slow).expect("a slow probe");
+        tokio::time::sleep(ms(600)).await;
+        fake.set(Fake::Up);
+        tokio::time::sleep(ms(3000)).await;
+        assert_eq!(status_since(&view, &target).0, Status::Up);
+        assert_eq!(monitor.stats().endpoints[0].transitions, 0, "no flap");
+        // The slow probe, a confirming one 400 ms in, then the interval from that one.
+        assert_eq!(
+            fake.gaps_from(slow),
+            [ms(400), ms(1000), ms(1000), ms(1000)]
         );
     }
 
