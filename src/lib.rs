@@ -22,6 +22,7 @@
 //! - `status`: the state document and the HTML status page;
 //! - `metrics`: every metric name and label;
 //! - `events`: the last 100 health changes, drains, reloads and peer events;
+//! - `clock`: wall-clock time in Unix milliseconds, as nodes stamp and compare it (a leaf);
 //! - `demo`: the three-region demo on loopback;
 //! - `app`: wiring, signals, reloads, task lifecycle;
 //! - `fuzzing` (hidden): the properties the fuzz targets and their regression test check.
@@ -40,6 +41,7 @@ pub mod admin;
 pub mod answer;
 pub mod app;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod dns;

@@ -630,7 +630,7 @@ impl Metrics {
                     .set(v.age_ms as f64 / 1000.0);
             }
         }
-        let now = crate::peers::now_ms();
+        let now = crate::clock::now_ms();
         self.peer_age.clear();
         self.peer_failures.clear();
         for p in cluster.peers() {

@@ -26,6 +26,7 @@ use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::clock::now_ms;
 use crate::drain::{Drain, DrainSet};
 use crate::merge::{self, EffectiveHealth, EndpointKey, MergeSettings, Report, Vote};
 use crate::probe::{SharedHealthView, chain};
@@ -312,14 +313,6 @@ pub struct Cluster {
     held: tokio::sync::Semaphore,
     /// Cancelled when `run` stops, so held long-polls answer at once.
     stopping: CancellationToken,
-}
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Cluster {
