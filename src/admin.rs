@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Client, QType};
 
+use crate::cluster::{self, Cluster, DrainRequest, RequestHeaders};
 use crate::model::{Name, RecordType};
-use crate::peers::{self, Cluster, DrainRequest};
 use crate::state::Snapshots;
 
 /// The largest request body accepted.
@@ -81,7 +81,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/live", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
-        .route(peers::EXCHANGE_PATH, get(exchange))
+        .route(cluster::EXCHANGE_PATH, get(exchange))
         .merge(reads)
         .merge(changes)
         // Every request body here is a small JSON object: refuse anything larger (413).
@@ -331,7 +331,7 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Respo
 fn decision(
     state: &AdminState,
     key: &str,
-    result: Result<crate::drain::Drain, peers::DrainRefused>,
+    result: Result<crate::drain::Drain, cluster::DrainRefused>,
 ) -> Response {
     match result {
         Ok(d) => axum::Json(json!({ "ok": true, key: d })).into_response(),
@@ -376,16 +376,10 @@ async fn undrain(State(state): State<Shared>, body: axum::body::Bytes) -> Respon
 }
 
 async fn exchange(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let nonce = h(peers::H_NONCE);
-    let hold = h(peers::H_HOLD);
-    if let Err(e) = state.cluster.authenticate(
-        h(peers::H_NODE),
-        h(peers::H_TIME),
-        nonce,
-        h(peers::H_SIGNATURE),
-        hold,
-    ) {
+    let request = RequestHeaders::read(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+    let nonce = request.nonce;
+    let hold = request.hold;
+    if let Err(e) = state.cluster.authenticate(&request) {
         return (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({ "error": e.to_string() })),
@@ -393,7 +387,7 @@ async fn exchange(State(state): State<Shared>, headers: HeaderMap) -> Response {
             .into_response();
     }
     // A long-poll, signed: answer once something changed, or when the hold runs out.
-    if let Some(hold) = hold.and_then(peers::Hold::parse) {
+    if let Some(hold) = hold.and_then(cluster::Hold::parse) {
         state.cluster.hold(hold).await;
     }
     let body = match serde_json::to_vec(&state.cluster.exchange_message()) {
@@ -409,7 +403,7 @@ async fn exchange(State(state): State<Shared>, headers: HeaderMap) -> Response {
                 header::CONTENT_TYPE.as_str(),
                 "application/json".to_string(),
             ),
-            (peers::H_SIGNATURE, sig),
+            (cluster::auth::H_SIGNATURE, sig),
         ],
         body,
     )

@@ -584,7 +584,7 @@ impl Metrics {
     pub fn observe_cluster(
         &self,
         snapshots: &crate::state::Snapshots,
-        cluster: &crate::peers::Cluster,
+        cluster: &crate::cluster::Cluster,
     ) {
         let zones = snapshots.zones.load();
         let health = snapshots.health.load();

@@ -20,11 +20,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+
+pub mod auth;
+
+pub use auth::{AuthError, EXCHANGE_PATH, Hold, MAX_HOLD, RequestHeaders};
+use auth::{NonceCache, request_headers, response_signature, verify, verify_request};
 
 use crate::clock::now_ms;
 use crate::drain::{Drain, DrainSet};
@@ -32,50 +35,11 @@ use crate::merge::{self, EffectiveHealth, EndpointKey, MergeSettings, Report, Vo
 use crate::probe::{SharedHealthView, chain};
 use crate::state::Snapshots;
 
-/// Where a node serves its exchange message.
-pub const EXCHANGE_PATH: &str = "/api/v1/peer/exchange";
-/// How far a request's clock may be from ours.
-pub const REPLAY_WINDOW_MS: u64 = 30_000;
-/// Headers of the exchange.
-pub const H_NODE: &str = "x-steerdns-node";
-pub const H_TIME: &str = "x-steerdns-time";
-pub const H_NONCE: &str = "x-steerdns-nonce";
-pub const H_SIGNATURE: &str = "x-steerdns-signature";
-/// A long-poll: `after=GENERATION;wait_ms=N`, signed with the rest of the request.
-pub const H_HOLD: &str = "x-steerdns-hold";
-/// How long a peer holds a long-poll at most before answering anyway (the answer then says
-/// nothing new); the follower asks again at once.
-pub const MAX_HOLD: Duration = Duration::from_secs(20);
 /// Long-polls a node holds at once at most; beyond, it answers at once (a plain pull).
 const MAX_HELD: usize = 64;
 /// The least time between two long-polls to one peer, so that a peer whose generation moves
 /// all the time cannot make a follower spin.
 const MIN_FOLLOW_GAP: Duration = Duration::from_millis(10);
-
-/// What a long-poll asks: answer once the generation is past `after`, or after `wait`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hold {
-    pub after: u64,
-    pub wait: Duration,
-}
-
-impl Hold {
-    /// The header value.
-    pub fn to_header(self) -> String {
-        format!("after={};wait_ms={}", self.after, self.wait.as_millis())
-    }
-
-    /// Reads a header value; `None` when malformed. The wait is capped at [`MAX_HOLD`].
-    pub fn parse(text: &str) -> Option<Hold> {
-        let (after, wait) = text.split_once(';')?;
-        let after = after.strip_prefix("after=")?.parse().ok()?;
-        let wait_ms: u64 = wait.strip_prefix("wait_ms=")?.parse().ok()?;
-        Some(Hold {
-            after,
-            wait: Duration::from_millis(wait_ms).min(MAX_HOLD),
-        })
-    }
-}
 
 /// What one node hands another.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,151 +52,6 @@ pub struct Exchange {
     /// not hold long-polls.
     #[serde(default)]
     pub generation: u64,
-}
-
-/// Why a peer message was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("missing authentication headers")]
-    Missing,
-    #[error("timestamp outside the replay window")]
-    Expired,
-    #[error("nonce already used (replay)")]
-    Replayed,
-    #[error("bad signature")]
-    BadSignature,
-}
-
-impl AuthError {
-    pub fn label(self) -> &'static str {
-        match self {
-            AuthError::Missing => "missing",
-            AuthError::Expired => "expired",
-            AuthError::Replayed => "replayed",
-            AuthError::BadSignature => "bad_signature",
-        }
-    }
-}
-
-fn mac(secret: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC accepts any key length");
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            m.update(b"\n");
-        }
-        m.update(p);
-    }
-    m
-}
-
-/// Hex HMAC-SHA256 of the parts joined by newlines.
-pub fn sign(secret: &[u8], parts: &[&[u8]]) -> String {
-    hex::encode(mac(secret, parts).finalize().into_bytes())
-}
-
-/// Constant-time check of a hex signature.
-pub fn verify(secret: &[u8], parts: &[&[u8]], signature: &str) -> bool {
-    match hex::decode(signature) {
-        Ok(sig) => mac(secret, parts).verify_slice(&sig).is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// Headers for a signed exchange request; with `hold`, a long-poll, whose terms are signed too.
-pub fn request_headers(
-    secret: &[u8],
-    node: &str,
-    now_ms: u64,
-    nonce: &str,
-    hold: Option<Hold>,
-) -> Vec<(&'static str, String)> {
-    let time = now_ms.to_string();
-    let hold = hold.map(Hold::to_header);
-    let mut parts: Vec<&[u8]> = vec![
-        b"request",
-        node.as_bytes(),
-        time.as_bytes(),
-        nonce.as_bytes(),
-    ];
-    if let Some(h) = &hold {
-        parts.push(h.as_bytes());
-    }
-    let sig = sign(secret, &parts);
-    let mut headers = vec![
-        (H_NODE, node.to_string()),
-        (H_TIME, time),
-        (H_NONCE, nonce.to_string()),
-        (H_SIGNATURE, sig),
-    ];
-    if let Some(h) = hold {
-        headers.push((H_HOLD, h));
-    }
-    headers
-}
-
-/// Nonces seen within the replay window.
-#[derive(Default)]
-pub struct NonceCache {
-    seen: HashMap<String, u64>,
-}
-
-impl NonceCache {
-    /// Records a nonce; false if it was seen before.
-    fn fresh(&mut self, nonce: &str, now_ms: u64) -> bool {
-        if self.seen.len() > 10_000 {
-            self.seen
-                .retain(|_, t| now_ms.saturating_sub(*t) <= 2 * REPLAY_WINDOW_MS);
-        }
-        if self.seen.contains_key(nonce) {
-            return false;
-        }
-        self.seen.insert(nonce.to_string(), now_ms);
-        true
-    }
-}
-
-/// Checks a request's headers; returns the peer's node id.
-#[allow(clippy::too_many_arguments)]
-pub fn verify_request(
-    secret: &[u8],
-    node: Option<&str>,
-    time: Option<&str>,
-    nonce: Option<&str>,
-    signature: Option<&str>,
-    hold: Option<&str>,
-    now_ms: u64,
-    nonces: &mut NonceCache,
-) -> Result<String, AuthError> {
-    let (Some(node), Some(time), Some(nonce), Some(signature)) = (node, time, nonce, signature)
-    else {
-        return Err(AuthError::Missing);
-    };
-    let mut parts: Vec<&[u8]> = vec![
-        b"request",
-        node.as_bytes(),
-        time.as_bytes(),
-        nonce.as_bytes(),
-    ];
-    if let Some(h) = hold {
-        parts.push(h.as_bytes());
-    }
-    if !verify(secret, &parts, signature) {
-        return Err(AuthError::BadSignature);
-    }
-    let t: u64 = time.parse().map_err(|_| AuthError::Expired)?;
-    if t.abs_diff(now_ms) > REPLAY_WINDOW_MS {
-        return Err(AuthError::Expired);
-    }
-    if !nonces.fresh(nonce, now_ms) {
-        return Err(AuthError::Replayed);
-    }
-    Ok(node.to_string())
-}
-
-/// The signature a response carries for the request's nonce.
-pub fn response_signature(secret: &[u8], nonce: &str, body: &[u8]) -> String {
-    sign(secret, &[b"response", nonce.as_bytes(), body])
 }
 
 /// What a node knows of one peer.
@@ -521,33 +340,17 @@ impl Cluster {
     }
 
     /// Checks an incoming exchange request. Refusals are counted.
-    pub fn authenticate(
-        &self,
-        node: Option<&str>,
-        time: Option<&str>,
-        nonce: Option<&str>,
-        signature: Option<&str>,
-        hold: Option<&str>,
-    ) -> Result<String, AuthError> {
+    pub fn authenticate(&self, headers: &RequestHeaders<'_>) -> Result<String, AuthError> {
         let Some(secret) = self.settings.secret.as_deref() else {
             return Err(AuthError::Missing);
         };
         let result = {
             let mut inner = self.lock();
-            verify_request(
-                secret,
-                node,
-                time,
-                nonce,
-                signature,
-                hold,
-                now_ms(),
-                &mut inner.nonces,
-            )
+            verify_request(secret, headers, now_ms(), &mut inner.nonces)
         };
         if let Err(e) = result {
             self.count_refusal(e);
-            warn!(peer = node.unwrap_or("?"), reason = %e, "peer request refused");
+            warn!(peer = headers.node.unwrap_or("?"), reason = %e, "peer request refused");
         }
         result
     }
@@ -698,7 +501,7 @@ impl Cluster {
         let status = resp.status();
         let signature = resp
             .headers()
-            .get(H_SIGNATURE)
+            .get(auth::H_SIGNATURE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let body = resp
@@ -938,112 +741,4 @@ impl Cluster {
 /// `www.api.example.com.` and `WWW.api.example.com` name the same service.
 fn normalise_service(s: &str) -> String {
     s.trim_end_matches('.').to_ascii_lowercase()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SECRET: &[u8] = b"shared";
-
-    fn headers(node: &str, t: u64, nonce: &str) -> Vec<(&'static str, String)> {
-        request_headers(SECRET, node, t, nonce, None)
-    }
-
-    fn check(
-        h: &[(&'static str, String)],
-        secret: &[u8],
-        now: u64,
-        cache: &mut NonceCache,
-    ) -> Result<String, AuthError> {
-        verify_request(
-            secret,
-            Some(&h[0].1),
-            Some(&h[1].1),
-            Some(&h[2].1),
-            Some(&h[3].1),
-            h.get(4).map(|(_, v)| v.as_str()),
-            now,
-            cache,
-        )
-    }
-
-    #[test]
-    fn a_long_polls_terms_are_signed_and_read_back_capped() {
-        let hold = Hold {
-            after: 41,
-            wait: Duration::from_secs(5),
-        };
-        assert_eq!(Hold::parse(&hold.to_header()), Some(hold));
-        assert_eq!(
-            Hold::parse("after=1;wait_ms=3600000").map(|h| h.wait),
-            Some(MAX_HOLD)
-        );
-        for bad in ["", "after=1", "after=x;wait_ms=1", "wait_ms=1;after=1"] {
-            assert_eq!(Hold::parse(bad), None, "{bad:?}");
-        }
-        let mut cache = NonceCache::default();
-        let h = request_headers(SECRET, "b", 1_000_000, "n9", Some(hold));
-        assert_eq!(h[4], (H_HOLD, "after=41;wait_ms=5000".to_string()));
-        assert_eq!(check(&h, SECRET, 1_000_000, &mut cache), Ok("b".into()));
-        // Changing the terms (a longer hold, say) breaks the signature.
-        let mut tampered = request_headers(SECRET, "b", 1_000_000, "n10", Some(hold));
-        tampered[4].1 = "after=41;wait_ms=20000".into();
-        assert_eq!(
-            check(&tampered, SECRET, 1_000_000, &mut cache),
-            Err(AuthError::BadSignature)
-        );
-        // And a plain request's signature does not pass as a long-poll's.
-        let mut added = headers("b", 1_000_000, "n11");
-        added.push((H_HOLD, "after=1;wait_ms=1".into()));
-        assert_eq!(
-            check(&added, SECRET, 1_000_000, &mut cache),
-            Err(AuthError::BadSignature)
-        );
-    }
-
-    #[test]
-    fn signed_requests_pass_once() {
-        let mut cache = NonceCache::default();
-        let h = headers("b", 1_000_000, "n1");
-        assert_eq!(check(&h, SECRET, 1_000_500, &mut cache), Ok("b".into()));
-        assert_eq!(
-            check(&h, SECRET, 1_000_600, &mut cache),
-            Err(AuthError::Replayed)
-        );
-    }
-
-    #[test]
-    fn wrong_secret_tampering_and_old_requests_are_refused() {
-        let mut cache = NonceCache::default();
-        let h = headers("b", 1_000_000, "n2");
-        assert_eq!(
-            check(&h, b"other", 1_000_000, &mut cache),
-            Err(AuthError::BadSignature)
-        );
-        let mut tampered = h.clone();
-        tampered[0].1 = "c".into();
-        assert_eq!(
-            check(&tampered, SECRET, 1_000_000, &mut cache),
-            Err(AuthError::BadSignature)
-        );
-        let old = headers("b", 1_000_000, "n3");
-        assert_eq!(
-            check(&old, SECRET, 1_000_000 + REPLAY_WINDOW_MS + 1, &mut cache),
-            Err(AuthError::Expired)
-        );
-        assert_eq!(
-            verify_request(SECRET, None, None, None, None, None, 0, &mut cache),
-            Err(AuthError::Missing)
-        );
-    }
-
-    #[test]
-    fn responses_are_bound_to_the_nonce_and_body() {
-        let sig = response_signature(SECRET, "n", b"{}");
-        assert!(verify(SECRET, &[b"response", b"n", b"{}"], &sig));
-        assert!(!verify(SECRET, &[b"response", b"other-nonce", b"{}"], &sig));
-        assert!(!verify(SECRET, &[b"response", b"n", b"{ }"], &sig));
-        assert!(!verify(SECRET, &[b"response", b"n", b"{}"], "zz"));
-    }
 }
