@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Client, QType};
 
-use crate::cluster::{self, Cluster, DrainRequest, RequestHeaders};
+use crate::cluster::{self, Cluster, DrainRequest, RequestHeaders, ServeError};
 use crate::model::{Name, RecordType};
 use crate::state::Snapshots;
 
@@ -377,37 +377,27 @@ async fn undrain(State(state): State<Shared>, body: axum::body::Bytes) -> Respon
 
 async fn exchange(State(state): State<Shared>, headers: HeaderMap) -> Response {
     let request = RequestHeaders::read(|name| headers.get(name).and_then(|v| v.to_str().ok()));
-    let nonce = request.nonce;
-    let hold = request.hold;
-    if let Err(e) = state.cluster.authenticate(&request) {
-        return (
+    match state.cluster.serve_exchange(&request).await {
+        Ok(served) => (
+            [
+                (
+                    header::CONTENT_TYPE.as_str(),
+                    "application/json".to_string(),
+                ),
+                (cluster::auth::H_SIGNATURE, served.signature),
+            ],
+            served.body,
+        )
+            .into_response(),
+        Err(ServeError::Refused(e)) => (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({ "error": e.to_string() })),
         )
-            .into_response();
+            .into_response(),
+        Err(e @ ServeError::Encode(_)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
     }
-    // A long-poll, signed: answer once something changed, or when the hold runs out.
-    if let Some(hold) = hold.and_then(cluster::Hold::parse) {
-        state.cluster.hold(hold).await;
-    }
-    let body = match serde_json::to_vec(&state.cluster.exchange_message()) {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    };
-    let Some(sig) = nonce.and_then(|n| state.cluster.sign_response(n, &body)) else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
-    (
-        [
-            (
-                header::CONTENT_TYPE.as_str(),
-                "application/json".to_string(),
-            ),
-            (cluster::auth::H_SIGNATURE, sig),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -10,13 +10,17 @@
 //! - `probe`: run HTTP(S)/TCP checks, one prober task per target, and publish the `HealthView`;
 //! - `merge`: every node's votes → effective status per endpoint (quorum, staleness, isolation);
 //! - `drain`: manual failover decisions, last writer wins, persisted atomically;
-//! - `peers`: the signed exchange of reports and drains between nodes; publishes the merged view;
+//! - `cluster/`: the exchange between nodes and the merged view it publishes: `auth` (signing,
+//!   replay window, nonces, long-poll terms), `book` (reports, drains, peers: plain sync
+//!   bookkeeping), `policy` (drain requests → decisions), `news` (its logs and events),
+//!   `transport` (the `Transport` trait, over HTTP), `mod` (the `Cluster` handle and its tasks);
 //! - `answer`: choose the records for a query (pure, synchronous);
 //! - `state`: the live snapshots the query path reads without locks;
 //! - `dns`: speak DNS on every listen address: the lean codec, batched UDP and our TCP server
 //!   with its limits (hickory for the rest);
 //! - `rrl`: response rate limiting: token buckets per client network and response (pure);
-//! - `admin`: the operator's HTTP API and the peers' exchange endpoint (the only axum user);
+//! - `admin`: the operator's HTTP API and the peers' exchange endpoint, which hands each request
+//!   to `Cluster::serve_exchange` (the only axum user);
 //! - `tls`: optional HTTPS on the admin/peer listener (certificate reloads, handshakes) and the
 //!   CA roots of outgoing HTTPS to peers;
 //! - `status`: the state document and the HTML status page;
@@ -29,11 +33,12 @@
 //!
 //! Data flow:
 //! ```text
-//! zones/*.yaml --zone_file--> ZoneSet ----------swap----------+
-//! geoip/*.mmdb --geo--------> GeoDb -----------swap----------+--> state::Snapshots
-//! probe --> HealthView --+                                    |        |
-//! peers' reports --------+--merge--> EffectiveHealth --swap---+        |
-//! drains (admin, peers) -+                                             v
+//! zones/*.yaml --zone_file--> ZoneSet ----------------------swap-----------+
+//! geoip/*.mmdb --geo--------> GeoDb ------------------------swap-----------+--> state::Snapshots
+//! probe --> HealthView -------------------+                                |        |
+//! peers --transport--> Exchange --absorb--+--cluster::book--merge-->       |        |
+//! admin --policy--> drains ---------------+     EffectiveHealth ---swap----+        |
+//! peers' pulls <--serve_exchange (auth, hold)-- book                                v
 //! DNS request --dns--> (name, type, client) --answer()--> Answer --dns--> response
 //! ```
 
