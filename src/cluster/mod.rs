@@ -15,6 +15,7 @@
 //! - `policy`: operator drain requests → drain decisions (the last-healthy-DC guard);
 //! - `news`: the log lines and events of all that;
 //! - `transport`: the `Transport` trait and `HttpTransport`;
+//! - `memory`: `MemoryTransport`, an in-process network with faults, for tests;
 //! - this file: the `Cluster` handle that ties them to the clock, the local health view, the
 //!   snapshots and the tasks (`run`, `follow`, `serve_exchange`).
 //!
@@ -34,8 +35,11 @@ use tracing::{debug, error};
 
 pub mod auth;
 pub mod book;
+pub mod memory;
 
 pub mod news;
+#[cfg(test)]
+mod partitions;
 pub mod policy;
 pub mod transport;
 
@@ -215,7 +219,7 @@ impl Cluster {
     }
 
     /// Serves one exchange request, whatever carried it (the admin listener, a
-    /// test's transport): authenticates it (refusals are counted and logged), holds it while
+    /// `MemoryTransport`): authenticates it (refusals are counted and logged), holds it while
     /// it is a long-poll with nothing new to say, and returns this node's message signed for
     /// the request's nonce.
     pub async fn serve_exchange(&self, request: &RequestHeaders<'_>) -> Result<Served, ServeError> {
