@@ -376,21 +376,23 @@ impl Cluster {
         }
     }
 
-    /// Runs the exchange until shutdown: pulls peers every interval, follows each, and
-    /// republishes the merged view as soon as the local probers change their view or the zones
-    /// are replaced (woken by their watch channels, no polling), and every interval (reports
-    /// age, drains expire).
+    /// Runs the exchange until shutdown: pulls peers every interval and follows each (tasks of
+    /// their own, so that a peer slow to answer delays nothing else), and republishes the
+    /// merged view as soon as the local probers change their view or the zones are replaced
+    /// (woken by their watch channels, no polling), and every interval (reports age, drains
+    /// expire).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut exchange = tokio::time::interval(self.settings.exchange_interval);
-        exchange.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ages = tokio::time::interval(self.settings.exchange_interval);
+        ages.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut local = self.local.subscribe();
         let mut zones = self.snapshots.changes();
         let mut last_zones = zones.borrow_and_update().zones;
-        let mut followers = tokio::task::JoinSet::new();
+        let mut exchanges = tokio::task::JoinSet::new();
         if let Some(credentials) = &self.credentials {
+            exchanges.spawn(self.clone().pull_every_interval(shutdown.clone()));
             let urls: Vec<String> = lock(&self.peers).iter().map(|p| p.url.clone()).collect();
             for url in urls {
-                followers.spawn(
+                exchanges.spawn(
                     self.clone()
                         .follow(url, credentials.clone(), shutdown.clone()),
                 );
@@ -400,14 +402,11 @@ impl Cluster {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     self.stopping.cancel();
-                    followers.shutdown().await;
+                    exchanges.shutdown().await;
                     return;
                 }
-                _ = exchange.tick() => {
-                    self.exchange_round().await;
-                    // Ages and expiries move even when nothing else does.
-                    self.refresh();
-                }
+                // Ages and expiries move even when nothing else does.
+                _ = ages.tick() => self.refresh(),
                 Ok(()) = local.changed() => {
                     local.mark_unchanged();
                     self.refresh();
@@ -421,6 +420,20 @@ impl Cluster {
                         self.refresh();
                     }
                 }
+            }
+        }
+    }
+
+    /// Pulls every peer each exchange interval: the anti-entropy under the long-polls, and the
+    /// peer bookkeeping. A round lasts as long as its slowest peer (a pull's timeout at most),
+    /// which is why it runs apart from the merge loop.
+    async fn pull_every_interval(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut exchange = tokio::time::interval(self.settings.exchange_interval);
+        exchange.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = exchange.tick() => self.exchange_round().await,
             }
         }
     }

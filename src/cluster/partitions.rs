@@ -415,6 +415,59 @@ async fn with_one_way_loss_the_views_still_converge() {
 }
 
 #[tokio::test]
+async fn a_slow_peer_holds_up_neither_the_others_nor_the_answers() {
+    // Pulls every second: a round that waits for a peer that does not answer takes that long,
+    // so an answer path that waited for the round would show it.
+    let timing = Timing {
+        exchange: Duration::from_secs(1),
+        stale: Duration::from_millis(1_500),
+    };
+    let net = Net::start(&["a", "b", "c"], timing);
+    until(Duration::from_secs(2), "start", || net.converged(&[])).await;
+
+    net.transport.slow("c", Duration::from_secs(10));
+    // Only a sees dc2 down: withdrawn nowhere, while c's report goes stale at a and b.
+    net.probe("a", "dc2", Status::Down);
+    holds(Duration::from_millis(1_800), "nothing is withdrawn", || {
+        net.everywhere(ALL_UP)
+    })
+    .await;
+    // a and b stop counting c, which never gets an answer out (as of their next merge, at
+    // most an exchange interval on); c hears them both.
+    until(
+        timing.exchange,
+        "c's report is stale at a and b",
+        || match (net.votes("a", "dc2"), net.votes("b", "dc2")) {
+            ((1, 2), (1, 2)) => Ok(()),
+            v => Err(format!("a and b count {v:?} on dc2")),
+        },
+    )
+    .await;
+    assert_eq!(net.votes("c", "dc2"), (1, 3));
+    net.everywhere(ALL_UP).unwrap();
+    net.probe("a", "dc2", Status::Up);
+
+    // a and b see dc1 go down and come back, three times: every node's answers follow
+    // within a fraction of the exchange interval each time, c's included.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..3 {
+        for (status, want) in [(Status::Down, [Down, Up, Up]), (Status::Up, ALL_UP)] {
+            net.probe("a", "dc1", status);
+            net.probe("b", "dc1", status);
+            let took = until(
+                Duration::from_millis(300),
+                "every node follows a and b",
+                || net.everywhere(want),
+            )
+            .await;
+            slowest = slowest.max(took);
+        }
+    }
+    eprintln!("with a peer that answers after 10 s, the answers followed within {slowest:?}");
+    net.stop().await;
+}
+
+#[tokio::test]
 async fn a_drain_is_pushed_to_every_node_and_relayed_around_a_cut_link() {
     // Pulls every 2 s: a drain that arrives within 300 ms was pushed.
     let timing = Timing {
