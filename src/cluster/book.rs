@@ -53,6 +53,8 @@ pub struct VerdictChange {
 /// What a refresh found.
 #[derive(Debug)]
 pub struct Refreshed {
+    /// The version of this node's new report: it orders refreshes.
+    pub version: u64,
     /// This node's own verdicts changed: its followers must hear of it.
     pub news: bool,
     pub merged: Merged,
@@ -125,6 +127,7 @@ impl Book {
             merged.isolated.clone()
         });
         Refreshed {
+            version,
             news,
             merged,
             changes,

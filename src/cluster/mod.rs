@@ -104,6 +104,8 @@ pub struct Cluster {
     book: Mutex<Book>,
     nonces: Mutex<NonceCache>,
     peers: Mutex<Vec<PeerStatus>>,
+    /// The version of the merge last published (see `publish`).
+    published: Mutex<u64>,
     transport: Arc<dyn Transport>,
     /// Moves when a verdict or a drain this node holds changes: what followers long-poll for.
     generation: tokio::sync::watch::Sender<u64>,
@@ -170,6 +172,7 @@ impl Cluster {
             snapshots,
             nonces: Mutex::new(NonceCache::default()),
             peers: Mutex::new(peers),
+            published: Mutex::new(0),
             transport,
             // 0 means "does not hold" in the exchange message.
             generation: tokio::sync::watch::Sender::new(1),
@@ -187,6 +190,9 @@ impl Cluster {
     /// Rebuilds this node's report from its probers, merges everything and publishes the view
     /// the answers use.
     pub fn refresh(&self) {
+        let mut book = self.book();
+        // Read under the lock: refreshes then merge what they read in the order they merge,
+        // and `publish` can keep an older merge from replacing a newer one.
         let view = self.local.load_full();
         let zones = self.snapshots.zones.load();
         let targets = zones.probe_targets();
@@ -195,9 +201,8 @@ impl Cluster {
             ..self.settings.merge
         };
         let now = now_ms();
-        let r = self
-            .book()
-            .refresh(&view, now, tokio::time::Instant::now(), settings);
+        let r = book.refresh(&view, now, tokio::time::Instant::now(), settings);
+        drop(book);
         // The new report is in the book before the followers wake to read it.
         if r.news {
             self.bump();
@@ -210,7 +215,19 @@ impl Cluster {
             news::isolation_changed(events, &self.settings.node, isolated);
         }
         let eff = EffectiveHealth::new(view.ready, targets, r.merged, r.drains, now);
-        self.snapshots.store_health(Arc::new(eff));
+        self.publish(r.version, eff);
+    }
+
+    /// Makes `health`, merged at `version`, the view the answers use, unless a later merge was
+    /// published already: refreshes run on several tasks (the merge loop, the pull rounds, the
+    /// followers), and one that lost the race to publish must not put back what a later one
+    /// replaced (a drain just decided, say).
+    fn publish(&self, version: u64, health: EffectiveHealth) {
+        let mut published = lock(&self.published);
+        if version > *published {
+            *published = version;
+            self.snapshots.store_health(Arc::new(health));
+        }
     }
 
     /// Tells the followers that something they must hear of changed.
