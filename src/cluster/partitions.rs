@@ -62,6 +62,8 @@ enum Seen {
 }
 use Seen::{Down, Drained, Up};
 
+const CLUSTER_SECRET: &[u8] = b"partition-test-secret";
+
 /// How fast the nodes exchange.
 #[derive(Debug, Clone, Copy)]
 struct Timing {
@@ -97,6 +99,15 @@ struct Net {
 impl Net {
     /// Nodes `ids`, each a peer of every other, seeing every DC up; running.
     fn start(ids: &[&'static str], timing: Timing) -> Net {
+        Net::start_with_secrets(ids, timing, |_| CLUSTER_SECRET)
+    }
+
+    /// The same, each node signing with `secret(id)`.
+    fn start_with_secrets(
+        ids: &[&'static str],
+        timing: Timing,
+        secret: impl Fn(&str) -> &'static [u8],
+    ) -> Net {
         let zone = crate::zone_file::parse_zone(ZONE, "partitions").expect("the test zone");
         let zones = ZoneSet {
             zones: vec![Arc::new(zone)],
@@ -135,7 +146,7 @@ impl Net {
                     .map(|p| p.to_string())
                     .collect(),
                 peer_ca: None,
-                secret: Some(b"partition-test-secret".to_vec()),
+                secret: Some(secret(id).to_vec()),
                 exchange_interval: timing.exchange,
                 merge: MergeSettings {
                     stale_after_ms: timing.stale.as_millis() as u64,
@@ -520,6 +531,66 @@ async fn a_drain_is_pushed_to_every_node_and_relayed_around_a_cut_link() {
             .iter()
             .any(|e| e.message == "drain of dc2 (all services) by a, learnt from c"),
         "b learnt it from c: {events:?}"
+    );
+    net.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_with_another_secret_is_refused_both_ways_and_changes_nothing() {
+    // The in-memory exchange goes through the same authentication as HTTP.
+    let net = Net::start_with_secrets(&["a", "b", "c"], FAST, |id| match id {
+        "c" => b"not-the-cluster-secret",
+        _ => CLUSTER_SECRET,
+    });
+    until(
+        Duration::from_secs(2),
+        "a and b hear each other",
+        || match (net.votes("a", "dc1"), net.votes("b", "dc1")) {
+            ((0, 2), (0, 2)) => Ok(()),
+            v => Err(format!("a and b count {v:?} on dc1")),
+        },
+    )
+    .await;
+    net.probe("c", "dc1", Status::Down);
+    net.node("c")
+        .cluster
+        .drain(DrainRequest {
+            dc: "dc2".into(),
+            service: None,
+            reason: None,
+            for_seconds: None,
+            force: false,
+        })
+        .expect("c drains on its own view");
+    assert_eq!(
+        net.seen("c"),
+        [Down, Drained, Up],
+        "c acts on its own view alone"
+    );
+    holds(BEYOND_STALE, "a and b are untouched by c", || {
+        net.expect(&[("a", ALL_UP), ("b", ALL_UP)])?;
+        match (net.votes("a", "dc1"), net.votes("b", "dc1")) {
+            ((0, 2), (0, 2)) => Ok(()),
+            v => Err(format!("a and b count {v:?} on dc1")),
+        }
+    })
+    .await;
+    for (me, other) in [("a", "c"), ("c", "a")] {
+        let peers = net.node(me).cluster.peers();
+        let p = peers.iter().find(|p| p.url == other).expect("a peer");
+        assert_eq!(
+            (p.node.as_deref(), p.last_error.as_deref()),
+            (None, Some("refused by the peer: bad signature")),
+            "{me} asking {other}"
+        );
+    }
+    assert!(
+        net.node("a")
+            .cluster
+            .reports()
+            .iter()
+            .all(|r| r.node != "c"),
+        "a holds no report of c's"
     );
     net.stop().await;
 }
