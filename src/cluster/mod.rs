@@ -16,6 +16,7 @@
 //! - `news`: the log lines and events of all that;
 //! - `transport`: the `Transport` trait and `HttpTransport`;
 //! - `memory`: `MemoryTransport`, an in-process network with faults, for tests;
+//! - `partitions` (tests only): partition scenarios on that network;
 //! - this file: the `Cluster` handle that ties them to the clock, the local health view, the
 //!   snapshots and the tasks (`run`, `follow`, `serve_exchange`).
 //!
@@ -36,7 +37,6 @@ use tracing::{debug, error};
 pub mod auth;
 pub mod book;
 pub mod memory;
-
 pub mod news;
 #[cfg(test)]
 mod partitions;

@@ -6,6 +6,17 @@
 //! The zone has one service over dc1, dc2 and dc3, one endpoint each; quorum is majority.
 //! Each step asserts every node's effective view (`EffectiveHealth` in its `Snapshots`, what the
 //! DNS answers read) of every DC, and where it matters, the votes behind it.
+//!
+//! | scenario | test |
+//! |---|---|
+//! | a–b cut: a DC all see down is withdrawn everywhere (c relays), one a alone sees is not | `a_cut_link_is_bridged_by_the_third_node_and_one_vote_withdraws_nothing` |
+//! | a's requests to b lost, b's to a fine | `with_one_way_loss_the_views_still_converge` |
+//! | c answers only after 10 s | `a_slow_peer_holds_up_neither_the_others_nor_the_answers` |
+//! | a drain, pushed; and relayed by c around a cut a–b | `a_drain_is_pushed_to_every_node_and_relayed_around_a_cut_link` |
+//! | c signs with another secret | `a_node_with_another_secret_is_refused_both_ways_and_changes_nothing` |
+//!
+//! Real time, short settings (the wall clock decides staleness, so a paused tokio clock would
+//! not age reports): a few seconds per test.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
