@@ -457,8 +457,13 @@ impl Cluster {
 
     /// Follows one peer with long-polls: each asks the peer to answer once its generation moves
     /// past the one last seen, so a changed verdict or drain arrives within a round trip
-    /// instead of at the next pull (which stays, as anti-entropy, with the peer bookkeeping).
-    /// A peer that does not hold (an older version) or fails is asked again after an interval.
+    /// instead of at the next pull (which stays, as anti-entropy). A peer that does not hold
+    /// (an older version) is asked again after an interval; one that fails, sooner at first
+    /// (`retry_after`), so that a peer that starts or comes back is followed at once.
+    ///
+    /// A plain pull that works (the first, and the first after a failure) counts in the peer
+    /// bookkeeping as the periodic pull's would: the peer is reachable. Failures are the
+    /// periodic pull's to count, once an interval.
     async fn follow(
         self: Arc<Self>,
         url: String,
@@ -466,6 +471,7 @@ impl Cluster {
         shutdown: CancellationToken,
     ) {
         let mut after: Option<u64> = None;
+        let mut failures: u32 = 0;
         loop {
             let hold = after.map(|after| Hold {
                 after,
@@ -478,6 +484,10 @@ impl Cluster {
             };
             let pause = match result {
                 Ok(msg) => {
+                    failures = 0;
+                    if hold.is_none() {
+                        self.reached(&url, &msg.from);
+                    }
                     after = (msg.generation > 0).then_some(msg.generation);
                     if self.absorb(msg) {
                         self.refresh();
@@ -490,13 +500,24 @@ impl Cluster {
                 Err(error) => {
                     debug!(peer = %url, %error, "long-poll failed; the periodic exchange goes on");
                     after = None;
-                    self.settings.exchange_interval
+                    failures = failures.saturating_add(1);
+                    retry_after(failures, self.settings.exchange_interval)
                 }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(pause) => {}
             }
+        }
+    }
+
+    /// Records that `url` answered as node `from`.
+    fn reached(&self, url: &str, from: &str) {
+        let mut peers = lock(&self.peers);
+        if let Some(p) = peers.iter_mut().find(|p| p.url == url)
+            && p.succeeded(from, now_ms())
+        {
+            news::peer_reachable(&self.snapshots.events, &p.url, from);
         }
     }
 
@@ -551,6 +572,13 @@ impl Cluster {
     }
 }
 
+/// How long a follower waits before asking a peer again after `failures` failures in a row:
+/// an eighth of the exchange interval, doubling up to the interval.
+fn retry_after(failures: u32, interval: Duration) -> Duration {
+    let shift = failures.saturating_sub(1).min(3);
+    (interval / 8).saturating_mul(1 << shift).min(interval)
+}
+
 /// How long a plain pull may take: an exchange interval, two seconds at most.
 fn pull_timeout(settings: &ClusterSettings) -> Duration {
     settings.exchange_interval.min(MAX_PULL)
@@ -573,4 +601,31 @@ fn load_drains(settings: &ClusterSettings) -> anyhow::Result<DrainSet> {
             DrainSet::default()
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_peer_is_asked_again_sooner_at_first() {
+        let ms = Duration::from_millis;
+        // (failures, interval, pause)
+        let cases = [
+            (1, ms(1000), ms(125)),
+            (2, ms(1000), ms(250)),
+            (3, ms(1000), ms(500)),
+            (4, ms(1000), ms(1000)),
+            (40, ms(1000), ms(1000)),
+            (u32::MAX, ms(250), ms(250)),
+            (1, ms(8), ms(1)),
+        ];
+        for (failures, interval, pause) in cases {
+            assert_eq!(
+                retry_after(failures, interval),
+                pause,
+                "{failures} {interval:?}"
+            );
+        }
+    }
 }
