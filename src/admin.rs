@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::answer::{self, Client, QType};
 
+use crate::cluster::{self, Cluster, DrainRequest, RequestHeaders, ServeError};
 use crate::model::{Name, RecordType};
-use crate::peers::{self, Cluster, DrainRequest};
 use crate::state::Snapshots;
 
 /// The largest request body accepted.
@@ -81,7 +81,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/live", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
-        .route(peers::EXCHANGE_PATH, get(exchange))
+        .route(cluster::EXCHANGE_PATH, get(exchange))
         .merge(reads)
         .merge(changes)
         // Every request body here is a small JSON object: refuse anything larger (413).
@@ -331,7 +331,7 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Respo
 fn decision(
     state: &AdminState,
     key: &str,
-    result: Result<crate::drain::Drain, peers::DrainRefused>,
+    result: Result<crate::drain::Drain, cluster::DrainRefused>,
 ) -> Response {
     match result {
         Ok(d) => axum::Json(json!({ "ok": true, key: d })).into_response(),
@@ -376,44 +376,28 @@ async fn undrain(State(state): State<Shared>, body: axum::body::Bytes) -> Respon
 }
 
 async fn exchange(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let nonce = h(peers::H_NONCE);
-    let hold = h(peers::H_HOLD);
-    if let Err(e) = state.cluster.authenticate(
-        h(peers::H_NODE),
-        h(peers::H_TIME),
-        nonce,
-        h(peers::H_SIGNATURE),
-        hold,
-    ) {
-        return (
+    let request = RequestHeaders::read(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+    match state.cluster.serve_exchange(&request).await {
+        Ok(served) => (
+            [
+                (
+                    header::CONTENT_TYPE.as_str(),
+                    "application/json".to_string(),
+                ),
+                (cluster::auth::H_SIGNATURE, served.signature),
+            ],
+            served.body,
+        )
+            .into_response(),
+        Err(ServeError::Refused(e)) => (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({ "error": e.to_string() })),
         )
-            .into_response();
+            .into_response(),
+        Err(e @ ServeError::Encode(_)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
     }
-    // A long-poll, signed: answer once something changed, or when the hold runs out.
-    if let Some(hold) = hold.and_then(peers::Hold::parse) {
-        state.cluster.hold(hold).await;
-    }
-    let body = match serde_json::to_vec(&state.cluster.exchange_message()) {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    };
-    let Some(sig) = nonce.and_then(|n| state.cluster.sign_response(n, &body)) else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
-    (
-        [
-            (
-                header::CONTENT_TYPE.as_str(),
-                "application/json".to_string(),
-            ),
-            (peers::H_SIGNATURE, sig),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState, Control};
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::Settings;
 use crate::dns::{self, Bound};
 use crate::geo::GeoDb;
@@ -22,7 +23,6 @@ use crate::health::ProbeTarget;
 use crate::merge::MergeSettings;
 use crate::metrics::Metrics;
 use crate::model::ZoneSet;
-use crate::peers::{Cluster, ClusterSettings};
 use crate::probe::HealthMonitor;
 use crate::state::Snapshots;
 use crate::tls::ServerCert;

@@ -32,7 +32,7 @@ impl EventLog {
             events.pop_front();
         }
         events.push_back(Event {
-            at_ms: crate::peers::now_ms(),
+            at_ms: crate::clock::now_ms(),
             kind,
             message: message.into(),
         });

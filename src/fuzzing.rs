@@ -15,13 +15,13 @@ use hickory_proto::rr::RecordType as HRecordType;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 
 use crate::answer::{self, AllUp, Client, QType};
+use crate::cluster::Exchange;
 use crate::dns::{Handler, MAX_UDP_PAYLOAD, wire};
 use crate::drain::{Drain, DrainSet};
 use crate::geo::{self, GeoDb, NoLocation};
 use crate::merge::{self, EffectiveHealth, EndpointKey, MergeSettings, Merged, Quorum, Verdict};
 use crate::metrics::Metrics;
 use crate::model::{Name, Policy, RData, RecordType, Zone, ZoneSet};
-use crate::peers::Exchange;
 use crate::state::Snapshots;
 use crate::zone_file::{self, MAX_TTL, ZoneErrors};
 

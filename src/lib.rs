@@ -11,29 +11,36 @@
 //! - `probe`: run HTTP(S)/TCP checks, one prober task per target, and publish the `HealthView`;
 //! - `merge`: every node's votes → effective status per endpoint (quorum, staleness, isolation);
 //! - `drain`: manual failover decisions, last writer wins, persisted atomically;
-//! - `peers`: the signed exchange of reports and drains between nodes; publishes the merged view;
+//! - `cluster/`: the exchange between nodes and the merged view it publishes: `auth` (signing,
+//!   replay window, nonces, long-poll terms), `book` (reports, drains, peers: plain sync
+//!   bookkeeping), `policy` (drain requests → decisions), `news` (its logs and events),
+//!   `transport` (the `Transport` trait, over HTTP), `memory` (an in-process network with
+//!   faults, for tests), `mod` (the `Cluster` handle and its tasks);
 //! - `answer`: choose the records for a query (pure, synchronous);
 //! - `state`: the live snapshots the query path reads without locks;
 //! - `dns`: speak DNS on every listen address: the lean codec, batched UDP and our TCP server
 //!   with its limits (hickory for the rest);
 //! - `rrl`: response rate limiting: token buckets per client network and response (pure);
-//! - `admin`: the operator's HTTP API and the peers' exchange endpoint (the only axum user);
+//! - `admin`: the operator's HTTP API and the peers' exchange endpoint, which hands each request
+//!   to `Cluster::serve_exchange` (the only axum user);
 //! - `tls`: optional HTTPS on the admin/peer listener (certificate reloads, handshakes) and the
 //!   CA roots of outgoing HTTPS to peers;
 //! - `status`: the state document and the HTML status page;
 //! - `metrics`: every metric name and label;
 //! - `events`: the last 100 health changes, drains, reloads and peer events;
+//! - `clock`: wall-clock time in Unix milliseconds, as nodes stamp and compare it (a leaf);
 //! - `demo`: the three-region demo on loopback;
 //! - `app`: wiring, signals, reloads, task lifecycle;
 //! - `fuzzing` (hidden): the properties the fuzz targets and their regression test check.
 //!
 //! Data flow:
 //! ```text
-//! zones/*.yaml --zone_file--> ZoneSet ----------swap----------+
-//! geoip/*.mmdb --geo--------> GeoDb -----------swap----------+--> state::Snapshots
-//! probe --> HealthView --+                                    |        |
-//! peers' reports --------+--merge--> EffectiveHealth --swap---+        |
-//! drains (admin, peers) -+                                             v
+//! zones/*.yaml --zone_file--> ZoneSet ----------------------swap-----------+
+//! geoip/*.mmdb --geo--------> GeoDb ------------------------swap-----------+--> state::Snapshots
+//! probe --> HealthView -------------------+                                |        |
+//! peers --transport--> Exchange --absorb--+--cluster::book--merge-->       |        |
+//! admin --policy--> drains ---------------+     EffectiveHealth ---swap----+        |
+//! peers' pulls <--serve_exchange (auth, hold)-- book                                v
 //! DNS request --dns--> (name, type, client) --answer()--> Answer --dns--> response
 //! ```
 
@@ -41,6 +48,8 @@ pub mod admin;
 pub mod answer;
 pub mod app;
 pub mod check;
+pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod dns;
@@ -53,7 +62,6 @@ pub mod health;
 pub mod merge;
 pub mod metrics;
 pub mod model;
-pub mod peers;
 pub mod probe;
 pub mod rrl;
 pub mod state;

@@ -1,7 +1,7 @@
 //! Combining every node's health observations into the status the answers use: the newest
 //! report per node wins, stale reports stop voting, an endpoint is down when a quorum of fresh
 //! votes says so, and a node that looks cut off from everything does not get to take anything out
-//! (the isolation guard). Pure functions over plain data; the exchange itself is in `peers`.
+//! (the isolation guard). Pure functions over plain data; the exchange itself is in `cluster`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

@@ -584,7 +584,7 @@ impl Metrics {
     pub fn observe_cluster(
         &self,
         snapshots: &crate::state::Snapshots,
-        cluster: &crate::peers::Cluster,
+        cluster: &crate::cluster::Cluster,
     ) {
         let zones = snapshots.zones.load();
         let health = snapshots.health.load();
@@ -630,7 +630,7 @@ impl Metrics {
                     .set(v.age_ms as f64 / 1000.0);
             }
         }
-        let now = crate::peers::now_ms();
+        let now = crate::clock::now_ms();
         self.peer_age.clear();
         self.peer_failures.clear();
         for p in cluster.peers() {

@@ -292,6 +292,19 @@ impl LocalHealth {
     }
 }
 
+#[cfg(test)]
+impl LocalHealth {
+    /// A view no monitor drives: tests publish into it what a node's probers would conclude.
+    pub(crate) fn detached() -> SharedHealthView {
+        Arc::new(LocalHealth::new())
+    }
+
+    /// Publishes `view` as the probers would, waking the subscribers.
+    pub(crate) fn publish(&self, view: HealthView) {
+        self.store(Arc::new(view));
+    }
+}
+
 /// The local health view, shared by the monitor, its probers and the cluster.
 pub type SharedHealthView = Arc<LocalHealth>;
 

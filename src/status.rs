@@ -5,9 +5,10 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
+use crate::clock::now_ms;
+use crate::cluster::Cluster;
 use crate::merge::EndpointKey;
 use crate::model::Policy;
-use crate::peers::{Cluster, now_ms};
 use crate::state::Snapshots;
 
 /// The state API's document.

@@ -113,7 +113,7 @@ fn seeds_reach_what_they_are_named_for() {
     }
     for path in seeds("peer_message") {
         let data = std::fs::read(&path).unwrap();
-        let decoded = serde_json::from_slice::<steerdns::peers::Exchange>(&data);
+        let decoded = serde_json::from_slice::<steerdns::cluster::Exchange>(&data);
         assert!(decoded.is_ok(), "{}: {decoded:?}", path.display());
     }
 }

@@ -1,0 +1,631 @@
+//! The cluster wing: exchanging health observations and drains between nodes, and keeping the
+//! merged view the answers use.
+//!
+//! Every node serves its own report and every report it holds from other nodes (with their
+//! versions), plus its drain set; every exchange interval it pulls that from each peer, and it
+//! follows each peer with long-polls that the peer answers as soon as a verdict or drain it
+//! holds changes. Relaying means two nodes whose link broke still learn each other's view
+//! through a third. Old reports and drains are ignored by version (see `merge::accept` and
+//! `DrainSet::apply`).
+//!
+//! One job per file:
+//! - `auth`: signing and checking requests and answers, the replay window, nonces, hold terms;
+//! - `book`: what a node holds (reports, drains, peers) and how a message or a refresh changes
+//!   it, as plain synchronous code; the `Exchange` message;
+//! - `policy`: operator drain requests → drain decisions (the last-healthy-DC guard);
+//! - `news`: the log lines and events of all that;
+//! - `transport`: the `Transport` trait and `HttpTransport`;
+//! - `memory`: `MemoryTransport`, an in-process network with faults, for tests;
+//! - `partitions` (tests only): partition scenarios on that network;
+//! - this file: the `Cluster` handle that ties them to the clock, the local health view, the
+//!   snapshots and the tasks (`run`, `follow`, `serve_exchange`).
+//!
+//! ```text
+//! probe's HealthView --refresh--> Book --merge--> EffectiveHealth --> Snapshots
+//! peer's Exchange --transport--> absorb --> Book        (then refresh)
+//! peer's request --serve_exchange: auth, hold--> Book's message, signed
+//! operator's DrainRequest --policy--> Drain --persist--> Book
+//! ```
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error};
+
+pub mod auth;
+pub mod book;
+pub mod memory;
+pub mod news;
+#[cfg(test)]
+mod partitions;
+pub mod policy;
+pub mod transport;
+
+pub use auth::{AuthError, Credentials, EXCHANGE_PATH, Hold, MAX_HOLD, RequestHeaders};
+pub use book::{Exchange, PeerStatus};
+pub use policy::{DrainRefused, DrainRequest};
+pub use transport::{ExchangeError, ExchangeRequest, HttpTransport, Transport};
+
+use crate::clock::now_ms;
+use crate::drain::{Drain, DrainSet};
+use crate::merge::{EffectiveHealth, MergeSettings, Report};
+use crate::probe::SharedHealthView;
+use crate::state::Snapshots;
+use auth::{NonceCache, response_signature, verify_request};
+use book::Book;
+
+/// Long-polls a node holds at once at most; beyond, it answers at once (a plain pull).
+const MAX_HELD: usize = 64;
+/// The least time between two long-polls to one peer, so that a peer whose generation moves
+/// all the time cannot make a follower spin.
+const MIN_FOLLOW_GAP: Duration = Duration::from_millis(10);
+/// The longest a plain pull may take (it is shorter with a shorter exchange interval).
+const MAX_PULL: Duration = Duration::from_secs(2);
+
+/// Settings the cluster runs with.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub node: String,
+    pub region: String,
+    pub peers: Vec<String>,
+    /// CA certificates (PEM) that `https://` peers must chain to, instead of the system's roots.
+    pub peer_ca: Option<PathBuf>,
+    pub secret: Option<Vec<u8>>,
+    pub exchange_interval: Duration,
+    pub merge: MergeSettings,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// An exchange request served: the message, and its signature for the request's nonce.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub body: Vec<u8>,
+    pub signature: String,
+}
+
+/// Why an exchange request was not served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Refused(#[from] AuthError),
+    #[error("encoding the exchange message: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// The health exchange and merge of one node.
+pub struct Cluster {
+    pub settings: ClusterSettings,
+    /// This node's id and the cluster secret; none on a node without peers.
+    credentials: Option<Credentials>,
+    local: SharedHealthView,
+    snapshots: Arc<Snapshots>,
+    book: Mutex<Book>,
+    nonces: Mutex<NonceCache>,
+    peers: Mutex<Vec<PeerStatus>>,
+    /// The version of the merge last published (see `publish`).
+    published: Mutex<u64>,
+    transport: Arc<dyn Transport>,
+    /// Moves when a verdict or a drain this node holds changes: what followers long-poll for.
+    generation: tokio::sync::watch::Sender<u64>,
+    /// Bounds the long-polls held at once.
+    held: tokio::sync::Semaphore,
+    /// Cancelled when `run` stops, so held long-polls answer at once.
+    stopping: CancellationToken,
+}
+
+/// Locks, going on past a panic elsewhere: every value under these locks is replaced whole.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cluster {
+    /// A cluster that exchanges over HTTP(S), with the drains persisted in the state directory
+    /// (a corrupt drain file is set aside and reported; peers will hand the drains back).
+    pub fn new(
+        settings: ClusterSettings,
+        local: SharedHealthView,
+        snapshots: Arc<Snapshots>,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let drains = load_drains(&settings)?;
+        let transport = HttpTransport::new(settings.peer_ca.as_deref(), pull_timeout(&settings))?;
+        Ok(Cluster::build(
+            settings,
+            local,
+            snapshots,
+            Arc::new(transport),
+            drains,
+        ))
+    }
+
+    /// A cluster that exchanges over `transport` (`peer_ca` is not used then).
+    pub fn with_transport(
+        settings: ClusterSettings,
+        local: SharedHealthView,
+        snapshots: Arc<Snapshots>,
+        transport: Arc<dyn Transport>,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let drains = load_drains(&settings)?;
+        Ok(Cluster::build(
+            settings, local, snapshots, transport, drains,
+        ))
+    }
+
+    fn build(
+        settings: ClusterSettings,
+        local: SharedHealthView,
+        snapshots: Arc<Snapshots>,
+        transport: Arc<dyn Transport>,
+        drains: DrainSet,
+    ) -> Arc<Cluster> {
+        let peers = settings.peers.iter().map(|u| PeerStatus::new(u)).collect();
+        let credentials = settings
+            .secret
+            .as_ref()
+            .map(|s| Credentials::new(settings.node.clone(), s.clone()));
+        let cluster = Arc::new(Cluster {
+            book: Mutex::new(Book::new(&settings.node, &settings.region, drains)),
+            settings,
+            credentials,
+            local,
+            snapshots,
+            nonces: Mutex::new(NonceCache::default()),
+            peers: Mutex::new(peers),
+            published: Mutex::new(0),
+            transport,
+            // 0 means "does not hold" in the exchange message.
+            generation: tokio::sync::watch::Sender::new(1),
+            held: tokio::sync::Semaphore::new(MAX_HELD),
+            stopping: CancellationToken::new(),
+        });
+        cluster.refresh();
+        cluster
+    }
+
+    fn book(&self) -> MutexGuard<'_, Book> {
+        lock(&self.book)
+    }
+
+    /// Rebuilds this node's report from its probers, merges everything and publishes the view
+    /// the answers use.
+    pub fn refresh(&self) {
+        let mut book = self.book();
+        // Read under the lock: refreshes then merge what they read in the order they merge,
+        // and `publish` can keep an older merge from replacing a newer one.
+        let view = self.local.load_full();
+        let zones = self.snapshots.zones.load();
+        let targets = zones.probe_targets();
+        let settings = MergeSettings {
+            settle_ms: book::settle_ms(&targets),
+            ..self.settings.merge
+        };
+        let now = now_ms();
+        let r = book.refresh(&view, now, tokio::time::Instant::now(), settings);
+        drop(book);
+        // The new report is in the book before the followers wake to read it.
+        if r.news {
+            self.bump();
+        }
+        let events = &self.snapshots.events;
+        for change in &r.changes {
+            news::verdict_changed(events, change);
+        }
+        if let Some(isolated) = &r.isolation {
+            news::isolation_changed(events, &self.settings.node, isolated);
+        }
+        let eff = EffectiveHealth::new(view.ready, targets, r.merged, r.drains, now);
+        self.publish(r.version, eff);
+    }
+
+    /// Makes `health`, merged at `version`, the view the answers use, unless a later merge was
+    /// published already: refreshes run on several tasks (the merge loop, the pull rounds, the
+    /// followers), and one that lost the race to publish must not put back what a later one
+    /// replaced (a drain just decided, say).
+    fn publish(&self, version: u64, health: EffectiveHealth) {
+        let mut published = lock(&self.published);
+        if version > *published {
+            *published = version;
+            self.snapshots.store_health(Arc::new(health));
+        }
+    }
+
+    /// Tells the followers that something they must hear of changed.
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Serves one exchange request, whatever carried it (the admin listener, a
+    /// `MemoryTransport`): authenticates it (refusals are counted and logged), holds it while
+    /// it is a long-poll with nothing new to say, and returns this node's message signed for
+    /// the request's nonce.
+    pub async fn serve_exchange(&self, request: &RequestHeaders<'_>) -> Result<Served, ServeError> {
+        let secret = self.authenticate(request)?;
+        // Present: authentication needs it.
+        let nonce = request.nonce.ok_or(AuthError::Missing)?;
+        // A long-poll, signed: answer once something changed, or when the hold runs out.
+        if let Some(hold) = request.hold.and_then(Hold::parse) {
+            self.hold(hold).await;
+        }
+        let body = serde_json::to_vec(&self.exchange_message())?;
+        let signature = response_signature(secret, nonce, &body);
+        Ok(Served { body, signature })
+    }
+
+    /// Checks an incoming exchange request, and returns the secret to sign the answer with.
+    /// Refusals are counted.
+    fn authenticate(&self, request: &RequestHeaders<'_>) -> Result<&[u8], AuthError> {
+        let Some(credentials) = &self.credentials else {
+            return Err(AuthError::Missing);
+        };
+        let result = verify_request(
+            credentials.secret(),
+            request,
+            now_ms(),
+            &mut lock(&self.nonces),
+        );
+        match result {
+            Ok(_) => Ok(credentials.secret()),
+            Err(e) => {
+                self.count_refusal(e);
+                news::request_refused(request.node, e);
+                Err(e)
+            }
+        }
+    }
+
+    fn count_refusal(&self, e: AuthError) {
+        self.snapshots.metrics.record_auth_refused(e.label());
+    }
+
+    /// Holds a peer's long-poll until this node's generation is past `hold.after`, for
+    /// `hold.wait` at most, or at once when too many are held or the node is stopping.
+    async fn hold(&self, hold: Hold) {
+        let Ok(_permit) = self.held.try_acquire() else {
+            return;
+        };
+        let mut generation = self.generation.subscribe();
+        tokio::select! {
+            _ = tokio::time::timeout(
+                hold.wait.min(MAX_HOLD),
+                generation.wait_for(|g| *g != hold.after),
+            ) => {}
+            _ = self.stopping.cancelled() => {}
+        }
+    }
+
+    /// The message this node serves to its peers.
+    fn exchange_message(&self) -> Exchange {
+        // Read before the content: a change made meanwhile is then in the content and also
+        // moves the generation past this value, so the follower's next long-poll sees it
+        // again rather than never.
+        let generation = *self.generation.borrow();
+        self.book().message(generation)
+    }
+
+    /// Takes in what a peer holds; true if anything changed.
+    fn absorb(&self, msg: Exchange) -> bool {
+        let from = msg.from.clone();
+        let got = self.book().absorb(msg);
+        for d in &got.learnt {
+            news::drain_learnt(&self.snapshots.events, d, &from);
+        }
+        if let Some(drains) = &got.drains {
+            self.persist(drains);
+        }
+        if got.news {
+            self.bump();
+        }
+        got.changed
+    }
+
+    fn persist(&self, drains: &DrainSet) {
+        if let Some(dir) = &self.settings.state_dir
+            && let Err(e) = drains.save(&dir.join("drains.json"))
+        {
+            error!(error = %e, "persisting drains failed");
+        }
+    }
+
+    /// One exchange request to `peer`; with `hold`, a long-poll. A response with a bad
+    /// signature is counted as a refusal.
+    async fn pull(
+        &self,
+        credentials: &Credentials,
+        peer: &str,
+        hold: Option<Hold>,
+    ) -> Result<Exchange, ExchangeError> {
+        let base = pull_timeout(&self.settings);
+        let request = ExchangeRequest {
+            peer,
+            credentials,
+            hold,
+            // A held pull may take the hold too.
+            timeout: hold.map_or(base, |h| h.wait + base),
+        };
+        let result = self.transport.exchange(request).await;
+        if let Err(ExchangeError::BadSignature) = result {
+            self.count_refusal(AuthError::BadSignature);
+        }
+        result
+    }
+
+    /// Pulls every peer once, concurrently, and merges what they hold.
+    pub async fn exchange_round(self: &Arc<Self>) {
+        let Some(credentials) = self.credentials.clone() else {
+            return;
+        };
+        let urls: Vec<String> = lock(&self.peers).iter().map(|p| p.url.clone()).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, url) in urls.into_iter().enumerate() {
+            let me = self.clone();
+            let credentials = credentials.clone();
+            tasks.spawn(async move { (i, me.pull(&credentials, &url, None).await) });
+        }
+        let mut changed = false;
+        let events = &self.snapshots.events;
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((i, result)) = joined else { continue };
+            let now = now_ms();
+            match result {
+                Ok(msg) => {
+                    let from = msg.from.clone();
+                    changed |= self.absorb(msg);
+                    self.snapshots.metrics.record_peer_exchange(true);
+                    if let Some(p) = lock(&self.peers).get_mut(i)
+                        && p.succeeded(&from, now)
+                    {
+                        news::peer_reachable(events, &p.url, &from);
+                    }
+                }
+                Err(e) => {
+                    self.snapshots.metrics.record_peer_exchange(false);
+                    if let Some(p) = lock(&self.peers).get_mut(i) {
+                        let error = e.to_string();
+                        let first = p.failed(error.clone());
+                        news::peer_failed(events, &p.url, &error, first);
+                    }
+                }
+            }
+        }
+        if changed {
+            self.refresh();
+        }
+    }
+
+    /// Runs the exchange until shutdown: pulls peers every interval and follows each (tasks of
+    /// their own, so that a peer slow to answer delays nothing else), and republishes the
+    /// merged view as soon as the local probers change their view or the zones are replaced
+    /// (woken by their watch channels, no polling), and every interval (reports age, drains
+    /// expire).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut ages = tokio::time::interval(self.settings.exchange_interval);
+        ages.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut local = self.local.subscribe();
+        let mut zones = self.snapshots.changes();
+        let mut last_zones = zones.borrow_and_update().zones;
+        let mut exchanges = tokio::task::JoinSet::new();
+        if let Some(credentials) = &self.credentials {
+            exchanges.spawn(self.clone().pull_every_interval(shutdown.clone()));
+            let urls: Vec<String> = lock(&self.peers).iter().map(|p| p.url.clone()).collect();
+            for url in urls {
+                exchanges.spawn(
+                    self.clone()
+                        .follow(url, credentials.clone(), shutdown.clone()),
+                );
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.stopping.cancel();
+                    exchanges.shutdown().await;
+                    return;
+                }
+                // Ages and expiries move even when nothing else does.
+                _ = ages.tick() => self.refresh(),
+                Ok(()) = local.changed() => {
+                    local.mark_unchanged();
+                    self.refresh();
+                }
+                Ok(()) = zones.changed() => {
+                    // Health swaps (our own refreshes among them) wake this too: only a new
+                    // zone set needs a new merged view.
+                    let now = zones.borrow_and_update().zones;
+                    if now != last_zones {
+                        last_zones = now;
+                        self.refresh();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pulls every peer each exchange interval: the anti-entropy under the long-polls, and the
+    /// peer bookkeeping. A round lasts as long as its slowest peer (a pull's timeout at most),
+    /// which is why it runs apart from the merge loop.
+    async fn pull_every_interval(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut exchange = tokio::time::interval(self.settings.exchange_interval);
+        exchange.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = exchange.tick() => self.exchange_round().await,
+            }
+        }
+    }
+
+    /// Follows one peer with long-polls: each asks the peer to answer once its generation moves
+    /// past the one last seen, so a changed verdict or drain arrives within a round trip
+    /// instead of at the next pull (which stays, as anti-entropy). A peer that does not hold
+    /// (an older version) is asked again after an interval; one that fails, sooner at first
+    /// (`retry_after`), so that a peer that starts or comes back is followed at once.
+    ///
+    /// A plain pull that works (the first, and the first after a failure) counts in the peer
+    /// bookkeeping as the periodic pull's would: the peer is reachable. Failures are the
+    /// periodic pull's to count, once an interval.
+    async fn follow(
+        self: Arc<Self>,
+        url: String,
+        credentials: Credentials,
+        shutdown: CancellationToken,
+    ) {
+        let mut after: Option<u64> = None;
+        let mut failures: u32 = 0;
+        loop {
+            let hold = after.map(|after| Hold {
+                after,
+                wait: MAX_HOLD,
+            });
+            let started = tokio::time::Instant::now();
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.pull(&credentials, &url, hold) => r,
+            };
+            let pause = match result {
+                Ok(msg) => {
+                    failures = 0;
+                    if hold.is_none() {
+                        self.reached(&url, &msg.from);
+                    }
+                    after = (msg.generation > 0).then_some(msg.generation);
+                    if self.absorb(msg) {
+                        self.refresh();
+                    }
+                    match after {
+                        Some(_) => MIN_FOLLOW_GAP.saturating_sub(started.elapsed()),
+                        None => self.settings.exchange_interval,
+                    }
+                }
+                Err(error) => {
+                    debug!(peer = %url, %error, "long-poll failed; the periodic exchange goes on");
+                    after = None;
+                    failures = failures.saturating_add(1);
+                    retry_after(failures, self.settings.exchange_interval)
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Records that `url` answered as node `from`.
+    fn reached(&self, url: &str, from: &str) {
+        let mut peers = lock(&self.peers);
+        if let Some(p) = peers.iter_mut().find(|p| p.url == url)
+            && p.succeeded(from, now_ms())
+        {
+            news::peer_reachable(&self.snapshots.events, &p.url, from);
+        }
+    }
+
+    /// Issues a drain on this node; it reaches the peers at once (they follow this node) and
+    /// with the next exchange.
+    pub fn drain(&self, req: DrainRequest) -> Result<Drain, DrainRefused> {
+        let forced = req.force;
+        let drain = policy::plan_drain(
+            req,
+            &self.snapshots.zones.load(),
+            &self.snapshots.health.load(),
+            &self.settings.node,
+            now_ms(),
+        )?;
+        self.decide(drain.clone())?;
+        news::drained(&self.snapshots.events, &drain, forced);
+        Ok(drain)
+    }
+
+    /// Lifts a drain (by recording a newer undrain).
+    pub fn undrain(&self, dc: &str, service: Option<&str>) -> Result<Drain, DrainRefused> {
+        let undrain = policy::plan_undrain(dc, service, &self.settings.node, now_ms());
+        self.decide(undrain.clone())?;
+        news::undrained(&self.snapshots.events, &undrain);
+        Ok(undrain)
+    }
+
+    /// Persists, then applies a decision: a drain the node cannot keep across a restart is
+    /// refused rather than half-applied.
+    fn decide(&self, d: Drain) -> Result<(), DrainRefused> {
+        let mut book = self.book();
+        let next = book.with_decision(d);
+        if let Some(dir) = &self.settings.state_dir {
+            next.save(&dir.join("drains.json"))
+                .map_err(|e| DrainRefused::NotPersisted(e.to_string()))?;
+        }
+        book.set_drains(next);
+        drop(book);
+        self.bump();
+        self.refresh();
+        Ok(())
+    }
+
+    /// Peers as last seen.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        lock(&self.peers).clone()
+    }
+
+    /// Every node's report as held here, for the state API.
+    pub fn reports(&self) -> Vec<Report> {
+        self.book().reports()
+    }
+}
+
+/// How long a follower waits before asking a peer again after `failures` failures in a row:
+/// an eighth of the exchange interval, doubling up to the interval.
+fn retry_after(failures: u32, interval: Duration) -> Duration {
+    let shift = failures.saturating_sub(1).min(3);
+    (interval / 8).saturating_mul(1 << shift).min(interval)
+}
+
+/// How long a plain pull may take: an exchange interval, two seconds at most.
+fn pull_timeout(settings: &ClusterSettings) -> Duration {
+    settings.exchange_interval.min(MAX_PULL)
+}
+
+/// The drains persisted in the state directory, if there is one.
+fn load_drains(settings: &ClusterSettings) -> anyhow::Result<DrainSet> {
+    let Some(dir) = settings.state_dir.as_ref() else {
+        return Ok(DrainSet::default());
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("creating state directory {}: {e}", dir.display()))?;
+    let path = dir.join("drains.json");
+    Ok(match DrainSet::load(&path) {
+        Ok(d) => d,
+        Err(e) => {
+            let aside = path.with_extension(format!("corrupt-{}", now_ms()));
+            let _ = std::fs::rename(&path, &aside);
+            error!(error = %e, moved_to = %aside.display(), "drain file unreadable; starting without it");
+            DrainSet::default()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_peer_is_asked_again_sooner_at_first() {
+        let ms = Duration::from_millis;
+        // (failures, interval, pause)
+        let cases = [
+            (1, ms(1000), ms(125)),
+            (2, ms(1000), ms(250)),
+            (3, ms(1000), ms(500)),
+            (4, ms(1000), ms(1000)),
+            (40, ms(1000), ms(1000)),
+            (u32::MAX, ms(250), ms(250)),
+            (1, ms(8), ms(1)),
+        ];
+        for (failures, interval, pause) in cases {
+            assert_eq!(
+                retry_after(failures, interval),
+                pause,
+                "{failures} {interval:?}"
+            );
+        }
+    }
+}
