@@ -100,6 +100,8 @@ pub fn state(snapshots: &Snapshots, cluster: &Cluster) -> Value {
         "nodes": reports,
         "peers": cluster.peers(),
         "drains": drains,
+        // Issue 18: where drains are kept; null when this node keeps none and refuses them.
+        "drains_file": cluster.drains_file().map(|f| f.display().to_string()),
         "services": services,
         "events": snapshots.events.recent(),
     })
@@ -341,7 +343,16 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .up{{background
         }
         h.push_str("</table>");
     }
-    h.push_str("<h2>Drains</h2><table id=drains><tr><th>DC</th><th>service</th><th>reason</th><th>expires</th><th>by</th></tr>");
+    h.push_str("<h2>Drains</h2>");
+    let _ = match st["drains_file"].as_str() {
+        Some(file) => write!(h, "<p id=drains-kept>Kept in {}.</p>", esc(file)),
+        None => write!(
+            h,
+            "<p id=drains-kept class=down>Not kept: this node has no state directory \
+             (--state-dir), so it refuses drains issued here.</p>"
+        ),
+    };
+    h.push_str("<table id=drains><tr><th>DC</th><th>service</th><th>reason</th><th>expires</th><th>by</th></tr>");
     for d in st["drains"]
         .as_array()
         .into_iter()

@@ -548,17 +548,28 @@ impl Cluster {
     /// Persists, then applies a decision: a drain the node cannot keep across a restart is
     /// refused rather than half-applied.
     fn decide(&self, d: Drain) -> Result<(), DrainRefused> {
+        let Some(file) = self.drains_file() else {
+            return Err(DrainRefused::NoStateDir);
+        };
         let mut book = self.book();
         let next = book.with_decision(d);
-        if let Some(dir) = &self.settings.state_dir {
-            next.save(&dir.join("drains.json"))
-                .map_err(|e| DrainRefused::NotPersisted(e.to_string()))?;
-        }
+        next.save(&file)
+            .map_err(|e| DrainRefused::NotPersisted(e.to_string()))?;
         book.set_drains(next);
         drop(book);
         self.bump();
         self.refresh();
         Ok(())
+    }
+
+    /// Where this node keeps its drains; `None` without a state directory, when drains issued
+    /// here are refused (drains learnt from peers are held in memory, and peers hand them back
+    /// after a restart).
+    pub fn drains_file(&self) -> Option<std::path::PathBuf> {
+        self.settings
+            .state_dir
+            .as_ref()
+            .map(|dir| dir.join("drains.json"))
     }
 
     /// Peers as last seen.

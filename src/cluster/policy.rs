@@ -35,6 +35,13 @@ pub enum DrainRefused {
     LastHealthy { dc: String, services: Vec<String> },
     #[error("the drain could not be persisted, so it was not applied: {0}")]
     NotPersisted(String),
+    /// Issue 18: a drain this node could not keep across a restart is refused rather than
+    /// kept in memory without a word.
+    #[error(
+        "this node keeps no state directory, so a drain would be forgotten when it restarts: \
+         start it with --state-dir DIR (or state_dir: in the node file)"
+    )]
+    NoStateDir,
 }
 
 /// The drain `req` asks of `node` at `now_ms`, or why it is refused.

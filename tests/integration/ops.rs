@@ -508,6 +508,62 @@ fn without_a_token_loopback_clients_may_change_things() {
     assert_eq!(r.status, 200, "{r:?}");
 }
 
+/// Issue 18: a drain is never kept in memory without a word. A node without a state directory
+/// refuses a drain (and an undrain) with the flag to set, changes nothing, and says in its state
+/// and on its status page that drains are not kept; with one, both say where they are kept, and
+/// the drain is written there.
+#[test]
+fn a_node_without_a_state_directory_refuses_drains_and_says_so() {
+    let b = backends(2);
+    let zone = checked_zone(b[0].ip(), b[1].ip(), b[0].addr.port());
+    let node = Node::builder(&zone).without_state_dir().start();
+    node.wait_ready();
+    wait_until(Duration::from_secs(10), "fra and iad up", || {
+        node.dc_status(WWW, "fra") == "up" && node.dc_status(WWW, "iad") == "up"
+    });
+    let want = "this node keeps no state directory, so a drain would be forgotten when it \
+                restarts: start it with --state-dir DIR (or state_dir: in the node file)";
+    for (path, body) in [
+        ("/api/v1/drain", r#"{"dc": "fra", "reason": "maintenance"}"#),
+        ("/api/v1/undrain", r#"{"dc": "fra"}"#),
+    ] {
+        let r = post(node.admin, path, None, body);
+        assert_eq!(r.status, 409, "{path}: {r:?}");
+        assert_eq!(r.json()["error"], want, "{path}: {r:?}");
+    }
+    assert_eq!(
+        node.dc_status(WWW, "fra"),
+        "up",
+        "a refused drain was applied"
+    );
+    assert!(drains(&node).is_empty());
+    assert_eq!(node.state()["drains_file"], serde_json::Value::Null);
+    let page = node.get("/").text();
+    assert!(
+        page.contains("Not kept: this node has no state directory"),
+        "the status page does not say drains are not kept"
+    );
+
+    // With a state directory: kept, shown, and still there after a restart.
+    let node = Node::builder(&zone).start();
+    node.wait_ready();
+    let file = node.state()["drains_file"]
+        .as_str()
+        .expect("the drains file in the state")
+        .to_string();
+    assert!(file.ends_with("/state/drains.json"), "{file}");
+    assert!(node.get("/").text().contains(&format!("Kept in {file}.")));
+    let r = post(
+        node.admin,
+        "/api/v1/drain",
+        None,
+        r#"{"dc": "fra", "force": true}"#,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let kept = std::fs::read_to_string(&file).expect("the drains file was written");
+    assert!(kept.contains("\"fra\""), "{kept}");
+}
+
 #[test]
 fn the_admin_token_can_come_from_a_file() {
     let dir = tempfile::tempdir().expect("a temp dir");

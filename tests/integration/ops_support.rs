@@ -65,6 +65,8 @@ pub struct NodeBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     config: Option<String>,
+    /// A state directory in the node's temp dir (drains are refused without one).
+    state_dir: bool,
 }
 
 impl Node {
@@ -75,6 +77,7 @@ impl Node {
             args: Vec::new(),
             env: Vec::new(),
             config: None,
+            state_dir: true,
         }
     }
 
@@ -168,6 +171,12 @@ impl NodeBuilder {
         self
     }
 
+    /// No state directory, as `serve` without `--state-dir`.
+    pub fn without_state_dir(mut self) -> Self {
+        self.state_dir = false;
+        self
+    }
+
     /// A node config file (YAML), passed with `--config`.
     pub fn config(mut self, yaml: &str) -> Self {
         self.config = Some(yaml.to_string());
@@ -198,8 +207,11 @@ impl NodeBuilder {
             .arg("--geoip")
             .arg(manifest_path("tests/fixtures/geoip/GeoIP2-City-Test.mmdb"))
             .arg("--ready-file")
-            .arg(&ready)
-            .args(&self.args);
+            .arg(&ready);
+        if self.state_dir {
+            cmd.arg("--state-dir").arg(dir.path().join("state"));
+        }
+        cmd.args(&self.args);
         let (child, dns, admin) = spawn_serve(cmd, &ready, &stderr_path, START_TIMEOUT, "steerdns");
         Node {
             dns,
