@@ -4,12 +4,12 @@
 //!
 //! | the issue asks | bound | test |
 //! |---|---|---|
-//! | a refused backend is withdrawn on all nodes | ≤ 1.0 s, median of 5 | `a_refused_backend_leaves_every_node_within_a_second` |
-//! | a backend answering 500 | ≤ 1.0 s, median of 5 | `a_backend_answering_500_leaves_every_node_within_a_second` |
-//! | a hung backend | ≤ 2.0 s, median of 5 | `a_hung_backend_leaves_every_node_within_two_seconds` |
+//! | a refused backend is withdrawn on all nodes | ≤ 1.0 s, median of 15 (the issue: of 5) | `a_refused_backend_leaves_every_node_within_a_second` |
+//! | a backend answering 500 | ≤ 1.0 s, median of 15 (the issue: of 5) | `a_backend_answering_500_leaves_every_node_within_a_second` |
+//! | a hung backend | ≤ 2.0 s, median of 15 (the issue: of 5) | `a_hung_backend_leaves_every_node_within_two_seconds` |
 //! | restored after each | ≤ fast_interval × rise + 1 s = 1.4 s, every run | the same three |
 //! | one failed probe in a row never withdraws | never, on any node | `a_single_failed_probe_withdraws_nothing` |
-//! | a drain is in effect on all three nodes | ≤ 0.3 s, median of 5 | `a_drain_is_in_effect_on_every_node_within_300_ms` |
+//! | a drain is in effect on all three nodes | ≤ 0.3 s, median of 15 (the issue: of 5) | `a_drain_is_in_effect_on_every_node_within_300_ms` |
 //!
 //! Every run has a cluster of its own, five at once on their own loopback blocks: the nodes'
 //! probe timers start at random points of the interval, so separate clusters sample where those
@@ -22,17 +22,23 @@
 //! The bounds are the issue's, with no slack, and the runs are random by design: a refused or
 //! failing DC leaves every node when the second of three nodes has confirmed it (its first probe
 //! after the break, at a uniform point of the interval, plus one fast_interval), plus a few
-//! milliseconds. That is 0.7 s in the median, but the median of five such runs passes 1.0 s in
-//! about 1 test run in 80 (three runs whose second node probes in the last fifth of the
-//! interval), loaded machine or not. A failure that shows runs of 1.0–1.2 s is that tail; runs
-//! well beyond 1.2 s are a regression.
+//! milliseconds. That is 0.7 s in the median, but about one run in six passes 1.0 s (measured
+//! here: 5 of 30), so the median of five runs would pass it in about one test run in 30 with
+//! nothing wrong; hence the median of 15 (`RUNS`). A failure that shows runs of 1.0–1.2 s is
+//! that tail; a median well beyond is a regression.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::regions_support::*;
 
-const RUNS: usize = 5;
+/// The issue asks for the median of 5 runs. Each run's time is random by design (see the
+/// module documentation): one in six runs of a refused or 500 backend passes 1.0 s, so the
+/// median of 5 would pass it in about one test run in 30 with nothing wrong. The median of 15
+/// estimates the same median with a third of the spread (about one in 700), and holds it to the
+/// same bound. Run in batches of `AT_ONCE` clusters.
+const RUNS: usize = 15;
+const AT_ONCE: usize = 5;
 
 /// The issue's bounds.
 const REFUSED_WITHDRAWAL: Duration = Duration::from_millis(1000);
@@ -54,23 +60,28 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Starts `RUNS` clusters at once, each on its own block, and runs `measure` on each once they
+/// Starts `RUNS` clusters, `AT_ONCE` at a time, each on its own block, and runs `measure` on each once they
 /// have converged; the results in start order.
 fn on_separate_clusters<T: Send>(measure: impl Fn(&TestCluster) -> T + Sync) -> Vec<T> {
-    std::thread::scope(|s| {
-        let runs: Vec<_> = (0..RUNS)
-            .map(|_| {
-                s.spawn(|| {
-                    let c = TestCluster::start(3, &timing_zone(), timing_opts());
-                    c.wait_converged(&[0, 1, 2]);
-                    measure(&c)
+    let mut results = Vec::with_capacity(RUNS);
+    while results.len() < RUNS {
+        let batch = AT_ONCE.min(RUNS - results.len());
+        results.extend(std::thread::scope(|s| {
+            let runs: Vec<_> = (0..batch)
+                .map(|_| {
+                    s.spawn(|| {
+                        let c = TestCluster::start(3, &timing_zone(), timing_opts());
+                        c.wait_converged(&[0, 1, 2]);
+                        measure(&c)
+                    })
                 })
-            })
-            .collect();
-        runs.into_iter()
-            .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+                .collect();
+            runs.into_iter()
+                .map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect::<Vec<T>>()
+        }));
+    }
+    results
 }
 
 /// Five runs of `failure`: the median withdrawal within `withdrawal`, every restoration within
