@@ -105,6 +105,8 @@ struct Net {
     endpoints: Vec<(IpAddr, Arc<Check>)>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Every node's state directory (drains issued on a node without one are refused).
+    state: tempfile::TempDir,
 }
 
 impl Net {
@@ -139,6 +141,7 @@ impl Net {
             endpoints,
             shutdown,
             tasks: Vec::new(),
+            state: tempfile::tempdir().expect("a temp dir for the nodes' state"),
         };
         let now = Instant::now();
         for id in ids {
@@ -164,7 +167,7 @@ impl Net {
                     quorum: Quorum::Majority,
                     settle_ms: 0,
                 },
-                state_dir: None,
+                state_dir: Some(net.state.path().join(id)),
             };
             let cluster = Cluster::with_transport(
                 settings,
@@ -172,7 +175,7 @@ impl Net {
                 snapshots.clone(),
                 net.transport.clone(),
             )
-            .expect("a cluster without a state directory");
+            .expect("a cluster with a fresh state directory");
             net.transport.join(&cluster);
             let node = Node {
                 id,
