@@ -28,6 +28,7 @@
 //! - `timeline`: the last hour of each service's DCs (state per region, answers sent), sampled
 //!   into a ring buffer for the status page's pictures (plain sync data);
 //! - `status`: the state document and the HTML status page (timeline, map, tables);
+//! - `pictures`: the status page's inline SVG: the timeline and the map;
 //! - `metrics`: every metric name and label;
 //! - `events`: the last 100 health changes, drains, reloads and peer events;
 //! - `clock`: wall-clock time in Unix milliseconds, as nodes stamp and compare it (a leaf);
@@ -64,6 +65,7 @@ pub mod health;
 pub mod merge;
 pub mod metrics;
 pub mod model;
+pub mod pictures;
 pub mod probe;
 pub mod rrl;
 pub mod state;
