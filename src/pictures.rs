@@ -133,7 +133,7 @@ pub fn timeline_svg(samples: &[Arc<Sample>], period: Duration) -> String {
                 }
             })
             .sum();
-        let height = 22.0 + rows_height + 8.0 + SHARE_HEIGHT + 22.0;
+        let height = 22.0 + rows_height + 8.0 + SHARE_HEIGHT + 38.0;
         let _ = write!(
             h,
             r##"<svg class="timeline" data-service="{svc}" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" xmlns="http://www.w3.org/2000/svg" font-size="11" font-family="system-ui,sans-serif">
@@ -232,7 +232,9 @@ pub fn timeline_svg(samples: &[Arc<Sample>], period: Duration) -> String {
             ex = LABEL_WIDTH + PLOT_WIDTH,
             b = clock(end),
         );
-        let mut lx = LABEL_WIDTH + 150.0;
+        // The legend, on a line of its own below the axis.
+        y += 16.0;
+        let mut lx = LABEL_WIDTH;
         for (i, dc) in svc.dcs.iter().enumerate() {
             let _ = write!(
                 h,
