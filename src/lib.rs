@@ -27,8 +27,8 @@
 //!   CA roots of outgoing HTTPS to peers;
 //! - `timeline`: the last hour of each service's DCs (state per region, answers sent), sampled
 //!   into a ring buffer for the status page's pictures (plain sync data);
-//! - `status`: the state document and the HTML status page (timeline, map, tables);
-//! - `pictures`: the status page's inline SVG: the timeline and the map;
+//! - `status`: the state document and the HTML status page (its SVG timeline and map in
+//!   `status/pictures`, the tables below);
 //! - `metrics`: every metric name and label;
 //! - `events`: the last 100 health changes, drains, reloads and peer events;
 //! - `clock`: wall-clock time in Unix milliseconds, as nodes stamp and compare it (a leaf);
@@ -65,7 +65,6 @@ pub mod health;
 pub mod merge;
 pub mod metrics;
 pub mod model;
-pub mod pictures;
 pub mod probe;
 pub mod rrl;
 pub mod state;

@@ -11,6 +11,8 @@ use crate::merge::EndpointKey;
 use crate::model::Policy;
 use crate::state::Snapshots;
 
+mod pictures;
+
 /// The state API's document.
 pub fn state(snapshots: &Snapshots, cluster: &Cluster) -> Value {
     let zones = snapshots.zones.load();
@@ -248,16 +250,12 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .up{{background
 
     let answers = answers_by_continent(snapshots);
     h.push_str("<h2>The last hour</h2>");
-    h.push_str(&crate::pictures::timeline_svg(
+    h.push_str(&pictures::timeline_svg(
         &snapshots.timeline.samples(),
         snapshots.timeline.period(),
     ));
     h.push_str("<h2>Where clients are sent now</h2>");
-    h.push_str(&crate::pictures::map_svg(
-        &snapshots.zones.load(),
-        &st,
-        &answers,
-    ));
+    h.push_str(&pictures::map_svg(&snapshots.zones.load(), &st, &answers));
 
     // DCs × regions: each node's view of each DC (up when it sees an endpoint up).
     let nodes: Vec<(String, String)> = st["nodes"]

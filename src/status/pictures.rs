@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::model::ZoneSet;
-use crate::status::ContinentAnswer;
-use crate::timeline::{CAPACITY, DcState, Sample};
+use crate::timeline::{CAPACITY, DcSample, DcState, Sample, ServiceSample};
+
+use super::{ContinentAnswer, clock, esc};
 
 const WIDTH: f64 = 1000.0;
 const LABEL_WIDTH: f64 = 150.0;
@@ -37,17 +38,9 @@ fn state_colour(state: &str) -> &'static str {
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// HH:MM:SS of a Unix-millisecond time, UTC.
-fn clock(ms: u64) -> String {
-    let s = ms / 1000;
-    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+/// A service sample's DC named `dc`.
+fn dc_in<'a>(o: &'a ServiceSample, dc: &str) -> Option<&'a DcSample> {
+    o.dcs.iter().find(|d| &*d.dc == dc)
 }
 
 /// One row of the timeline: a DC's state (or a region's view of it) per sample.
@@ -82,7 +75,7 @@ pub fn timeline_svg(samples: &[Arc<Sample>], period: Duration) -> String {
     // Services in the order of the newest sample; a service that went away keeps its history
     // until it leaves the window, but is not drawn.
     for svc in &last.services {
-        let history: Vec<(u64, &crate::timeline::ServiceSample)> = samples
+        let history: Vec<(u64, &ServiceSample)> = samples
             .iter()
             .filter_map(|s| {
                 s.services
@@ -93,15 +86,13 @@ pub fn timeline_svg(samples: &[Arc<Sample>], period: Duration) -> String {
             .collect();
         let mut rows: Vec<Row> = Vec::new();
         for dc in &svc.dcs {
-            let of_dc =
-                |o: &crate::timeline::ServiceSample| o.dcs.iter().find(|d| d.dc == dc.dc).cloned();
             rows.push(Row {
                 service: &svc.service,
                 dc: &dc.dc,
                 view: "effective".into(),
                 states: history
                     .iter()
-                    .filter_map(|(at, o)| of_dc(o).map(|d| (*at, d.state)))
+                    .filter_map(|(at, o)| dc_in(o, &dc.dc).map(|d| (*at, d.state)))
                     .collect(),
             });
             for region in dc.regions.keys() {
@@ -112,7 +103,7 @@ pub fn timeline_svg(samples: &[Arc<Sample>], period: Duration) -> String {
                     states: history
                         .iter()
                         .filter_map(|(at, o)| {
-                            of_dc(o).map(|d| {
+                            dc_in(o, &dc.dc).map(|d| {
                                 (
                                     *at,
                                     d.regions.get(region).copied().unwrap_or(DcState::Unknown),
@@ -484,4 +475,103 @@ pub fn map_svg(zones: &ZoneSet, st: &Value, answers: &[(String, Vec<ContinentAns
         r##"<text x="6" y="352" fill="#555">DCs by state (up, down, drained, partial: services disagree); lines: where each continent's clients are sent now (dashed: all down). Nodes are not drawn: node files have no location.</text></svg>"##,
     );
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::{DcSample, ServiceSample};
+    use serde_json::json;
+
+    fn sample(at_ms: u64, fra: (DcState, u64), iad: (DcState, u64)) -> Arc<Sample> {
+        let dc = |name: &str, (state, answers): (DcState, u64)| DcSample {
+            dc: name.into(),
+            state,
+            regions: [("eu".to_string(), state)].into(),
+            answers,
+        };
+        Arc::new(Sample {
+            at_ms,
+            services: vec![ServiceSample {
+                zone: "a.example".into(),
+                service: "www.a.example".into(),
+                dcs: vec![dc("fra", fra), dc("iad", iad)],
+            }],
+        })
+    }
+
+    #[test]
+    fn the_timeline_draws_a_run_per_state_and_a_share_per_sample() {
+        use DcState::*;
+        let samples = [
+            sample(10_000, (Up, 3), (Up, 1)),
+            sample(20_000, (Down, 0), (Up, 5)),
+            sample(30_000, (Down, 0), (Up, 0)),
+        ];
+        let svg = timeline_svg(&samples, Duration::from_secs(10));
+        assert!(svg.contains(
+            r#"data-dc="fra" data-view="effective" data-state="up" data-first-ms="10000" data-last-ms="10000""#
+        ), "{svg}");
+        assert!(svg.contains(
+            r#"data-dc="fra" data-view="effective" data-state="down" data-first-ms="20000" data-last-ms="30000""#
+        ), "{svg}");
+        assert!(svg.contains(r#"data-dc="fra" data-view="eu" data-state="down""#));
+        assert!(
+            svg.contains(r#"data-dc="fra" data-at-ms="10000" data-answers="3" data-share="0.750""#)
+        );
+        assert!(
+            svg.contains(r#"data-dc="fra" data-at-ms="20000" data-answers="0" data-share="0.000""#)
+        );
+        // A sample without answers has no share to draw.
+        assert!(!svg.contains(r#"data-at-ms="30000""#), "{svg}");
+        assert!(timeline_svg(&[], Duration::from_secs(10)).contains("No samples yet"));
+    }
+
+    #[test]
+    fn the_map_colours_dcs_by_state_and_draws_where_clients_go() {
+        let zone = crate::zone_file::parse_zone(
+            "
+zone: a.example
+soa: { primary: ns1, contact: hostmaster.a.example }
+nameservers: { ns1: [192.0.2.53] }
+datacenters:
+  fra: { location: [50.1, 8.7] }
+  iad: { location: [38.9, -77.0] }
+records:
+  www:
+    service:
+      endpoints: { fra: [192.0.2.1], iad: [192.0.2.2] }
+",
+            "t.yaml",
+        )
+        .expect("a valid zone");
+        let zones = ZoneSet {
+            zones: vec![Arc::new(zone)],
+        };
+        let st = json!({ "services": [
+            { "dcs": [{ "name": "fra", "effective": "down" }, { "name": "iad", "effective": "up" }] },
+            { "dcs": [{ "name": "iad", "effective": "drained" }] },
+        ]});
+        let answers = vec![(
+            "www.a.example".to_string(),
+            vec![ContinentAnswer {
+                continent: "EU",
+                from: (50.1, 8.7),
+                dc: Some("iad".into()),
+                all_down: false,
+            }],
+        )];
+        let svg = map_svg(&zones, &st, &answers);
+        assert!(svg.contains(r#"data-dc="fra" data-state="down""#), "{svg}");
+        assert!(
+            svg.contains(r#"data-dc="iad" data-state="partial""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"data-continent="EU" data-dc="iad""#),
+            "{svg}"
+        );
+        // Equirectangular, 2 px a degree: iad at (-77.0 + 180) * 2, (90 - 38.9) * 2.
+        assert!(svg.contains(r#"cx="206" cy="102""#), "{svg}");
+    }
 }
