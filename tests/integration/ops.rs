@@ -941,6 +941,12 @@ fn the_status_page_timeline_in_chromium_shows_a_drain_and_a_failure() {
     stop.store(true, Ordering::Relaxed);
     let _ = querier.join();
 
+    // The samples the page draws, as the API serves them.
+    let timeline = node.get("/api/v1/timeline").json();
+    assert_eq!(timeline["period_ms"], 1000, "{timeline:#}");
+    let samples = timeline["samples"].as_array().map_or(0, Vec::len);
+    assert!(samples >= 15, "{samples} samples in {timeline:#}");
+
     let _turn = heavy_turn();
     let url = format!("http://{}/", node.admin);
     let run = chromium(&url, &["--dump-dom"]);
