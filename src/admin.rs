@@ -9,6 +9,7 @@
 //! | GET | `/ready` | 200 once zones are loaded and the first probe round is done (never flips back), else 503 | none |
 //! | GET | `/metrics` | Prometheus text format | read |
 //! | GET | `/api/v1/state` | services, DCs, endpoints: local status, each node's vote and age, effective status, drains, peers | read |
+//! | GET | `/api/v1/timeline` | the status page's timeline: a sample per period (10 s) of each DC's state per region and the answers sent to it, the last hour | read |
 //! | GET | `/api/v1/explain?name=&client=&subnet=&type=` | why a client gets its answer | read |
 //! | POST | `/api/v1/reload` | reload zones, GeoIP data and the TLS certificate (if any) | change |
 //! | POST | `/api/v1/drain` | JSON `{dc, service?, reason?, for_seconds?, force?}` | change |
@@ -71,6 +72,7 @@ pub fn router(state: Shared) -> Router {
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/api/v1/state", get(state_json))
+        .route("/api/v1/timeline", get(timeline_json))
         .route("/api/v1/explain", get(explain))
         .route_layer(from_fn_with_state(state.clone(), require_read));
     let changes = Router::new()
@@ -239,6 +241,15 @@ async fn status_page(State(state): State<Shared>) -> Response {
 
 async fn state_json(State(state): State<Shared>) -> Response {
     axum::Json(crate::status::state(&state.snapshots, &state.cluster)).into_response()
+}
+
+async fn timeline_json(State(state): State<Shared>) -> Response {
+    let timeline = &state.snapshots.timeline;
+    axum::Json(json!({
+        "period_ms": timeline.period().as_millis() as u64,
+        "samples": timeline.samples(),
+    }))
+    .into_response()
 }
 
 #[derive(Deserialize)]

@@ -315,6 +315,13 @@ impl Node {
             }
         }));
         tasks.push(tokio::spawn(cluster.clone().run(shutdown.clone())));
+        tasks.push(tokio::spawn(
+            TimelineSampler {
+                snapshots: snapshots.clone(),
+                period: settings.timeline_period,
+            }
+            .run(shutdown.clone()),
+        ));
         tasks.push(tokio::spawn(watch_services(
             snapshots.clone(),
             shutdown.clone(),
@@ -508,6 +515,35 @@ fn log_geo(db: &GeoDb, metrics: &Metrics, message: &'static str) {
         })
         .collect();
     metrics.record_geoip_load(true, &dbs);
+}
+
+/// Takes a timeline sample every `period`: the status page's pictures of the last hour. A timer
+/// is right here, as what it samples is time (answers sent per period, states over time).
+struct TimelineSampler {
+    snapshots: Arc<Snapshots>,
+    period: Duration,
+}
+
+impl TimelineSampler {
+    async fn run(self, shutdown: CancellationToken) {
+        let s = &self.snapshots;
+        s.timeline.set_period(self.period);
+        let mut tick = tokio::time::interval(self.period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let zones = s.zones.load();
+            let health = s.health.load();
+            let answers = |zone: &Arc<str>, record: &Arc<str>, dc: &Arc<str>| {
+                s.metrics.service_answers_total(zone, record, dc)
+            };
+            s.timeline
+                .record(&zones, &health, &answers, crate::clock::now_ms());
+        }
+    }
 }
 
 /// Logs when a service loses its last endpoint, and when it gets one back: the query path answers

@@ -240,6 +240,8 @@ pub struct Flags {
     pub tcp_idle_timeout: Option<String>,
     pub tcp_read_timeout: Option<String>,
     pub tcp_max_queries: Option<u32>,
+    /// `--timeline-period` (hidden; tests take 1-second samples).
+    pub timeline_period: Option<String>,
 }
 
 /// Effective settings of a node.
@@ -273,6 +275,8 @@ pub struct Settings {
     pub ready_file: Option<PathBuf>,
     /// RRL and TCP limits of the DNS frontend.
     pub dns: dns::Options,
+    /// How often the status page's timeline is sampled.
+    pub timeline_period: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -338,6 +342,14 @@ impl Settings {
             Duration::from_secs(5),
             "stale_after",
         )?;
+        let timeline_period = duration(
+            flags.timeline_period,
+            crate::timeline::DEFAULT_PERIOD,
+            "timeline_period",
+        )?;
+        if timeline_period.is_zero() {
+            bail!("timeline_period must be longer than zero");
+        }
         if stale_after <= exchange_interval {
             bail!(
                 "stale_after ({stale_after:?}) must be longer than exchange_interval ({exchange_interval:?})"
@@ -391,6 +403,7 @@ impl Settings {
             quorum,
             ready_file: flags.ready_file,
             dns,
+            timeline_period,
         })
     }
 }

@@ -25,7 +25,10 @@
 //!   to `Cluster::serve_exchange` (the only axum user);
 //! - `tls`: optional HTTPS on the admin/peer listener (certificate reloads, handshakes) and the
 //!   CA roots of outgoing HTTPS to peers;
-//! - `status`: the state document and the HTML status page;
+//! - `timeline`: the last hour of each service's DCs (state per region, answers sent), sampled
+//!   into a ring buffer for the status page's pictures (plain sync data);
+//! - `status`: the state document and the HTML status page (its SVG timeline and map in
+//!   `status/pictures`, the tables below);
 //! - `metrics`: every metric name and label;
 //! - `events`: the last 100 health changes, drains, reloads and peer events;
 //! - `clock`: wall-clock time in Unix milliseconds, as nodes stamp and compare it (a leaf);
@@ -66,5 +69,6 @@ pub mod probe;
 pub mod rrl;
 pub mod state;
 pub mod status;
+pub mod timeline;
 pub mod tls;
 pub mod zone_file;

@@ -211,6 +211,9 @@ struct ServeArgs {
     /// Queries answered on one DNS TCP connection before it is closed [default: 100000].
     #[arg(long, value_name = "N")]
     tcp_max_queries: Option<u32>,
+    /// How often the status page's timeline is sampled [default: 10s] (for tests).
+    #[arg(long, value_name = "DURATION", hide = true)]
+    timeline_period: Option<String>,
 }
 
 fn on_off(text: &str) -> Result<bool, String> {
@@ -561,6 +564,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tcp_idle_timeout: args.tcp_idle_timeout,
         tcp_read_timeout: args.tcp_read_timeout,
         tcp_max_queries: args.tcp_max_queries,
+        timeline_period: args.timeline_period,
     };
     let settings = Settings::resolve(file, flags)?;
     steerdns::app::tune_allocator();

@@ -480,6 +480,17 @@ impl Metrics {
         }
     }
 
+    /// How many answers sent clients of `record` (in `zone`) to `dc` so far.
+    pub fn service_answers_total(&self, zone: &Arc<str>, record: &Arc<str>, dc: &Arc<str>) -> u64 {
+        let labels = ServiceLabels {
+            zone: zone.clone(),
+            record: record.clone(),
+            dc: dc.clone(),
+        };
+        // `get` rather than `get_or_create`: reading adds no zero series to the scrape.
+        self.service_answers.get(&labels).map_or(0, |c| c.get())
+    }
+
     /// Counts a response RRL did not send as it was.
     pub fn record_rrl(&self, decision: crate::rrl::Decision) {
         match decision {

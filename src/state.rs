@@ -14,6 +14,7 @@ use crate::geo::GeoDb;
 use crate::merge::EffectiveHealth;
 use crate::metrics::Metrics;
 use crate::model::ZoneSet;
+use crate::timeline::Timeline;
 
 /// What a node serves right now.
 pub struct Snapshots {
@@ -25,6 +26,8 @@ pub struct Snapshots {
     pub metrics: Arc<Metrics>,
     /// Recent health changes, drains, reloads and peer events.
     pub events: EventLog,
+    /// The last hour of each service's DCs, sampled by `app`.
+    pub timeline: Timeline,
     /// How many times the zones and the health have been replaced.
     changes: watch::Sender<Changes>,
 }
@@ -44,6 +47,7 @@ impl Snapshots {
             health: ArcSwap::from_pointee(EffectiveHealth::default()),
             metrics,
             events: EventLog::default(),
+            timeline: Timeline::default(),
             changes: watch::Sender::new(Changes::default()),
         }
     }

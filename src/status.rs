@@ -11,6 +11,8 @@ use crate::merge::EndpointKey;
 use crate::model::Policy;
 use crate::state::Snapshots;
 
+mod pictures;
+
 /// The state API's document.
 pub fn state(snapshots: &Snapshots, cluster: &Cluster) -> Value {
     let zones = snapshots.zones.load();
@@ -133,8 +135,31 @@ const CONTINENT_CLIENTS: [(&str, &str, (f64, f64)); 6] = [
     ("SA", "BR", (-23.5, -46.6)),
 ];
 
+/// Where a continent's representative client is sent for one service.
+pub struct ContinentAnswer {
+    pub continent: &'static str,
+    /// The client's location (latitude, longitude).
+    pub from: (f64, f64),
+    /// The DC chosen, if any.
+    pub dc: Option<String>,
+    /// Every endpoint is down: the answer follows `when_all_down`.
+    pub all_down: bool,
+}
+
+impl ContinentAnswer {
+    /// As the answers table shows it.
+    fn label(&self) -> String {
+        let dc = self.dc.as_deref().unwrap_or("—");
+        if self.all_down {
+            format!("{dc} (all down)")
+        } else {
+            dc.to_string()
+        }
+    }
+}
+
 /// The DC each service answers with for a client in each continent, by the live health.
-pub fn answers_by_continent(snapshots: &Snapshots) -> Vec<(String, Vec<(String, String)>)> {
+pub fn answers_by_continent(snapshots: &Snapshots) -> Vec<(String, Vec<ContinentAnswer>)> {
     use crate::answer::{Client, select};
     use crate::geo::{Location, StaticLocator};
     use crate::model::RecordType;
@@ -164,7 +189,7 @@ pub fn answers_by_continent(snapshots: &Snapshots) -> Vec<(String, Vec<(String, 
     let mut out = Vec::new();
     for (zone, svc) in zones.services() {
         let mut row = Vec::new();
-        for (i, (cont, _, _)) in CONTINENT_CLIENTS.iter().enumerate() {
+        for (i, (cont, _, coords)) in CONTINENT_CLIENTS.iter().enumerate() {
             let client = Client {
                 addr: format!("198.18.{i}.1").parse().expect("a valid address"),
                 ecs_prefix: None,
@@ -178,16 +203,16 @@ pub fn answers_by_continent(snapshots: &Snapshots) -> Vec<(String, Vec<(String, 
             } else {
                 sel
             };
-            let dc = sel
-                .chosen_dc()
-                .map(|d| zone.datacenters[svc.dcs[d].dc].name.to_string())
-                .unwrap_or_else(|| "—".into());
-            let dc = if sel.all_down {
-                format!("{dc} (all down)")
-            } else {
-                dc
-            };
-            row.push((cont.to_string(), dc));
+            row.push(ContinentAnswer {
+                continent: cont,
+                from: *coords,
+                dc: sel
+                    .chosen_dc()
+                    .and_then(|d| svc.dcs.get(d))
+                    .and_then(|d| zone.datacenters.get(d.dc))
+                    .map(|d| d.name.to_string()),
+                all_down: sel.all_down,
+            });
         }
         out.push((svc.name.as_str().to_string(), row));
     }
@@ -222,6 +247,15 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .up{{background
                 .join(", "))
         );
     }
+
+    let answers = answers_by_continent(snapshots);
+    h.push_str("<h2>The last hour</h2>");
+    h.push_str(&pictures::timeline_svg(
+        &snapshots.timeline.samples(),
+        snapshots.timeline.period(),
+    ));
+    h.push_str("<h2>Where clients are sent now</h2>");
+    h.push_str(&pictures::map_svg(&snapshots.zones.load(), &st, &answers));
 
     // DCs × regions: each node's view of each DC (up when it sees an endpoint up).
     let nodes: Vec<(String, String)> = st["nodes"]
@@ -288,10 +322,10 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .up{{background
         let _ = write!(h, "<th>{cont}</th>");
     }
     h.push_str("</tr>");
-    for (svc, row) in answers_by_continent(snapshots) {
-        let _ = write!(h, "<tr><td>{}</td>", esc(&svc));
-        for (_, dc) in row {
-            let _ = write!(h, "<td>{}</td>", esc(&dc));
+    for (svc, row) in &answers {
+        let _ = write!(h, "<tr><td>{}</td>", esc(svc));
+        for a in row {
+            let _ = write!(h, "<td>{}</td>", esc(&a.label()));
         }
         h.push_str("</tr>");
     }

@@ -2,6 +2,7 @@
 //! metric values after known traffic, the status page in headless Chromium, the compose file,
 //! the CLI against a running node, and JSON logs.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
@@ -841,6 +842,214 @@ fn the_status_page_in_chromium_shows_a_failed_dc() {
     assert!(
         bytes.len() > 20_000,
         "{} is only {} bytes: an empty page?",
+        png.display(),
+        bytes.len()
+    );
+}
+
+/// The attributes of every `<TAG class="CLASS" ...>` in a serialized DOM (SVG marks).
+fn marks(dom: &str, tag: &str, class: &str) -> Vec<BTreeMap<String, String>> {
+    let open = format!("<{tag} class=\"{class}\"");
+    dom.match_indices(&open)
+        .map(|(at, _)| {
+            let rest = &dom[at + open.len()..];
+            let attrs = &rest[..rest.find('>').unwrap_or(rest.len())];
+            attrs
+                .split("\" ")
+                .filter_map(|kv| {
+                    let (k, v) = kv.trim().split_once("=\"")?;
+                    Some((k.to_string(), v.trim_end_matches('"').to_string()))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn attr_ms(mark: &BTreeMap<String, String>, key: &str) -> u64 {
+    mark.get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {mark:?}"))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64
+}
+
+/// Issue 18: the status page's timeline (1-second samples here) shows a drain and a failure of
+/// fra when they happened, fra's share of the answers going to zero each time, and the map
+/// marks fra failed.
+#[test]
+fn the_status_page_timeline_in_chromium_shows_a_drain_and_a_failure() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: this test needs headless Chromium (`apt-get install chromium`; \
+         .ci/run installs it)"
+    );
+    let mut b = backends(2);
+    let zone = checked_zone(b[0].ip(), b[1].ip(), b[0].addr.port());
+    let node = Node::builder(&zone)
+        .arg("--timeline-period")
+        .arg("1s")
+        .arg("--rrl")
+        .arg("off")
+        .start();
+    node.wait_ready();
+    wait_until(Duration::from_secs(10), "fra up", || {
+        node.dc_status(WWW, "fra") == "up"
+    });
+    // A steady trickle of queries from 127.0.0.1 (unknown to GeoIP: fra while it is up).
+    let stop = Arc::new(AtomicBool::new(false));
+    let querier = {
+        let (stop, dns) = (stop.clone(), node.dns);
+        std::thread::spawn(move || {
+            // Replies are read but not needed (the node counts what it answers): a slow or lost
+            // one must not stop the trickle.
+            let socket = udp_socket(dns);
+            let wire = query(WWW, RecordType::A).wire();
+            let mut buf = [0u8; 512];
+            while !stop.load(Ordering::Relaxed) {
+                let _ = socket.send(&wire);
+                let _ = socket.recv(&mut buf);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let phase = Duration::from_millis(4000);
+    std::thread::sleep(phase);
+    let drained_at = now_ms();
+    let r = post(
+        node.admin,
+        "/api/v1/drain",
+        None,
+        r#"{"dc":"fra","reason":"test"}"#,
+    );
+    assert_eq!(r.status, 200, "drain: {r:?}");
+    std::thread::sleep(phase);
+    let undrained_at = now_ms();
+    let r = post(node.admin, "/api/v1/undrain", None, r#"{"dc":"fra"}"#);
+    assert_eq!(r.status, 200, "undrain: {r:?}");
+    std::thread::sleep(phase);
+    let failed_at = now_ms();
+    b[0].stop();
+    wait_until(Duration::from_secs(10), "fra down", || {
+        node.dc_status(WWW, "fra") == "down"
+    });
+    std::thread::sleep(phase);
+    stop.store(true, Ordering::Relaxed);
+    let _ = querier.join();
+
+    // The samples the page draws, as the API serves them.
+    let timeline = node.get("/api/v1/timeline").json();
+    assert_eq!(timeline["period_ms"], 1000, "{timeline:#}");
+    let samples = timeline["samples"].as_array().map_or(0, Vec::len);
+    assert!(samples >= 15, "{samples} samples in {timeline:#}");
+
+    let _turn = heavy_turn();
+    let url = format!("http://{}/", node.admin);
+    let run = chromium(&url, &["--dump-dom"]);
+    assert!(run.status.success(), "chromium --dump-dom: {run:?}");
+    let dom = &run.stdout;
+
+    // fra's effective row: up, drained, up, down, each starting when it happened (a sample
+    // is taken every second; the failure takes two probes 200 ms apart to be seen).
+    let runs: Vec<BTreeMap<String, String>> = marks(dom, "rect", "state")
+        .into_iter()
+        .filter(|m| m["data-dc"] == "fra" && m["data-view"] == "effective")
+        .collect();
+    let states: Vec<&str> = runs.iter().map(|m| m["data-state"].as_str()).collect();
+    assert_eq!(
+        states,
+        ["up", "drained", "up", "down"],
+        "fra's runs: {runs:#?}"
+    );
+    let starts = |i: usize, at: u64, within: u64, what: &str| {
+        let first = attr_ms(&runs[i], "data-first-ms");
+        assert!(
+            first >= at && first <= at + within,
+            "{what} at {at}, but the timeline starts it at {first} ({} ms later)",
+            first as i64 - at as i64
+        );
+    };
+    starts(1, drained_at, 2_000, "fra drained");
+    starts(2, undrained_at, 2_000, "fra undrained");
+    starts(3, failed_at, 3_000, "fra failed");
+    // The node's own region saw fra fail too.
+    assert!(
+        marks(dom, "rect", "state")
+            .iter()
+            .any(|m| m["data-dc"] == "fra"
+                && m["data-view"] == "default"
+                && m["data-state"] == "down"
+                && attr_ms(m, "data-first-ms") >= failed_at),
+        "no region row shows fra down"
+    );
+
+    // fra's share of the answers: all of them while up, none while drained or down.
+    let shares: Vec<(u64, f64)> = marks(dom, "rect", "share")
+        .into_iter()
+        .filter(|m| m["data-dc"] == "fra")
+        .map(|m| {
+            let share = m["data-share"].parse().expect("a share");
+            (attr_ms(&m, "data-at-ms"), share)
+        })
+        .collect();
+    let in_phase = |from: u64, to: u64| -> Vec<f64> {
+        shares
+            .iter()
+            .filter(|(at, _)| *at > from && *at < to)
+            .map(|(_, s)| *s)
+            .collect()
+    };
+    // Samples whose second began after the change took effect.
+    let settle = 2_000;
+    for (what, from, to, want) in [
+        ("before the drain", 0, drained_at, 1.0),
+        ("drained", drained_at + settle, undrained_at, 0.0),
+        ("undrained", undrained_at + settle, failed_at, 1.0),
+        ("failed", failed_at + 3_000, u64::MAX, 0.0),
+    ] {
+        let got = in_phase(from, to);
+        assert!(
+            !got.is_empty() && got.iter().all(|s| *s == want),
+            "fra's share {what}: want {want} in every sample, got {got:?} (all: {shares:?})"
+        );
+    }
+
+    // The map marks fra failed, and every continent is sent to iad.
+    let dcs = marks(dom, "circle", "dc");
+    let fra = dcs.iter().find(|m| m["data-dc"] == "fra");
+    assert_eq!(
+        fra.map(|m| m["data-state"].as_str()),
+        Some("down"),
+        "fra on the map: {dcs:?}"
+    );
+    let lines = marks(dom, "line", "sent");
+    assert_eq!(lines.len(), 6, "a line per continent: {lines:?}");
+    assert!(lines.iter().all(|m| m["data-dc"] == "iad"), "{lines:?}");
+    // The tables stay below the pictures.
+    let (map_at, matrix_at) = (
+        dom.find("<svg id=\"map\""),
+        dom.find("<table id=\"matrix\">"),
+    );
+    assert!(
+        map_at.is_some() && map_at < matrix_at,
+        "the map comes before the tables"
+    );
+
+    let artifacts = manifest_path("tests/artifacts");
+    std::fs::create_dir_all(&artifacts).expect("creating tests/artifacts");
+    let png = artifacts.join("status-page-timeline.png");
+    let _ = std::fs::remove_file(&png);
+    let shot = format!("--screenshot={}", png.display());
+    let run = chromium(&url, &[shot.as_str(), "--window-size=1100,1500"]);
+    assert!(run.status.success(), "chromium --screenshot: {run:?}");
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 20_000,
+        "{} is not a PNG of a page ({} bytes)",
         png.display(),
         bytes.len()
     );
