@@ -155,10 +155,8 @@ async fn accept(
         };
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let closed = Connection::new(stream, peer, &handler, &slot.conn, limits)
-                .run(&shutdown)
-                .await;
-            drop(slot);
+            let mut connection = Connection::new(stream, peer, &handler, &slot.conn, limits);
+            let closed = connection.run(&shutdown).await;
             let metrics = &handler.snapshots.metrics;
             match closed {
                 Closed::IdleTimeout => metrics.record_tcp_timeout("idle"),
@@ -170,6 +168,10 @@ async fn accept(
                 Closed::ByClient | Closed::Error | Closed::Shutdown => {}
             }
             tracing::debug!(client = %peer, reason = ?closed, "DNS TCP connection closed");
+            // Counted before the socket closes, so a client that sees the close also sees it
+            // in the metrics; the place in the table is given back once it is closed.
+            drop(connection);
+            drop(slot);
         });
     }
     tasks.shutdown().await;
@@ -261,7 +263,7 @@ impl<'a> Connection<'a> {
         }
     }
 
-    async fn run(mut self, shutdown: &CancellationToken) -> Closed {
+    async fn run(&mut self, shutdown: &CancellationToken) -> Closed {
         let mut response = Vec::with_capacity(512);
         let mut name = String::with_capacity(256);
         loop {
