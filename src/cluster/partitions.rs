@@ -95,6 +95,8 @@ struct Node {
     local: SharedHealthView,
     /// What this node's probers say per DC, and since when.
     probes: Mutex<[(Status, Instant); 3]>,
+    /// Where its drains are kept: a node without one refuses drains issued on it.
+    _state: tempfile::TempDir,
 }
 
 struct Net {
@@ -142,6 +144,7 @@ impl Net {
         };
         let now = Instant::now();
         for id in ids {
+            let state = tempfile::tempdir().expect("a state directory");
             let local = LocalHealth::detached();
             let snapshots = Arc::new(Snapshots::new(
                 net.zones.clone(),
@@ -164,7 +167,7 @@ impl Net {
                     quorum: Quorum::Majority,
                     settle_ms: 0,
                 },
-                state_dir: None,
+                state_dir: Some(state.path().to_path_buf()),
             };
             let cluster = Cluster::with_transport(
                 settings,
@@ -172,7 +175,7 @@ impl Net {
                 snapshots.clone(),
                 net.transport.clone(),
             )
-            .expect("a cluster without a state directory");
+            .expect("a cluster with an empty state directory");
             net.transport.join(&cluster);
             let node = Node {
                 id,
@@ -180,6 +183,7 @@ impl Net {
                 snapshots,
                 local,
                 probes: Mutex::new([(Status::Up, now); 3]),
+                _state: state,
             };
             net.publish(&node);
             net.nodes.push(node);
