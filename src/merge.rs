@@ -237,7 +237,24 @@ pub struct Merged {
 /// before its first lost endpoint takes anything out. A node with no fresh votes on an endpoint
 /// leaves it up: nothing is withdrawn without evidence.
 pub fn merge(reports: &HashMap<String, Report>, now_ms: u64, settings: MergeSettings) -> Merged {
-    let fresh = |r: &Report| now_ms.saturating_sub(r.generated_ms) <= settings.stale_after_ms;
+    merge_alive(reports, &HashMap::new(), now_ms, settings)
+}
+
+/// `merge`, with each node's heartbeat (Unix milliseconds of its latest refresh): a report is as
+/// fresh as the newer of its generation time and its node's heartbeat, since a report keeps its
+/// version (and generation time) for as long as it says the same.
+pub fn merge_alive(
+    reports: &HashMap<String, Report>,
+    heartbeats: &HashMap<String, u64>,
+    now_ms: u64,
+    settings: MergeSettings,
+) -> Merged {
+    let alive = |r: &Report| {
+        heartbeats
+            .get(&r.node)
+            .map_or(r.generated_ms, |b| r.generated_ms.max(*b))
+    };
+    let fresh = |r: &Report| now_ms.saturating_sub(alive(r)) <= settings.stale_after_ms;
 
     // Who sees what up, for the isolation guard.
     let mut seen_up: HashMap<EndpointKey, Vec<&str>> = HashMap::new();
@@ -308,7 +325,7 @@ pub fn merge(reports: &HashMap<String, Report>, now_ms: u64, settings: MergeSett
                 node: r.node.clone(),
                 region: r.region.clone(),
                 up: vote.up,
-                age_ms: now_ms.saturating_sub(r.generated_ms),
+                age_ms: now_ms.saturating_sub(alive(r)),
                 fresh: is_fresh,
                 ignored,
                 settling,
@@ -524,6 +541,27 @@ mod tests {
         assert_eq!(m.endpoints[&key].counted_votes, 2);
         let m = merge(&reports(list), 9_000, SETTINGS);
         assert!(!up(&m, "10.0.0.1"));
+    }
+
+    #[test]
+    fn a_heartbeat_keeps_a_report_that_says_the_same_fresh() {
+        // b's report was made 6 s ago, but b beat 1 s ago: it still votes.
+        let list = reports(vec![
+            report("a", 10_000, &[("10.0.0.1", false)]),
+            report("b", 4_000, &[("10.0.0.1", false)]),
+            report("c", 10_000, &[("10.0.0.1", true)]),
+        ]);
+        let beats = HashMap::from([("b".to_string(), 9_000), ("c".to_string(), 1)]);
+        let m = merge_alive(&list, &beats, 10_000, SETTINGS);
+        assert!(!up(&m, "10.0.0.1"));
+        let key = EndpointKey {
+            addr: "10.0.0.1".parse().unwrap(),
+            check: A.into(),
+        };
+        let ages: Vec<u64> = m.endpoints[&key].votes.iter().map(|v| v.age_ms).collect();
+        assert_eq!(ages, [0, 1_000, 0], "an older heartbeat changes nothing");
+        // Without the heartbeat, b is stale (as in `stale_reports_stop_voting`).
+        assert!(up(&merge(&list, 10_000, SETTINGS), "10.0.0.1"));
     }
 
     #[test]

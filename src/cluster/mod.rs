@@ -2,10 +2,12 @@
 //! merged view the answers use.
 //!
 //! Every node serves its own report and every report it holds from other nodes (with their
-//! versions), plus its drain set; every exchange interval it pulls that from each peer, and it
-//! follows each peer with long-polls that the peer answers as soon as a verdict or drain it
-//! holds changes. Relaying means two nodes whose link broke still learn each other's view
-//! through a third. Old reports and drains are ignored by version (see `merge::accept` and
+//! versions), every node's heartbeat, plus its drain set; every exchange interval it pulls from
+//! each peer, and it follows each peer with long-polls that the peer answers as soon as a verdict
+//! or drain it holds changes. Each request carries a digest of what the asker holds, and the
+//! answer holds only what is newer (`book::Digest`): a steady state costs heartbeats, not
+//! reports. Relaying means two nodes whose link broke still learn each other's view through a
+//! third. Old reports and drains are ignored by version (see `merge::accept` and
 //! `DrainSet::apply`).
 //!
 //! One job per file:
@@ -44,7 +46,7 @@ pub mod policy;
 pub mod transport;
 
 pub use auth::{AuthError, Credentials, EXCHANGE_PATH, Hold, MAX_HOLD, RequestHeaders};
-pub use book::{Exchange, PeerStatus};
+pub use book::{Digest, Exchange, PeerStatus};
 pub use policy::{DrainRefused, DrainRequest};
 pub use transport::{ExchangeError, ExchangeRequest, HttpTransport, Transport};
 
@@ -247,7 +249,9 @@ impl Cluster {
         if let Some(hold) = request.hold.and_then(Hold::parse) {
             self.hold(hold).await;
         }
-        let body = serde_json::to_vec(&self.exchange_message())?;
+        // A malformed digest from a peer that signed it asks for everything.
+        let digest = request.digest.map(|d| Digest::parse(d).unwrap_or_default());
+        let body = serde_json::to_vec(&self.exchange_message(digest.as_ref()))?;
         let signature = response_signature(secret, nonce, &body);
         Ok(Served { body, signature })
     }
@@ -294,13 +298,19 @@ impl Cluster {
         }
     }
 
-    /// The message this node serves to its peers.
-    fn exchange_message(&self) -> Exchange {
+    /// The message this node serves to a peer that holds `digest`.
+    fn exchange_message(&self, digest: Option<&Digest>) -> Exchange {
         // Read before the content: a change made meanwhile is then in the content and also
         // moves the generation past this value, so the follower's next long-poll sees it
         // again rather than never.
         let generation = *self.generation.borrow();
-        self.book().message(generation)
+        self.book().message(generation, digest)
+    }
+
+    /// The size of the whole state this node serves (no digest), for the exchange benchmarks.
+    #[doc(hidden)]
+    pub fn full_state_bytes(&self) -> usize {
+        serde_json::to_vec(&self.exchange_message(Some(&Digest::default()))).map_or(0, |b| b.len())
     }
 
     /// Takes in what a peer holds; true if anything changed.
@@ -336,10 +346,13 @@ impl Cluster {
         hold: Option<Hold>,
     ) -> Result<Exchange, ExchangeError> {
         let base = pull_timeout(&self.settings);
+        // What this node holds as it asks: a held answer brings what changed since.
+        let digest = self.book().digest().to_header();
         let request = ExchangeRequest {
             peer,
             credentials,
             hold,
+            digest: Some(&digest),
             // A held pull may take the hold too.
             timeout: hold.map_or(base, |h| h.wait + base),
         };
