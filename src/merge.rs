@@ -228,6 +228,9 @@ pub struct Merged {
     pub isolated: Vec<String>,
 }
 
+/// A report, whether it is fresh, and its votes read.
+type NodeVotes<'a> = (&'a Report, bool, Vec<(EndpointKey, &'a Vote)>);
+
 /// Merges the reports into a verdict per endpoint.
 ///
 /// Isolation guard: a fresh node that sees every endpoint it reports down (at least two of
@@ -255,21 +258,26 @@ pub fn merge_alive(
             .map_or(r.generated_ms, |b| r.generated_ms.max(*b))
     };
     let fresh = |r: &Report| now_ms.saturating_sub(alive(r)) <= settings.stale_after_ms;
+    // Each report's votes, read once (addresses parsed), by node id.
+    let mut nodes: Vec<NodeVotes> = reports
+        .values()
+        .map(|r| (r, fresh(r), r.iter().collect()))
+        .collect();
+    nodes.sort_by(|a, b| a.0.node.cmp(&b.0.node));
 
     // Who sees what up, for the isolation guard.
-    let mut seen_up: HashMap<EndpointKey, Vec<&str>> = HashMap::new();
-    for r in reports.values().filter(|r| fresh(r)) {
-        for (key, vote) in r.iter() {
+    let mut seen_up: HashMap<&EndpointKey, Vec<&str>> = HashMap::new();
+    for (r, _, votes) in nodes.iter().filter(|(_, fresh, _)| *fresh) {
+        for (key, vote) in votes {
             if vote.up {
                 seen_up.entry(key).or_default().push(&r.node);
             }
         }
     }
-    let mut isolated: Vec<String> = reports
-        .values()
-        .filter(|r| fresh(r))
-        .filter(|r| {
-            let votes: Vec<(EndpointKey, &Vote)> = r.iter().collect();
+    let mut isolated: Vec<String> = nodes
+        .iter()
+        .filter(|(_, fresh, _)| *fresh)
+        .filter(|(r, _, votes)| {
             votes.len() >= 2
                 && votes.iter().all(|(_, v)| !v.up)
                 && votes.iter().any(|(key, _)| {
@@ -278,43 +286,44 @@ pub fn merge_alive(
                         .is_some_and(|nodes| nodes.iter().any(|n| *n != r.node))
                 })
         })
-        .map(|r| r.node.clone())
+        .map(|(r, _, _)| r.node.clone())
         .collect();
     isolated.sort();
     // Who else sees what down, among the nodes that count.
-    let mut seen_down: HashMap<EndpointKey, Vec<&str>> = HashMap::new();
-    for r in reports
-        .values()
-        .filter(|r| fresh(r) && !isolated.contains(&r.node))
+    let mut seen_down: HashMap<&EndpointKey, Vec<&str>> = HashMap::new();
+    for (r, _, votes) in nodes
+        .iter()
+        .filter(|(r, fresh, _)| *fresh && !isolated.contains(&r.node))
     {
-        for (key, vote) in r.iter() {
+        for (key, vote) in votes {
             if !vote.up {
                 seen_down.entry(key).or_default().push(&r.node);
             }
         }
     }
-    let others = |seen: &HashMap<EndpointKey, Vec<&str>>, key: &EndpointKey, node: &str| {
+    let others = |seen: &HashMap<&EndpointKey, Vec<&str>>, key: &EndpointKey, node: &str| {
         seen.get(key)
             .is_some_and(|nodes| nodes.iter().any(|n| *n != node))
     };
 
     let mut endpoints: BTreeMap<EndpointKey, Verdict> = BTreeMap::new();
-    let mut nodes: Vec<&Report> = reports.values().collect();
-    nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    for r in nodes {
-        let is_fresh = fresh(r);
+    for (r, is_fresh, votes) in &nodes {
+        let is_fresh = *is_fresh;
         let ignored = isolated.contains(&r.node);
-        for (key, vote) in r.iter() {
+        for (key, vote) in votes {
             let settling = !vote.up
                 && now_ms.saturating_sub(vote.since_ms) < settings.settle_ms
-                && others(&seen_up, &key, &r.node)
-                && !others(&seen_down, &key, &r.node);
-            let v = endpoints.entry(key).or_insert_with(|| Verdict {
-                up: true,
-                down_votes: 0,
-                counted_votes: 0,
-                votes: Vec::new(),
-            });
+                && others(&seen_up, key, &r.node)
+                && !others(&seen_down, key, &r.node);
+            let v = match endpoints.get_mut(key) {
+                Some(v) => v,
+                None => endpoints.entry(key.clone()).or_insert_with(|| Verdict {
+                    up: true,
+                    down_votes: 0,
+                    counted_votes: 0,
+                    votes: Vec::new(),
+                }),
+            };
             if is_fresh && !ignored && !settling {
                 v.counted_votes += 1;
                 if !vote.up {

@@ -115,6 +115,10 @@ pub struct Cluster {
     held: tokio::sync::Semaphore,
     /// Cancelled when `run` stops, so held long-polls answer at once.
     stopping: CancellationToken,
+    /// Woken when a pull or a long-poll took in something newer: the merge loop then merges
+    /// once for however many arrived meanwhile (a merge reads every node's report, and many
+    /// nodes' answers arriving together would otherwise each pay for one).
+    absorbed: tokio::sync::Notify,
 }
 
 /// Locks, going on past a panic elsewhere: every value under these locks is replaced whole.
@@ -180,6 +184,7 @@ impl Cluster {
             generation: tokio::sync::watch::Sender::new(1),
             held: tokio::sync::Semaphore::new(MAX_HELD),
             stopping: CancellationToken::new(),
+            absorbed: tokio::sync::Notify::new(),
         });
         cluster.refresh();
         cluster
@@ -402,15 +407,15 @@ impl Cluster {
             }
         }
         if changed {
-            self.refresh();
+            self.absorbed.notify_one();
         }
     }
 
     /// Runs the exchange until shutdown: pulls peers every interval and follows each (tasks of
     /// their own, so that a peer slow to answer delays nothing else), and republishes the
-    /// merged view as soon as the local probers change their view or the zones are replaced
-    /// (woken by their watch channels, no polling), and every interval (reports age, drains
-    /// expire).
+    /// merged view as soon as the local probers change their view, a peer's answer brought
+    /// something newer, or the zones are replaced (woken by their channels, no polling), and
+    /// every interval (reports age, drains expire).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut ages = tokio::time::interval(self.settings.exchange_interval);
         ages.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -437,6 +442,8 @@ impl Cluster {
                 }
                 // Ages and expiries move even when nothing else does.
                 _ = ages.tick() => self.refresh(),
+                // A peer's news: one merge for all that arrived since the last.
+                _ = self.absorbed.notified() => self.refresh(),
                 Ok(()) = local.changed() => {
                     local.mark_unchanged();
                     self.refresh();
@@ -503,7 +510,7 @@ impl Cluster {
                     }
                     after = (msg.generation > 0).then_some(msg.generation);
                     if self.absorb(msg) {
-                        self.refresh();
+                        self.absorbed.notify_one();
                     }
                     match after {
                         Some(_) => MIN_FOLLOW_GAP.saturating_sub(started.elapsed()),
