@@ -19,6 +19,8 @@
 //! - `transport`: the `Transport` trait and `HttpTransport`;
 //! - `memory`: `MemoryTransport`, an in-process network with faults, for tests;
 //! - `partitions` (tests only): partition scenarios on that network;
+//! - `sim` (hidden): a simulated cluster of many nodes on that network, for the exchange's
+//!   traffic test and scale benchmark;
 //! - this file: the `Cluster` handle that ties them to the clock, the local health view, the
 //!   snapshots and the tasks (`run`, `follow`, `serve_exchange`).
 //!
@@ -43,6 +45,8 @@ pub mod news;
 #[cfg(test)]
 mod partitions;
 pub mod policy;
+#[doc(hidden)]
+pub mod sim;
 pub mod transport;
 
 pub use auth::{AuthError, Credentials, EXCHANGE_PATH, Hold, MAX_HOLD, RequestHeaders};
