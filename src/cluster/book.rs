@@ -164,8 +164,8 @@ pub struct Absorbed {
     /// A newer report or drain was taken in (the merged view needs rebuilding; newer
     /// heartbeats alone wait for the next periodic merge).
     pub changed: bool,
-    /// A verdict or a drain changed: what this node's own followers must hear of (a newer
-    /// report saying the same thing waits for their next pull).
+    /// A drain changed: what this node's own followers must hear of. Other nodes' reports are
+    /// not: they reach the followers first hand, or with their next pull (see `message`).
     pub news: bool,
     /// Drain decisions learnt from the message; when any, the set to persist.
     pub learnt: Vec<Drain>,
@@ -260,14 +260,7 @@ impl Book {
             if r.node == self.node {
                 continue;
             }
-            let differs = self
-                .reports
-                .get(&r.node)
-                .is_none_or(|old| !old.same_verdicts(&r));
-            if merge::accept(&mut self.reports, r) {
-                out.changed = true;
-                out.news |= differs;
-            }
+            out.changed |= merge::accept(&mut self.reports, r);
         }
         let before = self.drains.clone();
         if self.drains.merge(&msg.drains) {
@@ -295,7 +288,13 @@ impl Book {
     /// relayed one may be older than its node's heartbeat, and stamped so it would pass for
     /// newer than what its node says now. An older node that cannot reach a newer one directly
     /// therefore sees its report go stale while the two versions run side by side.
-    pub fn message(&self, generation: u64, digest: Option<&Digest>) -> Exchange {
+    ///
+    /// `first_hand` (a long-poll's answer) leaves out the reports of other nodes: a change
+    /// reaches every node first hand, from its own node's long-poll, and relayed reports wait
+    /// for the periodic pull, whose digest by then says what the asker has. Otherwise a change
+    /// everyone sees at once (a DC failure) would be sent to each node by every peer, each
+    /// waking with a digest older than the reports it gained meanwhile.
+    pub fn message(&self, generation: u64, digest: Option<&Digest>, first_hand: bool) -> Exchange {
         let heartbeats: BTreeMap<String, u64> = self
             .heartbeats
             .iter()
@@ -306,6 +305,7 @@ impl Book {
                 let reports = self
                     .reports
                     .values()
+                    .filter(|r| !first_hand || r.node == self.node)
                     .filter(|r| d.versions.get(&r.node).is_none_or(|v| r.version > *v))
                     .cloned();
                 let drains = if d.drains == drains_hash(&self.drains) {
@@ -545,16 +545,16 @@ mod tests {
         a.refresh(&up, 1_000, now, SETTINGS);
         b.refresh(&up, 1_000, now, SETTINGS);
         b.set_drains(b.with_decision(drain("dc1", 900, "b")));
-        b.absorb(a.message(1, Some(&b.digest())));
+        b.absorb(a.message(1, Some(&b.digest()), false));
 
         // First contact (an empty digest): everything, a's own report too.
-        let first = b.message(1, Some(&Digest::default()));
+        let first = b.message(1, Some(&Digest::default()), false);
         assert_eq!(first.reports.len(), 2);
         assert_eq!(first.drains.entries.len(), 1);
         a.absorb(first);
         // Then, with nothing new: heartbeats only.
         b.refresh(&up, 2_000, now, SETTINGS);
-        let steady = b.message(2, Some(&a.digest()));
+        let steady = b.message(2, Some(&a.digest()), false);
         assert!(steady.reports.is_empty() && steady.drains.entries.is_empty());
         assert_eq!(steady.heartbeats["b"], 2_000);
         let got = a.absorb(steady);
@@ -567,8 +567,26 @@ mod tests {
             now,
             SETTINGS,
         );
-        let news = b.message(3, Some(&a.digest()));
+        let news = b.message(3, Some(&a.digest()), true);
         assert_eq!(news.reports.len(), 1);
+        // A long-poll's answer is first hand: b's own report, not a's relayed.
+        a.refresh(
+            &view(now, &[("192.0.2.1", Status::Down)]),
+            3_000,
+            now,
+            SETTINGS,
+        );
+        let mut stale = a.digest();
+        stale.versions.clear();
+        let held = b.message(3, Some(&stale), true);
+        assert_eq!(
+            held.reports
+                .iter()
+                .map(|r| r.node.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(b.message(3, Some(&stale), false).reports.len(), 2);
         assert!(a.absorb(news).changed);
 
         // An older node sends no digest: every report, versioned and stamped with its heartbeat.
@@ -578,7 +596,7 @@ mod tests {
             now,
             SETTINGS,
         );
-        let old = b.message(4, None);
+        let old = b.message(4, None, false);
         let own = old.reports.iter().find(|r| r.node == "b").expect("b's");
         assert_eq!((own.version, own.generated_ms), (4_000, 4_000));
         let relayed = old.reports.iter().find(|r| r.node == "a").expect("a's");
@@ -634,17 +652,17 @@ mod tests {
         );
         b.set_drains(b.with_decision(drain("dc1", 900, "b")));
 
-        let got = a.absorb(b.message(7, None));
+        let got = a.absorb(b.message(7, None, false));
         assert!(got.changed && got.news);
         assert_eq!(got.learnt, [drain("dc1", 900, "b")]);
         assert_eq!(got.drains.as_ref().map(|d| d.entries.len()), Some(1));
-        let again = a.absorb(b.message(7, None));
+        let again = a.absorb(b.message(7, None, false));
         assert!(!again.changed && !again.news && again.learnt.is_empty());
 
         // b relays a's own report back: a keeps its own.
-        let relayed = b.absorb(a.message(1, None));
+        let relayed = b.absorb(a.message(1, None, false));
         assert!(relayed.changed);
-        let mut echo = b.message(8, None);
+        let mut echo = b.message(8, None, false);
         for r in &mut echo.reports {
             r.version += 1_000;
         }

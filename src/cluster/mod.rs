@@ -260,7 +260,9 @@ impl Cluster {
         }
         // A malformed digest from a peer that signed it asks for everything.
         let digest = request.digest.map(|d| Digest::parse(d).unwrap_or_default());
-        let body = serde_json::to_vec(&self.exchange_message(digest.as_ref()))?;
+        // A long-poll's answer is first hand (see `Book::message`).
+        let first_hand = request.hold.is_some();
+        let body = serde_json::to_vec(&self.exchange_message(digest.as_ref(), first_hand))?;
         let signature = response_signature(secret, nonce, &body);
         Ok(Served { body, signature })
     }
@@ -308,18 +310,19 @@ impl Cluster {
     }
 
     /// The message this node serves to a peer that holds `digest`.
-    fn exchange_message(&self, digest: Option<&Digest>) -> Exchange {
+    fn exchange_message(&self, digest: Option<&Digest>, first_hand: bool) -> Exchange {
         // Read before the content: a change made meanwhile is then in the content and also
         // moves the generation past this value, so the follower's next long-poll sees it
         // again rather than never.
         let generation = *self.generation.borrow();
-        self.book().message(generation, digest)
+        self.book().message(generation, digest, first_hand)
     }
 
     /// The size of the whole state this node serves (no digest), for the exchange benchmarks.
     #[doc(hidden)]
     pub fn full_state_bytes(&self) -> usize {
-        serde_json::to_vec(&self.exchange_message(Some(&Digest::default()))).map_or(0, |b| b.len())
+        serde_json::to_vec(&self.exchange_message(Some(&Digest::default()), false))
+            .map_or(0, |b| b.len())
     }
 
     /// Takes in what a peer holds; true if anything changed.

@@ -307,4 +307,26 @@ mod tests {
         assert!(sim.agreed(&[]), "the reports went stale");
         sim.stop().await;
     }
+
+    /// A DC failure reaches every node through the deltas: each node's changed report, and
+    /// only the changed ones, go out; a peer that already holds a report is not sent it again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dc_failure_reaches_every_node_through_the_deltas() {
+        let sim = Sim::start(SimSettings {
+            nodes: 5,
+            endpoints: 100,
+            dcs: 10,
+            exchange_interval: Duration::from_secs(1),
+            stale_after: Duration::from_secs(5),
+        });
+        let took = sim.until_agreed(&[], Duration::from_secs(20)).await;
+        assert!(took.is_some(), "{:?}", sim.disagreement(&[]));
+        sim.set_dc(0, Status::Down);
+        let took = sim.until_agreed(&[0], Duration::from_secs(2)).await;
+        assert!(took.is_some(), "{:?}", sim.disagreement(&[0]));
+        sim.set_dc(0, Status::Up);
+        let took = sim.until_agreed(&[], Duration::from_secs(2)).await;
+        assert!(took.is_some(), "{:?}", sim.disagreement(&[]));
+        sim.stop().await;
+    }
 }
