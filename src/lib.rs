@@ -15,7 +15,8 @@
 //!   replay window, nonces, long-poll terms), `book` (reports, drains, peers: plain sync
 //!   bookkeeping), `policy` (drain requests → decisions), `news` (its logs and events),
 //!   `transport` (the `Transport` trait, over HTTP), `memory` (an in-process network with
-//!   faults, for tests), `mod` (the `Cluster` handle and its tasks);
+//!   faults, for tests), `sim` (hidden: many simulated nodes on it, for the traffic test and the
+//!   scale bench), `mod` (the `Cluster` handle and its tasks);
 //! - `answer`: choose the records for a query (pure, synchronous);
 //! - `state`: the live snapshots the query path reads without locks;
 //! - `dns`: speak DNS on every listen address: the lean codec, batched UDP and our TCP server

@@ -228,6 +228,9 @@ pub struct Merged {
     pub isolated: Vec<String>,
 }
 
+/// A report, whether it is fresh, and its votes read.
+type NodeVotes<'a> = (&'a Report, bool, Vec<(EndpointKey, &'a Vote)>);
+
 /// Merges the reports into a verdict per endpoint.
 ///
 /// Isolation guard: a fresh node that sees every endpoint it reports down (at least two of
@@ -237,22 +240,44 @@ pub struct Merged {
 /// before its first lost endpoint takes anything out. A node with no fresh votes on an endpoint
 /// leaves it up: nothing is withdrawn without evidence.
 pub fn merge(reports: &HashMap<String, Report>, now_ms: u64, settings: MergeSettings) -> Merged {
-    let fresh = |r: &Report| now_ms.saturating_sub(r.generated_ms) <= settings.stale_after_ms;
+    merge_alive(reports, &HashMap::new(), now_ms, settings)
+}
+
+/// `merge`, with each node's heartbeat (Unix milliseconds of its latest refresh): a report is as
+/// fresh as the newer of its generation time and its node's heartbeat, since a report keeps its
+/// version (and generation time) for as long as it says the same.
+pub fn merge_alive(
+    reports: &HashMap<String, Report>,
+    heartbeats: &HashMap<String, u64>,
+    now_ms: u64,
+    settings: MergeSettings,
+) -> Merged {
+    let alive = |r: &Report| {
+        heartbeats
+            .get(&r.node)
+            .map_or(r.generated_ms, |b| r.generated_ms.max(*b))
+    };
+    let fresh = |r: &Report| now_ms.saturating_sub(alive(r)) <= settings.stale_after_ms;
+    // Each report's votes, read once (addresses parsed), by node id.
+    let mut nodes: Vec<NodeVotes> = reports
+        .values()
+        .map(|r| (r, fresh(r), r.iter().collect()))
+        .collect();
+    nodes.sort_by(|a, b| a.0.node.cmp(&b.0.node));
 
     // Who sees what up, for the isolation guard.
-    let mut seen_up: HashMap<EndpointKey, Vec<&str>> = HashMap::new();
-    for r in reports.values().filter(|r| fresh(r)) {
-        for (key, vote) in r.iter() {
+    let mut seen_up: HashMap<&EndpointKey, Vec<&str>> = HashMap::new();
+    for (r, _, votes) in nodes.iter().filter(|(_, fresh, _)| *fresh) {
+        for (key, vote) in votes {
             if vote.up {
                 seen_up.entry(key).or_default().push(&r.node);
             }
         }
     }
-    let mut isolated: Vec<String> = reports
-        .values()
-        .filter(|r| fresh(r))
-        .filter(|r| {
-            let votes: Vec<(EndpointKey, &Vote)> = r.iter().collect();
+    let mut isolated: Vec<String> = nodes
+        .iter()
+        .filter(|(_, fresh, _)| *fresh)
+        .filter(|(r, _, votes)| {
             votes.len() >= 2
                 && votes.iter().all(|(_, v)| !v.up)
                 && votes.iter().any(|(key, _)| {
@@ -261,43 +286,44 @@ pub fn merge(reports: &HashMap<String, Report>, now_ms: u64, settings: MergeSett
                         .is_some_and(|nodes| nodes.iter().any(|n| *n != r.node))
                 })
         })
-        .map(|r| r.node.clone())
+        .map(|(r, _, _)| r.node.clone())
         .collect();
     isolated.sort();
     // Who else sees what down, among the nodes that count.
-    let mut seen_down: HashMap<EndpointKey, Vec<&str>> = HashMap::new();
-    for r in reports
-        .values()
-        .filter(|r| fresh(r) && !isolated.contains(&r.node))
+    let mut seen_down: HashMap<&EndpointKey, Vec<&str>> = HashMap::new();
+    for (r, _, votes) in nodes
+        .iter()
+        .filter(|(r, fresh, _)| *fresh && !isolated.contains(&r.node))
     {
-        for (key, vote) in r.iter() {
+        for (key, vote) in votes {
             if !vote.up {
                 seen_down.entry(key).or_default().push(&r.node);
             }
         }
     }
-    let others = |seen: &HashMap<EndpointKey, Vec<&str>>, key: &EndpointKey, node: &str| {
+    let others = |seen: &HashMap<&EndpointKey, Vec<&str>>, key: &EndpointKey, node: &str| {
         seen.get(key)
             .is_some_and(|nodes| nodes.iter().any(|n| *n != node))
     };
 
     let mut endpoints: BTreeMap<EndpointKey, Verdict> = BTreeMap::new();
-    let mut nodes: Vec<&Report> = reports.values().collect();
-    nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    for r in nodes {
-        let is_fresh = fresh(r);
+    for (r, is_fresh, votes) in &nodes {
+        let is_fresh = *is_fresh;
         let ignored = isolated.contains(&r.node);
-        for (key, vote) in r.iter() {
+        for (key, vote) in votes {
             let settling = !vote.up
                 && now_ms.saturating_sub(vote.since_ms) < settings.settle_ms
-                && others(&seen_up, &key, &r.node)
-                && !others(&seen_down, &key, &r.node);
-            let v = endpoints.entry(key).or_insert_with(|| Verdict {
-                up: true,
-                down_votes: 0,
-                counted_votes: 0,
-                votes: Vec::new(),
-            });
+                && others(&seen_up, key, &r.node)
+                && !others(&seen_down, key, &r.node);
+            let v = match endpoints.get_mut(key) {
+                Some(v) => v,
+                None => endpoints.entry(key.clone()).or_insert_with(|| Verdict {
+                    up: true,
+                    down_votes: 0,
+                    counted_votes: 0,
+                    votes: Vec::new(),
+                }),
+            };
             if is_fresh && !ignored && !settling {
                 v.counted_votes += 1;
                 if !vote.up {
@@ -308,7 +334,7 @@ pub fn merge(reports: &HashMap<String, Report>, now_ms: u64, settings: MergeSett
                 node: r.node.clone(),
                 region: r.region.clone(),
                 up: vote.up,
-                age_ms: now_ms.saturating_sub(r.generated_ms),
+                age_ms: now_ms.saturating_sub(alive(r)),
                 fresh: is_fresh,
                 ignored,
                 settling,
@@ -524,6 +550,27 @@ mod tests {
         assert_eq!(m.endpoints[&key].counted_votes, 2);
         let m = merge(&reports(list), 9_000, SETTINGS);
         assert!(!up(&m, "10.0.0.1"));
+    }
+
+    #[test]
+    fn a_heartbeat_keeps_a_report_that_says_the_same_fresh() {
+        // b's report was made 6 s ago, but b beat 1 s ago: it still votes.
+        let list = reports(vec![
+            report("a", 10_000, &[("10.0.0.1", false)]),
+            report("b", 4_000, &[("10.0.0.1", false)]),
+            report("c", 10_000, &[("10.0.0.1", true)]),
+        ]);
+        let beats = HashMap::from([("b".to_string(), 9_000), ("c".to_string(), 1)]);
+        let m = merge_alive(&list, &beats, 10_000, SETTINGS);
+        assert!(!up(&m, "10.0.0.1"));
+        let key = EndpointKey {
+            addr: "10.0.0.1".parse().unwrap(),
+            check: A.into(),
+        };
+        let ages: Vec<u64> = m.endpoints[&key].votes.iter().map(|v| v.age_ms).collect();
+        assert_eq!(ages, [0, 1_000, 0], "an older heartbeat changes nothing");
+        // Without the heartbeat, b is stale (as in `stale_reports_stop_voting`).
+        assert!(up(&merge(&list, 10_000, SETTINGS), "10.0.0.1"));
     }
 
     #[test]

@@ -292,15 +292,17 @@ impl LocalHealth {
     }
 }
 
-#[cfg(test)]
+/// For tests and simulations (`cluster::sim`, the exchange benchmark), hidden from the docs.
 impl LocalHealth {
     /// A view no monitor drives: tests publish into it what a node's probers would conclude.
-    pub(crate) fn detached() -> SharedHealthView {
+    #[doc(hidden)]
+    pub fn detached() -> SharedHealthView {
         Arc::new(LocalHealth::new())
     }
 
     /// Publishes `view` as the probers would, waking the subscribers.
-    pub(crate) fn publish(&self, view: HealthView) {
+    #[doc(hidden)]
+    pub fn publish(&self, view: HealthView) {
         self.store(Arc::new(view));
     }
 }

@@ -1,5 +1,6 @@
 //! How nodes prove themselves to each other: HMAC-SHA256 over a shared secret. A request signs
-//! (node, time, nonce, and a long-poll's terms when it holds); the response signs (nonce, body).
+//! (node, time, nonce, a long-poll's terms when it holds, and the digest of what the asker holds
+//! when it sends one); the response signs (nonce, body).
 //! A request outside the replay window or with a nonce seen before is refused, and a response
 //! that does not carry the signature for the asker's own fresh nonce is dropped, so neither can
 //! be replayed. Pure: the clock, the nonce cache and the secret are handed in.
@@ -21,6 +22,9 @@ pub const H_NONCE: &str = "x-steerdns-nonce";
 pub const H_SIGNATURE: &str = "x-steerdns-signature";
 /// A long-poll: `after=GENERATION;wait_ms=N`, signed with the rest of the request.
 pub const H_HOLD: &str = "x-steerdns-hold";
+/// What the asker holds (`book::Digest`), signed with the rest of the request: a forged one
+/// could make a peer withhold the reports the asker lacks.
+pub const H_DIGEST: &str = "x-steerdns-digest";
 /// How long a peer holds a long-poll at most before answering anyway (the answer then says
 /// nothing new); the follower asks again at once.
 pub const MAX_HOLD: Duration = Duration::from_secs(20);
@@ -99,12 +103,14 @@ pub fn verify(secret: &[u8], parts: &[&[u8]], signature: &str) -> bool {
     }
 }
 
-/// What a request's signature covers: the hold's terms too, so they cannot be stretched.
+/// What a request's signature covers: the hold's terms too, so they cannot be stretched, and the
+/// digest, labelled (a header value holds no newline, so a hold cannot pass for a digest).
 fn request_parts<'a>(
     node: &'a str,
     time: &'a str,
     nonce: &'a str,
     hold: Option<&'a str>,
+    digest: Option<&'a str>,
 ) -> Vec<&'a [u8]> {
     let mut parts: Vec<&[u8]> = vec![
         b"request",
@@ -115,20 +121,29 @@ fn request_parts<'a>(
     if let Some(h) = hold {
         parts.push(h.as_bytes());
     }
+    if let Some(d) = digest {
+        parts.push(b"digest");
+        parts.push(d.as_bytes());
+    }
     parts
 }
 
-/// Headers for a signed exchange request; with `hold`, a long-poll, whose terms are signed too.
+/// Headers for a signed exchange request; with `hold`, a long-poll, whose terms are signed too;
+/// with `digest`, what the asker holds (signed as well).
 pub fn request_headers(
     secret: &[u8],
     node: &str,
     now_ms: u64,
     nonce: &str,
     hold: Option<Hold>,
+    digest: Option<&str>,
 ) -> Vec<(&'static str, String)> {
     let time = now_ms.to_string();
     let hold = hold.map(Hold::to_header);
-    let sig = sign(secret, &request_parts(node, &time, nonce, hold.as_deref()));
+    let sig = sign(
+        secret,
+        &request_parts(node, &time, nonce, hold.as_deref(), digest),
+    );
     let mut headers = vec![
         (H_NODE, node.to_string()),
         (H_TIME, time),
@@ -137,6 +152,9 @@ pub fn request_headers(
     ];
     if let Some(h) = hold {
         headers.push((H_HOLD, h));
+    }
+    if let Some(d) = digest {
+        headers.push((H_DIGEST, d.to_string()));
     }
     headers
 }
@@ -149,6 +167,7 @@ pub struct RequestHeaders<'a> {
     pub nonce: Option<&'a str>,
     pub signature: Option<&'a str>,
     pub hold: Option<&'a str>,
+    pub digest: Option<&'a str>,
 }
 
 impl<'a> RequestHeaders<'a> {
@@ -161,6 +180,7 @@ impl<'a> RequestHeaders<'a> {
             nonce: header(H_NONCE),
             signature: header(H_SIGNATURE),
             hold: header(H_HOLD),
+            digest: header(H_DIGEST),
         }
     }
 
@@ -209,11 +229,16 @@ pub fn verify_request(
         nonce: Some(nonce),
         signature: Some(signature),
         hold,
+        digest,
     } = *headers
     else {
         return Err(AuthError::Missing);
     };
-    if !verify(secret, &request_parts(node, time, nonce, hold), signature) {
+    if !verify(
+        secret,
+        &request_parts(node, time, nonce, hold, digest),
+        signature,
+    ) {
         return Err(AuthError::BadSignature);
     }
     let t: u64 = time.parse().map_err(|_| AuthError::Expired)?;
@@ -271,9 +296,14 @@ impl Credentials {
     }
 
     /// A request with a fresh random nonce, stamped `now_ms`.
-    pub fn sign_request(&self, hold: Option<Hold>, now_ms: u64) -> SignedRequest {
+    pub fn sign_request(
+        &self,
+        hold: Option<Hold>,
+        digest: Option<&str>,
+        now_ms: u64,
+    ) -> SignedRequest {
         let nonce = hex::encode(rand::random::<[u8; 16]>());
-        let headers = request_headers(&self.secret, &self.node, now_ms, &nonce, hold);
+        let headers = request_headers(&self.secret, &self.node, now_ms, &nonce, hold, digest);
         SignedRequest { nonce, headers }
     }
 
@@ -290,7 +320,7 @@ mod tests {
     const SECRET: &[u8] = b"shared";
 
     fn headers(node: &str, t: u64, nonce: &str) -> Vec<(&'static str, String)> {
-        request_headers(SECRET, node, t, nonce, None)
+        request_headers(SECRET, node, t, nonce, None, None)
     }
 
     fn check(
@@ -317,11 +347,11 @@ mod tests {
             assert_eq!(Hold::parse(bad), None, "{bad:?}");
         }
         let mut cache = NonceCache::default();
-        let h = request_headers(SECRET, "b", 1_000_000, "n9", Some(hold));
+        let h = request_headers(SECRET, "b", 1_000_000, "n9", Some(hold), None);
         assert_eq!(h[4], (H_HOLD, "after=41;wait_ms=5000".to_string()));
         assert_eq!(check(&h, SECRET, 1_000_000, &mut cache), Ok("b".into()));
         // Changing the terms (a longer hold, say) breaks the signature.
-        let mut tampered = request_headers(SECRET, "b", 1_000_000, "n10", Some(hold));
+        let mut tampered = request_headers(SECRET, "b", 1_000_000, "n10", Some(hold), None);
         tampered[4].1 = "after=41;wait_ms=20000".into();
         assert_eq!(
             check(&tampered, SECRET, 1_000_000, &mut cache),
@@ -334,6 +364,32 @@ mod tests {
             check(&added, SECRET, 1_000_000, &mut cache),
             Err(AuthError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_digest_is_signed_and_cannot_be_added_changed_or_dropped() {
+        let mut cache = NonceCache::default();
+        let t = 1_000_000;
+        let h = request_headers(SECRET, "b", t, "d1", None, Some("drains=0;v=a:1"));
+        assert_eq!(h[4], (H_DIGEST, "drains=0;v=a:1".to_string()));
+        assert_eq!(check(&h, SECRET, t, &mut cache), Ok("b".into()));
+        // Claiming to hold more than it does would make the peer withhold reports.
+        let mut changed = request_headers(SECRET, "b", t, "d2", None, Some("drains=0;v=a:1"));
+        changed[4].1 = "drains=0;v=a:99".into();
+        let mut dropped = request_headers(SECRET, "b", t, "d3", None, Some("drains=0;v=a:1"));
+        dropped.pop();
+        let mut added = headers("b", t, "d4");
+        added.push((H_DIGEST, "drains=0;v=a:1".into()));
+        // A digest's signature does not pass for a hold's.
+        let mut moved = request_headers(SECRET, "b", t, "d5", None, Some("after=1;wait_ms=1"));
+        moved[4].0 = H_HOLD;
+        for h in [changed, dropped, added, moved] {
+            assert_eq!(
+                check(&h, SECRET, t, &mut cache),
+                Err(AuthError::BadSignature),
+                "{h:?}"
+            );
+        }
     }
 
     #[test]
@@ -380,12 +436,12 @@ mod tests {
         assert!(!verify_response(SECRET, "n", b"{ }", &sig));
         assert!(!verify_response(SECRET, "n", b"{}", "zz"));
         let me = Credentials::new("a", SECRET);
-        let req = me.sign_request(None, 1_000_000);
+        let req = me.sign_request(None, None, 1_000_000);
         let sig = response_signature(SECRET, &req.nonce, b"{}");
         assert!(me.response_valid(&req.nonce, b"{}", Some(&sig)));
         assert!(!me.response_valid(&req.nonce, b"{}", None));
         assert!(
-            !me.sign_request(None, 1_000_000).nonce.eq(&req.nonce),
+            !me.sign_request(None, None, 1_000_000).nonce.eq(&req.nonce),
             "every request has its own nonce"
         );
     }

@@ -1,9 +1,16 @@
 //! What a node holds of the cluster, as plain data: every node's newest report (its own rebuilt
-//! from its probers), the drain decisions, the verdicts it last published (so changes can be
-//! told), and what it knows of each peer. Synchronous and free of I/O: the cluster's tasks lock
-//! a `Book`, call in, and act on what comes back (log, persist, wake followers, publish).
+//! from its probers), every node's heartbeat, the drain decisions, the verdicts it last published
+//! (so changes can be told), and what it knows of each peer. Synchronous and free of I/O: the
+//! cluster's tasks lock a `Book`, call in, and act on what comes back (log, persist, wake
+//! followers, publish).
+//!
+//! Deltas (scuttlebutt-style, as quickwit's chitchat): a report's version moves only when what it
+//! says changes (readiness, an up/down verdict), and liveness travels apart, as a heartbeat per
+//! node (a few bytes, sent in full every time). A request carries a `Digest` of the versions the
+//! asker holds, and the answer holds only the reports newer than those, the drains only if the
+//! asker's differ. In a steady state an exchange is then N heartbeats, whatever the endpoints.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -26,6 +33,87 @@ pub struct Exchange {
     /// not hold long-polls.
     #[serde(default)]
     pub generation: u64,
+    /// Node → Unix milliseconds of its latest refresh, as the sender knows them: what keeps a
+    /// report that says the same for long fresh. Absent from older nodes, whose report versions
+    /// move every refresh instead.
+    #[serde(default)]
+    pub heartbeats: BTreeMap<String, u64>,
+}
+
+/// What an asker holds, sent with its request: the version of each node's report, and a hash of
+/// its drain set. The answer leaves out what the asker has already.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Digest {
+    pub versions: BTreeMap<String, u64>,
+    pub drains: u64,
+}
+
+impl Digest {
+    /// The header value: `drains=HEX;v=NODE:VERSION,...`, node ids percent-encoded.
+    pub fn to_header(&self) -> String {
+        let mut out = format!("drains={:x};v=", self.drains);
+        for (i, (node, version)) in self.versions.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            for b in node.bytes() {
+                if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                    out.push(char::from(b));
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            out.push(':');
+            out.push_str(&version.to_string());
+        }
+        out
+    }
+
+    /// Reads a header value; `None` when malformed (the asker then gets everything).
+    pub fn parse(text: &str) -> Option<Digest> {
+        let (drains, versions) = text.split_once(';')?;
+        let drains = u64::from_str_radix(drains.strip_prefix("drains=")?, 16).ok()?;
+        let versions = versions.strip_prefix("v=")?;
+        let mut digest = Digest {
+            versions: BTreeMap::new(),
+            drains,
+        };
+        for item in versions.split(',').filter(|i| !i.is_empty()) {
+            let (node, version) = item.rsplit_once(':')?;
+            digest
+                .versions
+                .insert(percent_decode(node)?, version.parse().ok()?);
+        }
+        Some(digest)
+    }
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// A hash of a drain set, for the digest: equal sets hash alike on every node (its entries are
+/// ordered), and a changed one almost surely differs.
+pub fn drains_hash(drains: &DrainSet) -> u64 {
+    use sha2::Digest as _;
+    // A BTreeMap of plain data: serialising it cannot fail.
+    let bytes = serde_json::to_vec(drains).unwrap_or_default();
+    let hash = sha2::Sha256::digest(&bytes);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// A node's reports and drains.
@@ -34,8 +122,14 @@ pub struct Book {
     node: String,
     region: String,
     reports: HashMap<String, Report>,
+    /// Node → Unix milliseconds of its latest refresh known here (this node's own included).
+    heartbeats: HashMap<String, u64>,
     drains: DrainSet,
+    /// The greatest version this node's report has had or may have been served under (see
+    /// `message`): the next version is past it.
     own_version: u64,
+    /// Refreshes so far: orders their merges.
+    merges: u64,
     /// Effective up/down per endpoint last merged, to tell changes.
     last_verdicts: HashMap<EndpointKey, bool>,
     last_isolated: Vec<String>,
@@ -53,7 +147,7 @@ pub struct VerdictChange {
 /// What a refresh found.
 #[derive(Debug)]
 pub struct Refreshed {
-    /// The version of this node's new report: it orders refreshes.
+    /// Counts the refreshes: it orders their merges.
     pub version: u64,
     /// This node's own verdicts changed: its followers must hear of it.
     pub news: bool,
@@ -67,10 +161,11 @@ pub struct Refreshed {
 /// What taking in a peer's message did.
 #[derive(Debug, Default)]
 pub struct Absorbed {
-    /// Anything newer was taken in (the merged view needs rebuilding).
+    /// A newer report or drain was taken in (the merged view needs rebuilding; newer
+    /// heartbeats alone wait for the next periodic merge).
     pub changed: bool,
-    /// A verdict or a drain changed: what this node's own followers must hear of (a newer
-    /// report saying the same thing waits for their next pull).
+    /// A drain changed: what this node's own followers must hear of. Other nodes' reports are
+    /// not: they reach the followers first hand, or with their next pull (see `message`).
     pub news: bool,
     /// Drain decisions learnt from the message; when any, the set to persist.
     pub learnt: Vec<Drain>,
@@ -83,15 +178,20 @@ impl Book {
             node: node.to_string(),
             region: region.to_string(),
             reports: HashMap::new(),
+            heartbeats: HashMap::new(),
             drains,
             own_version: 0,
+            merges: 0,
             last_verdicts: HashMap::new(),
             last_isolated: Vec::new(),
         }
     }
 
-    /// Rebuilds this node's report from `view` (its probers' confirmed observations), merges
-    /// every report, and says what changed since the last refresh.
+    /// Rebuilds this node's report from `view` (its probers' confirmed observations), beats its
+    /// heartbeat, merges every report, and says what changed since the last refresh.
+    ///
+    /// The report gets a new version only when what it says changed; otherwise it keeps its
+    /// version (round-trip times and errors ride along when it is next sent).
     pub fn refresh(
         &mut self,
         view: &HealthView,
@@ -99,16 +199,24 @@ impl Book {
         now: Instant,
         settings: MergeSettings,
     ) -> Refreshed {
-        // Strictly increasing even when the clock stands still or steps back.
-        let version = (self.own_version + 1).max(now_ms);
-        self.own_version = version;
-        let own = own_report(&self.node, &self.region, version, view, now_ms, now);
-        let news = self
+        let mut own = own_report(&self.node, &self.region, 0, view, now_ms, now);
+        let kept = self
             .reports
-            .get(&own.node)
-            .is_none_or(|old| !old.same_verdicts(&own));
+            .get(&self.node)
+            .filter(|old| old.same_verdicts(&own))
+            .map(|old| (old.version, old.generated_ms));
+        let news = kept.is_none();
+        (own.version, own.generated_ms) = kept.unwrap_or_else(|| {
+            // Strictly increasing even when the clock stands still or steps back.
+            self.own_version = (self.own_version + 1).max(now_ms);
+            (self.own_version, now_ms)
+        });
+        // Served to older peers under the heartbeat's time (see `message`): keep past it.
+        self.own_version = self.own_version.max(now_ms);
+        let beat = self.heartbeats.entry(self.node.clone()).or_default();
+        *beat = (*beat).max(now_ms);
         self.reports.insert(own.node.clone(), own);
-        let merged = merge::merge(&self.reports, now_ms, settings);
+        let merged = merge::merge_alive(&self.reports, &self.heartbeats, now_ms, settings);
 
         let mut changes = Vec::new();
         for (key, verdict) in &merged.endpoints {
@@ -126,8 +234,9 @@ impl Book {
             self.last_isolated = merged.isolated.clone();
             merged.isolated.clone()
         });
+        self.merges += 1;
         Refreshed {
-            version,
+            version: self.merges,
             news,
             merged,
             changes,
@@ -136,22 +245,22 @@ impl Book {
         }
     }
 
-    /// Takes in what a peer holds: newer reports of other nodes, newer drain decisions.
+    /// Takes in what a peer holds: newer reports and heartbeats of other nodes, newer drain
+    /// decisions.
     pub fn absorb(&mut self, msg: Exchange) -> Absorbed {
         let mut out = Absorbed::default();
+        for (node, beat) in msg.heartbeats {
+            if node != self.node {
+                let held = self.heartbeats.entry(node).or_default();
+                *held = (*held).max(beat);
+            }
+        }
         for r in msg.reports {
             // Nobody else speaks for this node.
             if r.node == self.node {
                 continue;
             }
-            let differs = self
-                .reports
-                .get(&r.node)
-                .is_none_or(|old| !old.same_verdicts(&r));
-            if merge::accept(&mut self.reports, r) {
-                out.changed = true;
-                out.news |= differs;
-            }
+            out.changed |= merge::accept(&mut self.reports, r);
         }
         let before = self.drains.clone();
         if self.drains.merge(&msg.drains) {
@@ -169,13 +278,77 @@ impl Book {
         out
     }
 
-    /// The message this node serves, stamped with `generation`.
-    pub fn message(&self, generation: u64) -> Exchange {
+    /// The message this node serves, stamped with `generation`, for an asker that holds
+    /// `digest`: the reports newer than it holds, the drains if its differ, every heartbeat.
+    ///
+    /// An asker that sent no digest is an older node, which judges freshness by a report's
+    /// generation time and keeps a report only when its version moves: it gets every report,
+    /// this node's own stamped with its heartbeat as version and generation time (such a version
+    /// can come back relayed; this node's next versions are past it). Only the own report: a
+    /// relayed one may be older than its node's heartbeat, and stamped so it would pass for
+    /// newer than what its node says now. An older node that cannot reach a newer one directly
+    /// therefore sees its report go stale while the two versions run side by side.
+    ///
+    /// `first_hand` (a long-poll's answer) leaves out the reports of other nodes: a change
+    /// reaches every node first hand, from its own node's long-poll, and relayed reports wait
+    /// for the periodic pull, whose digest by then says what the asker has. Otherwise a change
+    /// everyone sees at once (a DC failure) would be sent to each node by every peer, each
+    /// waking with a digest older than the reports it gained meanwhile.
+    pub fn message(&self, generation: u64, digest: Option<&Digest>, first_hand: bool) -> Exchange {
+        let heartbeats: BTreeMap<String, u64> = self
+            .heartbeats
+            .iter()
+            .map(|(n, b)| (n.clone(), *b))
+            .collect();
+        let (reports, drains) = match digest {
+            Some(d) => {
+                let reports = self
+                    .reports
+                    .values()
+                    .filter(|r| !first_hand || r.node == self.node)
+                    .filter(|r| d.versions.get(&r.node).is_none_or(|v| r.version > *v))
+                    .cloned();
+                let drains = if d.drains == drains_hash(&self.drains) {
+                    DrainSet::default()
+                } else {
+                    self.drains.clone()
+                };
+                (reports.collect::<Vec<_>>(), drains)
+            }
+            None => {
+                let reports = self.reports.values().map(|r| {
+                    let mut r = r.clone();
+                    if r.node == self.node
+                        && let Some(&beat) = heartbeats.get(&r.node)
+                    {
+                        r.version = r.version.max(beat);
+                        r.generated_ms = r.generated_ms.max(beat);
+                    }
+                    r
+                });
+                (reports.collect(), self.drains.clone())
+            }
+        };
+        let mut reports = reports;
+        reports.sort_by(|a, b| a.node.cmp(&b.node));
         Exchange {
             from: self.node.clone(),
-            reports: self.reports(),
-            drains: self.drains.clone(),
+            reports,
+            drains,
             generation,
+            heartbeats,
+        }
+    }
+
+    /// What this node holds, for its requests.
+    pub fn digest(&self) -> Digest {
+        Digest {
+            versions: self
+                .reports
+                .values()
+                .map(|r| (r.node.clone(), r.version))
+                .collect(),
+            drains: drains_hash(&self.drains),
         }
     }
 
@@ -352,10 +525,112 @@ mod tests {
                 counted_votes: 1
             }]
         );
-        // The own version moves even when the clock does not.
+        // The own version moves only when what the report says changes, even when the clock
+        // does not; the heartbeat moves with every refresh.
         let v = book.reports()[0].version;
-        book.refresh(&down, 1_200, now, SETTINGS);
-        assert_eq!(book.reports()[0].version, v + 1);
+        book.refresh(&down, 1_300, now, SETTINGS);
+        assert_eq!(book.reports()[0].version, v);
+        assert_eq!(book.heartbeats["a"], 1_300);
+        let r = book.refresh(&up, 1_200, now, SETTINGS);
+        assert!(r.news);
+        assert!(book.reports()[0].version > v);
+    }
+
+    #[test]
+    fn an_asker_gets_only_what_is_newer_than_its_digest() {
+        let now = Instant::now();
+        let mut a = Book::new("a", "r", DrainSet::default());
+        let mut b = Book::new("b", "r", DrainSet::default());
+        let up = view(now, &[("192.0.2.1", Status::Up)]);
+        a.refresh(&up, 1_000, now, SETTINGS);
+        b.refresh(&up, 1_000, now, SETTINGS);
+        b.set_drains(b.with_decision(drain("dc1", 900, "b")));
+        b.absorb(a.message(1, Some(&b.digest()), false));
+
+        // First contact (an empty digest): everything, a's own report too.
+        let first = b.message(1, Some(&Digest::default()), false);
+        assert_eq!(first.reports.len(), 2);
+        assert_eq!(first.drains.entries.len(), 1);
+        a.absorb(first);
+        // Then, with nothing new: heartbeats only.
+        b.refresh(&up, 2_000, now, SETTINGS);
+        let steady = b.message(2, Some(&a.digest()), false);
+        assert!(steady.reports.is_empty() && steady.drains.entries.is_empty());
+        assert_eq!(steady.heartbeats["b"], 2_000);
+        let got = a.absorb(steady);
+        assert!(!got.changed, "a heartbeat waits for the periodic merge");
+        assert_eq!(a.heartbeats["b"], 2_000);
+        // b's verdict changes: its report comes, alone.
+        b.refresh(
+            &view(now, &[("192.0.2.1", Status::Down)]),
+            3_000,
+            now,
+            SETTINGS,
+        );
+        let news = b.message(3, Some(&a.digest()), true);
+        assert_eq!(news.reports.len(), 1);
+        // A long-poll's answer is first hand: b's own report, not a's relayed.
+        a.refresh(
+            &view(now, &[("192.0.2.1", Status::Down)]),
+            3_000,
+            now,
+            SETTINGS,
+        );
+        let mut stale = a.digest();
+        stale.versions.clear();
+        let held = b.message(3, Some(&stale), true);
+        assert_eq!(
+            held.reports
+                .iter()
+                .map(|r| r.node.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(b.message(3, Some(&stale), false).reports.len(), 2);
+        assert!(a.absorb(news).changed);
+
+        // An older node sends no digest: every report, versioned and stamped with its heartbeat.
+        b.refresh(
+            &view(now, &[("192.0.2.1", Status::Down)]),
+            4_000,
+            now,
+            SETTINGS,
+        );
+        let old = b.message(4, None, false);
+        let own = old.reports.iter().find(|r| r.node == "b").expect("b's");
+        assert_eq!((own.version, own.generated_ms), (4_000, 4_000));
+        let relayed = old.reports.iter().find(|r| r.node == "a").expect("a's");
+        assert_eq!((relayed.version, relayed.generated_ms), (1_000, 1_000));
+        // And b's next version is past what it served so.
+        b.refresh(&up, 4_000, now, SETTINGS);
+        assert!(b.reports.get("b").is_some_and(|r| r.version > 4_000));
+    }
+
+    #[test]
+    fn a_digest_reads_back_what_it_wrote() {
+        let digest = Digest {
+            versions: BTreeMap::from([
+                ("eu-1".to_string(), 17),
+                ("odd:node,id%;".to_string(), u64::MAX),
+                ("ünï".to_string(), 0),
+            ]),
+            drains: 0xdead_beef,
+        };
+        let text = digest.to_header();
+        assert!(text.is_ascii() && !text.contains(' '), "{text}");
+        assert_eq!(Digest::parse(&text), Some(digest));
+        assert_eq!(Digest::parse("drains=0;v="), Some(Digest::default()));
+        for bad in [
+            "",
+            "drains=0",
+            "drains=x;v=",
+            "drains=0;v=a",
+            "drains=0;v=a:x",
+            "drains=0;v=%zz:1",
+            "drains=0;v=%F:1",
+        ] {
+            assert_eq!(Digest::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
@@ -377,17 +652,17 @@ mod tests {
         );
         b.set_drains(b.with_decision(drain("dc1", 900, "b")));
 
-        let got = a.absorb(b.message(7));
+        let got = a.absorb(b.message(7, None, false));
         assert!(got.changed && got.news);
         assert_eq!(got.learnt, [drain("dc1", 900, "b")]);
         assert_eq!(got.drains.as_ref().map(|d| d.entries.len()), Some(1));
-        let again = a.absorb(b.message(7));
+        let again = a.absorb(b.message(7, None, false));
         assert!(!again.changed && !again.news && again.learnt.is_empty());
 
         // b relays a's own report back: a keeps its own.
-        let relayed = b.absorb(a.message(1));
+        let relayed = b.absorb(a.message(1, None, false));
         assert!(relayed.changed);
-        let mut echo = b.message(8);
+        let mut echo = b.message(8, None, false);
         for r in &mut echo.reports {
             r.version += 1_000;
         }

@@ -7,8 +7,12 @@
 //!   until a's own timeout; b's requests to a still work;
 //! - a cut link (`cut(a, b)`): both directions lost, answers in flight included;
 //! - a slow node (`slow(c, delay)`): its answers arrive `delay` late.
+//!
+//! It counts the bytes it carries (`bytes`): what the same exchange would put on the wire as
+//! HTTP headers and bodies, without the HTTP framing.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -23,6 +27,8 @@ use crate::clock::now_ms;
 pub struct MemoryTransport {
     nodes: Mutex<HashMap<String, Weak<Cluster>>>,
     faults: Mutex<Faults>,
+    /// Bytes carried: requests' signed headers, answers' bodies and signatures.
+    bytes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -71,6 +77,16 @@ impl MemoryTransport {
         *lock(&self.faults) = Faults::default();
     }
 
+    /// Bytes carried so far, both ways: the requests' headers (names and values) and the answers'
+    /// bodies and signatures.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     fn is_lost(&self, from: &str, to: &str) -> bool {
         lock(&self.faults)
             .lost
@@ -92,7 +108,16 @@ impl MemoryTransport {
             .get(to)
             .and_then(Weak::upgrade)
             .ok_or_else(|| ExchangeError::Request(format!("no node {to:?} on this network")))?;
-        let signed = request.credentials.sign_request(request.hold, now_ms());
+        let signed = request
+            .credentials
+            .sign_request(request.hold, request.digest, now_ms());
+        self.count(
+            signed
+                .headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum(),
+        );
         let served = peer
             .serve_exchange(&RequestHeaders::from_pairs(&signed.headers))
             .await;
@@ -108,6 +133,7 @@ impl MemoryTransport {
             ServeError::Refused(reason) => ExchangeError::Refused(reason),
             ServeError::Encode(e) => ExchangeError::Decode(e.to_string()),
         })?;
+        self.count(served.body.len() + served.signature.len());
         open(
             request.credentials,
             &signed.nonce,

@@ -2,10 +2,12 @@
 //! merged view the answers use.
 //!
 //! Every node serves its own report and every report it holds from other nodes (with their
-//! versions), plus its drain set; every exchange interval it pulls that from each peer, and it
-//! follows each peer with long-polls that the peer answers as soon as a verdict or drain it
-//! holds changes. Relaying means two nodes whose link broke still learn each other's view
-//! through a third. Old reports and drains are ignored by version (see `merge::accept` and
+//! versions), every node's heartbeat, plus its drain set; every exchange interval it pulls from
+//! each peer, and it follows each peer with long-polls that the peer answers as soon as a verdict
+//! or drain it holds changes. Each request carries a digest of what the asker holds, and the
+//! answer holds only what is newer (`book::Digest`): a steady state costs heartbeats, not
+//! reports. Relaying means two nodes whose link broke still learn each other's view through a
+//! third. Old reports and drains are ignored by version (see `merge::accept` and
 //! `DrainSet::apply`).
 //!
 //! One job per file:
@@ -17,6 +19,8 @@
 //! - `transport`: the `Transport` trait and `HttpTransport`;
 //! - `memory`: `MemoryTransport`, an in-process network with faults, for tests;
 //! - `partitions` (tests only): partition scenarios on that network;
+//! - `sim` (hidden): a simulated cluster of many nodes on that network, for the exchange's
+//!   traffic test and scale benchmark;
 //! - this file: the `Cluster` handle that ties them to the clock, the local health view, the
 //!   snapshots and the tasks (`run`, `follow`, `serve_exchange`).
 //!
@@ -41,10 +45,12 @@ pub mod news;
 #[cfg(test)]
 mod partitions;
 pub mod policy;
+#[doc(hidden)]
+pub mod sim;
 pub mod transport;
 
 pub use auth::{AuthError, Credentials, EXCHANGE_PATH, Hold, MAX_HOLD, RequestHeaders};
-pub use book::{Exchange, PeerStatus};
+pub use book::{Digest, Exchange, PeerStatus};
 pub use policy::{DrainRefused, DrainRequest};
 pub use transport::{ExchangeError, ExchangeRequest, HttpTransport, Transport};
 
@@ -113,6 +119,10 @@ pub struct Cluster {
     held: tokio::sync::Semaphore,
     /// Cancelled when `run` stops, so held long-polls answer at once.
     stopping: CancellationToken,
+    /// Woken when a pull or a long-poll took in something newer: the merge loop then merges
+    /// once for however many arrived meanwhile (a merge reads every node's report, and many
+    /// nodes' answers arriving together would otherwise each pay for one).
+    absorbed: tokio::sync::Notify,
 }
 
 /// Locks, going on past a panic elsewhere: every value under these locks is replaced whole.
@@ -178,6 +188,7 @@ impl Cluster {
             generation: tokio::sync::watch::Sender::new(1),
             held: tokio::sync::Semaphore::new(MAX_HELD),
             stopping: CancellationToken::new(),
+            absorbed: tokio::sync::Notify::new(),
         });
         cluster.refresh();
         cluster
@@ -247,7 +258,11 @@ impl Cluster {
         if let Some(hold) = request.hold.and_then(Hold::parse) {
             self.hold(hold).await;
         }
-        let body = serde_json::to_vec(&self.exchange_message())?;
+        // A malformed digest from a peer that signed it asks for everything.
+        let digest = request.digest.map(|d| Digest::parse(d).unwrap_or_default());
+        // A long-poll's answer is first hand (see `Book::message`).
+        let first_hand = request.hold.is_some();
+        let body = serde_json::to_vec(&self.exchange_message(digest.as_ref(), first_hand))?;
         let signature = response_signature(secret, nonce, &body);
         Ok(Served { body, signature })
     }
@@ -294,13 +309,20 @@ impl Cluster {
         }
     }
 
-    /// The message this node serves to its peers.
-    fn exchange_message(&self) -> Exchange {
+    /// The message this node serves to a peer that holds `digest`.
+    fn exchange_message(&self, digest: Option<&Digest>, first_hand: bool) -> Exchange {
         // Read before the content: a change made meanwhile is then in the content and also
         // moves the generation past this value, so the follower's next long-poll sees it
         // again rather than never.
         let generation = *self.generation.borrow();
-        self.book().message(generation)
+        self.book().message(generation, digest, first_hand)
+    }
+
+    /// The size of the whole state this node serves (no digest), for the exchange benchmarks.
+    #[doc(hidden)]
+    pub fn full_state_bytes(&self) -> usize {
+        serde_json::to_vec(&self.exchange_message(Some(&Digest::default()), false))
+            .map_or(0, |b| b.len())
     }
 
     /// Takes in what a peer holds; true if anything changed.
@@ -336,10 +358,13 @@ impl Cluster {
         hold: Option<Hold>,
     ) -> Result<Exchange, ExchangeError> {
         let base = pull_timeout(&self.settings);
+        // What this node holds as it asks: a held answer brings what changed since.
+        let digest = self.book().digest().to_header();
         let request = ExchangeRequest {
             peer,
             credentials,
             hold,
+            digest: Some(&digest),
             // A held pull may take the hold too.
             timeout: hold.map_or(base, |h| h.wait + base),
         };
@@ -389,15 +414,15 @@ impl Cluster {
             }
         }
         if changed {
-            self.refresh();
+            self.absorbed.notify_one();
         }
     }
 
     /// Runs the exchange until shutdown: pulls peers every interval and follows each (tasks of
     /// their own, so that a peer slow to answer delays nothing else), and republishes the
-    /// merged view as soon as the local probers change their view or the zones are replaced
-    /// (woken by their watch channels, no polling), and every interval (reports age, drains
-    /// expire).
+    /// merged view as soon as the local probers change their view, a peer's answer brought
+    /// something newer, or the zones are replaced (woken by their channels, no polling), and
+    /// every interval (reports age, drains expire).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut ages = tokio::time::interval(self.settings.exchange_interval);
         ages.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -424,6 +449,8 @@ impl Cluster {
                 }
                 // Ages and expiries move even when nothing else does.
                 _ = ages.tick() => self.refresh(),
+                // A peer's news: one merge for all that arrived since the last.
+                _ = self.absorbed.notified() => self.refresh(),
                 Ok(()) = local.changed() => {
                     local.mark_unchanged();
                     self.refresh();
@@ -490,7 +517,7 @@ impl Cluster {
                     }
                     after = (msg.generation > 0).then_some(msg.generation);
                     if self.absorb(msg) {
-                        self.refresh();
+                        self.absorbed.notify_one();
                     }
                     match after {
                         Some(_) => MIN_FOLLOW_GAP.saturating_sub(started.elapsed()),

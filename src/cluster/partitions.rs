@@ -95,6 +95,8 @@ struct Node {
     local: SharedHealthView,
     /// What this node's probers say per DC, and since when.
     probes: Mutex<[(Status, Instant); 3]>,
+    /// Where its drains are kept: a node without one refuses drains issued on it.
+    _state: tempfile::TempDir,
 }
 
 struct Net {
@@ -105,8 +107,6 @@ struct Net {
     endpoints: Vec<(IpAddr, Arc<Check>)>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    /// Every node's state directory (drains issued on a node without one are refused).
-    state: tempfile::TempDir,
 }
 
 impl Net {
@@ -141,10 +141,10 @@ impl Net {
             endpoints,
             shutdown,
             tasks: Vec::new(),
-            state: tempfile::tempdir().expect("a temp dir for the nodes' state"),
         };
         let now = Instant::now();
         for id in ids {
+            let state = tempfile::tempdir().expect("a state directory");
             let local = LocalHealth::detached();
             let snapshots = Arc::new(Snapshots::new(
                 net.zones.clone(),
@@ -167,7 +167,7 @@ impl Net {
                     quorum: Quorum::Majority,
                     settle_ms: 0,
                 },
-                state_dir: Some(net.state.path().join(id)),
+                state_dir: Some(state.path().to_path_buf()),
             };
             let cluster = Cluster::with_transport(
                 settings,
@@ -175,7 +175,7 @@ impl Net {
                 snapshots.clone(),
                 net.transport.clone(),
             )
-            .expect("a cluster with a fresh state directory");
+            .expect("a cluster with an empty state directory");
             net.transport.join(&cluster);
             let node = Node {
                 id,
@@ -183,6 +183,7 @@ impl Net {
                 snapshots,
                 local,
                 probes: Mutex::new([(Status::Up, now); 3]),
+                _state: state,
             };
             net.publish(&node);
             net.nodes.push(node);

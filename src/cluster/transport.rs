@@ -24,6 +24,9 @@ pub struct ExchangeRequest<'a> {
     pub credentials: &'a Credentials,
     /// A long-poll's terms; none for a plain pull.
     pub hold: Option<Hold>,
+    /// What the asker holds (`book::Digest`, encoded), so that the peer sends only what is
+    /// newer; none asks for everything, as older nodes do.
+    pub digest: Option<&'a str>,
     /// When to give up, the hold included: a transport must not take longer.
     pub timeout: Duration,
 }
@@ -100,7 +103,9 @@ impl HttpTransport {
 #[async_trait::async_trait]
 impl Transport for HttpTransport {
     async fn exchange(&self, request: ExchangeRequest<'_>) -> Result<Exchange, ExchangeError> {
-        let signed = request.credentials.sign_request(request.hold, now_ms());
+        let signed = request
+            .credentials
+            .sign_request(request.hold, request.digest, now_ms());
         let mut req = self
             .client
             .get(format!("{}{EXCHANGE_PATH}", request.peer))
