@@ -479,36 +479,28 @@ impl Handler {
             e
         });
         name.clear();
-        *facts = Facts::error(
-            request
-                .queries
-                .queries()
-                .first()
-                .map(|q| u16::from(q.query_type())),
-        );
+        let first_qtype = request.queries.queries().first().map(|q| q.query_type());
+        *facts = Facts::error(first_qtype.map(u16::from));
         if request.metadata.op_code != OpCode::Query {
             // An opcode we do not implement (RFC 1035 section 4.1.1, RFC 8906 section 3.1.4):
             // NOTIMP, copying only the ID and the opcode. What follows the header is the
             // opcode's to define, so no question is echoed, and RD and CD, which belong to
             // queries, are not copied.
-            let qtype = request.queries.queries().first().map(|q| q.query_type());
-            self.record_error(ResponseCode::NotImp, qtype, false, started);
+            self.record_error(ResponseCode::NotImp, first_qtype, false, started);
             let mut meta = Metadata::new(
                 request.metadata.id,
                 hickory_server::proto::op::MessageType::Response,
                 request.metadata.op_code,
             );
             meta.response_code = ResponseCode::NotImp;
-            // Reading zero questions reads nothing, so it cannot fail.
-            let none = Queries::read(&mut BinDecoder::new(&[]), 0).expect("no questions");
+            let none = no_questions();
             let msg = MessageResponseBuilder::new(&none, resp_edns.as_ref()).build_no_records(meta);
             return send(&mut response, msg, meta).await;
         }
         if question_points_into_header(request.as_slice()) {
             self.record_error(ResponseCode::FormErr, None, false, started);
             meta.response_code = ResponseCode::FormErr;
-            // Reading zero questions reads nothing, so it cannot fail.
-            let none = Queries::read(&mut BinDecoder::new(&[]), 0).expect("no questions");
+            let none = no_questions();
             let msg = MessageResponseBuilder::new(&none, resp_edns.as_ref()).build_no_records(meta);
             return send(&mut response, msg, meta).await;
         }
@@ -536,8 +528,7 @@ impl Handler {
             None
         };
         if let Some(code) = error {
-            let qtype = request.queries.queries().first().map(|q| q.query_type());
-            self.record_error(code, qtype, ecs.is_some(), started);
+            self.record_error(code, first_qtype, ecs.is_some(), started);
             meta.response_code = code;
             let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
             let msg = builder.build_no_records(meta);
@@ -641,6 +632,12 @@ impl Handler {
         let msg = builder.build(meta, &answers, &authority, [], &additional);
         send(&mut response, msg, meta).await
     }
+}
+
+/// An empty question section, for responses that echo none.
+fn no_questions() -> Queries {
+    // Reading zero questions reads nothing, so it cannot fail.
+    Queries::read(&mut BinDecoder::new(&[]), 0).expect("no questions")
 }
 
 /// Whether the full response fits in `limit` bytes once compressed.

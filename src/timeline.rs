@@ -209,7 +209,7 @@ pub fn sample(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::zone_file;
 
@@ -226,7 +226,8 @@ records:
       endpoints: { fra: [192.0.2.1], iad: [192.0.2.2] }
 ";
 
-    fn zones() -> ZoneSet {
+    /// Two DCs with locations and one service over them; the status pictures' tests use it too.
+    pub(crate) fn zones() -> ZoneSet {
         ZoneSet {
             zones: vec![Arc::new(
                 zone_file::parse_zone(ZONE, "t.yaml").expect("a valid zone"),

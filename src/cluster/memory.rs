@@ -48,6 +48,29 @@ impl MemoryTransport {
         Arc::new(MemoryTransport::default())
     }
 
+    /// A node on this network: a real `Cluster` with `settings`, serving `zones`, whose local
+    /// health view the caller publishes (there are no probers), joined under its node id.
+    pub fn add_node(
+        self: &Arc<Self>,
+        settings: super::ClusterSettings,
+        zones: crate::model::ZoneSet,
+    ) -> anyhow::Result<(
+        Arc<Cluster>,
+        Arc<crate::state::Snapshots>,
+        crate::probe::SharedHealthView,
+    )> {
+        let local = crate::probe::LocalHealth::detached();
+        let snapshots = Arc::new(crate::state::Snapshots::new(
+            zones,
+            None,
+            Arc::new(crate::metrics::Metrics::new()),
+        ));
+        let cluster =
+            Cluster::with_transport(settings, local.clone(), snapshots.clone(), self.clone())?;
+        self.join(&cluster);
+        Ok((cluster, snapshots, local))
+    }
+
     /// Puts `node` on the network under its node id, which its peers use as its address. Held
     /// weakly: the node's cluster holds this network.
     pub fn join(&self, node: &Arc<Cluster>) {

@@ -32,9 +32,8 @@ use super::{Cluster, ClusterSettings, DrainRequest};
 use crate::check::Check;
 use crate::health::{HealthView, Observation, ProbeTarget, Status};
 use crate::merge::{EndpointKey, MergeSettings, Quorum};
-use crate::metrics::Metrics;
 use crate::model::ZoneSet;
-use crate::probe::{LocalHealth, SharedHealthView};
+use crate::probe::SharedHealthView;
 use crate::state::Snapshots;
 
 const DCS: [&str; 3] = ["dc1", "dc2", "dc3"];
@@ -145,12 +144,6 @@ impl Net {
         let now = Instant::now();
         for id in ids {
             let state = tempfile::tempdir().expect("a state directory");
-            let local = LocalHealth::detached();
-            let snapshots = Arc::new(Snapshots::new(
-                net.zones.clone(),
-                None,
-                Arc::new(Metrics::new()),
-            ));
             let settings = ClusterSettings {
                 node: id.to_string(),
                 region: format!("region-{id}"),
@@ -169,14 +162,10 @@ impl Net {
                 },
                 state_dir: Some(state.path().to_path_buf()),
             };
-            let cluster = Cluster::with_transport(
-                settings,
-                local.clone(),
-                snapshots.clone(),
-                net.transport.clone(),
-            )
-            .expect("a cluster with an empty state directory");
-            net.transport.join(&cluster);
+            let (cluster, snapshots, local) = net
+                .transport
+                .add_node(settings, net.zones.clone())
+                .expect("a cluster with an empty state directory");
             let node = Node {
                 id,
                 cluster,

@@ -20,9 +20,8 @@ use super::{Cluster, ClusterSettings};
 use crate::check::Check;
 use crate::health::{HealthView, Observation, ProbeTarget, Status};
 use crate::merge::{MergeSettings, Quorum};
-use crate::metrics::Metrics;
 use crate::model::ZoneSet;
-use crate::probe::{LocalHealth, SharedHealthView};
+use crate::probe::SharedHealthView;
 use crate::state::Snapshots;
 
 /// The shape of a simulated cluster.
@@ -112,12 +111,6 @@ impl Sim {
             tasks: Vec::new(),
         };
         for (i, id) in ids.iter().enumerate() {
-            let local = LocalHealth::detached();
-            let snapshots = Arc::new(Snapshots::new(
-                zones.clone(),
-                None,
-                Arc::new(Metrics::new()),
-            ));
             let cluster_settings = ClusterSettings {
                 node: id.clone(),
                 region: format!("region-{}", i % settings.dcs.max(1)),
@@ -132,14 +125,10 @@ impl Sim {
                 },
                 state_dir: None,
             };
-            let cluster = Cluster::with_transport(
-                cluster_settings,
-                local.clone(),
-                snapshots.clone(),
-                sim.transport.clone(),
-            )
-            .expect("a cluster without a state directory");
-            sim.transport.join(&cluster);
+            let (cluster, snapshots, local) = sim
+                .transport
+                .add_node(cluster_settings, zones.clone())
+                .expect("a cluster without a state directory");
             let node = SimNode {
                 cluster,
                 snapshots,

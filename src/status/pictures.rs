@@ -529,25 +529,7 @@ mod tests {
 
     #[test]
     fn the_map_colours_dcs_by_state_and_draws_where_clients_go() {
-        let zone = crate::zone_file::parse_zone(
-            "
-zone: a.example
-soa: { primary: ns1, contact: hostmaster.a.example }
-nameservers: { ns1: [192.0.2.53] }
-datacenters:
-  fra: { location: [50.1, 8.7] }
-  iad: { location: [38.9, -77.0] }
-records:
-  www:
-    service:
-      endpoints: { fra: [192.0.2.1], iad: [192.0.2.2] }
-",
-            "t.yaml",
-        )
-        .expect("a valid zone");
-        let zones = ZoneSet {
-            zones: vec![Arc::new(zone)],
-        };
+        let zones = crate::timeline::tests::zones();
         let st = json!({ "services": [
             { "dcs": [{ "name": "fra", "effective": "down" }, { "name": "iad", "effective": "up" }] },
             { "dcs": [{ "name": "iad", "effective": "drained" }] },

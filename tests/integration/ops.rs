@@ -769,13 +769,18 @@ fn dc_cell_class(matrix: &str, dc: &str) -> Option<String> {
         })
 }
 
-#[test]
-fn the_status_page_in_chromium_shows_a_failed_dc() {
+/// Fails at once, with the command to run, where Chromium is not installed.
+fn require_chromium() {
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: this test needs headless Chromium (`apt-get install chromium`; \
-         .ci/run installs it)"
+         scripts/test.sh installs it)"
     );
+}
+
+#[test]
+fn the_status_page_in_chromium_shows_a_failed_dc() {
+    require_chromium();
     let mut b = backends(2);
     let zone = checked_zone(b[0].ip(), b[1].ip(), b[0].addr.port());
     let fra = b[0].ip().to_string();
@@ -883,11 +888,7 @@ fn now_ms() -> u64 {
 /// marks fra failed.
 #[test]
 fn the_status_page_timeline_in_chromium_shows_a_drain_and_a_failure() {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: this test needs headless Chromium (`apt-get install chromium`; \
-         .ci/run installs it)"
-    );
+    require_chromium();
     let mut b = backends(2);
     let zone = checked_zone(b[0].ip(), b[1].ip(), b[0].addr.port());
     let node = Node::builder(&zone)
