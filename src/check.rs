@@ -63,7 +63,8 @@ pub struct Check {
     /// Time between the starts of two probes while the endpoint is in transition: its latest
     /// probes disagree with its status but have not yet reached `fall` (or `rise`). Never longer
     /// than `interval`; see `default_fast_interval`. A probe that takes longer is followed at
-    /// once by the next, never overlapped.
+    /// once by the next; the only overlap is the confirming probe of a settled Up endpoint whose
+    /// probe is still running at half its timeout (see `EndpointState::confirms_early`).
     pub fast_interval: Duration,
     /// Bound on one probe, connection and body included. Always shorter than `interval`.
     pub timeout: Duration,
