@@ -11,12 +11,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name as HName, RecordType as HType};
-use steerdns::answer::{self, AllUp, Client, QType};
 use steerdns::dns::Handler;
+use steerdns::dns::answer::{self, AllUp, Client, QType};
 use steerdns::geo::GeoDb;
-use steerdns::metrics::Metrics;
-use steerdns::model::{Name, RecordType, ZoneSet};
 use steerdns::state::Snapshots;
+use steerdns::telemetry::metrics::Metrics;
+use steerdns::zone::{Name, RecordType, ZoneSet};
 
 fn query(name: &str, t: HType, ecs: Option<&str>) -> Vec<u8> {
     let mut m = Message::new(7, MessageType::Query, OpCode::Query);
@@ -38,7 +38,7 @@ fn query(name: &str, t: HType, ecs: Option<&str>) -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let zones: ZoneSet =
-        steerdns::zone_file::load_dir(&root.join("zones")).expect("the example zone loads");
+        steerdns::zone::file::load_dir(&root.join("zones")).expect("the example zone loads");
     let geo = GeoDb::open(&[
         root.join("geoip/dbip-city-lite-coarse-ipv4.mmdb"),
         root.join("geoip/dbip-country.mmdb"),

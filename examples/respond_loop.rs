@@ -12,15 +12,16 @@ use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 use steerdns::dns::Handler;
 use steerdns::geo::GeoDb;
-use steerdns::metrics::Metrics;
 use steerdns::state::Snapshots;
+use steerdns::telemetry::metrics::Metrics;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_else(|| "geo".into());
     let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let zones = steerdns::zone_file::load_dir(&root.join("zones")).expect("the example zone loads");
+    let zones =
+        steerdns::zone::file::load_dir(&root.join("zones")).expect("the example zone loads");
     let geo =
         GeoDb::open(&[root.join("geoip/dbip-city-lite-coarse-ipv4.mmdb")]).expect("GeoIP opens");
     let handler = Handler::new(Arc::new(Snapshots::new(

@@ -37,4 +37,4 @@ if ((${#missing[@]} > 0)); then
     fi
 fi
 
-exec cargo test --locked "$@"
+exec cargo test --locked --features fuzzing "$@"

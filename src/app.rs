@@ -14,19 +14,19 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::admin::{self, AdminState, Control};
 use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::Settings;
 use crate::dns::{self, Bound};
 use crate::geo::GeoDb;
 use crate::health::ProbeTarget;
-use crate::merge::MergeSettings;
-use crate::metrics::Metrics;
-use crate::model::ZoneSet;
-use crate::probe::HealthMonitor;
+use crate::health::merge::MergeSettings;
+use crate::health::probe::HealthMonitor;
+use crate::ops::admin::{self, AdminState, Control};
 use crate::state::Snapshots;
+use crate::telemetry::metrics::Metrics;
 use crate::tls::ServerCert;
-use crate::zone_file;
+use crate::zone;
+use crate::zone::ZoneSet;
 
 /// How often the GeoIP and zone files are checked for changes.
 const GEOIP_WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -50,7 +50,7 @@ struct ZoneLoader {
     jobs: Mutex<std::sync::mpsc::Sender<(PathBuf, std::sync::mpsc::Sender<LoadResult>)>>,
 }
 
-type LoadResult = Result<ZoneSet, zone_file::ZoneErrors>;
+type LoadResult = Result<ZoneSet, zone::file::ZoneErrors>;
 
 impl ZoneLoader {
     fn start() -> std::io::Result<ZoneLoader> {
@@ -59,7 +59,7 @@ impl ZoneLoader {
             .name("zone-loader".into())
             .spawn(move || {
                 for (dir, reply) in rx {
-                    let _ = reply.send(zone_file::load_dir(&dir));
+                    let _ = reply.send(zone::file::load_dir(&dir));
                     release_freed_memory();
                 }
             })?;
@@ -79,7 +79,7 @@ impl ZoneLoader {
         match sent.ok().and_then(|()| rx.recv().ok()) {
             Some(result) => result,
             // The loader thread is gone (it cannot panic on bad input, but be safe): load here.
-            None => zone_file::load_dir(dir),
+            None => zone::file::load_dir(dir),
         }
     }
 }
@@ -87,7 +87,7 @@ impl ZoneLoader {
 impl Core {
     /// Re-reads the zone directory and swaps it in; probing follows the new zones (unchanged
     /// endpoints keep their health). A broken zone keeps the previous set serving.
-    fn reload_zones(&self) -> Result<usize, zone_file::ZoneErrors> {
+    fn reload_zones(&self) -> Result<usize, zone::file::ZoneErrors> {
         let metrics = &self.snapshots.metrics;
         match self.loader.load(&self.settings.zones) {
             Ok(zones) => {
@@ -303,7 +303,7 @@ impl Node {
             token: settings.admin_token.clone(),
             protect_reads: settings.protect_reads,
             ready: AtomicBool::new(false),
-            status_page: |s| crate::status::page(&s.snapshots, &s.cluster),
+            status_page: |s| crate::ops::status::page(&s.snapshots, &s.cluster),
         });
         let mut tasks = Vec::new();
         let admin_shutdown = shutdown.clone();
@@ -354,7 +354,7 @@ impl Node {
                 "admin": admin_addr.to_string(),
             })
             .to_string();
-            write_atomically(path, body.as_bytes())
+            crate::files::write_atomically(path, body.as_bytes())
                 .with_context(|| format!("writing ready file {}", path.display()))?;
         }
         Ok(Node {
@@ -369,7 +369,7 @@ impl Node {
     }
 
     /// Reloads zones; see `Core::reload_zones`.
-    pub fn reload_zones(&self) -> Result<usize, zone_file::ZoneErrors> {
+    pub fn reload_zones(&self) -> Result<usize, zone::file::ZoneErrors> {
         self.core.reload_zones()
     }
 
@@ -591,7 +591,7 @@ async fn watch_services(snapshots: Arc<Snapshots>, shutdown: CancellationToken) 
 /// got one back; returns the services with every endpoint down now.
 fn report_all_down(
     zones: &ZoneSet,
-    health: &crate::merge::EffectiveHealth,
+    health: &crate::health::merge::EffectiveHealth,
     all_down: HashSet<String>,
 ) -> HashSet<String> {
     let mut now_down = HashSet::new();
@@ -642,14 +642,4 @@ fn dir_stamps(
     paths.sort();
     let stamps = file_stamps(&paths);
     paths.into_iter().zip(stamps).collect()
-}
-
-/// Write to a temporary file, fsync, then rename over the target, so readers never see half a file.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::check::parse_duration;
-use crate::merge::Quorum;
+use crate::health::merge::Quorum;
 use crate::tls::TlsFiles;
+use crate::zone::check::parse_duration;
 use crate::{dns, rrl};
 
 /// Where the DNS frontend listens when nothing else is said.
@@ -344,7 +344,7 @@ impl Settings {
         )?;
         let timeline_period = duration(
             flags.timeline_period,
-            crate::timeline::DEFAULT_PERIOD,
+            crate::health::timeline::DEFAULT_PERIOD,
             "timeline_period",
         )?;
         if timeline_period.is_zero() {

@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn the_demo_zone_is_valid() {
-        let z = crate::zone_file::parse_zone(
+        let z = crate::zone::file::parse_zone(
             &zone_yaml(["127.0.0.11", "127.0.0.12", "127.0.0.13"]),
             "demo.yaml",
         )

@@ -14,16 +14,18 @@ use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::RecordType as HRecordType;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 
-use crate::answer::{self, AllUp, Client, QType};
 use crate::cluster::Exchange;
+use crate::dns::answer::{self, AllUp, Client, QType};
 use crate::dns::{Handler, MAX_UDP_PAYLOAD, wire};
-use crate::drain::{Drain, DrainSet};
 use crate::geo::{self, GeoDb, NoLocation};
-use crate::merge::{self, EffectiveHealth, EndpointKey, MergeSettings, Merged, Quorum, Verdict};
-use crate::metrics::Metrics;
-use crate::model::{Name, Policy, RData, RecordType, Zone, ZoneSet};
+use crate::health::drain::{Drain, DrainSet};
+use crate::health::merge::{
+    self, EffectiveHealth, EndpointKey, MergeSettings, Merged, Quorum, Verdict,
+};
 use crate::state::Snapshots;
-use crate::zone_file::{self, MAX_TTL, ZoneErrors};
+use crate::telemetry::metrics::Metrics;
+use crate::zone::file::{self, MAX_TTL, ZoneErrors};
+use crate::zone::{Name, Policy, RData, RecordType, Zone, ZoneSet};
 
 /// The zones the DNS targets answer from: one of everything the zone format supports (every
 /// policy, CNAME chains in and out of the zone, a delegation with glue, wildcard-looking names, a
@@ -153,7 +155,7 @@ impl DnsFixture {
                 .iter()
                 .enumerate()
                 .map(|(i, yaml)| {
-                    let zone = zone_file::parse_zone(yaml, &format!("fixture-{i}.yaml"));
+                    let zone = file::parse_zone(yaml, &format!("fixture-{i}.yaml"));
                     // The fixture is a constant this module's tests load.
                     Arc::new(zone.expect("the fixture zones are valid"))
                 })
@@ -462,7 +464,7 @@ pub fn ecs_query(labels: &[&[u8]], qtype: u16, ecs: &[u8]) -> Vec<u8> {
 /// `check_zone`) or is refused with at least one error naming the file.
 pub fn check_zone_yaml(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    match zone_file::parse_zone(&text, "fuzz.yaml") {
+    match file::parse_zone(&text, "fuzz.yaml") {
         Ok(zone) => check_zone(&zone),
         Err(ZoneErrors(errors)) => {
             assert!(!errors.is_empty(), "refused without a reason: {text:?}");
@@ -568,7 +570,7 @@ pub fn check_zone(zone: &Zone) {
                 }
                 Policy::Geo { rules, default } => {
                     for target in rules.iter().map(|r| &r.target).chain([default]) {
-                        if let crate::model::GeoTarget::Dcs(list) = target {
+                        if let crate::zone::GeoTarget::Dcs(list) = target {
                             assert!(!list.is_empty(), "{name}: an empty geo target");
                             assert!(
                                 list.iter().all(|i| *i < s.dcs.len()),
@@ -753,7 +755,7 @@ mod tests {
     #[test]
     fn the_fixture_zones_load_and_hold_the_invariants() {
         for (i, yaml) in FIXTURE_ZONES.iter().enumerate() {
-            let zone = zone_file::parse_zone(yaml, &format!("fixture-{i}.yaml")).unwrap();
+            let zone = file::parse_zone(yaml, &format!("fixture-{i}.yaml")).unwrap();
             check_zone(&zone);
         }
     }

@@ -1,41 +1,38 @@
 //! steerdns: a multi-region, DNS-based global failover service.
 //!
-//! Each module has one job:
-//! - `model`: validated domain types (zones, records, services, data centers);
-//! - `zone_file`: zone YAML → validated `ZoneSet`, every error with file, record and field;
-//! - `config`: node settings from a node config file and flags (secrets from files/environment);
-//! - `geo`: IP address → location from MaxMind-format databases, cached per network;
-//! - `check`: health check definitions (HTTP, HTTPS, TCP; timing, thresholds) and their YAML form;
-//! - `health`: probe results → per-endpoint rise/fall status and when to probe next, readiness,
-//!   the local `HealthView`;
-//! - `probe`: run HTTP(S)/TCP checks, one prober task per target, and publish the `HealthView`;
-//! - `merge`: every node's votes → effective status per endpoint (quorum, staleness, isolation);
-//! - `drain`: manual failover decisions, last writer wins, persisted atomically;
-//! - `cluster/`: the exchange between nodes and the merged view it publishes: `auth` (signing,
-//!   replay window, nonces, long-poll terms), `book` (reports, drains, peers: plain sync
-//!   bookkeeping), `policy` (drain requests → decisions), `news` (its logs and events),
-//!   `transport` (the `Transport` trait, over HTTP), `memory` (an in-process network with
-//!   faults, for tests), `sim` (hidden: many simulated nodes on it, for the traffic test and the
-//!   scale bench), `mod` (the `Cluster` handle and its tasks);
-//! - `answer`: choose the records for a query (pure, synchronous);
-//! - `state`: the live snapshots the query path reads without locks;
-//! - `dns`: speak DNS on every listen address: the lean codec, batched UDP and our TCP server
-//!   with its limits (hickory for the rest);
-//! - `rrl`: response rate limiting: token buckets per client network and response (pure);
-//! - `admin`: the operator's HTTP API and the peers' exchange endpoint, which hands each request
-//!   to `Cluster::serve_exchange` (the only axum user);
-//! - `tls`: optional HTTPS on the admin/peer listener (certificate reloads, handshakes) and the
-//!   CA roots of outgoing HTTPS to peers;
-//! - `timeline`: the last hour of each service's DCs (state per region, answers sent), sampled
-//!   into a ring buffer for the status page's pictures (plain sync data);
-//! - `status`: the state document and the HTML status page (its SVG timeline and map in
-//!   `status/pictures`, the tables below);
-//! - `metrics`: every metric name and label;
-//! - `events`: the last 100 health changes, drains, reloads and peer events;
-//! - `clock`: wall-clock time in Unix milliseconds, as nodes stamp and compare it (a leaf);
-//! - `demo`: the three-region demo on loopback;
-//! - `app`: wiring, signals, reloads, task lifecycle;
-//! - `fuzzing` (hidden): the properties the fuzz targets and their regression test check.
+//! The tree follows the data flow: each wing (a folder, or a file for the small ones) imports
+//! only the wings before it in this list, never one after it (`tests/layout.rs` checks that the
+//! imports between wings and between files have no cycle).
+//!
+//! - leaves everyone may use: `clock` (wall-clock time in Unix milliseconds, the one source),
+//!   `files` (atomic writes), `rrl` (response rate limiting: token buckets per client network,
+//!   pure), `telemetry/` (`metrics`: every metric name and label; `events`: the last 100 health
+//!   changes, drains, reloads and peer events), `tls` (HTTPS on the admin/peer listener and the
+//!   CA roots for peers), `geo` (IP address → location from MaxMind-format databases, cached per
+//!   network);
+//! - `zone/`: what the operator wrote, validated: the model (`mod`: zones, records, services,
+//!   DCs), `name` (domain names), `check` (health check definitions), `file` (zone YAML →
+//!   `ZoneSet`, every error with file, record and field);
+//! - `health/`: what the probes and the regions say: rise/fall per target and the local
+//!   `HealthView` (`mod`), `probe` (HTTP(S)/TCP checks, one task per target), `merge` (every
+//!   node's votes → effective status: quorum, staleness, isolation), `drain` (manual failover,
+//!   last writer wins, persisted), `timeline` (the last hour of each service's DCs);
+//! - `state`: the live snapshots the query path reads without locks, and their change channel;
+//! - `cluster/`: the exchange between nodes: `auth` (signing, replay window, long-poll terms),
+//!   `book` (reports, drains, peers), `policy` (drain requests → decisions), `news` (logs and
+//!   events), `transport` (the `Transport` trait, over HTTP), `memory` (an in-process network
+//!   with faults, for tests), `sim` (hidden: many simulated nodes), `mod` (the `Cluster` handle
+//!   and its tasks);
+//! - `dns/`: the query path: `answer` (choose the records: pure, synchronous), `mod` (the
+//!   handler: decode, answer, encode, RRL), `wire` (the lean codec), `udp` (batched UDP), `tcp`
+//!   and `connections` (TCP with its limits), `limit` (RRL on the UDP path);
+//! - `ops/`: the operator's side: `admin` (the HTTP API and the peers' exchange endpoint, the
+//!   only axum user), `status` (the state document and the status page, its SVG pictures in
+//!   `status/pictures`);
+//! - the edge: `config` (node settings from a file and flags), `demo` (three regions on
+//!   loopback), `app` (wiring, signals, reloads, task lifecycle), and `main` (the CLI);
+//! - `fuzzing` (behind the `fuzzing` feature, hidden): the properties the fuzz targets and their
+//!   regression test check.
 //!
 //! Data flow:
 //! ```text
@@ -48,28 +45,21 @@
 //! DNS request --dns--> (name, type, client) --answer()--> Answer --dns--> response
 //! ```
 
-pub mod admin;
-pub mod answer;
 pub mod app;
-pub mod check;
 pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod dns;
-pub mod drain;
-pub mod events;
+pub mod files;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod geo;
 pub mod health;
-pub mod merge;
-pub mod metrics;
-pub mod model;
-pub mod probe;
+pub mod ops;
 pub mod rrl;
 pub mod state;
-pub mod status;
-pub mod timeline;
+pub mod telemetry;
 pub mod tls;
-pub mod zone_file;
+pub mod zone;

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use steerdns::app::Node;
 use steerdns::config::{ADMIN_TOKEN_ENV, Flags, NodeFile, Settings};
-use steerdns::zone_file;
+use steerdns::zone;
 
 /// Multi-region DNS-based global failover: an authoritative DNS server that answers with the
 /// nearest healthy data center.
@@ -272,7 +272,7 @@ fn main() -> ExitCode {
             admin,
         } => (|| {
             let for_seconds = duration
-                .map(|d| steerdns::check::parse_duration(&d).map(|d| d.as_secs().max(1)))
+                .map(|d| steerdns::zone::check::parse_duration(&d).map(|d| d.as_secs().max(1)))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
             let body = serde_json::json!({
@@ -359,7 +359,7 @@ fn admin_call(
         let resp = req
             .send()
             .await
-            .map_err(|e| Unreachable(a.admin.clone(), steerdns::probe::chain(&e)))?;
+            .map_err(|e| Unreachable(a.admin.clone(), steerdns::health::probe::chain(&e)))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let v: serde_json::Value =
@@ -461,7 +461,7 @@ fn status_table(v: &serde_json::Value) -> String {
 }
 
 fn check(dir: &Path) -> ExitCode {
-    match zone_file::load_dir(dir) {
+    match zone::file::load_dir(dir) {
         Ok(set) => {
             for z in &set.zones {
                 println!(
@@ -491,13 +491,13 @@ fn explain(
     zones: Option<PathBuf>,
     geoip: Vec<PathBuf>,
 ) -> anyhow::Result<String> {
-    use steerdns::answer::{self, AllUp, Client, QType};
-    use steerdns::model::{Name, RecordType};
+    use steerdns::dns::answer::{self, AllUp, Client, QType};
+    use steerdns::zone::{Name, RecordType};
     let zones = match zones {
         Some(dir) => dir,
         None => steerdns::config::default_zones()?,
     };
-    let zones = zone_file::load_dir(&zones)
+    let zones = zone::file::load_dir(&zones)
         .with_context(|| format!("loading zones from {}", zones.display()))?;
     let paths = if geoip.is_empty() {
         steerdns::config::default_geoip()?

@@ -9,12 +9,12 @@ use tokio::sync::watch;
 
 use std::sync::Arc;
 
-use crate::events::EventLog;
 use crate::geo::GeoDb;
-use crate::merge::EffectiveHealth;
-use crate::metrics::Metrics;
-use crate::model::ZoneSet;
-use crate::timeline::Timeline;
+use crate::health::merge::EffectiveHealth;
+use crate::health::timeline::Timeline;
+use crate::telemetry::events::EventLog;
+use crate::telemetry::metrics::Metrics;
+use crate::zone::ZoneSet;
 
 /// What a node serves right now.
 pub struct Snapshots {

@@ -108,7 +108,7 @@ fn seeds_reach_what_they_are_named_for() {
     for path in seeds("zone_yaml") {
         let text = std::fs::read_to_string(&path).unwrap();
         let name = path.file_name().unwrap().to_str().unwrap();
-        let loads = steerdns::zone_file::parse_zone(&text, name).is_ok();
+        let loads = steerdns::zone::file::parse_zone(&text, name).is_ok();
         assert_eq!(loads, !name.starts_with("invalid_"), "{name}");
     }
     for path in seeds("peer_message") {

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::check::Check;
-use crate::drain::{Drain, DrainSet};
+use crate::health::drain::{Drain, DrainSet};
+use crate::health::merge::{self, EndpointKey, MergeSettings, Merged, Report, Vote};
 use crate::health::{HealthView, Status};
-use crate::merge::{self, EndpointKey, MergeSettings, Merged, Report, Vote};
+use crate::zone::check::Check;
 
 /// What one node hands another: the wire message of the exchange.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -451,9 +451,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::check::{CheckKind, HttpCheck};
+    use crate::health::merge::Quorum;
     use crate::health::{Observation, ProbeTarget};
-    use crate::merge::Quorum;
+    use crate::zone::check::{CheckKind, HttpCheck};
 
     const SETTINGS: MergeSettings = MergeSettings {
         stale_after_ms: 5_000,

@@ -53,17 +53,17 @@ impl MemoryTransport {
     pub fn add_node(
         self: &Arc<Self>,
         settings: super::ClusterSettings,
-        zones: crate::model::ZoneSet,
+        zones: crate::zone::ZoneSet,
     ) -> anyhow::Result<(
         Arc<Cluster>,
         Arc<crate::state::Snapshots>,
-        crate::probe::SharedHealthView,
+        crate::health::probe::SharedHealthView,
     )> {
-        let local = crate::probe::LocalHealth::detached();
+        let local = crate::health::probe::LocalHealth::detached();
         let snapshots = Arc::new(crate::state::Snapshots::new(
             zones,
             None,
-            Arc::new(crate::metrics::Metrics::new()),
+            Arc::new(crate::telemetry::metrics::Metrics::new()),
         ));
         let cluster =
             Cluster::with_transport(settings, local.clone(), snapshots.clone(), self.clone())?;

@@ -55,9 +55,9 @@ pub use policy::{DrainRefused, DrainRequest};
 pub use transport::{ExchangeError, ExchangeRequest, HttpTransport, Transport};
 
 use crate::clock::now_ms;
-use crate::drain::{Drain, DrainSet};
-use crate::merge::{EffectiveHealth, MergeSettings, Report};
-use crate::probe::SharedHealthView;
+use crate::health::drain::{Drain, DrainSet};
+use crate::health::merge::{EffectiveHealth, MergeSettings, Report};
+use crate::health::probe::SharedHealthView;
 use crate::state::Snapshots;
 use auth::{NonceCache, response_signature, verify_request};
 use book::Book;

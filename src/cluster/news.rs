@@ -6,8 +6,8 @@ use tracing::{debug, info, warn};
 
 use super::auth::AuthError;
 use super::book::VerdictChange;
-use crate::drain::Drain;
-use crate::events::EventLog;
+use crate::health::drain::Drain;
+use crate::telemetry::events::EventLog;
 
 fn scope(d: &Drain) -> &str {
     d.service.as_deref().unwrap_or("all services")

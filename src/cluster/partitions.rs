@@ -29,12 +29,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::memory::MemoryTransport;
 use super::{Cluster, ClusterSettings, DrainRequest};
-use crate::check::Check;
+use crate::health::merge::{EndpointKey, MergeSettings, Quorum};
+use crate::health::probe::SharedHealthView;
 use crate::health::{HealthView, Observation, ProbeTarget, Status};
-use crate::merge::{EndpointKey, MergeSettings, Quorum};
-use crate::model::ZoneSet;
-use crate::probe::SharedHealthView;
 use crate::state::Snapshots;
+use crate::zone::ZoneSet;
+use crate::zone::check::Check;
 
 const DCS: [&str; 3] = ["dc1", "dc2", "dc3"];
 const SERVICE: &str = "www.gslb.test";
@@ -120,7 +120,7 @@ impl Net {
         timing: Timing,
         secret: impl Fn(&str) -> &'static [u8],
     ) -> Net {
-        let zone = crate::zone_file::parse_zone(ZONE, "partitions").expect("the test zone");
+        let zone = crate::zone::file::parse_zone(ZONE, "partitions").expect("the test zone");
         let zones = ZoneSet {
             zones: vec![Arc::new(zone)],
         };

@@ -4,9 +4,9 @@
 
 use serde::Deserialize;
 
-use crate::drain::Drain;
-use crate::merge::EffectiveHealth;
-use crate::model::ZoneSet;
+use crate::health::drain::Drain;
+use crate::health::merge::EffectiveHealth;
+use crate::zone::ZoneSet;
 
 /// A drain request from the admin API or CLI.
 #[derive(Debug, Clone, Deserialize)]
@@ -137,8 +137,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::drain::DrainSet;
-    use crate::merge::{EndpointKey, Merged, Verdict};
+    use crate::health::drain::DrainSet;
+    use crate::health::merge::{EndpointKey, Merged, Verdict};
 
     const ZONE: &str = r#"
 zone: example.com
@@ -159,7 +159,7 @@ records:
 "#;
 
     fn zones() -> ZoneSet {
-        let zone = crate::zone_file::parse_zone(ZONE, "test").expect("the test zone is valid");
+        let zone = crate::zone::file::parse_zone(ZONE, "test").expect("the test zone is valid");
         ZoneSet {
             zones: vec![Arc::new(zone)],
         }

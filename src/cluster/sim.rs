@@ -17,12 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::memory::MemoryTransport;
 use super::{Cluster, ClusterSettings};
-use crate::check::Check;
+use crate::health::merge::{MergeSettings, Quorum};
+use crate::health::probe::SharedHealthView;
 use crate::health::{HealthView, Observation, ProbeTarget, Status};
-use crate::merge::{MergeSettings, Quorum};
-use crate::model::ZoneSet;
-use crate::probe::SharedHealthView;
 use crate::state::Snapshots;
+use crate::zone::ZoneSet;
+use crate::zone::check::Check;
 
 /// The shape of a simulated cluster.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +85,7 @@ impl Sim {
     /// Starts the nodes, every endpoint up; call within a Tokio runtime.
     pub fn start(settings: SimSettings) -> Sim {
         let services = settings.endpoints.div_ceil(settings.dcs.max(1));
-        let zone = crate::zone_file::parse_zone(&zone(settings.dcs, services), "sim")
+        let zone = crate::zone::file::parse_zone(&zone(settings.dcs, services), "sim")
             .unwrap_or_else(|e| panic!("the simulated zone: {e:?}"));
         let zones = ZoneSet {
             zones: vec![Arc::new(zone)],

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::auth::{AuthError, Credentials, EXCHANGE_PATH, H_SIGNATURE, Hold};
 use super::book::Exchange;
 use crate::clock::now_ms;
-use crate::probe::chain;
+use crate::health::probe::chain;
 
 /// One exchange request: who asks whom, on what terms. A struct rather than arguments, so that
 /// what a request carries can grow (a digest of what the asker holds, say) without touching

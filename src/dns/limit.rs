@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use tokio::time::Instant;
 
 use super::{Facts, Shape};
-use crate::metrics::Metrics;
 use crate::rrl::{self, Decision, Kind, Limiter, Limits, NodeSettings};
+use crate::telemetry::metrics::Metrics;
 
 const TYPE_OPT: u16 = 41;
 

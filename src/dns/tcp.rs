@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Handler;
 use super::connections::{Admission, ConnectionTable, Tracked};
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// Open connections at most, from everyone (a few MB of buffers at most, and far below the
 /// open-files limit the server raises itself to).

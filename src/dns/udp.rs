@@ -38,13 +38,12 @@ pub fn run(
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let mut name = String::with_capacity(256);
     let mut view = handler.view();
-    // SAFETY (for the zeroed C structs): all-zero sockaddr_storage, iovec and mmsghdr are valid.
-    let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
-    let mut iovs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
-    let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
-    let mut send_addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
-    let mut send_iovs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
-    let mut send_msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut addrs: Vec<libc::sockaddr_storage> = vec![zeroed_storage(); BATCH];
+    let mut iovs: Vec<libc::iovec> = vec![zeroed_iovec(); BATCH];
+    let mut msgs: Vec<libc::mmsghdr> = vec![zeroed_mmsghdr(); BATCH];
+    let mut send_addrs: Vec<libc::sockaddr_storage> = vec![zeroed_storage(); BATCH];
+    let mut send_iovs: Vec<libc::iovec> = vec![zeroed_iovec(); BATCH];
+    let mut send_msgs: Vec<libc::mmsghdr> = vec![zeroed_mmsghdr(); BATCH];
 
     while !stop.load(Ordering::Relaxed) {
         for i in 0..BATCH {
@@ -204,4 +203,20 @@ fn addr_len(a: &libc::sockaddr_storage) -> libc::socklen_t {
 
 fn is_broadcast(src: &SocketAddr) -> bool {
     matches!(src, SocketAddr::V4(v4) if v4.ip().is_broadcast())
+}
+
+fn zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is a plain C struct of integers and byte arrays; all zeros is a
+    // valid (unspecified-family) value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn zeroed_iovec() -> libc::iovec {
+    // SAFETY: an iovec of a null pointer and length 0 is valid; the kernel reads no memory.
+    unsafe { std::mem::zeroed() }
+}
+
+fn zeroed_mmsghdr() -> libc::mmsghdr {
+    // SAFETY: mmsghdr holds integers and null pointers when zeroed; msg_iov is set before use.
+    unsafe { std::mem::zeroed() }
 }

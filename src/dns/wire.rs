@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::model::{Name, RData, RecordType, Rr};
+use crate::zone::{Name, RData, RecordType, Rr};
 
 /// EDNS Client Subnet as received (RFC 7871).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -784,7 +784,7 @@ mod tests {
             ),
             rr(
                 "example.com",
-                RData::Soa(crate::model::Soa {
+                RData::Soa(crate::zone::Soa {
                     mname: n("ns1.example.com"),
                     rname: n("hostmaster.example.com"),
                     serial: 1,

@@ -247,7 +247,7 @@ fn malformed_ecs_gets_formerr() {
         ("family 0", ecs_raw(0, 24, 0, &[81, 2, 69])),
         ("too few address bytes", ecs_raw(1, 24, 0, &[81, 2])),
         // RFC 7871 section 6: ADDRESS is exactly ceil(SOURCE PREFIX-LENGTH / 8) octets.
-        // Regression (issue 3): hickory ignores extra bytes, so this was answered (src/dns.rs).
+        // Regression (issue 3): hickory ignores extra bytes, so this was answered (src/dns/mod.rs).
         (
             "too many address bytes",
             ecs_raw(1, 24, 0, &[175, 16, 199, 0]),

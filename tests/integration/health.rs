@@ -265,7 +265,7 @@ fn when_all_down_serve_all_nodata_and_servfail() {
     );
 }
 
-/// `degraded_ttl` in `src/zone_file.rs`: while any DC of a service is down its answers carry
+/// `degraded_ttl` in `src/zone/file.rs`: while any DC of a service is down its answers carry
 /// `max(5, ceil(interval × rise))` seconds, capped at the service TTL, unless the service sets
 /// `degraded_ttl:` itself (also capped at the TTL). Here: max(5, ceil(0.4)) = 5, and 7.
 #[test]
@@ -425,7 +425,7 @@ fn zone_reload_keeps_the_health_of_unchanged_endpoints_and_probes_new_ones() {
     );
 }
 
-/// Start-up (src/probe.rs, `HealthMonitor`): until the first probe round is done the node answers
+/// Start-up (src/health/probe.rs, `HealthMonitor`): until the first probe round is done the node answers
 /// as if everything were up, and an endpoint that is dead at start-up leaves the answers after
 /// `fall` failed probes, not at the first. With a 1.5 s interval and fall 2 that takes at least
 /// 1.5 s from the start, so the first query, sent as soon as the node listens, sees DC `a`.

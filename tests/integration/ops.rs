@@ -171,10 +171,7 @@ fn reload_under_load_drops_nothing_and_reports_a_broken_file() {
     assert_eq!(m.get("steerdns_zone_last_reload_success", &[]), Some(0.0));
     let errors = m.value("steerdns_zone_reloads_total", &[("result", "error")]);
     assert!(errors >= 1.0, "reload errors: {errors}");
-    let unix_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs_f64();
+    let unix_now = steerdns::clock::now_ms() as f64 / 1000.0;
     let attempted = m.value("steerdns_zone_last_reload_timestamp_seconds", &[]);
     assert!(
         (unix_now - attempted).abs() < 5.0,
@@ -877,10 +874,7 @@ fn attr_ms(mark: &BTreeMap<String, String>, key: &str) -> u64 {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("a clock after 1970")
-        .as_millis() as u64
+    steerdns::clock::now_ms()
 }
 
 /// Issue 18: the status page's timeline (1-second samples here) shows a drain and a failure of

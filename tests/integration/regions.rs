@@ -523,10 +523,7 @@ fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    steerdns::clock::now_ms()
 }
 
 /// The headers of an exchange request from `node`, signed with `secret`.

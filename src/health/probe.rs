@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::check::{CheckKind, HttpCheck, HttpMethod};
 use crate::health::{HealthStats, HealthTable, HealthView, ProbeResult, ProbeTarget, Reconciled};
+use crate::zone::check::{CheckKind, HttpCheck, HttpMethod};
 
 /// Why a probe failed (the message ends up in `ProbeResult::error` and the logs).
 #[derive(Debug, thiserror::Error)]
@@ -587,8 +587,8 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::Check;
     use crate::health::Status;
+    use crate::zone::check::Check;
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpListener;
 

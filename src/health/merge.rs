@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::Check;
+use crate::zone::check::Check;
 
 /// An endpoint as nodes name it to each other: its address and its check, in the check's text
 /// form (nodes serve the same zones, so equal checks print the same).
@@ -357,7 +357,7 @@ pub struct EffectiveHealth {
     by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool)>>,
     pub merged: Merged,
     /// Every drain decision known (for the state API).
-    pub drains: crate::drain::DrainSet,
+    pub drains: crate::health::drain::DrainSet,
     /// The drains in force when this view was built, as (DC, service or none).
     in_force: Vec<(String, Option<String>)>,
 }
@@ -368,7 +368,7 @@ impl EffectiveHealth {
         ready: bool,
         targets: impl IntoIterator<Item = (IpAddr, Arc<Check>)>,
         merged: Merged,
-        drains: crate::drain::DrainSet,
+        drains: crate::health::drain::DrainSet,
         now_ms: u64,
     ) -> EffectiveHealth {
         let in_force = drains
@@ -748,8 +748,8 @@ mod tests {
 
     #[test]
     fn effective_health_looks_up_by_address_and_check() {
-        let check = Arc::new(Check::new(crate::check::CheckKind::Tcp { port: 80 }));
-        let other = Check::new(crate::check::CheckKind::Tcp { port: 81 });
+        let check = Arc::new(Check::new(crate::zone::check::CheckKind::Tcp { port: 80 }));
+        let other = Check::new(crate::zone::check::CheckKind::Tcp { port: 81 });
         let key = EndpointKey::new("10.0.0.1".parse().unwrap(), &check);
         let mut r = Report::new("a", "r", 1, 1);
         r.insert(
@@ -797,7 +797,7 @@ mod tests {
         let key = |a: &str| {
             EndpointKey::new(
                 a.parse().unwrap(),
-                &Check::new(crate::check::CheckKind::Tcp { port: 80 }),
+                &Check::new(crate::zone::check::CheckKind::Tcp { port: 80 }),
             )
         };
         let report = |version, votes: &[(&str, bool, f64)]| {
@@ -839,8 +839,8 @@ mod tests {
     /// counted as up: the down DC answered for about 50 ms.
     #[test]
     fn an_edited_check_without_a_verdict_stays_down_while_its_address_is_down() {
-        let old = Arc::new(Check::new(crate::check::CheckKind::Tcp { port: 80 }));
-        let edited = Arc::new(Check::new(crate::check::CheckKind::Tcp { port: 81 }));
+        let old = Arc::new(Check::new(crate::zone::check::CheckKind::Tcp { port: 80 }));
+        let edited = Arc::new(Check::new(crate::zone::check::CheckKind::Tcp { port: 81 }));
         let vote = |up| Vote {
             up,
             since_ms: 0,

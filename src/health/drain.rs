@@ -133,7 +133,7 @@ impl DrainSet {
             source,
         };
         let body = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
-        crate::app::write_atomically(path, &body).map_err(err)?;
+        crate::files::write_atomically(path, &body).map_err(err)?;
         if let Some(dir) = path.parent()
             && let Ok(d) = std::fs::File::open(dir)
         {

@@ -2,6 +2,11 @@
 //! the table of every target with readiness and counters, and the immutable `HealthView` the
 //! query path reads. Probing itself (I/O, timers) lives in `probe`, which feeds results in here.
 
+pub mod drain;
+pub mod merge;
+pub mod probe;
+pub mod timeline;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
@@ -10,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::check::Check;
+use crate::zone::check::Check;
 
 /// What one prober probes: one address with one check. Services that share an address and an
 /// identical check share a target, and so share its probes and its health. Equal and hashed by
@@ -558,7 +563,7 @@ impl HealthTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::CheckKind;
+    use crate::zone::check::CheckKind;
     use Status::{Down, Up};
 
     fn ms(n: u64) -> Duration {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::geo::{self, Located, Locator};
-use crate::model::{
+use crate::zone::{
     GeoKey, GeoTarget, Name, Policy, RData, RecordType, Rr, Service, WhenAllDown, Zone, ZoneSet,
 };
 
@@ -31,7 +31,7 @@ impl Health for crate::health::HealthView {
     }
 }
 
-impl Health for crate::merge::EffectiveHealth {
+impl Health for crate::health::merge::EffectiveHealth {
     fn endpoint_up(&self, service: &Service, dc: &str, ip: IpAddr) -> bool {
         !self.is_drained(dc, service.name.as_str()) && self.is_up(ip, service.check.as_deref())
     }
@@ -756,7 +756,7 @@ impl std::fmt::Display for Explanation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zone_file::parse_zone;
+    use crate::zone::file::parse_zone;
     use std::sync::Arc;
 
     fn zones() -> ZoneSet {
@@ -961,7 +961,7 @@ records:
 mod selection_tests {
     use super::*;
     use crate::geo::{Location, StaticLocator};
-    use crate::zone_file::parse_zone;
+    use crate::zone::file::parse_zone;
 
     fn loc(continent: &str, country: &str, sub: &str, coords: Option<(f64, f64)>) -> Location {
         let s = |v: &str| (!v.is_empty()).then(|| v.to_string());

@@ -34,11 +34,12 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::answer::{self, Client, QType};
+use crate::dns::answer::{self, Client, QType};
 
 use crate::cluster::{self, Cluster, DrainRequest, RequestHeaders, ServeError};
-use crate::model::{Name, RecordType};
 use crate::state::Snapshots;
+use crate::telemetry::metrics::StateObservation;
+use crate::zone::{Name, RecordType};
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -48,7 +49,7 @@ pub trait Control: Send + Sync {
     /// Reloads zones, GeoIP data and the TLS certificate (if any); the text says what happened.
     fn reload(&self) -> Result<String, String>;
     /// Puts this node's probe counters into the metrics.
-    fn observe_probes(&self, metrics: &crate::metrics::Metrics);
+    fn observe_probes(&self, metrics: &crate::telemetry::metrics::Metrics);
 }
 
 /// Everything the handlers share.
@@ -223,7 +224,7 @@ async fn ready(State(state): State<Shared>) -> Response {
 
 async fn metrics(State(state): State<Shared>) -> Response {
     let m = &state.snapshots.metrics;
-    m.observe_cluster(&state.snapshots, &state.cluster);
+    m.observe_state(&observe_state(&state.snapshots, &state.cluster));
     state.control.observe_probes(m);
     (
         [(
@@ -240,7 +241,7 @@ async fn status_page(State(state): State<Shared>) -> Response {
 }
 
 async fn state_json(State(state): State<Shared>) -> Response {
-    axum::Json(crate::status::state(&state.snapshots, &state.cluster)).into_response()
+    axum::Json(crate::ops::status::state(&state.snapshots, &state.cluster)).into_response()
 }
 
 async fn timeline_json(State(state): State<Shared>) -> Response {
@@ -342,7 +343,7 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Respo
 fn decision(
     state: &AdminState,
     key: &str,
-    result: Result<crate::drain::Drain, cluster::DrainRefused>,
+    result: Result<crate::health::drain::Drain, cluster::DrainRefused>,
 ) -> Response {
     match result {
         Ok(d) => axum::Json(json!({ "ok": true, key: d })).into_response(),
@@ -409,6 +410,64 @@ async fn exchange(State(state): State<Shared>, headers: HeaderMap) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
         }
     }
+}
+
+/// The node's state for the metrics' gauges, read from the snapshots and the cluster.
+fn observe_state(
+    snapshots: &crate::state::Snapshots,
+    cluster: &crate::cluster::Cluster,
+) -> StateObservation {
+    use crate::telemetry::metrics::StateObservation;
+    use crate::telemetry::metrics::{DcLabels, EndpointLabels, PeerLabels, VoteLabels};
+    let zones = snapshots.zones.load();
+    let health = snapshots.health.load();
+    let mut out = StateObservation::default();
+    for (zone, svc) in zones.services() {
+        for sdc in &svc.dcs {
+            let dc = &zone.datacenters[sdc.dc].name;
+            let mut any = false;
+            for ip in &sdc.endpoints {
+                let up = health.is_up(*ip, svc.check.as_deref());
+                any |= up;
+                let labels = EndpointLabels {
+                    service: svc.name.arc().clone(),
+                    dc: dc.clone(),
+                    endpoint: ip.to_string(),
+                };
+                out.endpoints.push((labels, up));
+            }
+            let drained = health.is_drained(dc, svc.name.as_str());
+            let labels = DcLabels {
+                service: svc.name.arc().clone(),
+                dc: dc.clone(),
+            };
+            out.dcs.push((labels, any && !drained));
+        }
+    }
+    for (key, verdict) in &health.merged.endpoints {
+        for v in &verdict.votes {
+            let labels = VoteLabels {
+                endpoint: key.addr.to_string(),
+                check: key.check.clone(),
+                node: v.node.clone(),
+                region: v.region.clone(),
+            };
+            out.votes.push((labels, v.up, v.age_ms as f64 / 1000.0));
+        }
+    }
+    let now = crate::clock::now_ms();
+    for p in cluster.peers() {
+        let age = p
+            .last_ok_ms
+            .map(|ok| now.saturating_sub(ok) as f64 / 1000.0);
+        let labels = PeerLabels {
+            peer: p.url.clone(),
+        };
+        out.peers.push((labels, age, p.consecutive_failures));
+    }
+    out.drains_active = health.drains.in_force(now).count();
+    out.isolated = health.merged.isolated.contains(&cluster.settings.node);
+    out
 }
 
 #[cfg(test)]

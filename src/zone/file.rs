@@ -18,12 +18,12 @@ use indexmap::IndexMap;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
-use crate::check::{Check, RawCheck};
-use crate::model::{
+use crate::rrl;
+use crate::zone::check::{Check, RawCheck};
+use crate::zone::{
     Datacenter, GeoKey, GeoRule, GeoTarget, Name, Node, Policy, RData, RecordType, RrSet, Service,
     ServiceDc, Soa, WhenAllDown, Zone, ZoneSet,
 };
-use crate::rrl;
 
 /// The largest TTL RFC 2181 section 8 allows.
 pub const MAX_TTL: u32 = 2_147_483_647;
@@ -911,7 +911,7 @@ impl<'a> Validator<'a> {
         };
         match (ok && answers > 0, policy) {
             (true, Some(policy)) => Some(Service {
-                id: crate::model::next_service_id(),
+                id: crate::zone::next_service_id(),
                 name: owner.clone(),
                 ttl,
                 degraded_ttl: match (raw.degraded_ttl, &check) {

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 
 use crate::clock::now_ms;
 use crate::cluster::Cluster;
-use crate::merge::EndpointKey;
-use crate::model::Policy;
+use crate::health::merge::EndpointKey;
 use crate::state::Snapshots;
+use crate::zone::Policy;
 
 mod pictures;
 
@@ -160,9 +160,9 @@ impl ContinentAnswer {
 
 /// The DC each service answers with for a client in each continent, by the live health.
 pub fn answers_by_continent(snapshots: &Snapshots) -> Vec<(String, Vec<ContinentAnswer>)> {
-    use crate::answer::{Client, select};
+    use crate::dns::answer::{Client, select};
     use crate::geo::{Location, StaticLocator};
-    use crate::model::RecordType;
+    use crate::zone::RecordType;
     // Documentation-only addresses (RFC 2544 benchmark range), never sent anywhere: each stands
     // for one continent in a fixed table.
     let locator = StaticLocator {

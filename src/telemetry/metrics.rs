@@ -48,6 +48,23 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// The node's state at a scrape, as label sets and values: what `Metrics::observe_state` sets.
+#[derive(Debug, Default)]
+pub struct StateObservation {
+    /// Each endpoint of each service's DCs, up or not.
+    pub endpoints: Vec<(EndpointLabels, bool)>,
+    /// Each DC of each service: up (some endpoint up) and not drained.
+    pub dcs: Vec<(DcLabels, bool)>,
+    /// Each node's vote on each endpoint: up or not, and its age in seconds.
+    pub votes: Vec<(VoteLabels, bool, f64)>,
+    /// Each peer: seconds since its last good exchange (if any) and its failures in a row.
+    pub peers: Vec<(PeerLabels, Option<f64>, u64)>,
+    /// Drains in force.
+    pub drains_active: usize,
+    /// Whether this node counts itself isolated.
+    pub isolated: bool,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
     pub service: Arc<str>,
@@ -591,77 +608,36 @@ impl Metrics {
         self.probe_latency_sum.set(latency_sum_s);
     }
 
-    /// Sets the state gauges from the current snapshots (called at scrape time).
-    pub fn observe_cluster(
-        &self,
-        snapshots: &crate::state::Snapshots,
-        cluster: &crate::cluster::Cluster,
-    ) {
-        let zones = snapshots.zones.load();
-        let health = snapshots.health.load();
+    /// Sets the state gauges from what the scrape observed (`ops::admin` gathers it from the
+    /// snapshots and the cluster, so this module reads no wing).
+    pub fn observe_state(&self, state: &StateObservation) {
         self.endpoint_up.clear();
         self.dc_up.clear();
-        for (zone, svc) in zones.services() {
-            for sdc in &svc.dcs {
-                let dc = &zone.datacenters[sdc.dc].name;
-                let mut any = false;
-                for ip in &sdc.endpoints {
-                    let up = health.is_up(*ip, svc.check.as_deref());
-                    any |= up;
-                    self.endpoint_up
-                        .get_or_create(&EndpointLabels {
-                            service: svc.name.arc().clone(),
-                            dc: dc.clone(),
-                            endpoint: ip.to_string(),
-                        })
-                        .set(i64::from(up));
-                }
-                let drained = health.is_drained(dc, svc.name.as_str());
-                self.dc_up
-                    .get_or_create(&DcLabels {
-                        service: svc.name.arc().clone(),
-                        dc: dc.clone(),
-                    })
-                    .set(i64::from(any && !drained));
-            }
+        for (labels, up) in &state.endpoints {
+            self.endpoint_up.get_or_create(labels).set(i64::from(*up));
+        }
+        for (labels, up) in &state.dcs {
+            self.dc_up.get_or_create(labels).set(i64::from(*up));
         }
         self.votes.clear();
         self.vote_age.clear();
-        for (key, verdict) in &health.merged.endpoints {
-            for v in &verdict.votes {
-                let labels = VoteLabels {
-                    endpoint: key.addr.to_string(),
-                    check: key.check.clone(),
-                    node: v.node.clone(),
-                    region: v.region.clone(),
-                };
-                self.votes.get_or_create(&labels).set(i64::from(v.up));
-                self.vote_age
-                    .get_or_create(&labels)
-                    .set(v.age_ms as f64 / 1000.0);
-            }
+        for (labels, up, age_s) in &state.votes {
+            self.votes.get_or_create(labels).set(i64::from(*up));
+            self.vote_age.get_or_create(labels).set(*age_s);
         }
-        let now = crate::clock::now_ms();
         self.peer_age.clear();
         self.peer_failures.clear();
-        for p in cluster.peers() {
-            let labels = PeerLabels {
-                peer: p.url.clone(),
-            };
-            if let Some(ok) = p.last_ok_ms {
-                self.peer_age
-                    .get_or_create(&labels)
-                    .set(now.saturating_sub(ok) as f64 / 1000.0);
+        for (labels, age_s, failures) in &state.peers {
+            if let Some(age) = age_s {
+                self.peer_age.get_or_create(labels).set(*age);
             }
             self.peer_failures
-                .get_or_create(&labels)
-                .set(i64::try_from(p.consecutive_failures).unwrap_or(i64::MAX));
+                .get_or_create(labels)
+                .set(i64::try_from(*failures).unwrap_or(i64::MAX));
         }
         self.drains_active
-            .set(health.drains.in_force(now).count() as i64);
-        self.isolated.set(i64::from(
-            health.merged.isolated.contains(&cluster.settings.node),
-        ));
+            .set(i64::try_from(state.drains_active).unwrap_or(i64::MAX));
+        self.isolated.set(i64::from(state.isolated));
     }
 
     /// The label value for a query type: its mnemonic for the common ones, else `OTHER` (so an
@@ -701,10 +677,7 @@ impl Metrics {
 }
 
 fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    crate::clock::now_ms() as f64 / 1000.0
 }
 
 #[cfg(test)]

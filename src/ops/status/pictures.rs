@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::model::ZoneSet;
-use crate::timeline::{CAPACITY, DcSample, DcState, Sample, ServiceSample};
+use crate::health::timeline::{CAPACITY, DcSample, DcState, Sample, ServiceSample};
+use crate::zone::ZoneSet;
 
 use super::{ContinentAnswer, clock, esc};
 
@@ -480,7 +480,7 @@ pub fn map_svg(zones: &ZoneSet, st: &Value, answers: &[(String, Vec<ContinentAns
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeline::{DcSample, ServiceSample};
+    use crate::health::timeline::{DcSample, ServiceSample};
     use serde_json::json;
 
     fn sample(at_ms: u64, fra: (DcState, u64), iad: (DcState, u64)) -> Arc<Sample> {
@@ -529,7 +529,7 @@ mod tests {
 
     #[test]
     fn the_map_colours_dcs_by_state_and_draws_where_clients_go() {
-        let zones = crate::timeline::tests::zones();
+        let zones = crate::health::timeline::tests::zones();
         let st = json!({ "services": [
             { "dcs": [{ "name": "fra", "effective": "down" }, { "name": "iad", "effective": "up" }] },
             { "dcs": [{ "name": "iad", "effective": "drained" }] },

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::merge::{EffectiveHealth, EndpointKey};
-use crate::model::ZoneSet;
+use crate::health::merge::{EffectiveHealth, EndpointKey};
+use crate::zone::ZoneSet;
 
 /// Samples kept: an hour of 10-second samples.
 pub const CAPACITY: usize = 360;
@@ -211,7 +211,7 @@ pub fn sample(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::zone_file;
+    use crate::zone;
 
     const ZONE: &str = "
 zone: a.example
@@ -230,7 +230,7 @@ records:
     pub(crate) fn zones() -> ZoneSet {
         ZoneSet {
             zones: vec![Arc::new(
-                zone_file::parse_zone(ZONE, "t.yaml").expect("a valid zone"),
+                zone::file::parse_zone(ZONE, "t.yaml").expect("a valid zone"),
             )],
         }
     }
@@ -282,8 +282,8 @@ records:
     #[test]
     fn a_drained_dc_is_drained_as_a_whole() {
         let zones = zones();
-        let mut drains = crate::drain::DrainSet::default();
-        drains.apply(crate::drain::Drain {
+        let mut drains = crate::health::drain::DrainSet::default();
+        drains.apply(crate::health::drain::Drain {
             dc: "fra".into(),
             service: None,
             reason: String::new(),

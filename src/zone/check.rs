@@ -1,5 +1,5 @@
 //! Health check definitions: what to probe on an endpoint and how often (plain data, no I/O),
-//! and the raw zone-YAML form `zone_file` deserializes and validates into them.
+//! and the raw zone-YAML form `file` deserializes and validates into them.
 //!
 //! The defaults aim at fast failover with some hysteresis: after its first failed probe an
 //! endpoint is re-probed every `fast_interval` until `fall` failures in a row confirm it down (or
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::model::Name;
+use crate::zone::name::Name;
 
 /// Time between two probes of one endpoint. Route 53 probes every 30 s (10 s as a paid
 /// option), gdnsd every 10 s; 1 s lets a dead endpoint leave the answers within seconds.
@@ -223,7 +223,7 @@ pub struct RawTcp {
 }
 
 /// Problems found in a raw check: each is (field, message), the field relative to the check
-/// (`https.path`, `timeout`), for `zone_file` to prefix with the check's name.
+/// (`https.path`, `timeout`), for `file` to prefix with the check's name.
 pub type CheckErrors = Vec<(String, String)>;
 
 impl RawCheck {

@@ -11,6 +11,7 @@
 //! A node may listen on several addresses: each gets its own sockets, and all of them share one
 //! handler, one rate limiter and one TCP connection table.
 
+pub mod answer;
 mod connections;
 mod limit;
 mod tcp;
@@ -34,11 +35,11 @@ use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::answer::{self, Client, QType, Rcode};
+use crate::dns::answer::{Client, QType, Rcode};
 use crate::geo;
-use crate::metrics::{Metrics, NO_ZONE};
-use crate::model::{Name, RData, RecordType, Rr, Zone};
 use crate::state::Snapshots;
+use crate::telemetry::metrics::{Metrics, NO_ZONE};
+use crate::zone::{Name, RData, RecordType, Rr, Zone};
 
 /// What a response is, taken from the answer the handler built (never read back from the
 /// encoded bytes): what response rate limiting decides on.
@@ -326,12 +327,11 @@ impl Handler {
 /// Snapshots cached by one thread (see `Handler::view`). A cached snapshot stays alive until the
 /// thread next looks: call `refresh` when idle so a replaced zone set is let go.
 pub struct View<'a> {
-    zones:
-        arc_swap::Cache<&'a arc_swap::ArcSwap<crate::model::ZoneSet>, Arc<crate::model::ZoneSet>>,
+    zones: arc_swap::Cache<&'a arc_swap::ArcSwap<crate::zone::ZoneSet>, Arc<crate::zone::ZoneSet>>,
     geo: arc_swap::Cache<&'a arc_swap::ArcSwapOption<geo::GeoDb>, Option<Arc<geo::GeoDb>>>,
     health: arc_swap::Cache<
-        &'a arc_swap::ArcSwap<crate::merge::EffectiveHealth>,
-        Arc<crate::merge::EffectiveHealth>,
+        &'a arc_swap::ArcSwap<crate::health::merge::EffectiveHealth>,
+        Arc<crate::health::merge::EffectiveHealth>,
     >,
 }
 
