@@ -223,6 +223,111 @@ pub fn check_dns_request(fixture: &DnsFixture, data: &[u8]) {
     };
     let response = fixture.respond(msg, src, tcp);
     check_response(msg, tcp, response.as_deref());
+    check_paths_agree(fixture, msg, src, tcp);
+}
+
+/// Issue 14's differential check: a query the lean codec reads gets the same response from
+/// every path: the lean path preparing the answer (a miss), the lean path copying it (a hit),
+/// the lean path without prepared answers, and hickory's full parser and encoder. Responses are
+/// compared decoded (header bits, rcode, question, every record of every section with names in
+/// lower case, EDNS payload, DO and options), not byte for byte: the encoders compress names
+/// differently.
+pub fn check_paths_agree(fixture: &DnsFixture, msg: &[u8], src: SocketAddr, tcp: bool) {
+    check_paths_agree_with(fixture, None, msg, src, tcp);
+}
+
+/// `check_paths_agree`, and also the answer from `shared`, a view whose prepared answers were
+/// filled by earlier queries (other names, types and clients): what one UDP thread serves.
+pub fn check_paths_agree_with(
+    fixture: &DnsFixture,
+    shared: Option<&mut crate::dns::View<'_>>,
+    msg: &[u8],
+    src: SocketAddr,
+    tcp: bool,
+) {
+    let mut scratch = String::new();
+    if !matches!(wire::parse(msg, &mut scratch), wire::Parsed::Lean(_)) {
+        return;
+    }
+    let handler = &fixture.handler;
+    let now = std::time::Instant::now();
+    let answer = |view: &mut crate::dns::View<'_>| {
+        handler.set_rotation(7);
+        let (mut out, mut name) = (Vec::new(), String::new());
+        handler
+            .respond_with(view, msg, src, tcp, &mut out, &mut name, now)
+            .map(|_| out)
+    };
+    let mut prepared = handler.view();
+    let miss = answer(&mut prepared);
+    let hit = answer(&mut prepared);
+    let fresh = answer(&mut handler.view_once());
+    let shared = shared.map(answer);
+    handler.set_rotation(7);
+    let (mut out, mut name) = (Vec::new(), String::new());
+    let full = handler
+        .respond_full(msg, src, tcp, &mut out, &mut name)
+        .map(|_| out);
+    let reference = decoded(full.as_deref());
+    let paths = [
+        ("prepared (miss)", Some(miss)),
+        ("prepared (hit)", Some(hit)),
+        ("lean", Some(fresh)),
+        ("prepared (shared)", shared),
+    ];
+    for (path, response) in paths.into_iter().filter_map(|(p, r)| Some((p, r?))) {
+        let got = decoded(response.as_deref());
+        assert!(
+            got == reference,
+            "the {path} path and the full path differ for {msg:02x?} ({} from {src}):\n\
+             {path}: {got:#?}\nfull: {reference:#?}",
+            if tcp { "TCP" } else { "UDP" },
+        );
+    }
+}
+
+/// A response as the differential check compares it.
+fn decoded(response: Option<&[u8]>) -> Option<Vec<String>> {
+    let bytes = response?;
+    let Ok(msg) = Message::from_vec(bytes) else {
+        return Some(vec![format!("unparsable: {bytes:02x?}")]);
+    };
+    let m = &msg.metadata;
+    let mut out = vec![format!(
+        "id {} qr {:?} opcode {:?} aa {} tc {} rd {} ra {} ad {} cd {} rcode {:?}",
+        m.id,
+        m.message_type,
+        m.op_code,
+        m.authoritative,
+        m.truncation,
+        m.recursion_desired,
+        m.recursion_available,
+        m.authentic_data,
+        m.checking_disabled,
+        m.response_code,
+    )];
+    for q in &msg.queries {
+        out.push(format!("question {}", q).to_ascii_lowercase());
+    }
+    for (section, records) in [
+        ("answer", &msg.answers),
+        ("authority", &msg.authorities),
+        ("additional", &msg.additionals),
+    ] {
+        for r in records {
+            out.push(format!("{section} {r}").to_ascii_lowercase());
+        }
+    }
+    if let Some(e) = &msg.edns {
+        out.push(format!(
+            "edns payload {} do {} version {} options {:?}",
+            e.max_payload(),
+            e.flags().dnssec_ok,
+            e.version(),
+            e.options()
+        ));
+    }
+    Some(out)
 }
 
 /// What any response to `query` must satisfy:
@@ -795,6 +900,129 @@ mod tests {
             || check_response(&plain, false, Some(&big)),
             "600-byte UDP response exceeds the client's 512",
         );
+    }
+
+    /// A query's EDNS part: payload size, DO bit, ECS option data.
+    type EdnsForm<'a> = Option<(u16, bool, Option<&'a [u8]>)>;
+
+    /// A raw query: `name` as spelled (labels split on dots), `qtype`, and the EDNS part:
+    /// `None` for none, else the payload size, the DO bit and the ECS option's data.
+    fn query(name: &str, qtype: u16, edns: EdnsForm<'_>, rd: bool) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, u8::from(rd), 0x10, 0, 1, 0, 0, 0, 0, 0];
+        q.push(u8::from(edns.is_some()));
+        for l in name.split('.').filter(|l| !l.is_empty()) {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        if let Some((payload, dnssec_ok, ecs)) = edns {
+            q.extend_from_slice(&[0, 0, 41]);
+            q.extend_from_slice(&payload.to_be_bytes());
+            q.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
+            match ecs {
+                None => q.extend_from_slice(&[0, 0]),
+                Some(data) => {
+                    q.extend_from_slice(&(4 + data.len() as u16).to_be_bytes());
+                    q.extend_from_slice(&[0, 8]);
+                    q.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                    q.extend_from_slice(data);
+                }
+            }
+        }
+        q
+    }
+
+    /// Issue 14: every answer shape of the fixture (every record type, NXDOMAIN, NODATA, empty
+    /// non-terminals, referrals and DS at the cut, CNAME chains, REFUSED outside the zones,
+    /// every service state and policy), each in several forms (no EDNS; EDNS at 512, 1232 and
+    /// 4096 bytes; DO; ECS for IPv4 /24 and /32, IPv6 /56, and source /0; the name in mixed
+    /// case; UDP and TCP, truncation included), answered the same by the prepared (miss and
+    /// hit), lean and full paths.
+    #[test]
+    fn every_answer_shape_is_the_same_on_every_path() {
+        let fx = fixture();
+        let mut shared = fx.handler.view();
+        let names = [
+            "api.example.com",
+            "www",
+            "rules",
+            "fixed",
+            "split",
+            "down",
+            "gone",
+            "drained",
+            "many",
+            "long",
+            "chain",
+            "outside",
+            "other",
+            "a.b.c",
+            "b.c",
+            "c",
+            "sub",
+            "x.sub",
+            "ns.sub",
+            "ns1",
+            "_https._tcp",
+            "nope",
+            "x.nope",
+            "anything.wild",
+        ];
+        let qtypes = [1u16, 2, 5, 6, 15, 16, 28, 33, 43, 65, 99, 255, 257];
+        let gb: &[u8] = &[0, 1, 24, 0, 81, 2, 69];
+        let se32: &[u8] = &[0, 1, 32, 0, 89, 160, 20, 112];
+        let v6: &[u8] = &[0, 2, 56, 0, 0x20, 0x01, 0x02, 0x18, 0, 0, 0];
+        let zero: &[u8] = &[0, 1, 0, 0];
+        let forms: [(EdnsForm<'_>, bool, bool); 8] = [
+            (None, false, false),
+            (Some((512, false, None)), false, false),
+            (Some((1232, false, Some(gb))), false, false),
+            (Some((4096, true, Some(v6))), true, false),
+            (Some((1232, true, Some(se32))), false, true),
+            (Some((512, false, Some(zero))), true, false),
+            (Some((1232, false, Some(gb))), true, true),
+            (None, true, true),
+        ];
+        let mut checked = 0;
+        for (n, name) in names.iter().enumerate() {
+            let fqdn = if name.ends_with("example.com") {
+                name.to_string()
+            } else {
+                format!("{name}.api.example.com")
+            };
+            for (t, &qtype) in qtypes.iter().enumerate() {
+                for (f, &(edns, tcp, mixed)) in forms.iter().enumerate() {
+                    // Every form for the service names; a rotating pair of forms elsewhere.
+                    if !matches!(*name, "www" | "rules" | "fixed" | "split" | "many")
+                        && (n + t + f) % 4 != 0
+                    {
+                        continue;
+                    }
+                    let spelled = if mixed {
+                        fqdn.to_ascii_uppercase()
+                    } else {
+                        fqdn.clone()
+                    };
+                    let q = query(&spelled, qtype, edns, f % 2 == 0);
+                    for src in ["81.2.69.160:5353", "[2001:218::1]:5353", "127.0.0.1:5353"] {
+                        let src = src.parse().unwrap();
+                        check_paths_agree_with(&fx, Some(&mut shared), &q, src, tcp);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        // Outside every zone, and the second zone.
+        for name in ["www.example.org", "www.example.net", "example.net"] {
+            for qtype in [1u16, 16, 28] {
+                let q = query(name, qtype, Some((1232, false, Some(gb))), true);
+                check_paths_agree(&fx, &q, "81.2.69.160:5353".parse().unwrap(), false);
+                checked += 1;
+            }
+        }
+        assert!(checked > 2_000, "{checked} queries checked");
     }
 
     #[test]

@@ -10,7 +10,8 @@ use smallvec::SmallVec;
 
 use crate::geo::{self, Located, Locator};
 use crate::zone::{
-    GeoKey, GeoTarget, Name, Policy, RData, RecordType, Rr, Service, WhenAllDown, Zone, ZoneSet,
+    GeoKey, GeoTarget, Name, Node, Policy, RData, RecordType, Rr, RrSet, Service, WhenAllDown,
+    Zone, ZoneSet,
 };
 
 /// The longest ECS scope we return: resolvers cache per /24 (IPv4) and /56 (IPv6) at most
@@ -134,112 +135,293 @@ const DS: u16 = 43;
 /// How many CNAMEs are followed inside the zone before giving up.
 const MAX_CNAME_CHAIN: usize = 8;
 
-/// Answers `qtype` at `qname` from `zones` for `client`.
-pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> Answer {
+/// Where a question leads in the zone set, before any record is copied: the zone, the CNAMEs
+/// on the way, and the node (or the lack of one) at the end. `answer` builds the records from it;
+/// the prepared-answer cache (`dns::prepared`) reads from it what else the answer depends on
+/// (`client_class`), so both walk the zone the same way.
+pub enum Route<'z> {
+    Refused,
+    /// The name lies in a delegated sub-zone cut at `cut`.
+    Referral {
+        zone: &'z Zone,
+        cut: Name,
+    },
+    /// The DS record of a delegation belongs to the parent side (RFC 4035 section 3.1.4.1): at
+    /// the cut itself it is answered here, authoritatively (NODATA: no DNSSEC data).
+    DsAtCut {
+        zone: &'z Zone,
+    },
+    InZone {
+        zone: &'z Zone,
+        /// The CNAME RRsets followed, with their owners.
+        cnames: Few<(&'z Name, &'z RrSet)>,
+        end: End<'z>,
+    },
+}
+
+impl<'z> Route<'z> {
+    /// The zone the question fell in.
+    pub fn zone(&self) -> Option<&'z Zone> {
+        match self {
+            Route::Refused => None,
+            Route::Referral { zone, .. } | Route::DsAtCut { zone } | Route::InZone { zone, .. } => {
+                Some(zone)
+            }
+        }
+    }
+}
+
+/// Where a walk through a zone ended.
+pub enum End<'z> {
+    /// A node without a CNAME: its records (or its service) answer.
+    Node(&'z Name, &'z Node),
+    /// An empty non-terminal.
+    NoData,
+    NxDomain,
+    /// A CNAME not followed further (asked for, out of the zone, delegated, or a loop).
+    Stop,
+}
+
+/// Walks `qname` through the zone it falls in.
+pub fn route<'z>(zones: &'z ZoneSet, qname: &Name, qtype: QType) -> Route<'z> {
     let Some(zone) = zones.find(qname) else {
-        return Answer::refused();
+        return Route::Refused;
     };
     if let Some(cut) = zone.delegation_for(qname) {
-        // The DS record of a delegation belongs to the parent side (RFC 4035 section 3.1.4.1):
-        // at the cut itself it is answered here, authoritatively (NODATA: no DNSSEC data).
-        let ds_at_cut = &cut == qname && qtype == QType::Other(DS);
-        if !ds_at_cut {
-            return referral(zone, &cut);
+        if &cut == qname && qtype == QType::Other(DS) {
+            return Route::DsAtCut { zone };
         }
-        return negative(
-            zone,
-            Answer::new(Outcome::NoData, Rcode::NoError, true),
-            Outcome::NoData,
-            Rcode::NoError,
-        );
+        return Route::Referral { zone, cut };
     }
-
-    let mut out = Answer::new(Outcome::Answer, Rcode::NoError, true);
-    let mut name = qname.clone();
+    let mut cnames = Few::new();
+    let mut name: &Name = qname;
     for _ in 0..=MAX_CNAME_CHAIN {
-        let Some(node) = zone.nodes.get(&name) else {
-            if zone.empty_non_terminals.contains(&name) {
-                return negative(zone, out, Outcome::NoData, Rcode::NoError);
-            }
-            return negative(zone, out, Outcome::NxDomain, Rcode::NxDomain);
-        };
-
-        if let Some(cname) = node.rrset(RecordType::Cname) {
-            push_set(&mut out.answers, &name, cname.ttl, &cname.data);
-            if qtype == QType::Known(RecordType::Cname) {
-                return out;
-            }
-            let Some(RData::Cname(target)) = cname.data.first() else {
-                return out;
+        let Some((owner, node)) = zone.nodes.get_key_value(name) else {
+            let end = if zone.empty_non_terminals.contains(name) {
+                End::NoData
+            } else {
+                End::NxDomain
             };
-            // Follow the chain only inside this zone and outside its delegations.
-            if !target.is_subdomain_of(&zone.apex) || zone.delegation_for(target).is_some() {
-                return out;
-            }
-            name = target.clone();
-            continue;
+            return Route::InZone { zone, cnames, end };
+        };
+        let Some(cname) = node.rrset(RecordType::Cname) else {
+            let end = End::Node(owner, node);
+            return Route::InZone { zone, cnames, end };
+        };
+        cnames.push((owner, cname));
+        let target = match cname.data.first() {
+            Some(RData::Cname(target)) if qtype != QType::Known(RecordType::Cname) => target,
+            _ => break,
+        };
+        // Follow the chain only inside this zone and outside its delegations.
+        if !target.is_subdomain_of(&zone.apex) || zone.delegation_for(target).is_some() {
+            break;
         }
+        name = target;
+    }
+    // A CNAME asked for, one leading out, or a loop / an over-long chain: what we have is all
+    // we give.
+    Route::InZone {
+        zone,
+        cnames,
+        end: End::Stop,
+    }
+}
 
-        match qtype {
-            QType::Any => {
-                // RFC 8482: one RRset is enough, so the server is no amplifier.
-                if let Some(service) = &node.service {
-                    let sel = select(zone, service, RecordType::A, client);
-                    if let Some(ip) = sel.addresses.first() {
-                        out.answers.push(service_rr(service, *ip, sel.degraded));
-                        out.scope = sel.scope;
-                    }
-                }
-                if let (true, Some(set)) = (out.answers.is_empty(), node.rrsets.first()) {
-                    push_set(&mut out.answers, &name, set.ttl, &set.data[..1]);
-                }
-            }
-            QType::Known(rtype @ (RecordType::A | RecordType::Aaaa)) if node.service.is_some() => {
-                if let Some(service) = &node.service {
-                    let sel = select(zone, service, rtype, client);
-                    if sel.all_down && service.when_all_down == WhenAllDown::ServFail {
-                        out.outcome = Outcome::AllDown;
-                        out.rcode = Rcode::ServFail;
-                        out.answers.clear();
-                        return out;
-                    }
-                    out.scope = sel.scope;
-                    out.service_dc = sel.chosen_dc().map(|i| {
-                        (
-                            service.name.clone(),
-                            zone.datacenters[service.dcs[i].dc].name.clone(),
-                        )
-                    });
-                    out.answers.extend(
-                        sel.addresses
-                            .iter()
-                            .map(|ip| service_rr(service, *ip, sel.degraded)),
-                    );
-                }
-            }
-            QType::Known(rtype) => {
-                if let Some(set) = node.rrset(rtype) {
-                    push_set(&mut out.answers, &name, set.ttl, &set.data);
-                    if rtype == RecordType::Ns {
-                        add_glue(zone, &set.data, &mut out.additional);
-                    }
-                } else if rtype == RecordType::Soa && name == zone.apex {
-                    out.answers.push(zone.soa_rr());
-                }
-            }
-            QType::Other(_) => {}
-        }
-        if out
-            .answers
-            .iter()
-            .all(|rr| rr.data.record_type() == RecordType::Cname)
-        {
+/// Answers `qtype` at `qname` from `zones` for `client`.
+pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> Answer {
+    answer_route(route(zones, qname, qtype), qtype, client)
+}
+
+/// Builds the answer a route leads to.
+pub fn answer_route(route: Route<'_>, qtype: QType, client: &Client) -> Answer {
+    let (zone, cnames, end) = match route {
+        Route::Refused => return Answer::refused(),
+        Route::Referral { zone, cut } => return referral(zone, &cut),
+        Route::DsAtCut { zone } => {
+            let out = Answer::new(Outcome::NoData, Rcode::NoError, true);
             return negative(zone, out, Outcome::NoData, Rcode::NoError);
         }
-        return out;
+        Route::InZone { zone, cnames, end } => (zone, cnames, end),
+    };
+    let mut out = Answer::new(Outcome::Answer, Rcode::NoError, true);
+    for (owner, set) in &cnames {
+        push_set(&mut out.answers, owner, set.ttl, &set.data);
     }
-    // A CNAME loop or an over-long chain: what we have is all we give.
+    let (name, node) = match end {
+        End::Stop => return out,
+        End::NoData => return negative(zone, out, Outcome::NoData, Rcode::NoError),
+        End::NxDomain => return negative(zone, out, Outcome::NxDomain, Rcode::NxDomain),
+        End::Node(name, node) => (name, node),
+    };
+    match qtype {
+        QType::Any => {
+            // RFC 8482: one RRset is enough, so the server is no amplifier.
+            if let Some(service) = &node.service {
+                let sel = select(zone, service, RecordType::A, client);
+                if let Some(ip) = sel.addresses.first() {
+                    out.answers.push(service_rr(service, *ip, sel.degraded));
+                    out.scope = sel.scope;
+                }
+            }
+            if let (true, Some(set)) = (out.answers.is_empty(), node.rrsets.first()) {
+                push_set(&mut out.answers, name, set.ttl, &set.data[..1]);
+            }
+        }
+        QType::Known(rtype @ (RecordType::A | RecordType::Aaaa)) if node.service.is_some() => {
+            if let Some(service) = &node.service {
+                let sel = select(zone, service, rtype, client);
+                if sel.all_down && service.when_all_down == WhenAllDown::ServFail {
+                    out.outcome = Outcome::AllDown;
+                    out.rcode = Rcode::ServFail;
+                    out.answers.clear();
+                    return out;
+                }
+                out.scope = sel.scope;
+                out.service_dc = sel.chosen_dc().map(|i| {
+                    (
+                        service.name.clone(),
+                        zone.datacenters[service.dcs[i].dc].name.clone(),
+                    )
+                });
+                out.answers.extend(
+                    sel.addresses
+                        .iter()
+                        .map(|ip| service_rr(service, *ip, sel.degraded)),
+                );
+            }
+        }
+        QType::Known(rtype) => {
+            if let Some(set) = node.rrset(rtype) {
+                push_set(&mut out.answers, name, set.ttl, &set.data);
+                if rtype == RecordType::Ns {
+                    add_glue(zone, &set.data, &mut out.additional);
+                }
+            } else if rtype == RecordType::Soa && name == &zone.apex {
+                out.answers.push(zone.soa_rr());
+            }
+        }
+        QType::Other(_) => {}
+    }
+    if out
+        .answers
+        .iter()
+        .all(|rr| rr.data.record_type() == RecordType::Cname)
+    {
+        return negative(zone, out, Outcome::NoData, Rcode::NoError);
+    }
     out
+}
+
+/// What of the client an answer depends on, besides the question and the snapshots: answers
+/// are the same for every client of one class, so they can be prepared once per class.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientClass {
+    /// Nothing: static data, negative answers, referrals.
+    Anyone,
+    /// A service answer: the part of the client its policy reads, and the rotation step among
+    /// a DC's endpoints.
+    Service { by: ClassBy, step: u16 },
+}
+
+/// The part of the client a service's policy reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClassBy {
+    /// `failover`: nothing.
+    Nothing,
+    /// `nearest` and `geo`: the place the database gives (every field the policies read) and
+    /// the ECS scope (the database network's prefix, capped); `None` when unlocated.
+    Place(Option<Place>, u8),
+    /// `weighted`: the client network the score is computed from.
+    Network(IpAddr),
+}
+
+/// A location compared by value (coordinates by their bits).
+#[derive(Debug, Clone)]
+pub struct Place(pub Arc<geo::Location>);
+
+impl PartialEq for Place {
+    fn eq(&self, other: &Place) -> bool {
+        let (a, b) = (&*self.0, &*other.0);
+        Arc::ptr_eq(&self.0, &other.0)
+            || (a.continent == b.continent
+                && a.country == b.country
+                && a.subdivision == b.subdivision
+                && a.coordinates.map(|(x, y)| (x.to_bits(), y.to_bits()))
+                    == b.coordinates.map(|(x, y)| (x.to_bits(), y.to_bits())))
+    }
+}
+
+impl Eq for Place {}
+
+impl std::hash::Hash for Place {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let l = &*self.0;
+        l.continent.hash(h);
+        l.country.hash(h);
+        l.subdivision.hash(h);
+        l.coordinates
+            .map(|(x, y)| (x.to_bits(), y.to_bits()))
+            .hash(h);
+    }
+}
+
+/// The class of `client` for the answer `route` leads to.
+pub fn client_class(route: &Route<'_>, qtype: QType, client: &Client) -> ClientClass {
+    let service = match route {
+        Route::InZone {
+            end: End::Node(_, node),
+            ..
+        } => match (&node.service, qtype) {
+            (
+                Some(service),
+                QType::Any | QType::Known(RecordType::A) | QType::Known(RecordType::Aaaa),
+            ) => service,
+            _ => return ClientClass::Anyone,
+        },
+        _ => return ClientClass::Anyone,
+    };
+    let cap = if client.addr.to_canonical().is_ipv4() {
+        MAX_SCOPE_V4
+    } else {
+        MAX_SCOPE_V6
+    };
+    let by = match &service.policy {
+        Policy::Failover => ClassBy::Nothing,
+        Policy::Weighted(_) => ClassBy::Network(geo::mask(client.addr.to_canonical(), cap)),
+        Policy::Nearest | Policy::Geo { .. } => match client.locator.locate(client.addr) {
+            Some(l) => ClassBy::Place(Some(Place(l.location)), l.prefix.min(cap)),
+            None => ClassBy::Place(None, cap),
+        },
+    };
+    ClientClass::Service {
+        by,
+        step: rotation_step(service, client.rotation),
+    }
+}
+
+/// The rotation step that gives the same answer as `rotation`: `select` starts a DC's list at
+/// `rotation % n` for n up endpoints of the family, so a step modulo a multiple of every n up
+/// to the largest DC's size is the same start. Prepared answers are built with the step, so the
+/// answer for a class is the one `select` gives for it.
+pub fn rotation_step(service: &Service, rotation: usize) -> u16 {
+    let largest = service
+        .dcs
+        .iter()
+        .map(|d| d.endpoints.len())
+        .max()
+        .unwrap_or(1);
+    // lcm(1..=n) for small n (60 covers every DC of up to 6 endpoints); beyond that, the
+    // largest size keeps the starts spread (each step still a start `select` gives).
+    let period = match largest {
+        0 | 1 => 1,
+        2 => 2,
+        3 => 6,
+        4 => 12,
+        5 | 6 => 60,
+        n => n,
+    };
+    (rotation % period) as u16
 }
 
 /// A service address record; a degraded service answers with its shorter TTL.

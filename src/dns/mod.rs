@@ -14,6 +14,7 @@
 pub mod answer;
 mod connections;
 mod limit;
+pub mod prepared;
 mod tcp;
 mod udp;
 // Visible to the crate for `fuzzing`, which checks the parser on its own.
@@ -35,7 +36,7 @@ use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::dns::answer::{Client, QType, Rcode};
+use crate::dns::answer::{Client, ClientClass, QType, Rcode};
 use crate::geo;
 use crate::state::Snapshots;
 use crate::telemetry::metrics::{Metrics, NO_ZONE};
@@ -120,6 +121,11 @@ pub struct Handler {
 }
 
 impl Handler {
+    /// Sets the rotation counter (for `fuzzing`, which answers one query several ways).
+    pub(crate) fn set_rotation(&self, rotation: usize) {
+        self.rotation.store(rotation, Ordering::Relaxed);
+    }
+
     pub fn new(snapshots: Arc<Snapshots>) -> Handler {
         Handler {
             snapshots,
@@ -138,7 +144,7 @@ impl Handler {
         out: &mut Vec<u8>,
         name: &mut String,
     ) -> Option<Facts> {
-        let mut view = self.view();
+        let mut view = self.view_once();
         self.respond_with(
             &mut view,
             msg,
@@ -153,11 +159,22 @@ impl Handler {
     /// The snapshots as one thread sees them, kept between queries: checking that a cached
     /// snapshot is still current is one atomic load, where loading it from the shared
     /// `ArcSwap` each time costs three for every query.
+    /// With the thread's prepared answers (`dns::prepared`), bounded by
+    /// `prepared::CAPACITY_BYTES`.
     pub fn view(&self) -> View<'_> {
+        View {
+            prepared: Some(prepared::Prepared::default()),
+            ..self.view_once()
+        }
+    }
+
+    /// A view for one query (TCP, tests): no prepared answers kept.
+    pub(crate) fn view_once(&self) -> View<'_> {
         View {
             zones: arc_swap::Cache::new(&self.snapshots.zones),
             geo: arc_swap::Cache::new(&self.snapshots.geo),
             health: arc_swap::Cache::new(&self.snapshots.health),
+            prepared: None,
         }
     }
 
@@ -193,71 +210,92 @@ impl Handler {
                 wire::encode_error(out, &q, 1, opt);
                 Some(Facts::error(Some(q.qtype)))
             }
-            wire::Parsed::Lean(q) => {
-                let qname = Name::from_lower(name);
-                let zones = view.zones.load();
-                let geo = view.geo.load();
-                let health = view.health.load();
-                let locator = geo::locator(geo.as_deref());
-                let ecs = q.edns.and_then(|e| e.ecs);
-                // ECS with a zero source prefix carries no client information (RFC 7871
-                // section 7.1.2): answer for the resolver's own address.
-                let (addr, ecs_prefix) = match ecs {
-                    Some(e) if e.source > 0 => (e.addr, Some(e.source)),
-                    _ => (src.ip().to_canonical(), None),
-                };
-                let client = Client {
-                    addr,
-                    ecs_prefix,
-                    locator,
-                    health: &**health,
-                    rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
-                };
-                let qtype = HRecordType::from(q.qtype);
-                let ans = answer::answer(zones, &qname, to_qtype(qtype), &client);
-                let zone = zones.find(&qname);
-                self.record(zone, qtype, &ans, ecs.is_some(), started);
-                let opt = q.edns.map(|e| wire::OptOut {
-                    payload: e.payload.clamp(512, MAX_UDP_PAYLOAD),
-                    dnssec_ok: e.dnssec_ok,
-                    ecs: e
-                        .ecs
-                        .map(|c| (c, if c.source == 0 { 0 } else { ans.scope })),
-                });
-                let limit = match (tcp, opt) {
-                    (true, _) => usize::from(u16::MAX),
-                    (false, Some(o)) => usize::from(o.payload),
-                    (false, None) => 512,
-                };
-                let header = wire::Header {
-                    id: q.id,
-                    rd: q.rd,
-                    cd: q.cd,
-                    aa: ans.authoritative,
-                    rcode: match ans.rcode {
-                        Rcode::NoError => 0,
-                        Rcode::ServFail => 2,
-                        Rcode::NxDomain => 3,
-                        Rcode::Refused => 5,
-                    },
-                };
-                wire::encode(
-                    out,
-                    &header,
-                    q.question,
-                    &qname,
-                    [&ans.answers, &ans.authority, &ans.additional],
-                    opt,
-                    limit,
-                );
-                let ecs_addr = ecs.filter(|e| e.source > 0).map(|e| e.addr);
-                Some(Facts::of(&ans, zone.map(|z| &**z), q.qtype, ecs_addr))
-            }
+            wire::Parsed::Lean(q) => self.respond_lean(view, &q, src, tcp, out, name, started),
         }
     }
 
-    /// The full path: hickory parses the message and builds the response.
-    fn respond_full(
+    /// The lean path: route the question, then copy the prepared answer for its client class
+    /// (preparing it on a miss).
+    #[allow(clippy::too_many_arguments)]
+    fn respond_lean(
+        &self,
+        view: &mut View<'_>,
+        q: &wire::Query<'_>,
+        src: SocketAddr,
+        tcp: bool,
+        out: &mut Vec<u8>,
+        name: &str,
+        started: std::time::Instant,
+    ) -> Option<Facts> {
+        let qname = Name::from_lower(name);
+        let zones = view.zones.load();
+        let geo = view.geo.load();
+        let health = view.health.load();
+        let locator = geo::locator(geo.as_deref());
+        let ecs = q.edns.and_then(|e| e.ecs);
+        // ECS with a zero source prefix carries no client information (RFC 7871
+        // section 7.1.2): answer for the resolver's own address.
+        let (addr, ecs_prefix) = match ecs {
+            Some(e) if e.source > 0 => (e.addr, Some(e.source)),
+            _ => (src.ip().to_canonical(), None),
+        };
+        let mut client = Client {
+            addr,
+            ecs_prefix,
+            locator,
+            health: &**health,
+            rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
+        };
+        let qtype = to_qtype(HRecordType::from(q.qtype));
+        let route = answer::route(zones, &qname, qtype);
+        let class = answer::client_class(&route, qtype, &client);
+        if let ClientClass::Service { step, .. } = class {
+            // The answer for the class is the one for its rotation step (`rotation_step`).
+            client.rotation = usize::from(step);
+        }
+        let opt = |scope: u8| {
+            q.edns.map(|e| wire::OptOut {
+                payload: e.payload.clamp(512, MAX_UDP_PAYLOAD),
+                dnssec_ok: e.dnssec_ok,
+                ecs: e.ecs.map(|c| (c, if c.source == 0 { 0 } else { scope })),
+            })
+        };
+        let limit = match (tcp, q.edns) {
+            (true, _) => usize::from(u16::MAX),
+            (false, Some(e)) => usize::from(e.payload.clamp(512, MAX_UDP_PAYLOAD)),
+            (false, None) => 512,
+        };
+        let ecs_addr = ecs.filter(|e| e.source > 0).map(|e| e.addr);
+        let facts = |entry: &prepared::Entry| Facts {
+            subnet: ecs_addr.filter(|_| entry.scope > 0),
+            ..entry.facts
+        };
+        let metrics = &self.snapshots.metrics;
+        if let Some(prepared) = view.prepared.as_mut() {
+            prepared.use_snapshots(zones, health, geo);
+            if let Some(entry) = prepared.get(name, q.qtype, &class) {
+                entry.write(out, q, opt(entry.scope), limit);
+                metrics.record_prepared(true);
+                self.record_entry(entry, q.qtype, ecs.is_some(), started);
+                return Some(facts(entry));
+            }
+        }
+        let zone = route.zone();
+        let ans = answer::answer_route(route, qtype, &client);
+        let entry = prepare(&ans, zone, &qname, name, q.qtype);
+        entry.write(out, q, opt(entry.scope), limit);
+        self.record_entry(&entry, q.qtype, ecs.is_some(), started);
+        let facts = facts(&entry);
+        if let Some(prepared) = view.prepared.as_mut() {
+            metrics.record_prepared(false);
+            prepared.insert(name, q.qtype, class, entry);
+        }
+        Some(facts)
+    }
+
+    /// The full path: hickory parses the message and builds the response. (Visible to the crate
+    /// for `fuzzing`, which compares the paths.)
+    pub(crate) fn respond_full(
         &self,
         msg: &[u8],
         src: SocketAddr,
@@ -333,6 +371,8 @@ pub struct View<'a> {
         &'a arc_swap::ArcSwap<crate::health::merge::EffectiveHealth>,
         Arc<crate::health::merge::EffectiveHealth>,
     >,
+    /// This thread's prepared answers (`None` for a view made for one query).
+    prepared: Option<prepared::Prepared>,
 }
 
 impl View<'_> {
@@ -400,8 +440,85 @@ impl ResponseHandler for Capture {
     }
 }
 
+/// The response to `ans` as a prepared entry: encoded without OPT and without a size limit, for
+/// the lower-case question `name`/`qtype` (`prepared::Entry::write` patches in the client's).
+fn prepare(
+    ans: &answer::Answer,
+    zone: Option<&Zone>,
+    qname: &Name,
+    name: &str,
+    qtype: u16,
+) -> prepared::Entry {
+    let question = wire::question(name, qtype);
+    let header = wire::Header {
+        id: 0,
+        rd: false,
+        cd: false,
+        aa: ans.authoritative,
+        rcode: match ans.rcode {
+            Rcode::NoError => 0,
+            Rcode::ServFail => 2,
+            Rcode::NxDomain => 3,
+            Rcode::Refused => 5,
+        },
+    };
+    let mut bytes = Vec::with_capacity(512);
+    wire::encode(
+        &mut bytes,
+        &header,
+        &question,
+        qname,
+        [&ans.answers, &ans.authority, &ans.additional],
+        None,
+        usize::MAX,
+    );
+    prepared::Entry::new(
+        &bytes,
+        question.len(),
+        ans.scope,
+        Facts::of(ans, zone, qtype, None),
+        zone.map(|z| z.apex.arc().clone()),
+        rcode_label(ans.rcode),
+        ans.service_dc
+            .as_ref()
+            .map(|(service, dc)| (service.arc().clone(), dc.clone())),
+        ans.outcome == answer::Outcome::AllDown,
+    )
+}
+
+fn rcode_label(rcode: Rcode) -> &'static str {
+    match rcode {
+        Rcode::NoError => "NOERROR",
+        Rcode::NxDomain => "NXDOMAIN",
+        Rcode::Refused => "REFUSED",
+        Rcode::ServFail => "SERVFAIL",
+    }
+}
+
 impl Handler {
     /// Counts the query and its outcome.
+    /// Counts a query answered from a prepared entry (or one just prepared).
+    fn record_entry(
+        &self,
+        entry: &prepared::Entry,
+        qtype: u16,
+        ecs: bool,
+        started: std::time::Instant,
+    ) {
+        let m = &self.snapshots.metrics;
+        let zone = entry.zone.as_ref();
+        m.record_query(
+            zone.unwrap_or(&NO_ZONE),
+            Metrics::qtype_label(qtype),
+            entry.rcode,
+            ecs,
+            started.elapsed().as_secs_f64(),
+        );
+        if let (Some(zone), Some((service, dc))) = (zone, entry.service_dc.as_ref()) {
+            m.record_service_answer(zone, service, dc, entry.all_down);
+        }
+    }
+
     fn record(
         &self,
         zone: Option<&Arc<Zone>>,
@@ -415,12 +532,7 @@ impl Handler {
         m.record_query(
             zone.unwrap_or(&NO_ZONE),
             Metrics::qtype_label(u16::from(qtype)),
-            match ans.rcode {
-                Rcode::NoError => "NOERROR",
-                Rcode::NxDomain => "NXDOMAIN",
-                Rcode::Refused => "REFUSED",
-                Rcode::ServFail => "SERVFAIL",
-            },
+            rcode_label(ans.rcode),
             ecs,
             started.elapsed().as_secs_f64(),
         );

@@ -258,6 +258,38 @@ pub fn encode(
     }
 }
 
+/// Appends the OPT record `o` (as `encode` writes it) to `out`.
+pub fn write_opt(out: &mut Vec<u8>, o: OptOut) {
+    let mut e = Encoder {
+        out,
+        labels: [0; MAX_LABELS],
+        len: 0,
+    };
+    e.opt(o);
+}
+
+/// The length of the OPT record `o` in bytes.
+pub fn opt_len(o: OptOut) -> usize {
+    let ecs = o.ecs.map_or(0, |(ecs, _)| {
+        4 + 4 + usize::from(ecs.source).div_ceil(8).min(16)
+    });
+    11 + ecs
+}
+
+/// The question section for `name` (lower-case, dotted; empty for the root) and `qtype`,
+/// class IN.
+pub fn question(name: &str, qtype: u16) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 6);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        out.push(label.len().min(63) as u8);
+        out.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
+    }
+    out.push(0);
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out
+}
+
 /// Writes an error response (FORMERR, REFUSED, ...) with the question and the OPT record.
 pub fn encode_error(out: &mut Vec<u8>, q: &Query, rcode: u8, opt: Option<OptOut>) {
     let h = Header {

@@ -186,6 +186,8 @@ pub struct Metrics {
     peer_age: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     peer_failures: Family<PeerLabels, Gauge>,
     drains_active: Gauge,
+    prepared_hits: Counter,
+    prepared_misses: Counter,
     isolated: Gauge,
     probes: Family<ProbeLabels, Gauge>,
     probe_latency_sum: Gauge<f64, AtomicU64>,
@@ -321,6 +323,19 @@ impl Metrics {
         );
         let drains_active = Gauge::default();
         registry.register("drains_active", "Drains in force", drains_active.clone());
+        let prepared = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "prepared_answers",
+            "UDP queries of the lean path answered from a prepared answer (hit) or prepared for \
+             it (miss); the hit rate is hit / (hit + miss)",
+            prepared.clone(),
+        );
+        let prepared_hits = prepared
+            .get_or_create(&ResultLabels { result: "hit" })
+            .clone();
+        let prepared_misses = prepared
+            .get_or_create(&ResultLabels { result: "miss" })
+            .clone();
         let isolated = Gauge::default();
         registry.register(
             "isolated",
@@ -414,6 +429,8 @@ impl Metrics {
             peer_age,
             peer_failures,
             drains_active,
+            prepared_hits,
+            prepared_misses,
             isolated,
             probes,
             probe_latency_sum,
@@ -506,6 +523,15 @@ impl Metrics {
         };
         // `get` rather than `get_or_create`: reading adds no zero series to the scrape.
         self.service_answers.get(&labels).map_or(0, |c| c.get())
+    }
+
+    /// Counts a lean-path query answered from a prepared answer (`hit`) or prepared for it.
+    pub fn record_prepared(&self, hit: bool) {
+        if hit {
+            self.prepared_hits.inc();
+        } else {
+            self.prepared_misses.inc();
+        }
     }
 
     /// Counts a response RRL did not send as it was.
