@@ -514,3 +514,119 @@ fn a_refused_dc_leaves_the_answers_one_fast_interval_after_its_first_failed_prob
         assert_eq!(answer(&server, "www"), only(b), "a stays out");
     }
 }
+
+/// The effective state of DC `dc` of service `name` in the node's `/api/v1/state`.
+fn dc_state(server: &TestServer, name: &str, dc: &str) -> String {
+    let state = crate::regions_support::get_json(server.admin, "/api/v1/state");
+    let fqdn = format!("{name}.api.example.com");
+    state["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            s["name"]
+                .as_str()
+                .is_some_and(|n| n.trim_end_matches('.') == fqdn)
+        })
+        .flat_map(|s| s["dcs"].as_array().into_iter().flatten())
+        .find(|d| d["name"].as_str() == Some(dc))
+        .and_then(|d| d["effective"].as_str())
+        .unwrap_or("absent")
+        .to_string()
+}
+
+/// Issue 14: answers are prepared once and copied on later queries; a health change or a zone
+/// reload must never leave an old prepared answer in service once `/api/v1/state` shows the
+/// change. The state is read first, then DNS is asked: the moment the state says `a` is down,
+/// the answer is `b` (for plain queries and for ECS from two continents, each already prepared),
+/// and the moment the reloaded zone shows in the state, its answer is served.
+#[test]
+fn no_prepared_answer_outlives_a_change_visible_in_the_state_api() {
+    let backends = start_backends(3, None);
+    let (a, b, c) = (&backends[0], &backends[1], &backends[2]);
+    let check = web_check(a.port());
+    let server = TestServer::start(&zone(&check, &failover("www", "web", "", &[a, b])));
+    wait_ready(&server);
+    let ecs = |net: &str| {
+        addresses(&query_udp(
+            server.addr,
+            &query("www.api.example.com", RecordType::A)
+                .edns(1232)
+                .ecs(net),
+        ))
+    };
+    // Prepared, then copied: the same questions again and again.
+    for _ in 0..20 {
+        assert_eq!(answer(&server, "www"), only(a));
+        assert_eq!(ecs("81.2.69.0/24"), only(a));
+        assert_eq!(ecs("8.8.8.0/24"), only(a));
+    }
+    let text = http_request(server.admin, "GET", "/metrics", &[], b"")
+        .expect("GET /metrics")
+        .text();
+    let hits =
+        crate::regions_support::metric(&text, "steerdns_prepared_answers_total{result=\"hit\"}");
+    assert!(
+        hits >= 50.0,
+        "the warm-up was answered from prepared answers: {hits} hits"
+    );
+
+    a.set(Mode::Closed);
+    let start = Instant::now();
+    let mut polls = 0;
+    loop {
+        let seen = dc_state(&server, "www", "a");
+        let answers = [
+            answer(&server, "www"),
+            ecs("81.2.69.0/24"),
+            ecs("8.8.8.0/24"),
+        ];
+        polls += 1;
+        if seen == "down" {
+            for got in &answers {
+                assert_eq!(got, &only(b), "the state shows a down, DNS still answers a");
+            }
+            break;
+        }
+        assert!(
+            start.elapsed() < leave_bound() + SLACK,
+            "the state never showed a down ({seen}); stderr:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        polls > 1,
+        "the change was seen at the first poll: nothing was tested"
+    );
+
+    // A reload that gives DC a the healthy endpoint c: prepared answers of the old zone must go
+    // with it.
+    let v2 = zone(&check, &failover("www", "web", "", &[c, b]));
+    std::fs::write(server.zone_dir().join("zone.yaml"), v2).unwrap();
+    for _ in 0..5 {
+        assert_eq!(answer(&server, "www"), only(b));
+    }
+    server.signal("HUP");
+    let start = Instant::now();
+    loop {
+        let seen = dc_state(&server, "www", "a");
+        let answers = [answer(&server, "www"), ecs("81.2.69.0/24")];
+        if seen == "up" {
+            for got in &answers {
+                assert_eq!(
+                    got,
+                    &only(c),
+                    "the state shows the new zone, DNS the old one"
+                );
+            }
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the reloaded zone never showed in the state (a {seen}); stderr:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
