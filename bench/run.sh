@@ -14,7 +14,7 @@
 # BENCH_NICE, default -10 as root, else 0),
 # BENCH_LIMIT=1 (0 skips the search for the rate where loss begins, on the geo workload, and the
 # p99 at half that rate; off with --quick), BENCH_LIMIT_RATES="50000 100000 ... 500000",
-# BENCH_LIMIT_DURATION=5, BENCH_WORKLOADS="geo static aaaa nxdomain static-tcp" (a subset to run).
+# BENCH_LIMIT_DURATION=5, BENCH_WORKLOADS="geo geo-10k static aaaa nxdomain static-tcp" (a subset to run).
 #
 # Installs nothing. Starts every server on 127.0.0.1 only, pinned to one core, and stops them on
 # exit.
@@ -371,6 +371,16 @@ mkdir -p "$Q"
 geo_nets=()
 for line in "${GEO_NETS[@]}"; do geo_nets+=("${line%% *}"); done
 perl "$REPO/bench/ecs-queries.pl" "$Q/geo.bin" "www.$ZONE" A,AAAA "${geo_nets[@]}"
+# A resolver farm's view (issue 14): ECS from 12,000 distinct /24s spread over the unicast IPv4
+# space (first octets 1-223 without 10, 127 and the other special /8s; the second octet steps by
+# 53 per block of first octets, so no /24 repeats), A and AAAA each.
+mapfile -t many_nets < <(perl -e '
+    my @first = grep { !/^(10|100|127|169|172|192|198|203)$/ } 1 .. 223;
+    for my $i (0 .. 11_999) {
+        my ($a, $k) = ($first[$i % @first], int($i / @first));
+        printf "%d.%d.%d.0/24\n", $a, ($k * 53) % 256, ($i * 29) % 256;
+    }')
+perl "$REPO/bench/ecs-queries.pl" "$Q/geo-10k.bin" "www.$ZONE" A,AAAA "${many_nets[@]}"
 for i in $(seq "$NSTATIC"); do
     for t in A TXT MX; do echo "$(static_name "$i").$ZONE $t"; done
 done >"$Q/static.txt"
@@ -383,6 +393,7 @@ for i in $(seq 1000); do printf 'nx-%04d.%s A\n' "$i" "$ZONE"; done >"$Q/nxdomai
 # Workloads: name, query file, dnsperf format flags, transport, what it is.
 WORKLOADS=(
     "geo|$Q/geo.bin|-B|udp|www A+AAAA, ECS from ${#GEO_NETS[@]} /24s on 6 continents"
+    "geo-10k|$Q/geo-10k.bin|-B|udp|www A+AAAA, ECS from ${#many_nets[@]} /24s all over IPv4"
     "static|$Q/static.txt|-e|udp|$NSTATIC static names x A, TXT, MX"
     "aaaa|$Q/aaaa.txt|-e|udp|AAAA: half static names, half www without ECS"
     "nxdomain|$Q/nxdomain.txt|-e|udp|1000 names that do not exist (NXDOMAIN + SOA)"
@@ -395,7 +406,7 @@ if [[ -n "${BENCH_WORKLOADS:-}" ]]; then
     for w in "${WORKLOADS[@]}"; do
         [[ " $BENCH_WORKLOADS " == *" ${w%%|*} "* ]] && chosen+=("$w")
     done
-    ((${#chosen[@]})) || die "BENCH_WORKLOADS matches none of: geo static aaaa nxdomain static-tcp"
+    ((${#chosen[@]})) || die "BENCH_WORKLOADS matches none of: geo geo-10k static aaaa nxdomain static-tcp"
     WORKLOADS=("${chosen[@]}")
 fi
 

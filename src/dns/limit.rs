@@ -3,6 +3,7 @@
 //! to send it, drop it or slip it, and rewrites a slipped one as TC=1 with the question and
 //! OPT record only.
 
+use super::wire::skip_name;
 use std::net::IpAddr;
 
 use tokio::time::Instant;
@@ -88,19 +89,6 @@ fn kind<'a>(facts: &Facts, qname: &'a str, query_len: usize, response_len: usize
         (Shape::NxDomain, Some(z)) => Kind::NxDomain { zone: apex(z) },
         (Shape::Referral, Some(z)) => Kind::Referral { zone: apex(z) },
         _ => Kind::Error,
-    }
-}
-
-/// Where the name at `at` ends.
-fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
-    loop {
-        let len = *msg.get(at)?;
-        match len {
-            0 => return Some(at + 1),
-            l if l & 0xc0 == 0xc0 => return Some(at + 2),
-            l if l > 63 => return None,
-            l => at += 1 + usize::from(l),
-        }
     }
 }
 

@@ -122,6 +122,7 @@ pub struct Handler {
 
 impl Handler {
     /// Sets the rotation counter (for `fuzzing`, which answers one query several ways).
+    #[cfg(feature = "fuzzing")]
     pub(crate) fn set_rotation(&self, rotation: usize) {
         self.rotation.store(rotation, Ordering::Relaxed);
     }
@@ -815,17 +816,7 @@ fn ecs_option_len(msg: &[u8]) -> Option<usize> {
             *msg.get(at + 1)?,
         ])))
     };
-    // Skips a name (labels, ending in a root label or a compression pointer).
-    let skip_name = |mut at: usize| -> Option<usize> {
-        loop {
-            let len = *msg.get(at)?;
-            match len {
-                0 => return Some(at + 1),
-                l if l & 0xc0 == 0xc0 => return Some(at + 2),
-                l => at += 1 + usize::from(l),
-            }
-        }
-    };
+    let skip_name = |at: usize| wire::skip_name(msg, at);
     let mut at = 12;
     for _ in 0..u16_at(4)? {
         at = skip_name(at)? + 4;

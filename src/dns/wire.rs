@@ -258,6 +258,21 @@ pub fn encode(
     }
 }
 
+/// Where the name that starts at `at` in `msg` ends: after its root label or its first
+/// compression pointer (not followed). `None` when it runs past the message or a length byte is
+/// neither a label (at most 63) nor a pointer. The one name skipper of the DNS path: response
+/// rate limiting walks responses with it, the full path queries.
+pub fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        match *msg.get(at)? {
+            0 => return Some(at + 1),
+            l if l & 0xc0 == 0xc0 => return (at + 2 <= msg.len()).then_some(at + 2),
+            l if l > 63 => return None,
+            l => at += 1 + usize::from(l),
+        }
+    }
+}
+
 /// Appends the OPT record `o` (as `encode` writes it) to `out`.
 pub fn write_opt(out: &mut Vec<u8>, o: OptOut) {
     let mut e = Encoder {
