@@ -221,7 +221,7 @@ pub struct Node {
     pub snapshots: Arc<Snapshots>,
     core: Arc<Core>,
     shutdown: CancellationToken,
-    dns_task: JoinHandle<anyhow::Result<()>>,
+    dns_task: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -415,7 +415,7 @@ impl Node {
                 _ = term.recv() => break Ok(()),
                 _ = tokio::signal::ctrl_c() => break Ok(()),
                 result = &mut self.dns_task => {
-                    break result.context("DNS task panicked").and_then(|r| r);
+                    break result.context("DNS task panicked").and_then(|r| r.context("serving DNS"));
                 }
             }
         };

@@ -356,7 +356,7 @@ impl Settings {
             );
         }
         let quorum = match flags.quorum.or(file.quorum) {
-            Some(q) => Quorum::parse(&q).map_err(anyhow::Error::msg)?,
+            Some(q) => Quorum::parse(&q)?,
             None => Quorum::Majority,
         };
         let listen = listen_addrs(flags.listen, file.listen)?;

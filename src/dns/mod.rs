@@ -1078,7 +1078,7 @@ pub async fn serve(
     listeners: Vec<Sockets>,
     options: Options,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     let handler = Arc::new(Handler::new(snapshots.clone()));
     let rrl = options
         .rrl

@@ -152,8 +152,13 @@ pub enum Quorum {
     Count(usize),
 }
 
+/// A quorum that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("quorum {0:?} is not majority, any, all or a positive count")]
+pub struct QuorumError(pub String);
+
 impl Quorum {
-    pub fn parse(s: &str) -> Result<Quorum, String> {
+    pub fn parse(s: &str) -> Result<Quorum, QuorumError> {
         match s {
             "majority" => Ok(Quorum::Majority),
             "any" => Ok(Quorum::Any),
@@ -163,9 +168,7 @@ impl Quorum {
                 .ok()
                 .filter(|n| *n > 0)
                 .map(Quorum::Count)
-                .ok_or_else(|| {
-                    format!("quorum {n:?} is not majority, any, all or a positive count")
-                }),
+                .ok_or_else(|| QuorumError(n.to_string())),
         }
     }
 

@@ -354,7 +354,7 @@ fn duration_field(
         Some(t) => match parse_duration(t) {
             Ok(d) => Some(d),
             Err(e) => {
-                err(field, e);
+                err(field, e.to_string());
                 None
             }
         },
@@ -464,15 +464,26 @@ fn http_kind(
     })
 }
 
+/// Why a text is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration like 800ms, 1s, 1.5s, 2m or 1h")]
+    Malformed(String),
+    #[error("{0:?} needs a unit: ms, s, m or h")]
+    NoUnit(String),
+    #[error("{0:?} is longer than a week")]
+    TooLong(String),
+}
+
 /// Parses a duration such as `1s`, `800ms`, `1.5s`, `2m` or `1h`. A unit is required, so that
 /// `interval: 5` cannot be misread as seconds or milliseconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let bad = || format!("{text:?} is not a duration like 800ms, 1s, 1.5s, 2m or 1h");
+    let bad = || DurationError::Malformed(text.to_string());
     if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
         return Err(bad());
     }
@@ -482,13 +493,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        "" => return Err(format!("{text:?} needs a unit: ms, s, m or h")),
+        "" => return Err(DurationError::NoUnit(text.to_string())),
         _ => return Err(bad()),
     };
     // A week is far beyond any sensible check timing, and keeps the float exact enough.
     let secs = value * unit_secs;
     if secs > 7.0 * 86_400.0 {
-        return Err(format!("{text:?} is longer than a week"));
+        return Err(DurationError::TooLong(text.to_string()));
     }
     let d = Duration::from_secs_f64(secs);
     // Round to whole milliseconds: "0.1s" should be exactly 100 ms, not 99.999…
@@ -544,7 +555,12 @@ mod tests {
         ] {
             assert!(parse_duration(text).is_err(), "{text:?} should not parse");
         }
-        assert!(parse_duration("5").unwrap_err().contains("needs a unit"));
+        assert!(
+            parse_duration("5")
+                .unwrap_err()
+                .to_string()
+                .contains("needs a unit")
+        );
     }
 
     #[test]
