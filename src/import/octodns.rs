@@ -1,0 +1,1 @@
+//! octoDNS YAML zones → static records and services (to come).
