@@ -81,7 +81,7 @@ impl fmt::Display for Problem {
 /// Why an import failed. Nothing is written then.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read")]
     Read {
         file: String,
         #[source]
@@ -340,7 +340,9 @@ impl Draft {
             one_line(&self.from)
         );
         for note in &self.notes {
-            out.push_str(&format!("# {}\n", one_line(note)));
+            for line in wrap(&one_line(note), 96) {
+                out.push_str(&format!("# {line}\n"));
+            }
         }
         if self.warnings.is_empty() {
             out.push_str("# Nothing was left out.\n");
@@ -356,6 +358,25 @@ impl Draft {
         out.push('\n');
         out
     }
+}
+
+/// Words in lines of at most `width` characters (a longer word gets a line of its own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        if !cur.is_empty() && cur.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
 }
 
 /// Text for a one-line comment: line breaks would end the comment.
