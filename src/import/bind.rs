@@ -71,6 +71,11 @@ pub fn draft(text: &str, path: &Path, zone: &str, options: &Options) -> Result<D
         class: "IN".to_string(),
     };
     reader.read(text, &file, path, state, 0);
+    // A file that does not read is reported alone: what the zone as a whole lacks would only
+    // be an echo of the lines that failed.
+    if !reader.problems.is_empty() {
+        return Err(ImportError::Source(reader.problems));
+    }
     super::assemble(
         Assembly {
             apex: &apex,
@@ -82,7 +87,7 @@ pub fn draft(text: &str, path: &Path, zone: &str, options: &Options) -> Result<D
         },
         reader.records,
         reader.warnings,
-        reader.problems,
+        Vec::new(),
     )
 }
 
@@ -868,12 +873,12 @@ d 1d IN A 192.0.2.4
             p,
             ["zone.db:5: www.example.org. A is outside the zone example.com."]
         );
+        // Alone: that the zone has no NS records then is beside the point.
         let p = problems("www A 192.0.2.1\n");
         assert_eq!(
             p,
             [
                 "zone.db:1: www.example.com. A: no TTL, and no $TTL line or earlier TTL to take it from",
-                "zone.db: no NS records at the apex example.com.: steerdns needs the zone's name servers (give them with --nameserver)",
             ]
         );
     }
@@ -892,10 +897,10 @@ d 1d IN A 192.0.2.4
             [
                 "zone.db:5: ptr.example.com. PTR: steerdns serves no PTR records; left out",
                 "zone.db:6: key.example.com. DNSKEY: DNSSEC: steerdns does not sign zones; left out",
+                "zone.db:7: *.dev.example.com. A: wildcard: steerdns does no wildcard synthesis (it would answer only the literal name `*`); left out",
                 "zone.db:8: srv.example.com. TYPE65534: generic (RFC 3597) records are not imported; left out",
                 "zone.db:9: $GENERATE: BIND's $GENERATE is not expanded by the import; left out (`named-compilezone -o - ZONE FILE` prints the zone with it expanded)",
                 "zone.db:10: chaos.example.com. TXT: class CH: steerdns serves class IN only; left out",
-                "zone.db:7: *.dev.example.com. A: wildcard: steerdns does no wildcard synthesis (it would answer only the literal name `*`); left out",
             ]
         );
         assert!(d.yaml.records.is_empty(), "{:?}", d.yaml.records);

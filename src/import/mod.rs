@@ -838,6 +838,8 @@ pub fn assemble(
     if !problems.is_empty() {
         return Err(ImportError::Source(problems));
     }
+    // In the order of the source, whichever step found them.
+    warnings.sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));
     let soa = soa.map(|(s, ttl, _)| SoaYaml {
         primary: absolute(&s.mname),
         contact: absolute(&s.rname),

@@ -293,6 +293,9 @@ pub fn draft(text: &str, file: &str, zone: &str, options: &Options) -> Result<Dr
         }
     }
 
+    if !problems.is_empty() {
+        return Err(ImportError::Source(problems));
+    }
     let mut draft = super::assemble(
         Assembly {
             apex: &apex,
@@ -304,7 +307,7 @@ pub fn draft(text: &str, file: &str, zone: &str, options: &Options) -> Result<Dr
         },
         records,
         warnings,
-        problems,
+        Vec::new(),
     )?;
     add_services(&mut draft, &apex, services);
     Ok(draft)
@@ -1329,7 +1332,6 @@ alias:
             warnings(&d),
             [
                 "example.com.yaml:4: www.example.com. A: provider-specific settings octodns.route53 are not imported",
-                "example.com.yaml:31: gone.example.com. A: octodns.ignored: left out, as octoDNS leaves it alone",
                 "example.com.yaml:4: www.example.com. A: pool a: 192.0.2.3 has `status: down`: left out (steerdns has no status per address; `steerdns drain` takes out a whole DC)",
                 "example.com.yaml:4: www.example.com. A: pool a: weights (192.0.2.1 1, 192.0.2.2 3) are not kept: steerdns rotates a DC's endpoints evenly",
                 "example.com.yaml:4: www.example.com. A: pool b: 192.0.2.4 has `status: up` (served unchecked in octoDNS): steerdns probes it like the others",
@@ -1339,9 +1341,10 @@ alias:
                 "example.com.yaml:4: www.example.com. A: pool c is used by no rule or fallback; left out",
                 "example.com.yaml:4: www.example.com. A: pool unused is used by no rule or fallback; left out",
                 "example.com.yaml:4: www.example.com. A: octodns.healthcheck.protocol ICMP: steerdns probes HTTP, HTTPS and TCP only; the service is left unchecked (always up)",
-                "example.com.yaml:35: alias.example.com. CNAME: dynamic records of this type have no steerdns equivalent (services answer A and AAAA); its static value is served to everyone",
                 "example.com.yaml:25: ptr.example.com. PTR: steerdns serves no PTR records; left out",
                 "example.com.yaml:28: *.example.com. A: wildcard: steerdns does no wildcard synthesis (it would answer only the literal name `*`); left out",
+                "example.com.yaml:31: gone.example.com. A: octodns.ignored: left out, as octoDNS leaves it alone",
+                "example.com.yaml:35: alias.example.com. CNAME: dynamic records of this type have no steerdns equivalent (services answer A and AAAA); its static value is served to everyone",
             ]
         );
         let s = d.yaml.records["www"].service.as_ref().unwrap();
