@@ -969,6 +969,112 @@ d 1d IN A 192.0.2.4
     }
 
     #[test]
+    fn include_reads_a_file_beside_it_with_its_own_origin_and_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("hosts.inc"),
+            "; hosts of the office\nprinter A 192.0.2.80\nbad A 192.0.2.999\n",
+        )
+        .unwrap();
+        let main = dir.path().join("zone.db");
+        let text = format!("{HEAD}$INCLUDE hosts.inc office\nafter A 192.0.2.81\n");
+        let e = draft(&text, &main, "example.com", &Options::default()).unwrap_err();
+        let inc = dir.path().join("hosts.inc").display().to_string();
+        assert_eq!(
+            e.to_string(),
+            format!("{inc}:3: bad.office.example.com. A: \"192.0.2.999\" is not an IPv4 address")
+        );
+        std::fs::write(dir.path().join("hosts.inc"), "printer A 192.0.2.80\n").unwrap();
+        let d = draft(&text, &main, "example.com", &Options::default()).unwrap();
+        assert_eq!(d.yaml.records["printer.office"].a, ["192.0.2.80"]);
+        // The including file's origin is untouched.
+        assert_eq!(d.yaml.records["after"].a, ["192.0.2.81"]);
+        let missing = format!("{HEAD}$INCLUDE nowhere.inc\n");
+        let e = draft(&missing, &main, "example.com", &Options::default()).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{}:5: $INCLUDE {}: cannot read:",
+                main.display(),
+                dir.path().join("nowhere.inc").display()
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn in_zone_name_servers_take_their_addresses_as_glue_and_nothing_else() {
+        let text = "$TTL 3600\n@ NS ns1\n@ NS ns2\nns1 A 192.0.2.53\nns1 300 AAAA 2001:db8::53\n\
+                    ns1 TXT hello\n";
+        let p = problems(text);
+        assert_eq!(
+            p,
+            [
+                "zone.db:3: name server ns2.example.com. is inside the zone but has no A or AAAA record (glue)"
+            ]
+        );
+        let text =
+            "$TTL 3600\n@ NS ns1\nns1 A 192.0.2.53\nns1 300 AAAA 2001:db8::53\nns1 TXT hello\n";
+        let d = import(text).unwrap();
+        assert_eq!(
+            d.yaml.nameservers["ns1.example.com."],
+            ["192.0.2.53", "2001:db8::53"]
+        );
+        assert!(!d.yaml.records.contains_key("ns1"));
+        let w: Vec<String> = d.warnings.iter().map(Warning::to_string).collect();
+        assert_eq!(
+            w,
+            [
+                "zone.db:4: ns1.example.com. AAAA: TTL 300 served as 3600: a name server's addresses (glue) take the zone's TTL",
+                "zone.db:5: ns1.example.com. TXT: ns1.example.com. is a name server of the zone: steerdns serves only its addresses (glue) there; left out",
+            ]
+        );
+        // --nameserver replaces the source's set, and says so.
+        let options = Options {
+            nameservers: vec!["ns.example.net".into()],
+        };
+        let d = draft(text, Path::new("zone.db"), "example.com", &options).unwrap();
+        assert_eq!(
+            d.yaml.nameservers.keys().collect::<Vec<_>>(),
+            ["ns.example.net."]
+        );
+        assert_eq!(
+            d.yaml.records["ns1"].txt,
+            ["hello"],
+            "no longer a name server"
+        );
+        assert_eq!(
+            d.warnings[0].to_string(),
+            "zone.db:2: example.com. NS: replaced by --nameserver: ns1.example.com. (the source's)"
+        );
+    }
+
+    #[test]
+    fn soa_at_the_wrong_name_or_twice_is_a_problem_and_caa_flags_are_listed() {
+        let p = problems(&format!(
+            "{HEAD}@ SOA ns1 hostmaster 2 1 1 1 1\nwww SOA ns1 hostmaster 1 1 1 1 1\n"
+        ));
+        assert_eq!(
+            p,
+            [
+                "zone.db:5: a second SOA (the first is at zone.db:2)",
+                "zone.db:6: www.example.com.: the SOA belongs at the apex example.com.",
+            ]
+        );
+        let d = import(&format!(
+            "{HEAD}@ CAA 1 issue ca.example\n@ CAA 0 \"is-sue\" ca.example\n"
+        ))
+        .unwrap();
+        let w: Vec<String> = d.warnings.iter().map(Warning::to_string).collect();
+        assert_eq!(
+            w,
+            [
+                "zone.db:5: example.com. CAA: flags 1: steerdns keeps only the critical flag (128); left out",
+                "zone.db:6: example.com. CAA: tag \"is-sue\" is not 1 to 15 letters and digits (RFC 8659); left out",
+            ]
+        );
+    }
+
+    #[test]
     fn at_in_rdata_is_the_origin() {
         let text = format!("{HEAD}www CNAME @\n$ORIGIN sub.example.com.\nmx MX 10 @\n");
         let d = import(&text).unwrap();
