@@ -40,6 +40,7 @@
 //!
 //! Data flow:
 //! ```text
+//! BIND / octoDNS zone --import--> zones/*.yaml (once, offline; checked with zone::file)
 //! zones/*.yaml --zone_file--> ZoneSet ----------------------swap-----------+
 //! geoip/*.mmdb --geo--------> GeoDb ------------------------swap-----------+--> state::Snapshots
 //! probe --> HealthView -------------------+                                |        |

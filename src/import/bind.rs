@@ -272,6 +272,7 @@ impl Reader {
         };
         for entry in entries {
             let line = entry.line;
+            // `entries` keeps no entry without words, so the first is there.
             if !entry.blank_owner && entry.words[0].text.starts_with('$') && !entry.words[0].quoted
             {
                 self.directive(&entry, file, path, &mut st, depth);
