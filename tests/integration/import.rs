@@ -409,6 +409,13 @@ fn an_octodns_dynamic_record_serves_each_rules_pool_and_falls_back_down_the_chai
     let server = TestServer::start_dir_with(&zones, &["--geoip", &test_geoip()]);
     // The static records.
     assert_eq!(
+        served(&server, "example.com", RecordType::NS),
+        [
+            "example.com. 3600 NS ns1.example.net.",
+            "example.com. 3600 NS ns2.example.net."
+        ]
+    );
+    assert_eq!(
         served(&server, "example.com", RecordType::MX),
         ["example.com. 3600 MX 10 mail.example.com."]
     );
