@@ -13,6 +13,10 @@
 //! - `zone/`: what the operator wrote, validated: the model (`mod`: zones, records, services,
 //!   DCs), `name` (domain names), `check` (health check definitions), `file` (zone YAML →
 //!   `ZoneSet`, every error with file, record and field);
+//! - `import/`: another tool's zone → zone YAML, once and offline: `bind` (RFC 1035 master
+//!   files), `octodns` (octoDNS YAML, dynamic records as services), `mod` (what both share: the
+//!   static records → `Draft`, written and loaded back through `zone::file` before it is handed
+//!   out), what it cannot express listed as warnings;
 //! - `health/`: what the probes and the regions say: rise/fall per target and the local
 //!   `HealthView` (`mod`), `probe` (HTTP(S)/TCP checks, one task per target), `merge` (every
 //!   node's votes → effective status: quorum, staleness, isolation), `drain` (manual failover,
@@ -36,6 +40,7 @@
 //!
 //! Data flow:
 //! ```text
+//! BIND / octoDNS zone --import--> zones/*.yaml (once, offline; checked with zone::file)
 //! zones/*.yaml --zone_file--> ZoneSet ----------------------swap-----------+
 //! geoip/*.mmdb --geo--------> GeoDb ------------------------swap-----------+--> state::Snapshots
 //! probe --> HealthView -------------------+                                |        |
@@ -57,6 +62,7 @@ pub mod files;
 pub mod fuzzing;
 pub mod geo;
 pub mod health;
+pub mod import;
 pub mod ops;
 pub mod rrl;
 pub mod state;

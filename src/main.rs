@@ -1,8 +1,9 @@
-//! The `steerdns` command line: `serve` (the default), `check`, `explain`, and the commands that
-//! talk to a running node's admin API: `status`, `drain`, `undrain`, `reload`.
+//! The `steerdns` command line: `serve` (the default), `check`, `explain`, `import`, and the
+//! commands that talk to a running node's admin API: `status`, `drain`, `undrain`, `reload`.
 //!
-//! Exit codes: 0 success; 1 the request failed or was refused (invalid zone, drain refused, ...);
-//! 2 usage error; 3 the node could not be reached.
+//! Exit codes: 0 success; 1 the request failed or was refused (invalid zone, drain refused, an
+//! import that failed, or left something out under `--strict`, ...); 2 usage error; 3 the node
+//! could not be reached.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -58,6 +59,12 @@ enum Command {
         #[arg(long = "geoip", value_name = "PATH")]
         geoip: Vec<PathBuf>,
     },
+    /// Convert another tool's zone into a steerdns zone file; what cannot be expressed is listed
+    /// on standard error and at the top of the file.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// Show a node's view: every service, DC and endpoint with each node's vote.
     Status(AdminArgs),
     /// Take a DC out of the answers on every node (manual failover).
@@ -103,6 +110,44 @@ enum Command {
         #[arg(long, default_value = "backend")]
         name: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// An RFC 1035 master file (BIND, NSD, Knot): the zone's static records.
+    Bind {
+        /// The zone file.
+        file: PathBuf,
+        /// The zone's apex, e.g. example.com; names in the file are relative to it until a
+        /// $ORIGIN line.
+        #[arg(long)]
+        zone: String,
+        #[command(flatten)]
+        args: ImportArgs,
+    },
+    /// An octoDNS YAML zone: static records, and `dynamic` records as services.
+    Octodns {
+        /// The zone file (octoDNS's YamlProvider names it after the zone: example.com.yaml).
+        file: PathBuf,
+        /// The zone's apex [default: the file name without .yaml or .yml].
+        #[arg(long)]
+        zone: Option<String>,
+        #[command(flatten)]
+        args: ImportArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// Write the zone YAML to this file [default: standard output].
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Fail (exit 1, nothing written) when anything is left out or served differently.
+    #[arg(long)]
+    strict: bool,
+    /// A name server of the zone (repeat for each); replaces the source's apex NS records.
+    #[arg(long = "nameserver", value_name = "HOST")]
+    nameservers: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -256,6 +301,7 @@ fn main() -> ExitCode {
             geoip,
         } => explain(&name, client, subnet, &qtype, zones, geoip).map(|t| println!("{t}")),
         Command::Serve(args) => serve(*args),
+        Command::Import { from } => import(from),
         Command::Status(a) => admin_call(&a, "GET", "/api/v1/state", None).map(|v| {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -458,6 +504,61 @@ fn status_table(v: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+/// `steerdns import`: warnings to standard error, the YAML to the output (nothing when the
+/// import fails, or warns under `--strict`), a summary line last.
+fn import(from: ImportFrom) -> anyhow::Result<()> {
+    use steerdns::import::{self, Options};
+    let (imported, args) = match from {
+        ImportFrom::Bind { file, zone, args } => {
+            let options = Options {
+                nameservers: args.nameservers.clone(),
+            };
+            (import::bind::load(&file, &zone, &options)?, args)
+        }
+        ImportFrom::Octodns { file, zone, args } => {
+            let options = Options {
+                nameservers: args.nameservers.clone(),
+            };
+            (
+                import::octodns::load(&file, zone.as_deref(), &options)?,
+                args,
+            )
+        }
+    };
+    for w in &imported.warnings {
+        eprintln!("warning: {w}");
+    }
+    let warned = imported.warnings.len();
+    if args.strict && warned > 0 {
+        anyhow::bail!(
+            "--strict: {warned} record(s) left out or served differently (listed above); nothing \
+             written"
+        );
+    }
+    match &args.output {
+        Some(path) => steerdns::files::write_atomically(path, imported.yaml.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{}", imported.yaml),
+    }
+    let services = imported
+        .zone
+        .nodes
+        .values()
+        .filter(|n| n.service.is_some())
+        .count();
+    eprintln!(
+        "imported zone {}: {} names, {services} service(s), {warned} warning(s){}",
+        imported.zone.apex,
+        imported.zone.nodes.len(),
+        if warned > 0 {
+            " (also listed at the top of the file)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 fn check(dir: &Path) -> ExitCode {

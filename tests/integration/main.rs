@@ -23,6 +23,9 @@
 //! - `resolver_traffic`: resolvers asking for thousands of ECS client networks get whole
 //!   answers, reflection floods get fewer bytes than they send, RRL exemptions (issue 12;
 //!   helpers in `support` and `abuse_support`).
+//! - `import`: `steerdns import bind` and `import octodns` run, served and asked name by name
+//!   against the source, the octoDNS pools' fallbacks through real backends; `--strict` and
+//!   bad input (issue 17);
 //! - `tls`: HTTPS on the admin/peer listener, peers over https://, the CLI's `--ca-file`,
 //!   certificate reloads and bad TLS settings (issue 8; helpers in `support` and
 //!   `regions_support`).
@@ -36,6 +39,7 @@ mod faults;
 mod geo;
 mod header;
 mod health;
+mod import;
 mod listen;
 mod malformed;
 mod ops;
