@@ -2,6 +2,7 @@
 //! instruction counts that do not depend on machine load:
 //! `valgrind --tool=callgrind --toggle-collect='*Handler::respond_with*' target/release/examples/respond_loop geo 20000`
 //! and divide the total by the count. Kinds: geo (service A with ECS), static, nxdomain.
+//! `PREPARED=0` answers without prepared answers (every query routed, answered and encoded).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,7 +50,11 @@ fn main() {
     let (mut out, mut scratch) = (Vec::new(), String::new());
     let mut bytes = 0;
     // As the UDP loop does: one view of the snapshots, and the receive time, per batch.
-    let mut view = handler.view();
+    let mut view = if std::env::var("PREPARED").is_ok_and(|v| v == "0") {
+        handler.view_unprepared()
+    } else {
+        handler.view()
+    };
     for _ in 0..count {
         let received = std::time::Instant::now();
         handler.respond_with(

@@ -261,7 +261,7 @@ pub fn check_paths_agree_with(
     let mut prepared = handler.view();
     let miss = answer(&mut prepared);
     let hit = answer(&mut prepared);
-    let fresh = answer(&mut handler.view_once());
+    let fresh = answer(&mut handler.view_unprepared());
     let shared = shared.map(answer);
     handler.set_rotation(7);
     let (mut out, mut name) = (Vec::new(), String::new());

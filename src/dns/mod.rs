@@ -145,7 +145,7 @@ impl Handler {
         out: &mut Vec<u8>,
         name: &mut String,
     ) -> Option<Facts> {
-        let mut view = self.view_once();
+        let mut view = self.view_unprepared();
         self.respond_with(
             &mut view,
             msg,
@@ -165,12 +165,12 @@ impl Handler {
     pub fn view(&self) -> View<'_> {
         View {
             prepared: Some(prepared::Prepared::default()),
-            ..self.view_once()
+            ..self.view_unprepared()
         }
     }
 
-    /// A view for one query (TCP, tests): no prepared answers kept.
-    pub(crate) fn view_once(&self) -> View<'_> {
+    /// A view that keeps no prepared answers: for one query (TCP), and to measure without them.
+    pub fn view_unprepared(&self) -> View<'_> {
         View {
             zones: arc_swap::Cache::new(&self.snapshots.zones),
             geo: arc_swap::Cache::new(&self.snapshots.geo),

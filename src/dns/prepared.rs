@@ -212,7 +212,7 @@ impl Generation {
 /// One thread's prepared answers.
 pub struct Prepared {
     generation: Option<Generation>,
-    cache: quick_cache::unsync::Cache<Key, Entry, ByBytes>,
+    cache: quick_cache::unsync::Cache<Key, Entry, ByBytes, foldhash::fast::RandomState>,
 }
 
 impl Default for Prepared {
@@ -227,7 +227,13 @@ impl Prepared {
         let items = usize::try_from(bytes / 300).unwrap_or(1).max(16);
         Prepared {
             generation: None,
-            cache: quick_cache::unsync::Cache::with_weighter(items, bytes, ByBytes),
+            cache: quick_cache::unsync::Cache::with(
+                items,
+                bytes,
+                ByBytes,
+                foldhash::fast::RandomState::default(),
+                Default::default(),
+            ),
         }
     }
 
