@@ -6,6 +6,9 @@
 #
 #   --quick   one rate (20000 qps), 5 s per run
 #   --keep    keep the temporary directory (configs, logs, dnsperf output)
+#   --instructions   instead of the load: steerdns and gdnsd under valgrind's callgrind, the
+#             user-space instructions per query of each workload (load-independent; the kernel's
+#             work is not counted), BENCH_INSTR_QUERIES queries each (default 20000)
 #
 # Environment: BENCH_RATES="20000 60000" (queries per second, space separated),
 # BENCH_DURATION=10 (seconds per run), BENCH_REPEAT=1 (runs per row; the table shows medians),
@@ -24,10 +27,12 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 QUICK=0
 KEEP=0
+INSTR=0
 for arg in "$@"; do
     case "$arg" in
     --quick) QUICK=1 ;;
     --keep) KEEP=1 ;;
+    --instructions) INSTR=1 ;;
     -h | --help) usage; exit 0 ;;
     *) echo "bench: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
     esac
@@ -415,22 +420,30 @@ SERVERS=(steerdns gdnsd knot)
 declare -A PORT=([steerdns]=$PORT_STEERDNS [gdnsd]=$PORT_GDNSD [knot]=$PORT_KNOT)
 declare -A LABEL=([steerdns]=steerdns [gdnsd]=gdnsd [knot]=$KNOT_LABEL)
 
+# --instructions: every server under callgrind, counting from a zeroed point (see section 6i).
+VG=()
+if ((INSTR)); then
+    SERVERS=(steerdns gdnsd)
+    command -v valgrind >/dev/null || die "--instructions needs valgrind (apt-get install valgrind)"
+fi
+
 start_server() {
     local s=$1
+    ((INSTR)) && VG=(valgrind --tool=callgrind --callgrind-out-file="$WORK/$s/callgrind.%p")
     case "$s" in
     steerdns)
         # RRL off: dnsperf asks the same names from one address far faster than any resolver
         # would, and gdnsd has no RRL (Knot's is off unless configured). No cap on queries per
         # TCP connection (neither gdnsd nor Knot has one): dnsperf does not reconnect when a
         # server closes a connection, so the default cap of 100,000 stalls it at 60,000 qps.
-        RUST_LOG=warn "${PIN_SERVER[@]}" "$STEERDNS" serve \
+        RUST_LOG=warn "${PIN_SERVER[@]}" "${VG[@]}" "$STEERDNS" serve \
             --listen "$LOOPBACK:$PORT_STEERDNS" --admin "$LOOPBACK:0" \
             --zones "$WORK/steerdns/zones" --geoip "$MMDB" \
             --state-dir "$WORK/steerdns/state" --rrl off --tcp-max-queries 4000000000 \
             >"$WORK/steerdns/log" 2>&1 </dev/null &
         ;;
     gdnsd)
-        "${PIN_SERVER[@]}" gdnsd -c "$WORK/gdnsd" start >"$WORK/gdnsd/log" 2>&1 </dev/null &
+        "${PIN_SERVER[@]}" "${VG[@]}" gdnsd -c "$WORK/gdnsd" start >"$WORK/gdnsd/log" 2>&1 </dev/null &
         ;;
     knot)
         "${PIN_SERVER[@]}" knotd -c "$WORK/knot/knot.conf" >"$WORK/knot/log" 2>&1 </dev/null &
@@ -463,6 +476,54 @@ for s in "${SERVERS[@]}"; do
     wait_ready "$s"
     log "$s ready on $LOOPBACK:${PORT[$s]} (pid ${SERVER_PID[$s]}, cpu $SERVER_CPU)"
 done
+
+# --- 4i. --instructions: user-space instructions per query under callgrind -------------------
+# For each workload and server: zero the counters (callgrind_control -z), send
+# BENCH_INSTR_QUERIES queries at a rate valgrind keeps up with, dump (callgrind_control -d), and
+# divide the instructions of the dump (every thread of the process) by the answered queries.
+if ((INSTR)); then
+    NQ=${BENCH_INSTR_QUERIES:-20000}
+    INSTR_MD="$REPO/bench/results-instructions.md"
+    {
+        echo "# steerdns bench --instructions: $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo
+        echo "- command: \`$COMMAND_LINE\`"
+        echo "- machine: $(nproc) CPUs, $(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+        echo "- steerdns $(git -C "$REPO" log -1 --format=%h -- src Cargo.toml Cargo.lock), gdnsd $(gdnsd -h 2>&1 | awk '/^gdnsd version/ { print $3; exit }'), valgrind $(valgrind --version)"
+        echo "- user-space instructions of the server process (all threads) per answered query, $NQ queries per row after a warm-up; the kernel's work is not counted"
+        echo
+        echo "| workload | steerdns instr/query | gdnsd instr/query | steerdns / gdnsd |"
+        echo "|---|---:|---:|---:|"
+    } >"$INSTR_MD"
+    for w in "${WORKLOADS[@]}"; do
+        IFS='|' read -r wname file fmt transport _ <<<"$w"
+        declare -A IPQ=()
+        for s in "${SERVERS[@]}"; do
+            pid=${SERVER_PID[$s]}
+            # Warm-up: the same workload once, not counted.
+            timeout 300 dnsperf -s "$LOOPBACK" -p "${PORT[$s]}" -m "$transport" -d "$file" $fmt \
+                -c "$CLIENTS" -l 3 -Q 2000 -t 5 >/dev/null 2>&1 </dev/null || true
+            callgrind_control -z "$pid" >/dev/null
+            before=$(ls "$WORK/$s"/callgrind.* 2>/dev/null | wc -l)
+            out="$WORK/instr-$s-$wname"
+            timeout 600 dnsperf -s "$LOOPBACK" -p "${PORT[$s]}" -m "$transport" -d "$file" $fmt \
+                -c "$CLIENTS" -l $((NQ / 2000)) -Q 2000 -t 5 >"$out" 2>&1 </dev/null || true
+            callgrind_control -d "$pid" >/dev/null
+            sleep 1
+            dump=$(ls -t "$WORK/$s"/callgrind.* | head -n 1)
+            ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
+            done_q=$(awk '/Queries completed:/ { print $3 }' "$out")
+            IPQ[$s]=$(awk -v i="${ir:-0}" -v n="${done_q:-0}" 'BEGIN { if (n > 0) printf "%.0f", i / n; else print "-" }')
+            log "$s $wname: ${IPQ[$s]} instructions/query ($ir over $done_q queries; dump $before -> $dump)"
+        done
+        ratio=$(awk -v a="${IPQ[steerdns]}" -v b="${IPQ[gdnsd]}" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
+        echo "| $wname | ${IPQ[steerdns]} | ${IPQ[gdnsd]} | $ratio |" >>"$INSTR_MD"
+        unset IPQ
+    done
+    log "written to $INSTR_MD"
+    cat "$INSTR_MD"
+    exit 0
+fi
 
 # --- 5. do they give the same answers? -----------------------------------------------------
 # A query's answer, normalised: rcode, then the answer records (name ttl class type data),
@@ -626,6 +687,41 @@ for w in "${WORKLOADS[@]}"; do
         done
     done
 done
+
+# --- 6m. memory, counted both ways --------------------------------------------------------
+# steerdns copies the GeoIP database into a memfd: all of it is resident (shared memory, not
+# evictable), but RSS counts only the pages its lookups touched. gdnsd and Knot map the file:
+# its pages are page cache (evictable, shared with any reader), RSS counts the touched ones.
+# So the table's RSS under-counts steerdns's database; here each server's RSS, PSS and their
+# anon/file/shmem parts sit beside the database's own size and kind.
+MEMORY="$WORK/memory.md"
+{
+    echo "| server | RSS MiB | PSS MiB | anon MiB | file MiB | shmem MiB | GeoIP database | database MiB | RSS + untouched database MiB |"
+    echo "|---|---:|---:|---:|---:|---:|---|---:|---:|"
+    for s in "${SERVERS[@]}"; do
+        pid=${SERVER_PID[$s]}
+        read -r rss pss anon file shmem < <(awk '
+            /^Rss:/ { r = $2 } /^Pss:/ { p = $2 } /^Anonymous:/ { a = $2 }
+            END { print r, p, a }' "/proc/$pid/smaps_rollup" | tr '\n' ' ';
+            awk '/^RssFile:/ { f = $2 } /^RssShmem:/ { m = $2 } END { print f, m }' "/proc/$pid/status")
+        db_kind="file mapping (page cache)"
+        db_kib=$(( $(stat -c %s "$MMDB") / 1024 ))
+        if [[ $s == steerdns ]]; then
+            memfd=$(find "/proc/$pid/fd" -lname '/memfd:*' 2>/dev/null | head -n 1)
+            if [[ -n "$memfd" ]]; then
+                db_kind="memfd (resident, not evictable)"
+                db_kib=$(( $(stat -L -c %s "$memfd") / 1024 ))
+            fi
+        fi
+        # The database pages RSS does not count yet: its size less what RSS holds of it
+        # (shmem for the memfd, at most the file part for a mapping).
+        held=$shmem
+        [[ $s == steerdns ]] || held=$(( file < db_kib ? file : db_kib ))
+        untouched=$(( db_kib > held ? db_kib - held : 0 ))
+        awk -v s="$s" -v r="$rss" -v p="$pss" -v a="$anon" -v f="$file" -v m="$shmem" -v k="$db_kind" -v d="$db_kib" -v u="$untouched" \
+            'BEGIN { printf "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %s | %.1f | %.1f |\n", s, r/1024, p/1024, a/1024, f/1024, m/1024, k, d/1024, (r+u)/1024 }'
+    done
+} >"$MEMORY"
 
 # --- 6b. where loss begins, and p99 at half that rate (geo workload) -------------------------
 # For each server: the offered rate goes up in steps until more than LIMIT_LOSS_PCT% of the
@@ -804,6 +900,10 @@ REPORT="$REPO/bench/results-latest.md"
         limit_table
         echo
     fi
+    echo "Memory after the load, counted both ways (RSS counts only touched pages of the GeoIP database; the last column adds the untouched rest):"
+    echo
+    cat "$MEMORY"
+    echo
     echo "Response codes per run:"
     echo
     awk -F'\t' -v knot="$KNOT_LABEL" -v r="$REPEAT" '{ printf "- %s %s %s%s: %s\n", ($1 == "knot" ? knot : $1), $2, $3, (r > 1 ? " #" $15 : ""), $13 }' "$RESULTS"
