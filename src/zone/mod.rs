@@ -12,6 +12,7 @@ pub use crate::zone::name::{Name, NameError};
 
 pub mod check;
 pub mod file;
+pub mod key;
 pub mod name;
 
 /// The record types steerdns knows, with their IANA numbers.
@@ -335,6 +336,27 @@ pub struct Zone {
     pub datacenters: Vec<Datacenter>,
     /// Response rate limits for the zone's UDP responses.
     pub rrl: crate::rrl::Limits,
+    /// DNSSEC: the keys when the zone is signed (its `dnssec:` block).
+    pub dnssec: Option<Arc<Dnssec>>,
+}
+
+/// A signed zone's keys, loaded and checked with the zone.
+#[derive(Debug, PartialEq)]
+pub struct Dnssec {
+    /// The key that signs everything (a CSK).
+    pub signing: Arc<crate::zone::key::ZoneKey>,
+    /// Keys published in the DNSKEY set without signing: the next key before a rollover's
+    /// switch, the previous one after it.
+    pub published: Vec<Arc<crate::zone::key::ZoneKey>>,
+    /// TTL of the DNSKEY, CDS and CDNSKEY sets.
+    pub dnskey_ttl: u32,
+}
+
+impl Dnssec {
+    /// Every key in the DNSKEY set: the signing key first.
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<crate::zone::key::ZoneKey>> {
+        std::iter::once(&self.signing).chain(&self.published)
+    }
 }
 
 impl Zone {
