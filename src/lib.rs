@@ -12,12 +12,16 @@
 //!   network);
 //! - `zone/`: what the operator wrote, validated: the model (`mod`: zones, records, services,
 //!   DCs), `name` (domain names), `check` (health check definitions), `file` (zone YAML →
-//!   `ZoneSet`, every error with file, record and field);
+//!   `ZoneSet`, every error with file, record and field), `key` (DNSSEC key files: generate,
+//!   read, check, sign);
 //! - `health/`: what the probes and the regions say: rise/fall per target and the local
 //!   `HealthView` (`mod`), `probe` (HTTP(S)/TCP checks, one task per target), `merge` (every
 //!   node's votes → effective status: quorum, staleness, isolation), `drain` (manual failover,
 //!   last writer wins, persisted), `timeline` (the last hour of each service's DCs);
 //! - `state`: the live snapshots the query path reads without locks, and their change channel;
+//! - `dnssec/`: online signing for signed zones: `mod` (what a DO=1 answer gains: RRSIGs, the
+//!   apex's DNSKEY/CDS/CDNSKEY), `sign` (canonical RRsets, RRSIGs, the signature cache keyed by
+//!   RRset content), `denial` (compact denial, RFC 9824: one NSEC per negative answer);
 //! - `cluster/`: the exchange between nodes: `auth` (signing, replay window, long-poll terms),
 //!   `book` (reports, drains, peers), `policy` (drain requests → decisions), `news` (logs and
 //!   events), `transport` (the `Transport` trait, over HTTP), `memory` (an in-process network
@@ -43,6 +47,7 @@
 //! admin --policy--> drains ---------------+     EffectiveHealth ---swap----+        |
 //! peers' pulls <--serve_exchange (auth, hold)-- book                                v
 //! DNS request --dns--> (name, type, client) --answer()--> Answer --dns--> response
+//!                                                   (DO=1, signed zone) --dnssec--^
 //! ```
 
 pub mod app;
@@ -51,6 +56,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod dns;
+pub mod dnssec;
 pub mod files;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -614,11 +614,14 @@ fn dnssec(command: DnssecCommand) -> anyhow::Result<()> {
                     d.keys().cloned().collect()
                 }
             };
+            // Written rather than printed: a closed pipe (`| head -1`) is an error, not a panic.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
             for k in &keys {
-                println!("{}", k.ds_text());
+                writeln!(out, "{}", k.ds_text())?;
             }
             for k in &keys {
-                println!("; {}", k.dnskey_text());
+                writeln!(out, "; {}", k.dnskey_text())?;
             }
             Ok(())
         }
