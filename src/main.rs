@@ -563,7 +563,15 @@ fn explain(
         health: &AllUp,
         rotation: 0,
     };
-    Ok(answer::explain(&zones, &qname, qtype, &client).to_string())
+    let text = answer::explain(&zones, &qname, qtype, &client).to_string();
+    // DNSSEC (issue 15): whether a resolver asking with DO=1 gets signatures, and whose.
+    match zones.find(&qname) {
+        Some(zone) => Ok(format!(
+            "{text}\ndnssec:    {}",
+            steerdns::dnssec::describe(zone)
+        )),
+        None => Ok(text),
+    }
 }
 
 fn dnssec(command: DnssecCommand) -> anyhow::Result<()> {

@@ -23,6 +23,9 @@
 //! - `resolver_traffic`: resolvers asking for thousands of ECS client networks get whole
 //!   answers, reflection floods get fewer bytes than they send, RRL exemptions (issue 12;
 //!   helpers in `support` and `abuse_support`).
+//! - `dnssec`: online signing validated by delv and Unbound on loopback: answers, compact
+//!   denial, ECS, tampering, health changes, reloads, bad keys, a key rollover (issue 15;
+//!   helpers in `dnssec_support`).
 //! - `tls`: HTTPS on the admin/peer listener, peers over https://, the CLI's `--ca-file`,
 //!   certificate reloads and bad TLS settings (issue 8; helpers in `support` and
 //!   `regions_support`).
@@ -30,6 +33,8 @@
 mod abuse;
 mod abuse_support;
 mod answers;
+mod dnssec;
+mod dnssec_support;
 mod edns;
 mod failover_timing;
 mod faults;
