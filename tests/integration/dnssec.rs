@@ -183,10 +183,12 @@ fn a_tampered_signature_a_forged_answer_and_a_foreign_key_fail_validation() {
 
     let tampered = Relay::start(server.addr, break_a_signatures);
     let d = delv(tampered.addr, &anchor, "status.api.example.com", "A");
+    assert!(d.out.contains("RRSIG failed to verify"), "{}", d.out);
     assert!(d.failed(), "a flipped signature bit: {}", d.out);
 
     let forged = Relay::start(server.addr, forge_addresses);
     let d = delv(forged.addr, &anchor, "status.api.example.com", "A");
+    assert!(d.out.contains("RRSIG failed to verify"), "{}", d.out);
     assert!(d.failed(), "a changed address: {}", d.out);
 
     // The zone signed with another key than the anchor names (the parent's DS is stale).
@@ -387,10 +389,11 @@ fn a_bad_key_stops_the_start_and_a_reload_keeps_the_signed_zone() {
 
 /// The rollover as the README documents it, with Unbound following: the parent holds the DS of
 /// both keys while it runs (double DS). Answers live 1 s, so each step's answers are fetched
-/// anew and validated against the DNSKEY set Unbound has cached (3 s): after the pre-publish
+/// anew and validated against the DNSKEY set Unbound has cached (8 s): after the pre-publish
 /// the test waits that TTL, as an operator would, so the set Unbound holds at the switch has
-/// the new key. Without the pre-publish (or without its wait) the switch fails validation.
-const DNSKEY_TTL: u32 = 3;
+/// the new key. Without the pre-publish (or without its wait) the switch fails validation
+/// (tried: with the wait left out, the switch's denial is not validated).
+const DNSKEY_TTL: u32 = 8;
 
 #[test]
 fn a_key_rollover_prepublish_switch_remove_keeps_unbound_validating() {
