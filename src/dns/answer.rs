@@ -157,7 +157,9 @@ pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> A
     let mut out = Answer::new(Outcome::Answer, Rcode::NoError, true);
     let mut name = qname.clone();
     for _ in 0..=MAX_CNAME_CHAIN {
-        let Some(node) = zone.nodes.get(&name) else {
+        // A name below a wildcard that has no node of its own is answered from the wildcard's,
+        // with the name asked as the owner (RFC 4592).
+        let Some((node, _)) = zone.lookup(&name) else {
             if zone.empty_non_terminals.contains(&name) {
                 return negative(zone, out, Outcome::NoData, Rcode::NoError);
             }
@@ -186,7 +188,8 @@ pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> A
                 if let Some(service) = &node.service {
                     let sel = select(zone, service, RecordType::A, client);
                     if let Some(ip) = sel.addresses.first() {
-                        out.answers.push(service_rr(service, *ip, sel.degraded));
+                        out.answers
+                            .push(service_rr(&name, service, *ip, sel.degraded));
                         out.scope = sel.scope;
                     }
                 }
@@ -213,7 +216,7 @@ pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> A
                     out.answers.extend(
                         sel.addresses
                             .iter()
-                            .map(|ip| service_rr(service, *ip, sel.degraded)),
+                            .map(|ip| service_rr(&name, service, *ip, sel.degraded)),
                     );
                 }
             }
@@ -242,10 +245,11 @@ pub fn answer(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> A
     out
 }
 
-/// A service address record; a degraded service answers with its shorter TTL.
-fn service_rr(service: &Service, ip: IpAddr, degraded: bool) -> Rr {
+/// A service address record at `owner` (the service's name, or a name its wildcard
+/// synthesizes); a degraded service answers with its shorter TTL.
+fn service_rr(owner: &Name, service: &Service, ip: IpAddr, degraded: bool) -> Rr {
     Rr {
-        name: service.name.clone(),
+        name: owner.clone(),
         ttl: if degraded {
             service.degraded_ttl
         } else {
@@ -631,7 +635,7 @@ pub struct Explanation {
 pub fn explain(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> Explanation {
     let answer = answer(zones, qname, qtype, client);
     let selection = zones.find(qname).and_then(|zone| {
-        let service = zone.nodes.get(qname)?.service.clone()?;
+        let service = zone.lookup(qname)?.0.service.clone()?;
         let rtype = match qtype {
             QType::Known(RecordType::Aaaa) => RecordType::Aaaa,
             _ => RecordType::A,
@@ -795,6 +799,75 @@ records:
             health: &AllUp,
             rotation: 0,
         }
+    }
+
+    #[test]
+    fn wildcards_answer_for_names_below_their_closest_encloser() {
+        let text = "
+zone: api.example.com
+nameservers: { ns1: [192.0.2.53] }
+datacenters: { fra: { location: [50.1, 8.7] } }
+records:
+  \"*\": { service: { endpoints: { fra: [203.0.113.10] } } }
+  \"*.static\": { TXT: wild, MX: \"10 mx.example.net.\" }
+  static: { A: 192.0.2.1 }
+  exact.static: { TXT: exact }
+  a.b: { TXT: deep }
+  sub: { NS: [ns.other.net.] }
+";
+        let zones = ZoneSet {
+            zones: vec![Arc::new(parse_zone(text, "w.yaml").unwrap())],
+        };
+        let ask = |name: &str, t: RecordType| {
+            answer(
+                &zones,
+                &Name::parse(name).unwrap(),
+                QType::Known(t),
+                &client("192.0.2.1"),
+            )
+        };
+        // A service through the wildcard, owned by the name asked (RFC 4592 section 3.3.1).
+        let a = ask("tenant1.api.example.com", RecordType::A);
+        assert_eq!(a.outcome, Outcome::Answer);
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(a.answers[0].name.as_str(), "tenant1.api.example.com");
+        // More labels below a missing name: the closest encloser is the apex, so `*` matches.
+        let deep = ask("x.y.api.example.com", RecordType::A);
+        assert_eq!(deep.answers[0].name.as_str(), "x.y.api.example.com");
+        // Static data through `*.static`, and NODATA for a type the wildcard lacks.
+        let txt = ask("t.static.api.example.com", RecordType::Txt);
+        assert_eq!(txt.answers[0].data, RData::Txt(vec!["wild".into()]));
+        assert_eq!(txt.answers[0].name.as_str(), "t.static.api.example.com");
+        assert_eq!(
+            ask("t.static.api.example.com", RecordType::Aaaa).outcome,
+            Outcome::NoData
+        );
+        // A name that exists is not synthesized, nor is anything below it (its own closest
+        // encloser), nor an empty non-terminal, nor a name below a delegation.
+        assert_eq!(
+            ask("exact.static.api.example.com", RecordType::Txt).answers[0].data,
+            RData::Txt(vec!["exact".into()])
+        );
+        assert_eq!(
+            ask("static.api.example.com", RecordType::Txt).outcome,
+            Outcome::NoData
+        );
+        assert_eq!(
+            ask("x.exact.static.api.example.com", RecordType::Txt).outcome,
+            Outcome::NxDomain
+        );
+        assert_eq!(
+            ask("b.api.example.com", RecordType::A).outcome,
+            Outcome::NoData
+        );
+        assert_eq!(
+            ask("x.b.api.example.com", RecordType::A).outcome,
+            Outcome::NxDomain
+        );
+        assert_eq!(
+            ask("x.sub.api.example.com", RecordType::A).outcome,
+            Outcome::Referral
+        );
     }
 
     fn q(name: &str, t: RecordType) -> Answer {

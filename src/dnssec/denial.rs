@@ -61,7 +61,9 @@ pub fn type_bitmap(types: &mut Vec<u16>) -> Vec<u8> {
 /// the name and its signature).
 pub fn types_at(zone: &Zone, name: &Name) -> Vec<u16> {
     let mut types = vec![RRSIG, NSEC];
-    if let Some(node) = zone.nodes.get(name) {
+    // A name a wildcard synthesizes has the wildcard's types: signed answers treat it as a
+    // name of its own (see `Signer::secure`).
+    if let Some((node, _)) = zone.lookup(name) {
         types.extend(node.rrsets.iter().map(|s| s.rtype.code()));
         if let Some(service) = &node.service {
             let (v4, v6) = service

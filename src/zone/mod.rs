@@ -374,6 +374,29 @@ impl Zone {
         self.soa_ttl.min(self.soa.minimum)
     }
 
+    /// The node that answers for `name`: its own, or else the wildcard `*.<closest encloser>`
+    /// that synthesizes it (RFC 4592 section 3.3.1), with whether it is synthesized. `None`
+    /// when the name does not exist (NXDOMAIN) or is an empty non-terminal (NODATA).
+    pub fn lookup(&self, name: &Name) -> Option<(&Node, bool)> {
+        if let Some(node) = self.nodes.get(name) {
+            return Some((node, false));
+        }
+        if self.empty_non_terminals.contains(name) || !name.is_subdomain_of(&self.apex) {
+            return None;
+        }
+        // The closest encloser: the nearest ancestor that exists (a node, an empty
+        // non-terminal, or the apex). A wildcard matches only directly below it.
+        let mut ancestor = name.parent()?;
+        while !(ancestor == self.apex
+            || self.nodes.contains_key(&ancestor)
+            || self.empty_non_terminals.contains(&ancestor))
+        {
+            ancestor = ancestor.parent()?;
+        }
+        let source = Name::from_lower(&format!("*.{}", ancestor.as_str()));
+        self.nodes.get(&source).map(|node| (node, true))
+    }
+
     /// The delegation point at or above `name`, if `name` lies in a delegated sub-zone. Walks
     /// the name's suffixes as slices of its text (this runs for every query).
     pub fn delegation_for(&self, name: &Name) -> Option<Name> {

@@ -21,8 +21,19 @@ fn start(zone: &SignedZone) -> TestServer {
     TestServer::start_dir_with(&zone.zones(), &["--geoip", &test_geoip()])
 }
 
-/// Positive answers delv must validate: services, static sets, CNAME chains, the apex's sets.
+/// `ZONE` with wildcards (RFC 4592): a service for every tenant name and static data.
+fn wild_zone() -> String {
+    format!(
+        "{ZONE}  \"*.tenants\":\n    service: {{ endpoints: {{ fra: [203.0.113.10], iad: [198.51.100.20] }} }}\n  \"*.wild\": {{ TXT: wildcard }}\n"
+    )
+}
+
+/// Positive answers delv must validate: services, static sets, CNAME chains, the apex's sets,
+/// names a wildcard synthesizes.
 const POSITIVE: &[(&str, &str)] = &[
+    ("acme.tenants.api.example.com", "A"),
+    ("deeper.acme.tenants.api.example.com", "A"),
+    ("anything.wild.api.example.com", "TXT"),
     ("www.api.example.com", "A"),
     ("www.api.example.com", "AAAA"),
     ("status.api.example.com", "A"),
@@ -41,6 +52,9 @@ const POSITIVE: &[(&str, &str)] = &[
 /// Negative answers delv must validate: NXDOMAIN (as compact denial), NODATA at a static name,
 /// at a service, at an empty non-terminal (`b`, above `a.b`), and the DS query at a delegation.
 const NEGATIVE: &[(&str, &str)] = &[
+    ("deeper.acme.tenants.api.example.com", "AAAA"),
+    ("acme.tenants.api.example.com", "TXT"),
+    ("anything.wild.api.example.com", "A"),
     ("nothere.api.example.com", "A"),
     ("deep.below.nothere.api.example.com", "AAAA"),
     ("status.api.example.com", "MX"),
@@ -55,7 +69,7 @@ fn delv_validates_answers_and_denials_for_both_algorithms() {
     for algorithm in ["ecdsap256sha256", "ed25519"] {
         let zone = SignedZone::new();
         let key = zone.keygen(algorithm);
-        zone.write(ZONE, &key, &[], None);
+        zone.write(&wild_zone(), &key, &[], None);
         let server = start(&zone);
         let anchor = anchor_file(zone.path(), "anchor.conf", &[&key.ds]);
         for (name, qtype) in POSITIVE {
@@ -81,8 +95,21 @@ fn delv_validates_answers_and_denials_for_both_algorithms() {
 fn signatures_and_denial_come_with_do_and_only_with_it() {
     let zone = SignedZone::new();
     let key = zone.keygen("ecdsap256sha256");
-    zone.write(ZONE, &key, &[], None);
+    zone.write(&wild_zone(), &key, &[], None);
     let server = start(&zone);
+
+    // A wildcard answers for the name asked, with DO (full path) and without (lean path).
+    for q in [
+        query("acme.tenants.api.example.com", RecordType::A),
+        query("acme.tenants.api.example.com", RecordType::A).dnssec_ok(),
+    ] {
+        let r = query_udp(server.addr, &q);
+        assert_eq!(
+            r.answers[0].name.to_ascii(),
+            "acme.tenants.api.example.com."
+        );
+        assert_eq!(addresses(&r).len(), 1, "{r:?}");
+    }
 
     // DO=0: as an unsigned zone, NXDOMAIN included (compact denial needs DO to be read).
     let plain = query_udp(
