@@ -95,7 +95,11 @@ fn main() {
     println!(
         "service A queries for www.api.example.com, ECS from {NETWORKS} /24 networks; ns per query (one thread)"
     );
-    for alg in [None, Some(Algorithm::EcdsaP256Sha256), Some(Algorithm::Ed25519)] {
+    for alg in [
+        None,
+        Some(Algorithm::EcdsaP256Sha256),
+        Some(Algorithm::Ed25519),
+    ] {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut text = example.clone();
         if let Some(alg) = alg {
@@ -131,7 +135,11 @@ fn main() {
         println!(
             "{label:>16}: DO=0 {do0:>7.0} | DO=1 cold {cold:>7.0}, warm {warm:>7.0} ({:.2}x DO=0) | signatures made {made:.0} ({made_cold:.0} in the cold pass), {:.1} us each | cache hit rate {:.2}%",
             warm / do0,
-            if made > 0.0 { signing / made * 1e6 } else { 0.0 },
+            if made > 0.0 {
+                signing / made * 1e6
+            } else {
+                0.0
+            },
             if made + hits > 0.0 {
                 100.0 * hits / (made + hits)
             } else {
