@@ -12,7 +12,8 @@
 //!   network);
 //! - `zone/`: what the operator wrote, validated: the model (`mod`: zones, records, services,
 //!   DCs), `name` (domain names), `check` (health check definitions), `file` (zone YAML →
-//!   `ZoneSet`, every error with file, record and field);
+//!   `ZoneSet`, every error with file, record and field), `key` (DNSSEC key files: generate,
+//!   read, check, sign);
 //! - `import/`: another tool's zone → zone YAML, once and offline: `bind` (RFC 1035 master
 //!   files), `octodns` (octoDNS YAML, dynamic records as services), `mod` (what both share: the
 //!   static records → `Draft`, written and loaded back through `zone::file` before it is handed
@@ -22,6 +23,9 @@
 //!   node's votes → effective status: quorum, staleness, isolation), `drain` (manual failover,
 //!   last writer wins, persisted), `timeline` (the last hour of each service's DCs);
 //! - `state`: the live snapshots the query path reads without locks, and their change channel;
+//! - `dnssec/`: online signing for signed zones: `mod` (what a DO=1 answer gains: RRSIGs, the
+//!   apex's DNSKEY/CDS/CDNSKEY), `sign` (canonical RRsets, RRSIGs, the signature cache keyed by
+//!   RRset content), `denial` (compact denial, RFC 9824: one NSEC per negative answer);
 //! - `cluster/`: the exchange between nodes: `auth` (signing, replay window, long-poll terms),
 //!   `book` (reports, drains, peers), `policy` (drain requests → decisions), `news` (logs and
 //!   events), `transport` (the `Transport` trait, over HTTP), `memory` (an in-process network
@@ -48,6 +52,7 @@
 //! admin --policy--> drains ---------------+     EffectiveHealth ---swap----+        |
 //! peers' pulls <--serve_exchange (auth, hold)-- book                                v
 //! DNS request --dns--> (name, type, client) --answer()--> Answer --dns--> response
+//!                                                   (DO=1, signed zone) --dnssec--^
 //! ```
 
 pub mod app;
@@ -56,6 +61,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod dns;
+pub mod dnssec;
 pub mod files;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

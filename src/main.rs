@@ -96,6 +96,9 @@ enum Command {
     },
     /// Make a node reload its zones, GeoIP data and TLS certificate.
     Reload(AdminArgs),
+    /// DNSSEC keys: generate one, print the DS records for the parent.
+    #[command(subcommand)]
+    Dnssec(DnssecCommand),
     /// Run the three-region demo on loopback (three nodes, three DC backends) until Ctrl-C.
     Demo {
         /// Where the demo's zone, configs, state and logs go.
@@ -148,6 +151,35 @@ struct ImportArgs {
     /// A name server of the zone (repeat for each); replaces the source's apex NS records.
     #[arg(long = "nameserver", value_name = "HOST")]
     nameservers: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum DnssecCommand {
+    /// Generate a signing key (a CSK) for a zone into the key directory and print its file name
+    /// and DS record. Name the file in the zone's `dnssec: { key: ... }` and copy it to every
+    /// node of the zone.
+    Keygen {
+        /// The zone, e.g. api.example.com.
+        zone: String,
+        /// ecdsap256sha256 (13, the default) or ed25519 (15).
+        #[arg(long, default_value = "ecdsap256sha256")]
+        algorithm: String,
+        /// The key directory.
+        #[arg(long, default_value = "keys")]
+        dir: PathBuf,
+    },
+    /// Print the DS records (SHA-256) of a zone's keys, to give the parent, and its DNSKEYs.
+    Ds {
+        /// The zone, e.g. api.example.com.
+        zone: String,
+        /// Directory of zone YAML files [default: as for serve].
+        #[arg(long)]
+        zones: Option<PathBuf>,
+        /// Read this key file instead of the zone's `dnssec:` block (e.g. a key about to be
+        /// pre-published).
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -338,6 +370,7 @@ fn main() -> ExitCode {
         Command::DemoBackend { listen, name } => steerdns::demo::backend(listen, &name),
         Command::Reload(a) => admin_call(&a, "POST", "/api/v1/reload", None)
             .map(|v| println!("{}", v["message"].as_str().unwrap_or("reloaded"))),
+        Command::Dnssec(c) => dnssec(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -631,7 +664,90 @@ fn explain(
         health: &AllUp,
         rotation: 0,
     };
-    Ok(answer::explain(&zones, &qname, qtype, &client).to_string())
+    let text = answer::explain(&zones, &qname, qtype, &client).to_string();
+    // DNSSEC (issue 15): whether a resolver asking with DO=1 gets signatures, and whose.
+    match zones.find(&qname) {
+        Some(zone) => Ok(format!(
+            "{text}\ndnssec:    {}",
+            steerdns::dnssec::describe(zone)
+        )),
+        None => Ok(text),
+    }
+}
+
+fn dnssec(command: DnssecCommand) -> anyhow::Result<()> {
+    use steerdns::zone::Name;
+    use steerdns::zone::key::{self, Algorithm, ZoneKey};
+    match command {
+        DnssecCommand::Keygen {
+            zone,
+            algorithm,
+            dir,
+        } => {
+            let apex = Name::parse(&zone).map_err(|e| anyhow::anyhow!("{zone}: {e}"))?;
+            let alg = Algorithm::parse(&algorithm).ok_or_else(|| {
+                anyhow::anyhow!("--algorithm {algorithm}: use ecdsap256sha256 (13) or ed25519 (15)")
+            })?;
+            let (text, tag) = key::generate(&apex, alg)?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating the key directory {}", dir.display()))?;
+            let path = dir.join(key::file_name(&apex, alg, tag));
+            if path.exists() {
+                anyhow::bail!("{} exists already; run keygen again", path.display());
+            }
+            write_secret(&path, text.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            let key = ZoneKey::load(&path, &apex)?;
+            println!("{}", path.display());
+            println!("{}", key.ds_text());
+            Ok(())
+        }
+        DnssecCommand::Ds { zone, zones, key } => {
+            let apex = Name::parse(&zone).map_err(|e| anyhow::anyhow!("{zone}: {e}"))?;
+            let keys: Vec<std::sync::Arc<ZoneKey>> = match key {
+                Some(path) => vec![std::sync::Arc::new(ZoneKey::load(&path, &apex)?)],
+                None => {
+                    let dir = match zones {
+                        Some(dir) => dir,
+                        None => steerdns::config::default_zones()?,
+                    };
+                    let set = zone::file::load_dir(&dir)
+                        .with_context(|| format!("loading zones from {}", dir.display()))?;
+                    let z =
+                        set.zones.iter().find(|z| z.apex == apex).ok_or_else(|| {
+                            anyhow::anyhow!("no zone {apex} in {}", dir.display())
+                        })?;
+                    let d = z.dnssec.as_ref().ok_or_else(|| {
+                        anyhow::anyhow!("zone {apex} ({}) has no dnssec: block", z.source)
+                    })?;
+                    d.keys().cloned().collect()
+                }
+            };
+            // Written rather than printed: a closed pipe (`| head -1`) is an error, not a panic.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            for k in &keys {
+                writeln!(out, "{}", k.ds_text())?;
+            }
+            for k in &keys {
+                writeln!(out, "; {}", k.dnskey_text())?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes a new file readable by its owner only.
+fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

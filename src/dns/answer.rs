@@ -154,7 +154,7 @@ pub enum Route<'z> {
     InZone {
         zone: &'z Zone,
         /// The CNAME RRsets followed, with their owners.
-        cnames: Few<(&'z Name, &'z RrSet)>,
+        cnames: Few<(Name, &'z RrSet)>,
         end: End<'z>,
     },
 }
@@ -173,8 +173,9 @@ impl<'z> Route<'z> {
 
 /// Where a walk through a zone ended.
 pub enum End<'z> {
-    /// A node without a CNAME: its records (or its service) answer.
-    Node(&'z Name, &'z Node),
+    /// A node without a CNAME: its records (or its service) answer, owned by the name (the
+    /// name asked when a wildcard synthesizes it, RFC 4592).
+    Node(Name, &'z Node),
     /// An empty non-terminal.
     NoData,
     NxDomain,
@@ -196,7 +197,9 @@ pub fn route<'z>(zones: &'z ZoneSet, qname: &Name, qtype: QType) -> Route<'z> {
     let mut cnames = Few::new();
     let mut name: &Name = qname;
     for _ in 0..=MAX_CNAME_CHAIN {
-        let Some((owner, node)) = zone.nodes.get_key_value(name) else {
+        // A name below a wildcard that has no node of its own is answered from the wildcard's,
+        // with the name asked as the owner (RFC 4592).
+        let Some((node, _)) = zone.lookup(name) else {
             let end = if zone.empty_non_terminals.contains(name) {
                 End::NoData
             } else {
@@ -205,10 +208,10 @@ pub fn route<'z>(zones: &'z ZoneSet, qname: &Name, qtype: QType) -> Route<'z> {
             return Route::InZone { zone, cnames, end };
         };
         let Some(cname) = node.rrset(RecordType::Cname) else {
-            let end = End::Node(owner, node);
+            let end = End::Node(name.clone(), node);
             return Route::InZone { zone, cnames, end };
         };
-        cnames.push((owner, cname));
+        cnames.push((name.clone(), cname));
         let target = match cname.data.first() {
             Some(RData::Cname(target)) if qtype != QType::Known(RecordType::Cname) => target,
             _ => break,
@@ -260,12 +263,12 @@ pub fn answer_route(route: Route<'_>, qtype: QType, client: &Client) -> Answer {
             if let Some(service) = &node.service {
                 let sel = select(zone, service, RecordType::A, client);
                 if let Some(ip) = sel.addresses.first() {
-                    out.answers.push(service_rr(service, *ip, sel.degraded));
+                    out.answers.push(service_rr(&name, service, *ip, sel.degraded));
                     out.scope = sel.scope;
                 }
             }
             if let (true, Some(set)) = (out.answers.is_empty(), node.rrsets.first()) {
-                push_set(&mut out.answers, name, set.ttl, &set.data[..1]);
+                push_set(&mut out.answers, &name, set.ttl, &set.data[..1]);
             }
         }
         QType::Known(rtype @ (RecordType::A | RecordType::Aaaa)) if node.service.is_some() => {
@@ -287,17 +290,17 @@ pub fn answer_route(route: Route<'_>, qtype: QType, client: &Client) -> Answer {
                 out.answers.extend(
                     sel.addresses
                         .iter()
-                        .map(|ip| service_rr(service, *ip, sel.degraded)),
+                        .map(|ip| service_rr(&name, service, *ip, sel.degraded)),
                 );
             }
         }
         QType::Known(rtype) => {
             if let Some(set) = node.rrset(rtype) {
-                push_set(&mut out.answers, name, set.ttl, &set.data);
+                push_set(&mut out.answers, &name, set.ttl, &set.data);
                 if rtype == RecordType::Ns {
                     add_glue(zone, &set.data, &mut out.additional);
                 }
-            } else if rtype == RecordType::Soa && name == &zone.apex {
+            } else if rtype == RecordType::Soa && name == zone.apex {
                 out.answers.push(zone.soa_rr());
             }
         }
@@ -424,10 +427,11 @@ pub fn rotation_step(service: &Service, rotation: usize) -> u16 {
     (rotation % period) as u16
 }
 
-/// A service address record; a degraded service answers with its shorter TTL.
-fn service_rr(service: &Service, ip: IpAddr, degraded: bool) -> Rr {
+/// A service address record at `owner` (the service's name, or a name its wildcard
+/// synthesizes); a degraded service answers with its shorter TTL.
+fn service_rr(owner: &Name, service: &Service, ip: IpAddr, degraded: bool) -> Rr {
     Rr {
-        name: service.name.clone(),
+        name: owner.clone(),
         ttl: if degraded {
             service.degraded_ttl
         } else {
@@ -813,7 +817,7 @@ pub struct Explanation {
 pub fn explain(zones: &ZoneSet, qname: &Name, qtype: QType, client: &Client) -> Explanation {
     let answer = answer(zones, qname, qtype, client);
     let selection = zones.find(qname).and_then(|zone| {
-        let service = zone.nodes.get(qname)?.service.clone()?;
+        let service = zone.lookup(qname)?.0.service.clone()?;
         let rtype = match qtype {
             QType::Known(RecordType::Aaaa) => RecordType::Aaaa,
             _ => RecordType::A,
@@ -977,6 +981,75 @@ records:
             health: &AllUp,
             rotation: 0,
         }
+    }
+
+    #[test]
+    fn wildcards_answer_for_names_below_their_closest_encloser() {
+        let text = "
+zone: api.example.com
+nameservers: { ns1: [192.0.2.53] }
+datacenters: { fra: { location: [50.1, 8.7] } }
+records:
+  \"*\": { service: { endpoints: { fra: [203.0.113.10] } } }
+  \"*.static\": { TXT: wild, MX: \"10 mx.example.net.\" }
+  static: { A: 192.0.2.1 }
+  exact.static: { TXT: exact }
+  a.b: { TXT: deep }
+  sub: { NS: [ns.other.net.] }
+";
+        let zones = ZoneSet {
+            zones: vec![Arc::new(parse_zone(text, "w.yaml").unwrap())],
+        };
+        let ask = |name: &str, t: RecordType| {
+            answer(
+                &zones,
+                &Name::parse(name).unwrap(),
+                QType::Known(t),
+                &client("192.0.2.1"),
+            )
+        };
+        // A service through the wildcard, owned by the name asked (RFC 4592 section 3.3.1).
+        let a = ask("tenant1.api.example.com", RecordType::A);
+        assert_eq!(a.outcome, Outcome::Answer);
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(a.answers[0].name.as_str(), "tenant1.api.example.com");
+        // More labels below a missing name: the closest encloser is the apex, so `*` matches.
+        let deep = ask("x.y.api.example.com", RecordType::A);
+        assert_eq!(deep.answers[0].name.as_str(), "x.y.api.example.com");
+        // Static data through `*.static`, and NODATA for a type the wildcard lacks.
+        let txt = ask("t.static.api.example.com", RecordType::Txt);
+        assert_eq!(txt.answers[0].data, RData::Txt(vec!["wild".into()]));
+        assert_eq!(txt.answers[0].name.as_str(), "t.static.api.example.com");
+        assert_eq!(
+            ask("t.static.api.example.com", RecordType::Aaaa).outcome,
+            Outcome::NoData
+        );
+        // A name that exists is not synthesized, nor is anything below it (its own closest
+        // encloser), nor an empty non-terminal, nor a name below a delegation.
+        assert_eq!(
+            ask("exact.static.api.example.com", RecordType::Txt).answers[0].data,
+            RData::Txt(vec!["exact".into()])
+        );
+        assert_eq!(
+            ask("static.api.example.com", RecordType::Txt).outcome,
+            Outcome::NoData
+        );
+        assert_eq!(
+            ask("x.exact.static.api.example.com", RecordType::Txt).outcome,
+            Outcome::NxDomain
+        );
+        assert_eq!(
+            ask("b.api.example.com", RecordType::A).outcome,
+            Outcome::NoData
+        );
+        assert_eq!(
+            ask("x.b.api.example.com", RecordType::A).outcome,
+            Outcome::NxDomain
+        );
+        assert_eq!(
+            ask("x.sub.api.example.com", RecordType::A).outcome,
+            Outcome::Referral
+        );
     }
 
     fn q(name: &str, t: RecordType) -> Answer {

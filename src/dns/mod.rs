@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::dns::answer::{Client, ClientClass, QType, Rcode};
+use crate::dnssec;
 use crate::geo;
 use crate::state::Snapshots;
 use crate::telemetry::metrics::{Metrics, NO_ZONE};
@@ -118,6 +119,8 @@ const UDP_RECV_BUFFER: usize = 4 << 20;
 pub struct Handler {
     snapshots: Arc<Snapshots>,
     rotation: AtomicUsize,
+    /// Signs answers of signed zones (issue 15); used on the full path only.
+    signer: dnssec::Signer,
 }
 
 impl Handler {
@@ -129,6 +132,7 @@ impl Handler {
 
     pub fn new(snapshots: Arc<Snapshots>) -> Handler {
         Handler {
+            signer: dnssec::Signer::new(snapshots.metrics.clone()),
             snapshots,
             rotation: AtomicUsize::new(0),
         }
@@ -211,7 +215,9 @@ impl Handler {
                 wire::encode_error(out, &q, 1, opt);
                 Some(Facts::error(Some(q.qtype)))
             }
-            wire::Parsed::Lean(q) => self.respond_lean(view, &q, src, tcp, out, name, started),
+            wire::Parsed::Lean(q) => {
+                self.respond_lean(view, msg, &q, src, tcp, out, name, started)
+            }
         }
     }
 
@@ -221,6 +227,7 @@ impl Handler {
     fn respond_lean(
         &self,
         view: &mut View<'_>,
+        msg: &[u8],
         q: &wire::Query<'_>,
         src: SocketAddr,
         tcp: bool,
@@ -230,6 +237,17 @@ impl Handler {
     ) -> Option<Facts> {
         let qname = Name::from_lower(name);
         let zones = view.zones.load();
+        // DNSSEC: a signed zone's DO=1 queries and its DNSKEY/CDS/CDNSKEY questions are the
+        // full path's (`respond_full` adds the signatures and denial); prepared answers carry
+        // no RRSIGs.
+        let dnssec_ok = q.edns.is_some_and(|e| e.dnssec_ok);
+        if (dnssec_ok || dnssec::is_key_type(q.qtype))
+            && let Some(zone) = zones.find(&qname)
+            && dnssec::wanted(zone, q.qtype, dnssec_ok)
+        {
+            let mut name = name.to_string();
+            return self.respond_full(msg, src, tcp, out, &mut name);
+        }
         let geo = view.geo.load();
         let health = view.health.load();
         let locator = geo::locator(geo.as_deref());
@@ -714,9 +732,55 @@ impl Handler {
         // Owner names equal to the question keep the client's spelling (0x20 case).
         let original = query.original().name();
         let to_record = |rr: &Rr| to_record(rr, &qname, original);
-        let answers: Vec<Record> = ans.answers.iter().map(to_record).collect();
-        let authority: Vec<Record> = ans.authority.iter().map(to_record).collect();
-        let additional: Vec<Record> = ans.additional.iter().map(to_record).collect();
+        let mut answers: Vec<Record> = ans.answers.iter().map(to_record).collect();
+        let mut authority: Vec<Record> = ans.authority.iter().map(to_record).collect();
+        let mut additional: Vec<Record> = ans.additional.iter().map(to_record).collect();
+
+        // --- DNSSEC (issue 15, src/dnssec): RRSIGs and compact denial for a signed zone ---
+        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let secured = zone.and_then(|z| {
+            let q = dnssec::Question {
+                name: &qname,
+                qtype: u16::from(qtype),
+                dnssec_ok,
+            };
+            let kind = match ans.outcome {
+                answer::Outcome::Answer => dnssec::Kind::Answer,
+                answer::Outcome::NoData => dnssec::Kind::NoData,
+                answer::Outcome::NxDomain => dnssec::Kind::NxDomain,
+                answer::Outcome::Referral => dnssec::Kind::Referral,
+                answer::Outcome::Refused | answer::Outcome::AllDown => dnssec::Kind::Other,
+            };
+            let sections = dnssec::Sections {
+                kind,
+                answers: &ans.answers,
+                authority: &ans.authority,
+                additional: &ans.additional,
+            };
+            self.signer
+                .secure(z, q, sections, crate::clock::now_ms() / 1000)
+        });
+        let mut extra_len = 0;
+        if let Some(sec) = &secured {
+            if sec.replace {
+                answers.clear();
+                authority.clear();
+                additional.clear();
+                meta.response_code = ResponseCode::NoError;
+            }
+            if sec.nxdomain_to_noerror {
+                meta.response_code = ResponseCode::NoError;
+            }
+            let to_record = |rr: &dnssec::WireRr| wire_record(rr, &qname, original);
+            answers.extend(sec.answers.iter().map(to_record));
+            authority.extend(sec.authority.iter().map(to_record));
+            additional.extend(sec.additional.iter().map(to_record));
+            extra_len = sec
+                .records()
+                .map(|r| r.name.wire_len() + 10 + r.rdata.len())
+                .sum::<usize>();
+        }
+        // --- end DNSSEC ---
 
         if request.protocol() == hickory_server::net::xfer::Protocol::Udp {
             let limit = resp_edns.as_ref().map_or(512, |e| e.max_payload()) as usize;
@@ -730,7 +794,8 @@ impl Handler {
                     .chain(&ans.authority)
                     .chain(&ans.additional)
                     .map(Rr::wire_len)
-                    .sum::<usize>();
+                    .sum::<usize>()
+                + extra_len;
             // Only when the uncompressed size could exceed the limit is it worth a trial encoding.
             let sections = [&answers[..], &authority[..], &additional[..]];
             if bound > limit && !fits(&request.queries, resp_edns.as_ref(), meta, sections, limit) {
@@ -977,6 +1042,20 @@ fn to_record(rr: &Rr, qname: &Name, original: &rr::Name) -> Record {
             soa.expire as i32,
             soa.minimum,
         )),
+    };
+    Record::from_rdata(owner, rr.ttl, data)
+}
+
+/// A record the DNSSEC signer made (RRSIG, NSEC, DNSKEY, CDS, CDNSKEY), its RDATA as is.
+fn wire_record(rr: &dnssec::WireRr, qname: &Name, original: &rr::Name) -> Record {
+    let owner = if &rr.name == qname {
+        original.clone()
+    } else {
+        to_name(&rr.name)
+    };
+    let data = rr::RData::Unknown {
+        code: HRecordType::from(rr.rtype),
+        rdata: NULL::with(rr.rdata.to_vec()),
     };
     Record::from_rdata(owner, rr.ttl, data)
 }

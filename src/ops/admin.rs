@@ -299,6 +299,14 @@ async fn explain(
         rotation: 0,
     };
     let ex = answer::explain(&zones, &qname, qtype, &client);
+    // DNSSEC (issue 15): signed or not, and the key tag (never the key).
+    let zone = zones.find(&qname);
+    let dnssec = zone.map(|z| crate::dnssec::describe(z));
+    let key_tag = zone.and_then(|z| z.dnssec.as_ref()).map(|d| d.signing.tag);
+    let text = match &dnssec {
+        Some(d) => format!("{ex}\ndnssec:    {d}"),
+        None => ex.to_string(),
+    };
     let wants_json = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -310,11 +318,13 @@ async fn explain(
             "scope": ex.answer.scope,
             "dc": ex.answer.service_dc.as_ref().map(|(_, dc)| dc),
             "answers": ex.answer.answers.iter().map(|r| r.data.to_string()).collect::<Vec<_>>(),
-            "text": ex.to_string(),
+            "signed": key_tag.is_some(),
+            "key_tag": key_tag,
+            "text": text,
         }))
         .into_response()
     } else {
-        ex.to_string().into_response()
+        text.into_response()
     }
 }
 

@@ -202,6 +202,10 @@ pub struct Metrics {
     // TLS on the admin/peer listener.
     admin_tls_failures: Family<ReasonLabels, Counter>,
     tls_cert_reloads: Family<ResultLabels, Counter>,
+    // DNSSEC online signing (issue 15).
+    dnssec_signatures: Counter,
+    dnssec_cache_hits: Counter,
+    dnssec_signing_time: Counter<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -355,6 +359,25 @@ impl Metrics {
             Unit::Seconds,
             probe_latency_sum.clone(),
         );
+        let dnssec_signatures = Counter::default();
+        registry.register(
+            "dnssec_signatures_made",
+            "RRSIGs made (an RRset content not in the signature cache, or due for refresh)",
+            dnssec_signatures.clone(),
+        );
+        let dnssec_cache_hits = Counter::default();
+        registry.register(
+            "dnssec_signature_cache_hits",
+            "RRSIGs served from the signature cache",
+            dnssec_cache_hits.clone(),
+        );
+        let dnssec_signing_time = Counter::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "dnssec_signing_time",
+            "Time spent making RRSIGs (divide by dnssec_signatures_made_total for the cost of one)",
+            Unit::Seconds,
+            dnssec_signing_time.clone(),
+        );
         let rrl_dropped = Counter::default();
         registry.register(
             "rrl_dropped",
@@ -410,6 +433,9 @@ impl Metrics {
             tls_cert_reloads.clone(),
         );
         Metrics {
+            dnssec_signatures,
+            dnssec_cache_hits,
+            dnssec_signing_time,
             id: NEXT_METRICS_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             rrl_dropped,
             rrl_slipped,
@@ -545,6 +571,17 @@ impl Metrics {
                 self.rrl_slipped.inc();
             }
         }
+    }
+
+    /// One RRSIG made, taking `took`.
+    pub fn record_signature_made(&self, took: std::time::Duration) {
+        self.dnssec_signatures.inc();
+        self.dnssec_signing_time.inc_by(took.as_secs_f64());
+    }
+
+    /// One RRSIG served from the cache.
+    pub fn record_signature_cache_hit(&self) {
+        self.dnssec_cache_hits.inc();
     }
 
     /// A DNS TCP connection was accepted (`+1`) or closed (`-1`).

@@ -20,9 +20,10 @@ use serde::Deserialize;
 
 use crate::rrl;
 use crate::zone::check::{Check, RawCheck};
+use crate::zone::key::ZoneKey;
 use crate::zone::{
-    Datacenter, GeoKey, GeoRule, GeoTarget, Name, Node, Policy, RData, RecordType, RrSet, Service,
-    ServiceDc, Soa, WhenAllDown, Zone, ZoneSet,
+    Datacenter, Dnssec, GeoKey, GeoRule, GeoTarget, Name, Node, Policy, RData, RecordType, RrSet,
+    Service, ServiceDc, Soa, WhenAllDown, Zone, ZoneSet,
 };
 
 /// The largest TTL RFC 2181 section 8 allows.
@@ -102,7 +103,22 @@ struct RawZone<R> {
     #[serde(default)]
     records: R,
     rrl: Option<RawRrl>,
+    dnssec: Option<RawDnssec>,
 }
+
+/// Signing (see `zone::key`): `dnssec: { key: FILE, publish: [FILE...], dnskey_ttl: 3600 }`.
+/// Paths are relative to the zone file's directory.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnssec {
+    key: String,
+    #[serde(default)]
+    publish: Vec<String>,
+    dnskey_ttl: Option<u32>,
+}
+
+/// Default TTL of the DNSKEY, CDS and CDNSKEY sets.
+pub const DEFAULT_DNSKEY_TTL: u32 = 3600;
 
 /// Response rate limiting for the zone's UDP responses (see `rrl`).
 #[derive(Deserialize)]
@@ -276,6 +292,7 @@ impl<R> RawZone<R> {
             checks,
             records,
             rrl,
+            dnssec,
         } = self;
         let header = RawZone {
             zone,
@@ -286,6 +303,7 @@ impl<R> RawZone<R> {
             checks,
             records: (),
             rrl,
+            dnssec,
         };
         (header, records)
     }
@@ -451,6 +469,7 @@ impl<'a> Validator<'a> {
 
         let datacenters = self.datacenters(&raw.datacenters);
         let rrl = self.rrl(raw.rrl);
+        let dnssec = raw.dnssec.and_then(|d| self.dnssec(&apex, d));
         let mut checks: HashMap<String, Arc<Check>> = HashMap::new();
         for (name, raw_check) in raw.checks {
             match raw_check.validate() {
@@ -606,9 +625,55 @@ impl<'a> Validator<'a> {
                 delegations,
                 datacenters,
                 rrl,
+                dnssec,
             }),
             _ => Err(ZoneErrors(self.errors)),
         }
+    }
+
+    /// The zone's keys, read from their files (relative to the zone file's directory).
+    fn dnssec(&mut self, apex: &Name, raw: RawDnssec) -> Option<Arc<Dnssec>> {
+        let dir = Path::new(self.source)
+            .parent()
+            .unwrap_or_else(|| Path::new(""));
+        let mut load = |field: &str, file: &str| match ZoneKey::load(&dir.join(file), apex) {
+            Ok(k) => Some(Arc::new(k)),
+            Err(e) => {
+                self.error(None, Some(field), e.to_string());
+                None
+            }
+        };
+        let signing = load("dnssec.key", &raw.key);
+        let published: Vec<_> = raw
+            .publish
+            .iter()
+            .filter_map(|f| load("dnssec.publish", f))
+            .collect();
+        let signing = signing?;
+        if published.len() != raw.publish.len() {
+            return None;
+        }
+        let mut tags: Vec<u16> = std::iter::once(&signing)
+            .chain(&published)
+            .map(|k| k.tag)
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
+        if tags.len() != 1 + published.len() {
+            self.error(
+                None,
+                Some("dnssec.publish"),
+                "two keys with the same key tag (the same key twice, or a tag collision: generate another)",
+            );
+            return None;
+        }
+        let dnskey_ttl = raw.dnskey_ttl.unwrap_or(DEFAULT_DNSKEY_TTL);
+        let dnskey_ttl = self.ttl(None, "dnssec.dnskey_ttl", dnskey_ttl);
+        Some(Arc::new(Dnssec {
+            signing,
+            published,
+            dnskey_ttl,
+        }))
     }
 
     /// The zone's rate limits: the defaults, with what the zone sets.

@@ -12,6 +12,7 @@ pub use crate::zone::name::{Name, NameError};
 
 pub mod check;
 pub mod file;
+pub mod key;
 pub mod name;
 
 /// The record types steerdns knows, with their IANA numbers.
@@ -335,6 +336,27 @@ pub struct Zone {
     pub datacenters: Vec<Datacenter>,
     /// Response rate limits for the zone's UDP responses.
     pub rrl: crate::rrl::Limits,
+    /// DNSSEC: the keys when the zone is signed (its `dnssec:` block).
+    pub dnssec: Option<Arc<Dnssec>>,
+}
+
+/// A signed zone's keys, loaded and checked with the zone.
+#[derive(Debug, PartialEq)]
+pub struct Dnssec {
+    /// The key that signs everything (a CSK).
+    pub signing: Arc<crate::zone::key::ZoneKey>,
+    /// Keys published in the DNSKEY set without signing: the next key before a rollover's
+    /// switch, the previous one after it.
+    pub published: Vec<Arc<crate::zone::key::ZoneKey>>,
+    /// TTL of the DNSKEY, CDS and CDNSKEY sets.
+    pub dnskey_ttl: u32,
+}
+
+impl Dnssec {
+    /// Every key in the DNSKEY set: the signing key first.
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<crate::zone::key::ZoneKey>> {
+        std::iter::once(&self.signing).chain(&self.published)
+    }
 }
 
 impl Zone {
@@ -350,6 +372,29 @@ impl Zone {
     /// The TTL of a negative answer (RFC 2308 section 5): the lesser of the SOA's TTL and MINIMUM.
     pub fn negative_ttl(&self) -> u32 {
         self.soa_ttl.min(self.soa.minimum)
+    }
+
+    /// The node that answers for `name`: its own, or else the wildcard `*.<closest encloser>`
+    /// that synthesizes it (RFC 4592 section 3.3.1), with whether it is synthesized. `None`
+    /// when the name does not exist (NXDOMAIN) or is an empty non-terminal (NODATA).
+    pub fn lookup(&self, name: &Name) -> Option<(&Node, bool)> {
+        if let Some(node) = self.nodes.get(name) {
+            return Some((node, false));
+        }
+        if self.empty_non_terminals.contains(name) || !name.is_subdomain_of(&self.apex) {
+            return None;
+        }
+        // The closest encloser: the nearest ancestor that exists (a node, an empty
+        // non-terminal, or the apex). A wildcard matches only directly below it.
+        let mut ancestor = name.parent()?;
+        while !(ancestor == self.apex
+            || self.nodes.contains_key(&ancestor)
+            || self.empty_non_terminals.contains(&ancestor))
+        {
+            ancestor = ancestor.parent()?;
+        }
+        let source = Name::from_lower(&format!("*.{}", ancestor.as_str()));
+        self.nodes.get(&source).map(|node| (node, true))
     }
 
     /// The delegation point at or above `name`, if `name` lies in a delegated sub-zone. Walks

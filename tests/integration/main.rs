@@ -26,6 +26,9 @@
 //! - `import`: `steerdns import bind` and `import octodns` run, served and asked name by name
 //!   against the source, the octoDNS pools' fallbacks through real backends; `--strict` and
 //!   bad input (issue 17);
+//! - `dnssec`: online signing validated by delv and Unbound on loopback: answers, compact
+//!   denial, ECS, tampering, health changes, reloads, bad keys, a key rollover (issue 15;
+//!   helpers in `dnssec_support`).
 //! - `tls`: HTTPS on the admin/peer listener, peers over https://, the CLI's `--ca-file`,
 //!   certificate reloads and bad TLS settings (issue 8; helpers in `support` and
 //!   `regions_support`).
@@ -33,6 +36,8 @@
 mod abuse;
 mod abuse_support;
 mod answers;
+mod dnssec;
+mod dnssec_support;
 mod edns;
 mod failover_timing;
 mod faults;
