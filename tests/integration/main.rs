@@ -26,6 +26,9 @@
 //! - `import`: `steerdns import bind` and `import octodns` run, served and asked name by name
 //!   against the source, the octoDNS pools' fallbacks through real backends; `--strict` and
 //!   bad input (issue 17);
+//! - `monitoring`: the alert rules pass promtool and their unit tests, the Grafana dashboard's
+//!   queries parse, and every metric and label both use is in a running node's `/metrics`
+//!   (issue 17);
 //! - `tls`: HTTPS on the admin/peer listener, peers over https://, the CLI's `--ca-file`,
 //!   certificate reloads and bad TLS settings (issue 8; helpers in `support` and
 //!   `regions_support`).
@@ -42,6 +45,7 @@ mod health;
 mod import;
 mod listen;
 mod malformed;
+mod monitoring;
 mod ops;
 mod ops_support;
 mod regions;
