@@ -6,8 +6,8 @@
 # package. scripts/test.sh runs it after `cargo test` (as root; CI does).
 #
 # Needs root (dpkg -i), a Debian system, and beyond the Rust toolchain: dig (dnsutils),
-# systemd-analyze (systemd), adduser, setpriv (util-linux), perl, and cargo-deb, which this
-# installs with cargo when missing. Listens on 127.0.0.1 only. Refuses to run where steerdns is
+# systemd-analyze (systemd), adduser, setpriv (util-linux), perl, dpkg-shlibdeps (dpkg-dev) and
+# objcopy (binutils) for cargo-deb, and cargo-deb, which this installs with cargo when missing. Listens on 127.0.0.1 only. Refuses to run where steerdns is
 # installed already, as it purges the package at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,8 @@ fail() {
 
 [[ $(id -u) == 0 ]] || fail "needs root (it installs and purges the package): sudo bash packaging/test-deb.sh"
 missing=()
-for tool in dig:dnsutils systemd-analyze:systemd adduser:adduser setpriv:util-linux perl:perl-base; do
+for tool in dig:dnsutils systemd-analyze:systemd adduser:adduser setpriv:util-linux perl:perl-base \
+    dpkg-shlibdeps:dpkg-dev objcopy:binutils; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
 done
 ((${#missing[@]} == 0)) || fail "needs ${missing[*]}: apt-get install --no-install-recommends ${missing[*]}"

@@ -6,7 +6,8 @@
 # test, tests/integration/ops.rs), docker-compose (the compose file test; `docker-compose config`
 # needs no Docker engine), prometheus for its promtool (the alert rules' tests,
 # tests/integration/monitoring.rs), and for packaging/test-deb.sh dnsutils (dig), systemd
-# (systemd-analyze) and adduser. When one is missing, this installs it as root through apt-get,
+# (systemd-analyze), adduser, and dpkg-dev (dpkg-shlibdeps, which cargo-deb asks for the
+# package's dependencies). When one is missing, this installs it as root through apt-get,
 # or else stops at once, before building anything, with the one command to run: never half-way
 # through the suite. Installing prometheus starts no server: services are kept from starting
 # for the install (policy-rc.d), as in a container.
@@ -16,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(chromium fonts-liberation docker-compose prometheus dnsutils systemd adduser)
+packages=(chromium fonts-liberation docker-compose prometheus dnsutils systemd adduser dpkg-dev)
 missing=()
 for p in "${packages[@]}"; do
     if command -v dpkg-query >/dev/null 2>&1; then
@@ -27,6 +28,7 @@ for p in "${packages[@]}"; do
         fonts-liberation) ;;
         prometheus) command -v promtool >/dev/null 2>&1 || missing+=("$p") ;;
         dnsutils) command -v dig >/dev/null 2>&1 || missing+=("$p") ;;
+        dpkg-dev) command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=("$p") ;;
         systemd) command -v systemd-analyze >/dev/null 2>&1 || missing+=("$p") ;;
         *) command -v "$p" >/dev/null 2>&1 || missing+=("$p") ;;
         esac
