@@ -790,8 +790,41 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let node = Node::start(settings).await?;
+        notify_systemd(b"READY=1");
         node.run_until_signalled().await
     })
+}
+
+/// Tells systemd (a unit with `Type=notify`, as the Debian package's) how the service is doing:
+/// `READY=1` once the zones and GeoIP data are loaded and every DNS listener is bound, so that
+/// units ordered after this one start when it answers. The sd_notify protocol is one datagram
+/// to the Unix socket named by `$NOTIFY_SOCKET` (a path, or `@` and an abstract name); without
+/// that variable (not started by systemd) this does nothing. A failure is logged, not fatal: the
+/// node serves anyway, and systemd reports the start as timed out.
+fn notify_systemd(message: &[u8]) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(error) = send_datagram(&socket, message) {
+        tracing::warn!(%error, socket = ?socket, "could not notify systemd");
+    }
+}
+
+fn send_datagram(socket: &std::ffi::OsStr, message: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let addr = match socket.as_bytes().strip_prefix(b"@") {
+        #[cfg(target_os = "linux")]
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)?
+        }
+        #[cfg(not(target_os = "linux"))]
+        Some(_) => return Err(std::io::ErrorKind::Unsupported.into()),
+        None => SocketAddr::from_pathname(socket)?,
+    };
+    UnixDatagram::unbound()?.send_to_addr(message, &addr)?;
+    Ok(())
 }
 
 fn init_logging(format: &str) {

@@ -263,7 +263,8 @@ pub fn answer_route(route: Route<'_>, qtype: QType, client: &Client) -> Answer {
             if let Some(service) = &node.service {
                 let sel = select(zone, service, RecordType::A, client);
                 if let Some(ip) = sel.addresses.first() {
-                    out.answers.push(service_rr(&name, service, *ip, sel.degraded));
+                    out.answers
+                        .push(service_rr(&name, service, *ip, sel.degraded));
                     out.scope = sel.scope;
                 }
             }
@@ -274,8 +275,12 @@ pub fn answer_route(route: Route<'_>, qtype: QType, client: &Client) -> Answer {
         QType::Known(rtype @ (RecordType::A | RecordType::Aaaa)) if node.service.is_some() => {
             if let Some(service) = &node.service {
                 let sel = select(zone, service, rtype, client);
-                if sel.all_down && service.when_all_down == WhenAllDown::ServFail {
+                if sel.all_down {
+                    // Whatever the policy, so that fail-open answers (the default) are counted
+                    // as answers by `when_all_down` too.
                     out.outcome = Outcome::AllDown;
+                }
+                if sel.all_down && service.when_all_down == WhenAllDown::ServFail {
                     out.rcode = Rcode::ServFail;
                     out.answers.clear();
                     return out;

@@ -215,9 +215,7 @@ impl Handler {
                 wire::encode_error(out, &q, 1, opt);
                 Some(Facts::error(Some(q.qtype)))
             }
-            wire::Parsed::Lean(q) => {
-                self.respond_lean(view, msg, &q, src, tcp, out, name, started)
-            }
+            wire::Parsed::Lean(q) => self.respond_lean(view, msg, &q, src, tcp, out, name, started),
         }
     }
 

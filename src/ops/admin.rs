@@ -428,7 +428,9 @@ fn observe_state(
     cluster: &crate::cluster::Cluster,
 ) -> StateObservation {
     use crate::telemetry::metrics::StateObservation;
-    use crate::telemetry::metrics::{DcLabels, EndpointLabels, PeerLabels, VoteLabels};
+    use crate::telemetry::metrics::{
+        DcLabels, DrainLabels, EndpointLabels, PeerLabels, VoteLabels,
+    };
     let zones = snapshots.zones.load();
     let health = snapshots.health.load();
     let mut out = StateObservation::default();
@@ -451,7 +453,7 @@ fn observe_state(
                 service: svc.name.arc().clone(),
                 dc: dc.clone(),
             };
-            out.dcs.push((labels, any && !drained));
+            out.dcs.push((labels, any && !drained, drained));
         }
     }
     for (key, verdict) in &health.merged.endpoints {
@@ -475,7 +477,15 @@ fn observe_state(
         };
         out.peers.push((labels, age, p.consecutive_failures));
     }
-    out.drains_active = health.drains.in_force(now).count();
+    for d in health.drains.in_force(now) {
+        let labels = DrainLabels {
+            dc: d.dc.clone(),
+            service: d.service.clone().unwrap_or_else(|| "*".to_string()),
+        };
+        let seconds = |ms: u64| ms as f64 / 1000.0;
+        out.drains
+            .push((labels, seconds(d.issued_ms), d.expires_ms.map(seconds)));
+    }
     out.isolated = health.merged.isolated.contains(&cluster.settings.node);
     out
 }

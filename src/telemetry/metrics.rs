@@ -53,14 +53,15 @@ pub struct ReasonLabels {
 pub struct StateObservation {
     /// Each endpoint of each service's DCs, up or not.
     pub endpoints: Vec<(EndpointLabels, bool)>,
-    /// Each DC of each service: up (some endpoint up) and not drained.
-    pub dcs: Vec<(DcLabels, bool)>,
+    /// Each DC of each service: up (some endpoint up, and not drained), and drained.
+    pub dcs: Vec<(DcLabels, bool, bool)>,
     /// Each node's vote on each endpoint: up or not, and its age in seconds.
     pub votes: Vec<(VoteLabels, bool, f64)>,
     /// Each peer: seconds since its last good exchange (if any) and its failures in a row.
     pub peers: Vec<(PeerLabels, Option<f64>, u64)>,
-    /// Drains in force.
-    pub drains_active: usize,
+    /// Each drain in force: when it was issued and, if it has one, when it lifts by itself
+    /// (Unix seconds).
+    pub drains: Vec<(DrainLabels, f64, Option<f64>)>,
     /// Whether this node counts itself isolated.
     pub isolated: bool,
 }
@@ -76,6 +77,13 @@ pub struct EndpointLabels {
 pub struct DcLabels {
     pub service: Arc<str>,
     pub dc: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DrainLabels {
+    pub dc: String,
+    /// The service drained, or `*` for a drain of every service in the DC.
+    pub service: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -175,12 +183,16 @@ pub struct Metrics {
     zone_last_reload_ok: Gauge,
     zone_last_reload_time: Gauge<f64, AtomicU64>,
     geoip_loads: Family<ResultLabels, Counter>,
+    geoip_last_load_ok: Gauge,
     geoip_build_time: Family<DatabaseLabels, Gauge>,
     peer_exchanges: Family<ResultLabels, Counter>,
     peer_auth_refused: Family<ReasonLabels, Counter>,
     // Gauges set from the current state at each scrape.
     endpoint_up: Family<EndpointLabels, Gauge>,
     dc_up: Family<DcLabels, Gauge>,
+    dc_drained: Family<DcLabels, Gauge>,
+    drain_issued: Family<DrainLabels, Gauge<f64, AtomicU64>>,
+    drain_expires: Family<DrainLabels, Gauge<f64, AtomicU64>>,
     votes: Family<VoteLabels, Gauge>,
     vote_age: Family<VoteLabels, Gauge<f64, AtomicU64>>,
     peer_age: Family<PeerLabels, Gauge<f64, AtomicU64>>,
@@ -268,6 +280,12 @@ impl Metrics {
             "GeoIP database loads by result",
             geoip_loads.clone(),
         );
+        let geoip_last_load_ok = Gauge::default();
+        registry.register(
+            "geoip_last_load_success",
+            "1 if the last GeoIP load or reload succeeded, else 0 (the databases loaded before stay in use)",
+            geoip_last_load_ok.clone(),
+        );
         let geoip_build_time = Family::<DatabaseLabels, Gauge>::default();
         registry.register_with_unit(
             "geoip_build_timestamp",
@@ -298,6 +316,26 @@ impl Metrics {
             "dc_up",
             "Effective status per service DC (1 when an endpoint is up and it is not drained)",
             dc_up.clone(),
+        );
+        let dc_drained = Family::<DcLabels, Gauge>::default();
+        registry.register(
+            "dc_drained",
+            "1 when a drain of the service or of its whole DC is in force, else 0",
+            dc_drained.clone(),
+        );
+        let drain_issued = Family::<DrainLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "drain_issued_timestamp",
+            "Unix time each drain in force was issued (service * for every service in the DC)",
+            Unit::Seconds,
+            drain_issued.clone(),
+        );
+        let drain_expires = Family::<DrainLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "drain_expires_timestamp",
+            "Unix time a drain in force lifts by itself; only drains issued with an expiry (drain --for)",
+            Unit::Seconds,
+            drain_expires.clone(),
         );
         let votes = Family::<VoteLabels, Gauge>::default();
         registry.register(
@@ -432,6 +470,32 @@ impl Metrics {
             "Reloads of the admin/peer listener's TLS certificate by result (error: the previous one stays)",
             tls_cert_reloads.clone(),
         );
+        // Every series whose label values are known in advance starts at 0, so that the first
+        // error shows as an increase (an alert on `increase(..{result="error"}[..])` would miss a
+        // series that first appears at 1) and dashboards show 0 rather than no data.
+        for result in ["ok", "error"] {
+            for family in [
+                &zone_reloads,
+                &geoip_loads,
+                &peer_exchanges,
+                &tls_cert_reloads,
+            ] {
+                let _ = family.get_or_create(&ResultLabels { result });
+            }
+        }
+        for reason in ["missing", "expired", "replayed", "bad_signature"] {
+            let _ = peer_auth_refused.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["error", "timeout"] {
+            let _ = admin_tls_failures.get_or_create(&ReasonLabels { reason });
+        }
+        for limit in ["global", "per_client"] {
+            let _ = tcp_refused.get_or_create(&LimitLabels { limit });
+            let _ = tcp_evicted.get_or_create(&LimitLabels { limit });
+        }
+        for timeout in ["idle", "read", "write"] {
+            let _ = tcp_timed_out.get_or_create(&TimeoutLabels { timeout });
+        }
         Metrics {
             dnssec_signatures,
             dnssec_cache_hits,
@@ -450,6 +514,9 @@ impl Metrics {
             peer_auth_refused,
             endpoint_up,
             dc_up,
+            dc_drained,
+            drain_issued,
+            drain_expires,
             votes,
             vote_age,
             peer_age,
@@ -469,6 +536,7 @@ impl Metrics {
             zone_last_reload_ok,
             zone_last_reload_time,
             geoip_loads,
+            geoip_last_load_ok,
             geoip_build_time,
         }
     }
@@ -622,6 +690,7 @@ impl Metrics {
         self.geoip_loads
             .get_or_create(&ResultLabels { result })
             .inc();
+        self.geoip_last_load_ok.set(i64::from(ok));
         if ok {
             self.geoip_build_time.clear();
             for (database, epoch) in databases {
@@ -676,11 +745,15 @@ impl Metrics {
     pub fn observe_state(&self, state: &StateObservation) {
         self.endpoint_up.clear();
         self.dc_up.clear();
+        self.dc_drained.clear();
         for (labels, up) in &state.endpoints {
             self.endpoint_up.get_or_create(labels).set(i64::from(*up));
         }
-        for (labels, up) in &state.dcs {
+        for (labels, up, drained) in &state.dcs {
             self.dc_up.get_or_create(labels).set(i64::from(*up));
+            self.dc_drained
+                .get_or_create(labels)
+                .set(i64::from(*drained));
         }
         self.votes.clear();
         self.vote_age.clear();
@@ -698,8 +771,16 @@ impl Metrics {
                 .get_or_create(labels)
                 .set(i64::try_from(*failures).unwrap_or(i64::MAX));
         }
+        self.drain_issued.clear();
+        self.drain_expires.clear();
+        for (labels, issued_s, expires_s) in &state.drains {
+            self.drain_issued.get_or_create(labels).set(*issued_s);
+            if let Some(expires) = expires_s {
+                self.drain_expires.get_or_create(labels).set(*expires);
+            }
+        }
         self.drains_active
-            .set(i64::try_from(state.drains_active).unwrap_or(i64::MAX));
+            .set(i64::try_from(state.drains.len()).unwrap_or(i64::MAX));
         self.isolated.set(i64::from(state.isolated));
     }
 
@@ -798,5 +879,34 @@ mod tests {
             )
         };
         assert_eq!((s("dc1"), s("dc2")), (Some(2), Some(1)), "{text}");
+    }
+
+    #[test]
+    fn series_with_known_labels_start_at_zero_and_geoip_failures_are_remembered() {
+        let m = Metrics::new();
+        let text = m.render();
+        for line in [
+            "steerdns_zone_reloads_total{result=\"error\"} 0",
+            "steerdns_geoip_loads_total{result=\"error\"} 0",
+            "steerdns_peer_exchanges_total{result=\"error\"} 0",
+            "steerdns_tls_certificate_reloads_total{result=\"error\"} 0",
+            "steerdns_peer_auth_refused_total{reason=\"bad_signature\"} 0",
+            "steerdns_tcp_connections_refused_total{limit=\"per_client\"} 0",
+            "steerdns_tcp_connections_timed_out_total{timeout=\"write\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        m.record_geoip_load(true, &[]);
+        assert_eq!(
+            sample(&m.render(), "steerdns_geoip_last_load_success "),
+            Some(1)
+        );
+        m.record_geoip_load(false, &[]);
+        let text = m.render();
+        assert_eq!(sample(&text, "steerdns_geoip_last_load_success "), Some(0));
+        assert_eq!(
+            sample(&text, "steerdns_geoip_loads_total{result=\"error\"}"),
+            Some(1)
+        );
     }
 }

@@ -29,6 +29,11 @@
 //! - `dnssec`: online signing validated by delv and Unbound on loopback: answers, compact
 //!   denial, ECS, tampering, health changes, reloads, bad keys, a key rollover (issue 15;
 //!   helpers in `dnssec_support`).
+//! - `monitoring`: the alert rules pass promtool and their unit tests, the Grafana dashboard's
+//!   queries parse, and every metric and label both use is in a running node's `/metrics`
+//!   (issue 17);
+//! - `packaging`: what the Debian package's unit relies on: READY=1 to systemd once DNS
+//!   answers, and the shipped node file (issue 17; the package itself: packaging/test-deb.sh);
 //! - `tls`: HTTPS on the admin/peer listener, peers over https://, the CLI's `--ca-file`,
 //!   certificate reloads and bad TLS settings (issue 8; helpers in `support` and
 //!   `regions_support`).
@@ -47,8 +52,10 @@ mod health;
 mod import;
 mod listen;
 mod malformed;
+mod monitoring;
 mod ops;
 mod ops_support;
+mod packaging;
 mod regions;
 mod regions_support;
 mod resolver_traffic;
