@@ -83,7 +83,13 @@ async fn run(nodes: usize) -> Row {
         stale_after: Duration::from_secs(5),
     };
     let sim = Sim::start(settings);
-    let started = sim.until_agreed(&[], Duration::from_secs(600)).await;
+    let t0 = Instant::now();
+    let mut started = None;
+    while t0.elapsed() < Duration::from_secs(600) {
+        if sim.agreed(&[]) { started = Some(t0.elapsed()); break; }
+        eprintln!("{:?} {:?} cpu {:.2}", t0.elapsed(), sim.disagreement(&[]), cpu_seconds());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     eprintln!("{nodes} nodes: agreed {started:?} after start");
     // The start's long-polls settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -98,7 +104,13 @@ async fn run(nodes: usize) -> Row {
 
     let m = mark(&sim);
     sim.set_dc(0, Status::Down);
-    let failed_over = sim.until_agreed(&[0], 6 * WINDOW).await;
+    let t0 = Instant::now();
+    let mut failed_over = None;
+    while t0.elapsed() < 6 * WINDOW {
+        if sim.agreed(&[0]) { failed_over = Some(t0.elapsed()); break; }
+        eprintln!("{:?} {:?} cpu {:.2}", t0.elapsed(), sim.disagreement(&[0]), cpu_seconds());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     tokio::time::sleep(WINDOW.saturating_sub(m.at.elapsed())).await;
     let failure = rate(&sim, &m, nodes);
     eprintln!(

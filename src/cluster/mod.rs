@@ -69,6 +69,10 @@ const MAX_HELD: usize = 64;
 const MIN_FOLLOW_GAP: Duration = Duration::from_millis(10);
 /// The longest a plain pull may take (it is shorter with a shorter exchange interval).
 const MAX_PULL: Duration = Duration::from_secs(2);
+/// The least time between two merges of the merge loop: what wakes it within that time (peers'
+/// answers arriving one after another as every node sees a DC fail, the probers' stores) is
+/// merged once, at its end. The first wake-up after a quiet spell merges at once.
+const MERGE_GAP: Duration = Duration::from_millis(10);
 
 /// Settings the cluster runs with.
 #[derive(Clone, Debug)]
@@ -422,7 +426,8 @@ impl Cluster {
     /// their own, so that a peer slow to answer delays nothing else), and republishes the
     /// merged view as soon as the local probers change their view, a peer's answer brought
     /// something newer, or the zones are replaced (woken by their channels, no polling), and
-    /// every interval (reports age, drains expire).
+    /// every interval (reports age, drains expire); at most once per `MERGE_GAP`, for all that
+    /// woke it meanwhile.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut ages = tokio::time::interval(self.settings.exchange_interval);
         ages.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -440,7 +445,11 @@ impl Cluster {
                 );
             }
         }
+        // `build` merged.
+        let mut merged = tokio::time::Instant::now();
+        let mut pending = false;
         loop {
+            let next = merged + MERGE_GAP;
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     self.stopping.cancel();
@@ -448,12 +457,12 @@ impl Cluster {
                     return;
                 }
                 // Ages and expiries move even when nothing else does.
-                _ = ages.tick() => self.refresh(),
+                _ = ages.tick() => pending = true,
                 // A peer's news: one merge for all that arrived since the last.
-                _ = self.absorbed.notified() => self.refresh(),
+                _ = self.absorbed.notified() => pending = true,
                 Ok(()) = local.changed() => {
                     local.mark_unchanged();
-                    self.refresh();
+                    pending = true;
                 }
                 Ok(()) = zones.changed() => {
                     // Health swaps (our own refreshes among them) wake this too: only a new
@@ -461,9 +470,15 @@ impl Cluster {
                     let now = zones.borrow_and_update().zones;
                     if now != last_zones {
                         last_zones = now;
-                        self.refresh();
+                        pending = true;
                     }
                 }
+                _ = tokio::time::sleep_until(next), if pending => {}
+            }
+            if pending && tokio::time::Instant::now() >= next {
+                pending = false;
+                self.refresh();
+                merged = tokio::time::Instant::now();
             }
         }
     }
