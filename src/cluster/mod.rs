@@ -123,6 +123,8 @@ pub struct Cluster {
     held: tokio::sync::Semaphore,
     /// Cancelled when `run` stops, so held long-polls answer at once.
     stopping: CancellationToken,
+    /// Periodic pull rounds so far: picks the round's relay peer (see `relay_peer`).
+    rounds: std::sync::atomic::AtomicUsize,
     /// Woken when a pull or a long-poll took in something newer: the merge loop then merges
     /// once for however many arrived meanwhile (a merge reads every node's report, and many
     /// nodes' answers arriving together would otherwise each pay for one).
@@ -193,6 +195,7 @@ impl Cluster {
             held: tokio::sync::Semaphore::new(MAX_HELD),
             stopping: CancellationToken::new(),
             absorbed: tokio::sync::Notify::new(),
+            rounds: std::sync::atomic::AtomicUsize::new(0),
         });
         cluster.refresh();
         cluster
@@ -379,17 +382,31 @@ impl Cluster {
         result
     }
 
-    /// Pulls every peer once, concurrently, and merges what they hold.
+    /// Pulls every peer once, concurrently, and merges what they hold: one peer (the round's
+    /// relay, see `relay_peer`) for every report newer than this node holds, the others for
+    /// their own only (a hold of no time, answered at once and first hand), heartbeats and
+    /// drains from all. Every node's report reaches this one first hand anyway (its long-poll, or
+    /// this pull); relays are for the nodes it cannot reach, and asking every peer for them made
+    /// each of N nodes take in every report N − 1 times whenever its digest lagged (at start,
+    /// and on a machine too slow to keep up: the pulls then timed out and lagged more).
     pub async fn exchange_round(self: &Arc<Self>) {
         let Some(credentials) = self.credentials.clone() else {
             return;
         };
-        let urls: Vec<String> = lock(&self.peers).iter().map(|p| p.url.clone()).collect();
+        let round = self
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (urls, relay) = {
+            let peers = lock(&self.peers);
+            let urls: Vec<String> = peers.iter().map(|p| p.url.clone()).collect();
+            (urls, relay_peer(&peers, round))
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for (i, url) in urls.into_iter().enumerate() {
             let me = self.clone();
             let credentials = credentials.clone();
-            tasks.spawn(async move { (i, me.pull(&credentials, &url, None).await) });
+            let hold = (Some(i) != relay).then_some(FIRST_HAND);
+            tasks.spawn(async move { (i, me.pull(&credentials, &url, hold).await) });
         }
         let mut changed = false;
         let events = &self.snapshots.events;
@@ -512,12 +529,17 @@ impl Cluster {
         credentials: Credentials,
         shutdown: CancellationToken,
     ) {
-        let mut after: Option<u64> = None;
+        // The first request (and the first after a failure) asks for the peer's first-hand
+        // news at once: relayed reports come with the periodic pull (see `exchange_round`).
+        let mut after: Option<u64> = Some(0);
         let mut failures: u32 = 0;
         loop {
-            let hold = after.map(|after| Hold {
-                after,
-                wait: MAX_HOLD,
+            let hold = after.map(|after| match after {
+                0 => FIRST_HAND,
+                after => Hold {
+                    after,
+                    wait: MAX_HOLD,
+                },
             });
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
@@ -527,7 +549,7 @@ impl Cluster {
             let pause = match result {
                 Ok(msg) => {
                     failures = 0;
-                    if hold.is_none() {
+                    if hold.is_none_or(|h| h.after == 0) {
                         self.reached(&url, &msg.from);
                     }
                     after = (msg.generation > 0).then_some(msg.generation);
@@ -541,7 +563,7 @@ impl Cluster {
                 }
                 Err(error) => {
                     debug!(peer = %url, %error, "long-poll failed; the periodic exchange goes on");
-                    after = None;
+                    after = Some(0);
                     failures = failures.saturating_add(1);
                     retry_after(failures, self.settings.exchange_interval)
                 }
@@ -625,6 +647,24 @@ impl Cluster {
     }
 }
 
+/// A request for the peer's first-hand news now: a long-poll that holds for no time.
+const FIRST_HAND: Hold = Hold {
+    after: 0,
+    wait: Duration::ZERO,
+};
+
+/// The peer a periodic round asks for relayed reports: the peers that answered their last
+/// pull, in turn (all in turn when none did).
+fn relay_peer(peers: &[PeerStatus], round: usize) -> Option<usize> {
+    let answering: Vec<usize> = (0..peers.len())
+        .filter(|i| peers[*i].consecutive_failures == 0)
+        .collect();
+    if answering.is_empty() {
+        return (!peers.is_empty()).then(|| round % peers.len());
+    }
+    Some(answering[round % answering.len()])
+}
+
 /// How long a follower waits before asking a peer again after `failures` failures in a row:
 /// an eighth of the exchange interval, doubling up to the interval.
 fn retry_after(failures: u32, interval: Duration) -> Duration {
@@ -659,6 +699,20 @@ fn load_drains(settings: &ClusterSettings) -> anyhow::Result<DrainSet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_round_asks_the_next_answering_peer_for_relays() {
+        let peer = |failures| PeerStatus {
+            consecutive_failures: failures,
+            ..PeerStatus::new("http://p")
+        };
+        let peers = [peer(0), peer(3), peer(0)];
+        let relays: Vec<_> = (0..4).map(|r| relay_peer(&peers, r)).collect();
+        assert_eq!(relays, [Some(0), Some(2), Some(0), Some(2)]);
+        let failing = [peer(1), peer(1)];
+        assert_eq!(relay_peer(&failing, 3), Some(1));
+        assert_eq!(relay_peer(&[], 3), None);
+    }
 
     #[test]
     fn a_failed_peer_is_asked_again_sooner_at_first() {
