@@ -15,8 +15,9 @@
 //!   `ZoneSet`, every error with file, record and field);
 //! - `health/`: what the probes and the regions say: rise/fall per target and the local
 //!   `HealthView` (`mod`), `probe` (HTTP(S)/TCP checks, one task per target), `merge` (every
-//!   node's votes → effective status: quorum, staleness, isolation), `drain` (manual failover,
-//!   last writer wins, persisted), `timeline` (the last hour of each service's DCs);
+//!   node's votes → effective status: quorum, staleness, isolation), `tally` (the same merge kept
+//!   up to date, judging again only what changed), `drain` (manual failover, last writer wins,
+//!   persisted), `timeline` (the last hour of each service's DCs);
 //! - `state`: the live snapshots the query path reads without locks, and their change channel;
 //! - `cluster/`: the exchange between nodes: `auth` (signing, replay window, long-poll terms),
 //!   `book` (reports, drains, peers), `policy` (drain requests → decisions), `news` (logs and

@@ -7,7 +7,8 @@
 //! or drain it holds changes. Each request carries a digest of what the asker holds, and the
 //! answer holds only what is newer (`book::Digest`): a steady state costs heartbeats, not
 //! reports. Relaying means two nodes whose link broke still learn each other's view through a
-//! third. Old reports and drains are ignored by version (see `merge::accept` and
+//! third: each round one peer (in turn) is asked for every report newer than the asker holds, the
+//! others only for their own (`exchange_round`). Old reports and drains are ignored by version (see `merge::accept` and
 //! `DrainSet::apply`).
 //!
 //! One job per file:
