@@ -65,6 +65,28 @@ fn rate(sim: &Sim, from: &Mark, nodes: usize) -> Rate {
     }
 }
 
+/// `Sim::until_agreed`, saying every 5 s who does not agree yet (and the CPU used so far).
+async fn until_agreed(sim: &Sim, down: &[usize], within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut said = start;
+    while start.elapsed() < within {
+        if sim.agreed(down) {
+            return Some(start.elapsed());
+        }
+        if said.elapsed() >= Duration::from_secs(5) {
+            said = Instant::now();
+            eprintln!(
+                "  {:.0?}: {}; CPU {:.1} s",
+                start.elapsed(),
+                sim.disagreement(down).unwrap_or_default(),
+                cpu_seconds()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
 struct Row {
     nodes: usize,
     started: Option<Duration>,
@@ -83,7 +105,7 @@ async fn run(nodes: usize) -> Row {
         stale_after: Duration::from_secs(5),
     };
     let sim = Sim::start(settings);
-    let started = sim.until_agreed(&[], Duration::from_secs(600)).await;
+    let started = until_agreed(&sim, &[], Duration::from_secs(600)).await;
     eprintln!("{nodes} nodes: agreed {started:?} after start");
     // The start's long-polls settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -98,7 +120,7 @@ async fn run(nodes: usize) -> Row {
 
     let m = mark(&sim);
     sim.set_dc(0, Status::Down);
-    let failed_over = sim.until_agreed(&[0], 6 * WINDOW).await;
+    let failed_over = until_agreed(&sim, &[0], 6 * WINDOW).await;
     tokio::time::sleep(WINDOW.saturating_sub(m.at.elapsed())).await;
     let failure = rate(&sim, &m, nodes);
     eprintln!(

@@ -72,7 +72,7 @@ impl DnsFixture {
                     up: !down.contains(addr),
                     down_votes: usize::from(down.contains(addr)),
                     counted_votes: 1,
-                    votes: Vec::new(),
+                    ballots: Default::default(),
                 },
             );
         }
@@ -709,7 +709,7 @@ pub fn check_peer_message(data: &[u8]) {
             let merged = merge::merge(&reports, now_ms, settings);
             for (key, v) in &merged.endpoints {
                 assert!(
-                    v.down_votes <= v.counted_votes && v.counted_votes <= v.votes.len(),
+                    v.down_votes <= v.counted_votes && v.counted_votes <= v.ballots.len(),
                     "{key:?}: {v:?}"
                 );
                 assert!(v.up || v.down_votes > 0, "{key:?} down without a down vote");

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::health::drain::{Drain, DrainSet};
-use crate::health::merge::{self, EndpointKey, MergeSettings, Merged, Report, Vote};
+use crate::health::merge::{self, CheckIds, MergeSettings, Merged, Report, Vote};
+use crate::health::tally::Tally;
+pub use crate::health::tally::VerdictChange;
 use crate::health::{HealthView, Status};
 use crate::zone::check::Check;
 
@@ -130,18 +132,11 @@ pub struct Book {
     own_version: u64,
     /// Refreshes so far: orders their merges.
     merges: u64,
-    /// Effective up/down per endpoint last merged, to tell changes.
-    last_verdicts: HashMap<EndpointKey, bool>,
-    last_isolated: Vec<String>,
-}
-
-/// An endpoint whose effective status changed with a merge (or that is down when first seen).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerdictChange {
-    pub key: EndpointKey,
-    pub up: bool,
-    pub down_votes: usize,
-    pub counted_votes: usize,
+    /// Every report's votes, merged again only where something changed; it also remembers the
+    /// verdicts last merged, to tell changes.
+    tally: Tally,
+    /// Check ids for this node's own report.
+    check_ids: CheckIds,
 }
 
 /// What a refresh found.
@@ -182,8 +177,8 @@ impl Book {
             drains,
             own_version: 0,
             merges: 0,
-            last_verdicts: HashMap::new(),
-            last_isolated: Vec::new(),
+            tally: Tally::new(),
+            check_ids: CheckIds::default(),
         }
     }
 
@@ -199,7 +194,14 @@ impl Book {
         now: Instant,
         settings: MergeSettings,
     ) -> Refreshed {
-        let mut own = own_report(&self.node, &self.region, 0, view, now_ms, now);
+        let mut own = own_report(
+            &self.node,
+            &self.region,
+            view,
+            now_ms,
+            now,
+            &mut self.check_ids,
+        );
         let kept = self
             .reports
             .get(&self.node)
@@ -215,32 +217,18 @@ impl Book {
         self.own_version = self.own_version.max(now_ms);
         let beat = self.heartbeats.entry(self.node.clone()).or_default();
         *beat = (*beat).max(now_ms);
-        self.reports.insert(own.node.clone(), own);
-        let merged = merge::merge_alive(&self.reports, &self.heartbeats, now_ms, settings);
-
-        let mut changes = Vec::new();
-        for (key, verdict) in &merged.endpoints {
-            let before = self.last_verdicts.insert(key.clone(), verdict.up);
-            if before.is_some_and(|b| b != verdict.up) || (before.is_none() && !verdict.up) {
-                changes.push(VerdictChange {
-                    key: key.clone(),
-                    up: verdict.up,
-                    down_votes: verdict.down_votes,
-                    counted_votes: verdict.counted_votes,
-                });
-            }
+        if news {
+            self.tally.take(&own);
         }
-        let isolation = (merged.isolated != self.last_isolated).then(|| {
-            self.last_isolated = merged.isolated.clone();
-            merged.isolated.clone()
-        });
+        self.reports.insert(own.node.clone(), own);
+        let tallied = self.tally.merge(&self.heartbeats, now_ms, settings);
         self.merges += 1;
         Refreshed {
             version: self.merges,
             news,
-            merged,
-            changes,
-            isolation,
+            merged: tallied.merged,
+            changes: tallied.changes,
+            isolation: tallied.isolation,
             drains: self.drains.clone(),
         }
     }
@@ -260,7 +248,13 @@ impl Book {
             if r.node == self.node {
                 continue;
             }
-            out.changed |= merge::accept(&mut self.reports, r);
+            let node = r.node.clone();
+            if merge::accept(&mut self.reports, r)
+                && let Some(r) = self.reports.get(&node)
+            {
+                self.tally.take(r);
+                out.changed = true;
+            }
         }
         let before = self.drains.clone();
         if self.drains.merge(&msg.drains) {
@@ -376,17 +370,17 @@ impl Book {
 pub fn own_report(
     node: &str,
     region: &str,
-    version: u64,
     view: &HealthView,
     now_ms: u64,
     now: Instant,
+    check_ids: &mut CheckIds,
 ) -> Report {
-    let mut own = Report::new(node, region, version, now_ms);
+    let mut own = Report::new(node, region, 0, now_ms);
     own.ready = view.ready;
     for obs in view.observations().filter(|o| o.confirmed) {
         let age = now.saturating_duration_since(obs.since).as_millis() as u64;
         own.insert(
-            &EndpointKey::new(obs.target.addr, &obs.target.check),
+            &check_ids.key(obs.target.addr, &obs.target.check),
             Vote {
                 up: obs.status == Status::Up,
                 since_ms: now_ms.saturating_sub(age),
@@ -451,7 +445,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::health::merge::Quorum;
+    use crate::health::merge::{EndpointKey, Quorum};
     use crate::health::{Observation, ProbeTarget};
     use crate::zone::check::{CheckKind, HttpCheck};
 

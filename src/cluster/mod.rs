@@ -7,7 +7,8 @@
 //! or drain it holds changes. Each request carries a digest of what the asker holds, and the
 //! answer holds only what is newer (`book::Digest`): a steady state costs heartbeats, not
 //! reports. Relaying means two nodes whose link broke still learn each other's view through a
-//! third. Old reports and drains are ignored by version (see `merge::accept` and
+//! third: each round one peer (in turn) is asked for every report newer than the asker holds, the
+//! others only for their own (`exchange_round`). Old reports and drains are ignored by version (see `merge::accept` and
 //! `DrainSet::apply`).
 //!
 //! One job per file:
@@ -69,6 +70,10 @@ const MAX_HELD: usize = 64;
 const MIN_FOLLOW_GAP: Duration = Duration::from_millis(10);
 /// The longest a plain pull may take (it is shorter with a shorter exchange interval).
 const MAX_PULL: Duration = Duration::from_secs(2);
+/// The least time between two merges of the merge loop: what wakes it within that time (peers'
+/// answers arriving one after another as every node sees a DC fail, the probers' stores) is
+/// merged once, at its end. The first wake-up after a quiet spell merges at once.
+const MERGE_GAP: Duration = Duration::from_millis(10);
 
 /// Settings the cluster runs with.
 #[derive(Clone, Debug)]
@@ -119,6 +124,8 @@ pub struct Cluster {
     held: tokio::sync::Semaphore,
     /// Cancelled when `run` stops, so held long-polls answer at once.
     stopping: CancellationToken,
+    /// Periodic pull rounds so far: picks the round's relay peer (see `relay_peer`).
+    rounds: std::sync::atomic::AtomicUsize,
     /// Woken when a pull or a long-poll took in something newer: the merge loop then merges
     /// once for however many arrived meanwhile (a merge reads every node's report, and many
     /// nodes' answers arriving together would otherwise each pay for one).
@@ -189,6 +196,7 @@ impl Cluster {
             held: tokio::sync::Semaphore::new(MAX_HELD),
             stopping: CancellationToken::new(),
             absorbed: tokio::sync::Notify::new(),
+            rounds: std::sync::atomic::AtomicUsize::new(0),
         });
         cluster.refresh();
         cluster
@@ -375,17 +383,31 @@ impl Cluster {
         result
     }
 
-    /// Pulls every peer once, concurrently, and merges what they hold.
+    /// Pulls every peer once, concurrently, and merges what they hold: one peer (the round's
+    /// relay, see `relay_peer`) for every report newer than this node holds, the others for
+    /// their own only (a hold of no time, answered at once and first hand), heartbeats and
+    /// drains from all. Every node's report reaches this one first hand anyway (its long-poll, or
+    /// this pull); relays are for the nodes it cannot reach, and asking every peer for them made
+    /// each of N nodes take in every report N − 1 times whenever its digest lagged (at start,
+    /// and on a machine too slow to keep up: the pulls then timed out and lagged more).
     pub async fn exchange_round(self: &Arc<Self>) {
         let Some(credentials) = self.credentials.clone() else {
             return;
         };
-        let urls: Vec<String> = lock(&self.peers).iter().map(|p| p.url.clone()).collect();
+        let round = self
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (urls, relay) = {
+            let peers = lock(&self.peers);
+            let urls: Vec<String> = peers.iter().map(|p| p.url.clone()).collect();
+            (urls, relay_peer(&peers, round))
+        };
         let mut tasks = tokio::task::JoinSet::new();
         for (i, url) in urls.into_iter().enumerate() {
             let me = self.clone();
             let credentials = credentials.clone();
-            tasks.spawn(async move { (i, me.pull(&credentials, &url, None).await) });
+            let hold = (Some(i) != relay).then_some(FIRST_HAND);
+            tasks.spawn(async move { (i, me.pull(&credentials, &url, hold).await) });
         }
         let mut changed = false;
         let events = &self.snapshots.events;
@@ -422,7 +444,8 @@ impl Cluster {
     /// their own, so that a peer slow to answer delays nothing else), and republishes the
     /// merged view as soon as the local probers change their view, a peer's answer brought
     /// something newer, or the zones are replaced (woken by their channels, no polling), and
-    /// every interval (reports age, drains expire).
+    /// every interval (reports age, drains expire); at most once per `MERGE_GAP`, for all that
+    /// woke it meanwhile.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut ages = tokio::time::interval(self.settings.exchange_interval);
         ages.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -440,7 +463,11 @@ impl Cluster {
                 );
             }
         }
+        // `build` merged.
+        let mut merged = tokio::time::Instant::now();
+        let mut pending = false;
         loop {
+            let next = merged + MERGE_GAP;
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     self.stopping.cancel();
@@ -448,12 +475,12 @@ impl Cluster {
                     return;
                 }
                 // Ages and expiries move even when nothing else does.
-                _ = ages.tick() => self.refresh(),
+                _ = ages.tick() => pending = true,
                 // A peer's news: one merge for all that arrived since the last.
-                _ = self.absorbed.notified() => self.refresh(),
+                _ = self.absorbed.notified() => pending = true,
                 Ok(()) = local.changed() => {
                     local.mark_unchanged();
-                    self.refresh();
+                    pending = true;
                 }
                 Ok(()) = zones.changed() => {
                     // Health swaps (our own refreshes among them) wake this too: only a new
@@ -461,9 +488,15 @@ impl Cluster {
                     let now = zones.borrow_and_update().zones;
                     if now != last_zones {
                         last_zones = now;
-                        self.refresh();
+                        pending = true;
                     }
                 }
+                _ = tokio::time::sleep_until(next), if pending => {}
+            }
+            if pending && tokio::time::Instant::now() >= next {
+                pending = false;
+                self.refresh();
+                merged = tokio::time::Instant::now();
             }
         }
     }
@@ -497,12 +530,17 @@ impl Cluster {
         credentials: Credentials,
         shutdown: CancellationToken,
     ) {
-        let mut after: Option<u64> = None;
+        // The first request (and the first after a failure) asks for the peer's first-hand
+        // news at once: relayed reports come with the periodic pull (see `exchange_round`).
+        let mut after: Option<u64> = Some(0);
         let mut failures: u32 = 0;
         loop {
-            let hold = after.map(|after| Hold {
-                after,
-                wait: MAX_HOLD,
+            let hold = after.map(|after| match after {
+                0 => FIRST_HAND,
+                after => Hold {
+                    after,
+                    wait: MAX_HOLD,
+                },
             });
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
@@ -512,7 +550,7 @@ impl Cluster {
             let pause = match result {
                 Ok(msg) => {
                     failures = 0;
-                    if hold.is_none() {
+                    if hold.is_none_or(|h| h.after == 0) {
                         self.reached(&url, &msg.from);
                     }
                     after = (msg.generation > 0).then_some(msg.generation);
@@ -526,7 +564,7 @@ impl Cluster {
                 }
                 Err(error) => {
                     debug!(peer = %url, %error, "long-poll failed; the periodic exchange goes on");
-                    after = None;
+                    after = Some(0);
                     failures = failures.saturating_add(1);
                     retry_after(failures, self.settings.exchange_interval)
                 }
@@ -610,6 +648,24 @@ impl Cluster {
     }
 }
 
+/// A request for the peer's first-hand news now: a long-poll that holds for no time.
+const FIRST_HAND: Hold = Hold {
+    after: 0,
+    wait: Duration::ZERO,
+};
+
+/// The peer a periodic round asks for relayed reports: the peers that answered their last
+/// pull, in turn (all in turn when none did).
+fn relay_peer(peers: &[PeerStatus], round: usize) -> Option<usize> {
+    let answering: Vec<usize> = (0..peers.len())
+        .filter(|i| peers[*i].consecutive_failures == 0)
+        .collect();
+    if answering.is_empty() {
+        return (!peers.is_empty()).then(|| round % peers.len());
+    }
+    Some(answering[round % answering.len()])
+}
+
 /// How long a follower waits before asking a peer again after `failures` failures in a row:
 /// an eighth of the exchange interval, doubling up to the interval.
 fn retry_after(failures: u32, interval: Duration) -> Duration {
@@ -644,6 +700,20 @@ fn load_drains(settings: &ClusterSettings) -> anyhow::Result<DrainSet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_round_asks_the_next_answering_peer_for_relays() {
+        let peer = |failures| PeerStatus {
+            consecutive_failures: failures,
+            ..PeerStatus::new("http://p")
+        };
+        let peers = [peer(0), peer(3), peer(0)];
+        let relays: Vec<_> = (0..4).map(|r| relay_peer(&peers, r)).collect();
+        assert_eq!(relays, [Some(0), Some(2), Some(0), Some(2)]);
+        let failing = [peer(1), peer(1)];
+        assert_eq!(relay_peer(&failing, 3), Some(1));
+        assert_eq!(relay_peer(&[], 3), None);
+    }
 
     #[test]
     fn a_failed_peer_is_asked_again_sooner_at_first() {

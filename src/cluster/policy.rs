@@ -176,7 +176,7 @@ records:
                     up,
                     down_votes: usize::from(!up),
                     counted_votes: 1,
-                    votes: Vec::new(),
+                    ballots: Default::default(),
                 };
                 (EndpointKey::new(*addr, check), verdict)
             })
@@ -184,6 +184,7 @@ records:
         let merged = Merged {
             endpoints,
             isolated: Vec::new(),
+            voters: Vec::new(),
         };
         EffectiveHealth::new(true, targets, merged, DrainSet::default(), 0)
     }

@@ -12,18 +12,49 @@ use serde::{Deserialize, Serialize};
 use crate::zone::check::Check;
 
 /// An endpoint as nodes name it to each other: its address and its check, in the check's text
-/// form (nodes serve the same zones, so equal checks print the same).
+/// form (nodes serve the same zones, so equal checks print the same). The text is shared, so a
+/// key is cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EndpointKey {
     pub addr: IpAddr,
-    pub check: String,
+    pub check: Arc<str>,
 }
 
 impl EndpointKey {
     pub fn new(addr: IpAddr, check: &Check) -> EndpointKey {
         EndpointKey {
             addr,
-            check: check_id(check),
+            check: check_id(check).into(),
+        }
+    }
+}
+
+/// Check ids remembered per check (`check_id` prints every setting of a check, too slow to do
+/// for every endpoint on every refresh). Holds the checks it has seen, so a remembered one is
+/// never mistaken for another allocated in its place; forgets them all past a few dozen (the
+/// zones were replaced).
+#[derive(Debug, Default)]
+pub struct CheckIds(Vec<(Arc<Check>, Arc<str>)>);
+
+impl CheckIds {
+    const MOST: usize = 64;
+
+    pub fn id(&mut self, check: &Arc<Check>) -> Arc<str> {
+        if let Some((_, id)) = self.0.iter().find(|(c, _)| Arc::ptr_eq(c, check)) {
+            return id.clone();
+        }
+        if self.0.len() >= Self::MOST {
+            self.0.clear();
+        }
+        let id: Arc<str> = check_id(check).into();
+        self.0.push((check.clone(), id.clone()));
+        id
+    }
+
+    pub fn key(&mut self, addr: IpAddr, check: &Arc<Check>) -> EndpointKey {
+        EndpointKey {
+            addr,
+            check: self.id(check),
         }
     }
 }
@@ -102,15 +133,17 @@ impl Report {
 
     /// Adds a vote; the map is keyed by check text, then address, so it serialises compactly.
     pub fn insert(&mut self, key: &EndpointKey, vote: Vote) {
-        self.votes
-            .entry(key.check.clone())
-            .or_default()
-            .insert(key.addr.to_string(), vote);
+        let by_addr = match self.votes.get_mut(&*key.check) {
+            Some(by_addr) => by_addr,
+            None => self.votes.entry(key.check.to_string()).or_default(),
+        };
+        by_addr.insert(key.addr.to_string(), vote);
     }
 
     /// Every (endpoint, vote) pair; entries with an unparsable address are skipped.
     pub fn iter(&self) -> impl Iterator<Item = (EndpointKey, &Vote)> {
         self.votes.iter().flat_map(|(check, by_addr)| {
+            let check: Arc<str> = check.as_str().into();
             by_addr.iter().filter_map(move |(addr, vote)| {
                 let addr = addr.parse().ok()?;
                 Some((
@@ -172,7 +205,7 @@ impl Quorum {
         }
     }
 
-    fn reached(self, down: usize, total: usize) -> bool {
+    pub(crate) fn reached(self, down: usize, total: usize) -> bool {
         if total == 0 || down == 0 {
             return false;
         }
@@ -186,7 +219,7 @@ impl Quorum {
 }
 
 /// Settings of the merge.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MergeSettings {
     /// A report older than this stops voting.
     pub stale_after_ms: u64,
@@ -200,11 +233,11 @@ pub struct MergeSettings {
     pub settle_ms: u64,
 }
 
-/// One node's vote on an endpoint, as the state API shows it.
+/// One node's vote on an endpoint, as the state API shows it (see `Merged::votes`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CastVote {
-    pub node: String,
-    pub region: String,
+    pub node: Arc<str>,
+    pub region: Arc<str>,
     pub up: bool,
     pub age_ms: u64,
     pub fresh: bool,
@@ -214,21 +247,66 @@ pub struct CastVote {
     pub settling: bool,
 }
 
+/// One node's vote on one endpoint as a merge took it: what is particular to the pair. What is
+/// the same for all of a node's votes (its name, region, age, freshness, isolation) is in
+/// `Merged::voters`, which `node` indexes: a verdict then stays valid across merges that only
+/// aged its voters, and costs no strings to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ballot {
+    pub node: u32,
+    pub up: bool,
+    /// A lone down vote not counted yet (see `MergeSettings::settle_ms`).
+    pub settling: bool,
+}
+
+/// A node whose report a merge read, as of that merge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Voter {
+    pub node: Arc<str>,
+    pub region: Arc<str>,
+    /// How long since the node's report or heartbeat, whichever is newer.
+    pub age_ms: u64,
+    pub fresh: bool,
+    /// Left out by the isolation guard.
+    pub ignored: bool,
+}
+
 /// The merged decision on one endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
     pub up: bool,
     pub down_votes: usize,
     pub counted_votes: usize,
-    pub votes: Vec<CastVote>,
+    /// Every node's vote, in node id order (`Merged::votes` reads them out whole).
+    pub ballots: Arc<[Ballot]>,
 }
 
 /// The outcome of a merge.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Merged {
     pub endpoints: BTreeMap<EndpointKey, Verdict>,
     /// Nodes whose votes were ignored by the isolation guard.
     pub isolated: Vec<String>,
+    /// The nodes the ballots name, by their index.
+    pub voters: Vec<Voter>,
+}
+
+impl Merged {
+    /// The votes behind `verdict` (one of this merge's), as the state API shows them.
+    pub fn votes<'a>(&'a self, verdict: &'a Verdict) -> impl Iterator<Item = CastVote> + 'a {
+        verdict.ballots.iter().filter_map(|b| {
+            let voter = self.voters.get(b.node as usize)?;
+            Some(CastVote {
+                node: voter.node.clone(),
+                region: voter.region.clone(),
+                up: b.up,
+                age_ms: voter.age_ms,
+                fresh: voter.fresh,
+                ignored: voter.ignored,
+                settling: b.settling,
+            })
+        })
+    }
 }
 
 /// A report, whether it is fresh, and its votes read.
@@ -309,8 +387,18 @@ pub fn merge_alive(
             .is_some_and(|nodes| nodes.iter().any(|n| *n != node))
     };
 
-    let mut endpoints: BTreeMap<EndpointKey, Verdict> = BTreeMap::new();
-    for (r, is_fresh, votes) in &nodes {
+    let voters: Vec<Voter> = nodes
+        .iter()
+        .map(|(r, fresh, _)| Voter {
+            node: r.node.as_str().into(),
+            region: r.region.as_str().into(),
+            age_ms: now_ms.saturating_sub(alive(r)),
+            fresh: *fresh,
+            ignored: isolated.contains(&r.node),
+        })
+        .collect();
+    let mut endpoints: BTreeMap<EndpointKey, (Verdict, Vec<Ballot>)> = BTreeMap::new();
+    for (i, (r, is_fresh, votes)) in nodes.iter().enumerate() {
         let is_fresh = *is_fresh;
         let ignored = isolated.contains(&r.node);
         for (key, vote) in votes {
@@ -318,38 +406,42 @@ pub fn merge_alive(
                 && now_ms.saturating_sub(vote.since_ms) < settings.settle_ms
                 && others(&seen_up, key, &r.node)
                 && !others(&seen_down, key, &r.node);
-            let v = match endpoints.get_mut(key) {
-                Some(v) => v,
-                None => endpoints.entry(key.clone()).or_insert_with(|| Verdict {
-                    up: true,
-                    down_votes: 0,
-                    counted_votes: 0,
-                    votes: Vec::new(),
-                }),
-            };
+            let (v, ballots) = endpoints.entry(key.clone()).or_insert_with(|| {
+                (
+                    Verdict {
+                        up: true,
+                        down_votes: 0,
+                        counted_votes: 0,
+                        ballots: Arc::new([]),
+                    },
+                    Vec::new(),
+                )
+            });
             if is_fresh && !ignored && !settling {
                 v.counted_votes += 1;
                 if !vote.up {
                     v.down_votes += 1;
                 }
             }
-            v.votes.push(CastVote {
-                node: r.node.clone(),
-                region: r.region.clone(),
+            ballots.push(Ballot {
+                node: i as u32,
                 up: vote.up,
-                age_ms: now_ms.saturating_sub(alive(r)),
-                fresh: is_fresh,
-                ignored,
                 settling,
             });
         }
     }
-    for v in endpoints.values_mut() {
-        v.up = !settings.quorum.reached(v.down_votes, v.counted_votes);
-    }
+    let endpoints = endpoints
+        .into_iter()
+        .map(|(key, (mut v, ballots))| {
+            v.up = !settings.quorum.reached(v.down_votes, v.counted_votes);
+            v.ballots = ballots.into();
+            (key, v)
+        })
+        .collect();
     Merged {
         endpoints,
         isolated,
+        voters,
     }
 }
 
@@ -391,8 +483,9 @@ impl EffectiveHealth {
             .collect();
         let mut by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool)>> =
             rustc_hash::FxHashMap::default();
+        let mut ids = CheckIds::default();
         for (addr, check) in targets {
-            let key = EndpointKey::new(addr, &check);
+            let key = ids.key(addr, &check);
             let up = match merged.endpoints.get(&key) {
                 Some(v) => v.up,
                 None => !down_addrs.contains(&addr),
@@ -447,7 +540,7 @@ mod tests {
         for (addr, up) in votes {
             let key = EndpointKey {
                 addr: addr.parse().unwrap(),
-                check: A.to_string(),
+                check: A.into(),
             };
             r.insert(
                 &key,
@@ -469,7 +562,7 @@ mod tests {
     fn up(m: &Merged, addr: &str) -> bool {
         m.endpoints[&EndpointKey {
             addr: addr.parse().unwrap(),
-            check: A.to_string(),
+            check: A.into(),
         }]
             .up
     }
@@ -570,7 +663,7 @@ mod tests {
             addr: "10.0.0.1".parse().unwrap(),
             check: A.into(),
         };
-        let ages: Vec<u64> = m.endpoints[&key].votes.iter().map(|v| v.age_ms).collect();
+        let ages: Vec<u64> = m.votes(&m.endpoints[&key]).map(|v| v.age_ms).collect();
         assert_eq!(ages, [0, 1_000, 0], "an older heartbeat changes nothing");
         // Without the heartbeat, b is stale (as in `stale_reports_stop_voting`).
         assert!(up(&merge(&list, 10_000, SETTINGS), "10.0.0.1"));
@@ -672,7 +765,7 @@ mod tests {
             addr: "10.0.0.1".parse().unwrap(),
             check: A.into(),
         };
-        let a_vote = &m.endpoints[&key].votes[0];
+        let a_vote = &m.votes(&m.endpoints[&key]).next().expect("a's vote");
         assert!(a_vote.settling && !a_vote.up, "{a_vote:?}");
 
         // A down vote another node shares counts at once: a real failure is not delayed.

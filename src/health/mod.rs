@@ -5,6 +5,7 @@
 pub mod drain;
 pub mod merge;
 pub mod probe;
+pub mod tally;
 pub mod timeline;
 
 use std::collections::{HashMap, HashSet};

@@ -161,9 +161,9 @@ pub fn sample(
                     .check
                     .as_ref()
                     .and_then(|c| health.merged.endpoints.get(&EndpointKey::new(*ip, c)));
-                for vote in verdict.into_iter().flat_map(|v| &v.votes) {
+                for vote in verdict.into_iter().flat_map(|v| health.merged.votes(v)) {
                     let seen = regions
-                        .entry(vote.region.clone())
+                        .entry(vote.region.to_string())
                         .or_insert(DcState::Unknown);
                     if vote.fresh && !vote.ignored {
                         if vote.up {

@@ -457,12 +457,12 @@ fn observe_state(
         }
     }
     for (key, verdict) in &health.merged.endpoints {
-        for v in &verdict.votes {
+        for v in health.merged.votes(verdict) {
             let labels = VoteLabels {
                 endpoint: key.addr.to_string(),
-                check: key.check.clone(),
-                node: v.node.clone(),
-                region: v.region.clone(),
+                check: key.check.to_string(),
+                node: v.node.to_string(),
+                region: v.region.to_string(),
             };
             out.votes.push((labels, v.up, v.age_ms as f64 / 1000.0));
         }

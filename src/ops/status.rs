@@ -36,8 +36,10 @@ pub fn state(snapshots: &Snapshots, cluster: &Cluster) -> Value {
                     .check
                     .as_ref()
                     .and_then(|c| health.merged.endpoints.get(&EndpointKey::new(*ip, c)));
-                let votes = verdict.map(|v| v.votes.clone()).unwrap_or_default();
-                let local = votes.iter().find(|v| &v.node == me).map(|v| v.up);
+                let votes: Vec<_> = verdict
+                    .map(|v| health.merged.votes(v).collect())
+                    .unwrap_or_default();
+                let local = votes.iter().find(|v| *v.node == **me).map(|v| v.up);
                 endpoints.push(json!({
                     "address": ip.to_string(),
                     "effective": if up { "up" } else { "down" },
