@@ -402,22 +402,10 @@ fn absolute(name: &Name) -> String {
     name.to_string()
 }
 
-/// The character strings steerdns serves for a TXT value (mirrors `zone::file`'s split: runs of
-/// at most 255 octets, cut at character boundaries).
+/// The character strings steerdns serves for a TXT value (`zone::file`'s split: runs of at most
+/// 255 octets, cut at character boundaries).
 pub(crate) fn served_txt_strings(text: &str) -> Vec<String> {
-    if text.is_empty() {
-        return vec![String::new()];
-    }
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for c in text.chars() {
-        if cur.len() + c.len_utf8() > 255 {
-            out.push(std::mem::take(&mut cur));
-        }
-        cur.push(c);
-    }
-    out.push(cur);
-    out
+    crate::zone::file::split_txt(text)
 }
 
 /// The default TTL of the zone when nothing better is known.

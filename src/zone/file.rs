@@ -1312,7 +1312,7 @@ fn add_addresses(node: &mut Node, addrs: &[IpAddr], ttl: u32) {
 
 /// A TXT value longer than 255 octets is split into several character strings, as zone-file
 /// tools do; the record still reads as one string to clients that join them.
-fn split_txt(text: &str) -> Vec<String> {
+pub fn split_txt(text: &str) -> Vec<String> {
     if text.is_empty() {
         return vec![String::new()];
     }
