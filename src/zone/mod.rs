@@ -385,16 +385,38 @@ impl Zone {
             return None;
         }
         // The closest encloser: the nearest ancestor that exists (a node, an empty
-        // non-terminal, or the apex). A wildcard matches only directly below it.
-        let mut ancestor = name.parent()?;
-        while !(ancestor == self.apex
-            || self.nodes.contains_key(&ancestor)
-            || self.empty_non_terminals.contains(&ancestor))
-        {
-            ancestor = ancestor.parent()?;
+        // non-terminal, or the apex). A wildcard matches only directly below it. Walked as
+        // slices of the name's text, and the wildcard's name written into a reused buffer: this
+        // runs for every query of a name that does not exist.
+        let apex = self.apex.as_str();
+        let mut ancestor = name.as_str();
+        loop {
+            if ancestor.is_empty() {
+                return None;
+            }
+            ancestor = ancestor.split_once('.').map_or("", |(_, parent)| parent);
+            if ancestor.len() <= apex.len()
+                || self.nodes.contains_key(ancestor)
+                || self.empty_non_terminals.contains(ancestor)
+            {
+                break;
+            }
         }
-        let source = Name::from_lower(&format!("*.{}", ancestor.as_str()));
-        self.nodes.get(&source).map(|node| (node, true))
+        thread_local! {
+            static WILDCARD: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        WILDCARD
+            .with(|w| {
+                let mut w = w.borrow_mut();
+                w.clear();
+                w.push('*');
+                if !ancestor.is_empty() {
+                    w.push('.');
+                    w.push_str(ancestor);
+                }
+                self.nodes.get(w.as_str())
+            })
+            .map(|node| (node, true))
     }
 
     /// The delegation point at or above `name`, if `name` lies in a delegated sub-zone. Walks
