@@ -161,11 +161,10 @@ impl Handler {
         )
     }
 
-    /// The snapshots as one thread sees them, kept between queries: checking that a cached
+    /// The snapshots as one thread sees them, kept between queries (checking that a cached
     /// snapshot is still current is one atomic load, where loading it from the shared
-    /// `ArcSwap` each time costs three for every query.
-    /// With the thread's prepared answers (`dns::prepared`), bounded by
-    /// `prepared::CAPACITY_BYTES`.
+    /// `ArcSwap` each time costs three for every query), with the thread's prepared answers
+    /// (`dns::prepared`, bounded by `prepared::CAPACITY_BYTES`).
     pub fn view(&self) -> View<'_> {
         View {
             prepared: Some(prepared::Prepared::default()),
@@ -207,11 +206,8 @@ impl Handler {
                     true,
                     started,
                 );
-                let opt = q.edns.map(|e| wire::OptOut {
-                    payload: e.payload.clamp(512, MAX_UDP_PAYLOAD),
-                    dnssec_ok: e.dnssec_ok,
-                    ecs: None,
-                });
+                // A malformed ECS option is not echoed.
+                let opt = q.edns.map(|e| reply_opt(e, None));
                 wire::encode_error(out, &q, 1, opt);
                 Some(Facts::error(Some(q.qtype)))
             }
@@ -270,16 +266,10 @@ impl Handler {
             // The answer for the class is the one for its rotation step (`rotation_step`).
             client.rotation = usize::from(step);
         }
-        let opt = |scope: u8| {
-            q.edns.map(|e| wire::OptOut {
-                payload: e.payload.clamp(512, MAX_UDP_PAYLOAD),
-                dnssec_ok: e.dnssec_ok,
-                ecs: e.ecs.map(|c| (c, if c.source == 0 { 0 } else { scope })),
-            })
-        };
-        let limit = match (tcp, q.edns) {
+        let opt = |scope: u8| q.edns.map(|e| reply_opt(e, Some(scope)));
+        let limit = match (tcp, opt(0)) {
             (true, _) => usize::from(u16::MAX),
-            (false, Some(e)) => usize::from(e.payload.clamp(512, MAX_UDP_PAYLOAD)),
+            (false, Some(o)) => usize::from(o.payload),
             (false, None) => 512,
         };
         let ecs_addr = ecs.filter(|e| e.source > 0).map(|e| e.addr);
@@ -454,6 +444,17 @@ impl ResponseHandler for Capture {
         };
         *self.out.lock().unwrap_or_else(|e| e.into_inner()) = Some(buf);
         Ok(info)
+    }
+}
+
+/// The OPT record answering the query's EDNS `e`: our payload size (the client's, within 512 and
+/// `MAX_UDP_PAYLOAD`), its DO bit, and its ECS option echoed with `scope` (0 when the source
+/// prefix was 0); `None` echoes no ECS.
+fn reply_opt(e: wire::Edns, scope: Option<u8>) -> wire::OptOut {
+    wire::OptOut {
+        payload: e.payload.clamp(512, MAX_UDP_PAYLOAD),
+        dnssec_ok: e.dnssec_ok,
+        ecs: scope.and_then(|scope| e.ecs.map(|c| (c, if c.source == 0 { 0 } else { scope }))),
     }
 }
 

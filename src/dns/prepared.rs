@@ -275,9 +275,4 @@ impl Prepared {
         };
         self.cache.insert(key, entry);
     }
-
-    /// Entries and their weight in bytes (for tests and the bound's documentation).
-    pub fn usage(&self) -> (usize, u64) {
-        (self.cache.len(), self.cache.weight())
-    }
 }
