@@ -86,7 +86,7 @@ fn code(text: &str) -> String {
 
 /// Every path that starts with `crate::` or `super::`, as absolute module paths, with brace
 /// groups (`crate::{a, b::c}`) expanded.
-fn paths(code: &str, module: &[String], is_mod_rs: bool) -> Vec<Vec<String>> {
+fn paths(code: &str, module: &[String]) -> Vec<Vec<String>> {
     let bytes = code.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -97,7 +97,6 @@ fn paths(code: &str, module: &[String], is_mod_rs: bool) -> Vec<Vec<String>> {
             Some((Vec::new(), "crate::".len()))
         } else if prev_ok && rest.starts_with(b"super::") {
             // `super` of a file module is its parent; of `x/mod.rs` it is x's parent too.
-            let _ = is_mod_rs;
             let mut m = module.to_vec();
             m.pop();
             Some((m, "super::".len()))
@@ -228,9 +227,8 @@ fn graphs() -> Graphs {
     let mut wings: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (module, file) in &modules {
         let text = std::fs::read_to_string(file).expect("source is readable");
-        let is_mod_rs = file.file_name().is_some_and(|f| f == "mod.rs");
         files.entry(name(module)).or_default();
-        for path in paths(&code(&text), module, is_mod_rs) {
+        for path in paths(&code(&text), module) {
             let Some(to) = target(&path, &modules) else {
                 continue;
             };
@@ -296,7 +294,7 @@ fn the_checker_sees_cycles_and_brace_groups() {
         "use crate::{zone::{self, Name}, rrl};\nfn f() { super::answer::x(); }\n\
          #[cfg(test)]\nmod tests {\n    use crate::ops::admin;\n}\n",
     );
-    let mut got = paths(&code, &module, false);
+    let mut got = paths(&code, &module);
     got.sort();
     let want: Vec<Vec<String>> = vec![
         vec!["dns".into(), "answer".into(), "x".into()],
