@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::health::drain::{Drain, DrainSet};
+use crate::health::latency::{self, Steerer, Steering};
 use crate::health::merge::{self, EndpointKey, MergeSettings, Merged, Report, Vote};
 use crate::health::{HealthView, Status};
+use crate::zone::ZoneSet;
 use crate::zone::check::Check;
 
 /// What one node hands another: the wire message of the exchange.
@@ -133,6 +135,8 @@ pub struct Book {
     /// Effective up/down per endpoint last merged, to tell changes.
     last_verdicts: HashMap<EndpointKey, bool>,
     last_isolated: Vec<String>,
+    /// The latency policy's hysteresis.
+    steerer: Steerer,
 }
 
 /// An endpoint whose effective status changed with a merge (or that is down when first seen).
@@ -184,14 +188,29 @@ impl Book {
             merges: 0,
             last_verdicts: HashMap::new(),
             last_isolated: Vec::new(),
+            steerer: Steerer::default(),
         }
+    }
+
+    /// The latency policy's orders for `zones` from the reports held, moving leaders as the
+    /// hysteresis allows (see `health::latency`). Call once per refresh.
+    pub fn steer(&mut self, zones: &ZoneSet, now_ms: u64, stale_after_ms: u64) -> Steering {
+        let any = zones
+            .services()
+            .any(|(_, s)| s.policy == crate::zone::Policy::Latency);
+        if !any {
+            return Steering::default();
+        }
+        let matrix = latency::matrix(&self.reports, &self.heartbeats, now_ms, stale_after_ms);
+        self.steerer.steer(zones, &matrix, now_ms)
     }
 
     /// Rebuilds this node's report from `view` (its probers' confirmed observations), beats its
     /// heartbeat, merges every report, and says what changed since the last refresh.
     ///
-    /// The report gets a new version only when what it says changed; otherwise it keeps its
-    /// version (round-trip times and errors ride along when it is next sent).
+    /// The report gets a new version only when what it says changed, or a smoothed round-trip
+    /// time moved by more than `latency::REPUBLISH_MOVE`; otherwise it keeps its version and the
+    /// RTTs it was published with (errors ride along when it is next sent).
     pub fn refresh(
         &mut self,
         view: &HealthView,
@@ -203,8 +222,11 @@ impl Book {
         let kept = self
             .reports
             .get(&self.node)
-            .filter(|old| old.same_verdicts(&own))
-            .map(|old| (old.version, old.generated_ms));
+            .filter(|old| old.same_verdicts(&own) && !latency::rtt_moved(old, &own))
+            .map(|old| {
+                latency::keep_rtts(old, &mut own);
+                (old.version, old.generated_ms)
+            });
         let news = kept.is_none();
         (own.version, own.generated_ms) = kept.unwrap_or_else(|| {
             // Strictly increasing even when the clock stands still or steps back.
@@ -390,8 +412,9 @@ pub fn own_report(
             Vote {
                 up: obs.status == Status::Up,
                 since_ms: now_ms.saturating_sub(age),
-                rtt_ms: obs.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
+                rtt_ms: obs.smoothed_rtt.map(|d| d.as_secs_f64() * 1000.0),
                 error: obs.last_error.clone(),
+                recovered: obs.recovered,
             },
         );
     }
@@ -475,6 +498,8 @@ mod tests {
                 confirmed: true,
                 since: now,
                 last_rtt: None,
+                smoothed_rtt: None,
+                recovered: false,
                 last_error: None,
             }),
         )

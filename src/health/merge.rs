@@ -46,10 +46,15 @@ pub struct Vote {
     pub up: bool,
     /// Unix milliseconds since the node has held this status.
     pub since_ms: u64,
+    /// The smoothed probe round-trip time (see `health::RTT_SMOOTHING`).
     #[serde(default)]
     pub rtt_ms: Option<f64>,
     #[serde(default)]
     pub error: Option<String>,
+    /// Up after having been down: `since_ms` is when it came back. Absent (false) from older
+    /// nodes, whose votes then count as up all along: no ramp rather than a wrong one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
 
 /// One node's whole view, versioned: what nodes exchange (and relay for each other).
@@ -218,6 +223,9 @@ pub struct Verdict {
     pub down_votes: usize,
     pub counted_votes: usize,
     pub votes: Vec<CastVote>,
+    /// For an endpoint up: Unix milliseconds when the merged view brought it back (see
+    /// `restored_at`); 0 when it is up all along, or down.
+    pub restored_ms: u64,
 }
 
 /// The outcome of a merge.
@@ -307,6 +315,7 @@ pub fn merge_alive(
     };
 
     let mut endpoints: BTreeMap<EndpointKey, Verdict> = BTreeMap::new();
+    let mut ups: HashMap<EndpointKey, Vec<u64>> = HashMap::new();
     for (r, is_fresh, votes) in &nodes {
         let is_fresh = *is_fresh;
         let ignored = isolated.contains(&r.node);
@@ -322,6 +331,7 @@ pub fn merge_alive(
                     down_votes: 0,
                     counted_votes: 0,
                     votes: Vec::new(),
+                    restored_ms: 0,
                 }),
             };
             if is_fresh && !ignored && !settling {
@@ -329,6 +339,11 @@ pub fn merge_alive(
                 if !vote.up {
                     v.down_votes += 1;
                 }
+            }
+            if is_fresh && !ignored && !settling && vote.up {
+                // Up since: when it came back, or 0 for up all along.
+                let since = if vote.recovered { vote.since_ms } else { 0 };
+                ups.entry(key.clone()).or_default().push(since);
             }
             v.votes.push(CastVote {
                 node: r.node.clone(),
@@ -341,8 +356,13 @@ pub fn merge_alive(
             });
         }
     }
-    for v in endpoints.values_mut() {
+    for (key, v) in endpoints.iter_mut() {
         v.up = !settings.quorum.reached(v.down_votes, v.counted_votes);
+        if v.up
+            && let Some(ups) = ups.get_mut(key)
+        {
+            v.restored_ms = restored_at(ups, v.down_votes, v.counted_votes, settings.quorum);
+        }
     }
     Merged {
         endpoints,
@@ -350,16 +370,40 @@ pub fn merge_alive(
     }
 }
 
+/// When the merged view brought an endpoint back, from its counted up votes' `since` times (0
+/// for a vote up all along): the moment the earliest of them made enough up votes that the
+/// quorum of down votes was no longer reached, had the later ones still said down. Every node
+/// holding the same reports finds the same moment, so every node's recovery ramp starts at once
+/// (each node's own clock of noticing differs by an exchange). 0 when the endpoint was up all
+/// along by that count.
+pub fn restored_at(ups: &mut [u64], down_votes: usize, counted_votes: usize, q: Quorum) -> u64 {
+    ups.sort_unstable();
+    for k in 1..=ups.len() {
+        // The k earliest up votes up, the later ones still down.
+        let down = down_votes + (ups.len() - k);
+        if !q.reached(down, counted_votes) {
+            return ups[k - 1];
+        }
+    }
+    0
+}
+
 /// The health the query path reads: the merged verdicts, looked up by address then check.
 #[derive(Debug, Default)]
 pub struct EffectiveHealth {
     pub ready: bool,
-    by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool)>>,
+    /// Per address and check: up, and when the merged view brought it back (0: up all along).
+    by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool, u64)>>,
     pub merged: Merged,
     /// Every drain decision known (for the state API).
     pub drains: crate::health::drain::DrainSet,
     /// The drains in force when this view was built, as (DC, service or none).
     in_force: Vec<(String, Option<String>)>,
+    /// Drains lifted (undrained, or expired) when this view was built, as (DC, service or
+    /// none, Unix milliseconds of the lift): a recovery ramp starts there too.
+    lifted: Vec<(String, Option<String>, u64)>,
+    /// The latency policy's orders per service and region.
+    pub steering: crate::health::latency::Steering,
 }
 
 impl EffectiveHealth {
@@ -375,6 +419,18 @@ impl EffectiveHealth {
             .in_force(now_ms)
             .map(|d| (d.dc.clone(), d.service.clone()))
             .collect();
+        let lifted = drains
+            .entries
+            .values()
+            .filter_map(|d| {
+                let at = match (d.active, d.expires_ms) {
+                    (false, _) => d.issued_ms,
+                    (true, Some(e)) if e <= now_ms => e,
+                    _ => return None,
+                };
+                Some((d.dc.clone(), d.service.clone(), at))
+            })
+            .collect();
         // A target with no verdict yet, on an address that has a down verdict under another
         // check, is the edited check of an endpoint known to be down: the zones were swapped
         // before the probers caught up (a reload that edits a check). It stays down until its
@@ -386,15 +442,15 @@ impl EffectiveHealth {
             .filter(|(_, v)| !v.up)
             .map(|(k, _)| k.addr)
             .collect();
-        let mut by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool)>> =
+        let mut by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool, u64)>> =
             rustc_hash::FxHashMap::default();
         for (addr, check) in targets {
             let key = EndpointKey::new(addr, &check);
-            let up = match merged.endpoints.get(&key) {
-                Some(v) => v.up,
-                None => !down_addrs.contains(&addr),
+            let (up, restored) = match merged.endpoints.get(&key) {
+                Some(v) => (v.up, v.restored_ms),
+                None => (!down_addrs.contains(&addr), 0),
             };
-            by_addr.entry(addr).or_default().push((check, up));
+            by_addr.entry(addr).or_default().push((check, up, restored));
         }
         EffectiveHealth {
             ready,
@@ -402,7 +458,37 @@ impl EffectiveHealth {
             merged,
             drains,
             in_force,
+            lifted,
+            steering: Default::default(),
         }
+    }
+
+    /// With the latency policy's orders.
+    pub fn with_steering(mut self, steering: crate::health::latency::Steering) -> EffectiveHealth {
+        self.steering = steering;
+        self
+    }
+
+    /// When a drain on `dc` for `service` (or all services) was last lifted, Unix ms; 0 if never.
+    pub fn lifted_ms(&self, dc: &str, service: &str) -> u64 {
+        self.lifted
+            .iter()
+            .filter(|(d, s, _)| d == dc && s.as_deref().is_none_or(|s| s == service))
+            .map(|(_, _, at)| *at)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// When the merged view brought the endpoint back, Unix ms; 0 when it is up all along (or
+    /// down, or unknown).
+    pub fn restored_ms(&self, addr: IpAddr, check: &Check) -> u64 {
+        self.by_addr
+            .get(&addr)
+            .and_then(|v| {
+                v.iter()
+                    .find(|(c, _, _)| std::ptr::eq(&**c, check) || **c == *check)
+            })
+            .map_or(0, |(_, up, at)| if *up { *at } else { 0 })
     }
 
     /// Whether a drain takes `dc` out for `service` (a service name without the trailing dot).
@@ -424,10 +510,10 @@ impl EffectiveHealth {
         self.by_addr.get(&addr).is_none_or(|v| {
             match v
                 .iter()
-                .find(|(c, _)| std::ptr::eq(&**c, check) || **c == *check)
+                .find(|(c, _, _)| std::ptr::eq(&**c, check) || **c == *check)
             {
-                Some((_, up)) => *up,
-                None => v.iter().all(|(_, up)| *up),
+                Some((_, up, _)) => *up,
+                None => v.iter().all(|(_, up, _)| *up),
             }
         })
     }
@@ -453,6 +539,7 @@ mod tests {
                     since_ms: 0,
                     rtt_ms: None,
                     error: None,
+                    recovered: false,
                 },
             );
         }
@@ -759,6 +846,7 @@ mod tests {
                 since_ms: 0,
                 rtt_ms: None,
                 error: None,
+                recovered: false,
             },
         );
         let merged = merge(&reports(vec![r]), 1, SETTINGS);
@@ -793,6 +881,7 @@ mod tests {
             since_ms: 5,
             rtt_ms: Some(rtt),
             error: None,
+            recovered: false,
         };
         let key = |a: &str| {
             EndpointKey::new(
@@ -846,6 +935,7 @@ mod tests {
             since_ms: 0,
             rtt_ms: None,
             error: None,
+            recovered: false,
         };
         let mut r = Report::new("a", "r", 1, 1);
         r.insert(

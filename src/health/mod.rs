@@ -3,6 +3,7 @@
 //! query path reads. Probing itself (I/O, timers) lives in `probe`, which feeds results in here.
 
 pub mod drain;
+pub mod latency;
 pub mod merge;
 pub mod probe;
 pub mod timeline;
@@ -39,11 +40,18 @@ impl fmt::Display for ProbeTarget {
     }
 }
 
+/// How much of each new round-trip time goes into the smoothed one (EWMA weight): about the
+/// last five probes count, so one slow probe moves it by a third of its excess, and a lasting
+/// change shows within a few intervals.
+pub const RTT_SMOOTHING: f64 = 0.3;
+
 /// The outcome of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
     pub ok: bool,
-    /// From the start of the probe to its verdict (connect, request, body read).
+    /// A failure: from the start of the probe to its verdict. A success: the round trip the
+    /// latency policy steers by, from the start to the TCP connection (TCP checks) or to the
+    /// response's first byte, its status line (HTTP checks); a body check's read comes after.
     pub rtt: Duration,
     /// Why the probe failed; `None` when it passed.
     pub error: Option<String>,
@@ -121,6 +129,8 @@ pub struct EndpointState {
     /// successes while Down.
     streak: u32,
     last_rtt: Option<Duration>,
+    /// The successful probes' round-trip times, smoothed (EWMA, `RTT_SMOOTHING`).
+    smoothed_rtt: Option<Duration>,
     last_error: Option<String>,
     /// Probes recorded, failures included.
     pub probes_total: u64,
@@ -141,6 +151,7 @@ impl EndpointState {
             since: now,
             streak: 0,
             last_rtt: None,
+            smoothed_rtt: None,
             last_error: None,
             probes_total: 0,
             probes_failed: 0,
@@ -190,6 +201,10 @@ impl EndpointState {
         self.probes_total += 1;
         if result.ok {
             self.last_rtt = Some(result.rtt);
+            self.smoothed_rtt = Some(match self.smoothed_rtt {
+                None => result.rtt,
+                Some(s) => s.mul_f64(1.0 - RTT_SMOOTHING) + result.rtt.mul_f64(RTT_SMOOTHING),
+            });
             self.last_error = None;
         } else {
             self.probes_failed += 1;
@@ -243,6 +258,11 @@ impl EndpointState {
         self.last_rtt
     }
 
+    /// The successful probes' round-trip times, smoothed; `None` before the first success.
+    pub fn smoothed_rtt(&self) -> Option<Duration> {
+        self.smoothed_rtt
+    }
+
     /// Why the latest probe failed; `None` when it passed (or none ran yet).
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
@@ -256,6 +276,8 @@ impl EndpointState {
             confirmed: self.confirmed,
             since: self.since,
             last_rtt: self.last_rtt,
+            smoothed_rtt: self.smoothed_rtt,
+            recovered: self.status == Status::Up && self.transitions > 0,
             last_error: self.last_error.clone(),
         }
     }
@@ -271,6 +293,11 @@ pub struct Observation {
     pub since: Instant,
     /// Round-trip time of the latest successful probe.
     pub last_rtt: Option<Duration>,
+    /// The successful probes' round-trip times, smoothed (what the latency policy uses).
+    pub smoothed_rtt: Option<Duration>,
+    /// Up after having been down: `since` is when it came back (the recovery ramp's start as
+    /// this node saw it). False for an endpoint up since its prober started.
+    pub recovered: bool,
     /// Why the latest probe failed, if it did.
     pub last_error: Option<String>,
 }

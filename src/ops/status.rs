@@ -112,6 +112,7 @@ pub fn state(snapshots: &Snapshots, cluster: &Cluster) -> Value {
 fn policy_name(p: &Policy) -> &'static str {
     match p {
         Policy::Nearest => "nearest",
+        Policy::Latency => "latency",
         Policy::Failover => "failover",
         Policy::Weighted(_) => "weighted",
         Policy::Geo { .. } => "geo",

@@ -13,6 +13,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use rustc_hash::FxHashMap;
@@ -21,8 +22,8 @@ use serde::Deserialize;
 use crate::rrl;
 use crate::zone::check::{Check, RawCheck};
 use crate::zone::{
-    Datacenter, GeoKey, GeoRule, GeoTarget, Name, Node, Policy, RData, RecordType, RrSet, Service,
-    ServiceDc, Soa, WhenAllDown, Zone, ZoneSet,
+    Datacenter, GeoKey, GeoRule, GeoTarget, Name, Node, Policy, RData, RecordType, Region, RrSet,
+    Service, ServiceDc, Soa, WhenAllDown, Zone, ZoneSet,
 };
 
 /// The largest TTL RFC 2181 section 8 allows.
@@ -31,6 +32,10 @@ pub const MAX_TTL: u32 = 2_147_483_647;
 pub const DEFAULT_TTL: u32 = 300;
 /// Default TTL of service answers: short, so failover reaches resolvers quickly.
 pub const DEFAULT_SERVICE_TTL: u32 = 30;
+/// The shortest and longest recovery ramp (`ramp:`): a ramp under a second would end before
+/// resolvers asked again, and one over a day is a drain, not a ramp.
+pub const MIN_RAMP: Duration = Duration::from_secs(1);
+pub const MAX_RAMP: Duration = Duration::from_secs(24 * 3600);
 /// Default number of addresses in one service answer.
 pub const DEFAULT_SERVICE_ANSWERS: usize = 8;
 
@@ -97,6 +102,11 @@ struct RawZone<R> {
     nameservers: Option<IndexMap<String, Vec<String>>>,
     #[serde(default)]
     datacenters: IndexMap<String, RawDatacenter>,
+    /// Node region → `{ location: [latitude, longitude] }`, for the `latency` policy.
+    #[serde(default)]
+    regions: IndexMap<String, RawDatacenter>,
+    /// The recovery ramp of every service that sets none (`5m`, or `off`).
+    ramp: Option<String>,
     #[serde(default)]
     checks: IndexMap<String, RawCheck>,
     #[serde(default)]
@@ -188,6 +198,8 @@ struct RawService {
     when_all_down: Option<String>,
     check: Option<String>,
     degraded_ttl: Option<u32>,
+    /// Recovery ramp (`5m`, or `off`); default: the zone's `ramp`, else off.
+    ramp: Option<String>,
     endpoints: IndexMap<String, Vec<String>>,
 }
 
@@ -273,6 +285,8 @@ impl<R> RawZone<R> {
             soa,
             nameservers,
             datacenters,
+            regions,
+            ramp,
             checks,
             records,
             rrl,
@@ -283,6 +297,8 @@ impl<R> RawZone<R> {
             soa,
             nameservers,
             datacenters,
+            regions,
+            ramp,
             checks,
             records: (),
             rrl,
@@ -324,6 +340,10 @@ pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
 struct Defs<'a> {
     datacenters: &'a [Datacenter],
     checks: &'a HashMap<String, Arc<Check>>,
+    /// The zone's recovery ramp, for services that set none.
+    ramp: Option<Duration>,
+    /// Whether the zone places node regions (the `latency` policy needs them).
+    regions: bool,
 }
 
 /// Collects errors while turning a `RawZone` into a `Zone`.
@@ -450,6 +470,16 @@ impl<'a> Validator<'a> {
         let soa = self.soa(&apex, raw.soa.unwrap_or_default(), first_ns, default_ttl);
 
         let datacenters = self.datacenters(&raw.datacenters);
+        let regions: Vec<Region> = self
+            .datacenters_at("regions", &raw.regions)
+            .into_iter()
+            .map(|d| Region {
+                name: d.name,
+                latitude: d.latitude,
+                longitude: d.longitude,
+            })
+            .collect();
+        let zone_ramp = self.ramp(None, "ramp", raw.ramp.as_deref());
         let rrl = self.rrl(raw.rrl);
         let mut checks: HashMap<String, Arc<Check>> = HashMap::new();
         for (name, raw_check) in raw.checks {
@@ -554,6 +584,8 @@ impl<'a> Validator<'a> {
             let defs = Defs {
                 datacenters: &datacenters,
                 checks: &checks,
+                ramp: zone_ramp,
+                regions: !regions.is_empty(),
             };
             let node = self.record(&apex, &key, &owner, record, default_ttl, &defs);
             if owner == apex {
@@ -605,9 +637,33 @@ impl<'a> Validator<'a> {
                 empty_non_terminals,
                 delegations,
                 datacenters,
+                regions,
                 rrl,
             }),
             _ => Err(ZoneErrors(self.errors)),
+        }
+    }
+
+    /// A recovery ramp: `off`, or a duration from `MIN_RAMP` to `MAX_RAMP`.
+    fn ramp(&mut self, record: Option<&str>, field: &str, text: Option<&str>) -> Option<Duration> {
+        let text = text?;
+        if text == "off" {
+            return None;
+        }
+        match crate::zone::check::parse_duration(text) {
+            Ok(d) if (MIN_RAMP..=MAX_RAMP).contains(&d) => Some(d),
+            Ok(d) => {
+                self.error(
+                    record,
+                    Some(field),
+                    format!("{d:?} is out of range (1s to 24h, or off)"),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(record, Some(field), e);
+                None
+            }
         }
     }
 
@@ -681,9 +737,18 @@ impl<'a> Validator<'a> {
     }
 
     fn datacenters(&mut self, raw: &IndexMap<String, RawDatacenter>) -> Vec<Datacenter> {
+        self.datacenters_at("datacenters", raw)
+    }
+
+    /// Named places with a location, under `section` (`datacenters`, `regions`).
+    fn datacenters_at(
+        &mut self,
+        section: &str,
+        raw: &IndexMap<String, RawDatacenter>,
+    ) -> Vec<Datacenter> {
         let mut out = Vec::new();
         for (name, dc) in raw {
-            let field = format!("datacenters.{name}");
+            let field = format!("{section}.{name}");
             if name.is_empty()
                 || !name
                     .chars()
@@ -692,7 +757,7 @@ impl<'a> Validator<'a> {
                 self.error(
                     None,
                     Some(&field),
-                    "data center names use letters, digits, '-' and '_' only",
+                    "names use letters, digits, '-' and '_' only",
                 );
             }
             let [lat, lon] = dc.location;
@@ -821,9 +886,7 @@ impl<'a> Validator<'a> {
                     "a service computes the A and AAAA answers: remove the static A/AAAA records",
                 );
             }
-            node.service = self
-                .service(rec, owner, s, defs.datacenters, defs.checks)
-                .map(Arc::new);
+            node.service = self.service(rec, owner, s, defs).map(Arc::new);
         }
         node
     }
@@ -833,9 +896,13 @@ impl<'a> Validator<'a> {
         rec: Option<&str>,
         owner: &Name,
         raw: RawService,
-        datacenters: &[Datacenter],
-        checks: &HashMap<String, Arc<Check>>,
+        defs: &Defs,
     ) -> Option<Service> {
+        let (datacenters, checks) = (defs.datacenters, defs.checks);
+        let ramp = match raw.ramp.as_deref() {
+            None => defs.ramp,
+            Some(text) => self.ramp(rec, "service.ramp", Some(text)),
+        };
         let check = match raw.check.as_deref() {
             None => None,
             Some(name) => match checks.get(name) {
@@ -896,6 +963,15 @@ impl<'a> Validator<'a> {
         }
         let dc_names: Vec<&str> = raw.endpoints.keys().map(String::as_str).collect();
         let policy = self.policy(rec, &raw, &dc_names);
+        if policy == Some(Policy::Latency) && !defs.regions {
+            self.error(
+                rec,
+                Some("service.policy"),
+                "policy latency needs `regions` at the top of the zone file: every node region \
+                 (the `region:` of the node config) with its location, \
+                 `regions: { eu: { location: [50.1, 8.7] } }`",
+            );
+        }
         let when_all_down = match raw.when_all_down.as_deref() {
             None | Some("serve_all") => WhenAllDown::ServeAll,
             Some("nodata") => WhenAllDown::NoData,
@@ -925,6 +1001,7 @@ impl<'a> Validator<'a> {
                 policy,
                 when_all_down,
                 dcs,
+                ramp,
             }),
             _ => None,
         }
@@ -968,6 +1045,7 @@ impl<'a> Validator<'a> {
         };
         match name {
             "nearest" => Some(Policy::Nearest),
+            "latency" => Some(Policy::Latency),
             "failover" => Some(Policy::Failover),
             "weighted" => {
                 let mut weights = vec![1u32; dcs.len()];
@@ -1042,7 +1120,7 @@ impl<'a> Validator<'a> {
                 self.error(
                     rec,
                     Some("service.policy"),
-                    format!("{other:?} is not one of nearest, failover, weighted, geo"),
+                    format!("{other:?} is not one of nearest, latency, failover, weighted, geo"),
                 );
                 None
             }
