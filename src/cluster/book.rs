@@ -522,6 +522,46 @@ mod tests {
     }
 
     #[test]
+    fn rtt_noise_is_not_published_and_a_real_move_is() {
+        let now = Instant::now();
+        let with_rtt = |ms: f64| {
+            let check = check();
+            HealthView::new(
+                true,
+                [Observation {
+                    target: ProbeTarget::new("192.0.2.1".parse().unwrap(), check),
+                    status: Status::Up,
+                    confirmed: true,
+                    since: now,
+                    last_rtt: None,
+                    smoothed_rtt: Some(Duration::from_secs_f64(ms / 1000.0)),
+                    recovered: false,
+                    last_error: None,
+                }],
+            )
+        };
+        let rtt =
+            |book: &Book| book.reports()[0].votes.values().next().unwrap()["192.0.2.1"].rtt_ms;
+        let mut book = Book::new("a", "r", DrainSet::default());
+        // (smoothed RTT, whether a new version is published, the RTT the report holds)
+        let steps: &[(f64, bool, f64)] = &[
+            (50.0, true, 50.0),
+            (55.0, false, 50.0), // 10%: noise, the published 50 stays
+            (44.0, false, 50.0), // 12%
+            (59.5, false, 50.0), // 19% of the published value
+            (61.0, true, 61.0),  // 22%: published
+            (61.5, false, 61.0),
+            (0.4, true, 0.4),  // a real move
+            (0.9, false, 0.4), // sub-millisecond wander is never published
+        ];
+        for (i, (ms, news, held)) in steps.iter().enumerate() {
+            let r = book.refresh(&with_rtt(*ms), 1_000 + i as u64 * 100, now, SETTINGS);
+            assert_eq!(r.news, *news, "step {i}: {ms} ms");
+            assert_eq!(rtt(&book), Some(*held), "step {i}: {ms} ms");
+        }
+    }
+
+    #[test]
     fn a_refresh_says_what_changed_and_when_followers_must_hear() {
         let now = Instant::now();
         let mut book = Book::new("a", "r", DrainSet::default());

@@ -1539,4 +1539,239 @@ records:
                 .is_empty()
         );
     }
+
+    /// Health for ramp tests: DCs restored at given times, a settable clock, some endpoints down.
+    struct Ramping {
+        restored: Vec<(&'static str, u64)>,
+        now: std::sync::atomic::AtomicU64,
+        down: Vec<IpAddr>,
+    }
+
+    impl Health for Ramping {
+        fn endpoint_up(&self, _: &Service, _: &str, ip: IpAddr) -> bool {
+            !self.down.contains(&ip)
+        }
+        fn dc_restored_ms(&self, _: &Service, dc: &str, _: &[IpAddr]) -> u64 {
+            self.restored
+                .iter()
+                .find(|(d, _)| *d == dc)
+                .map_or(0, |(_, at)| *at)
+        }
+        fn now_ms(&self) -> u64 {
+            self.now.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn the_ramp_curve_and_ttl() {
+        // (elapsed, ramp, share)
+        let cases: &[(u64, u64, Option<f64>)] = &[
+            (0, 60_000, Some(0.1)),
+            (15_000, 60_000, Some(0.325)),
+            (30_000, 60_000, Some(0.55)),
+            (45_000, 60_000, Some(0.775)),
+            (59_999, 60_000, Some(0.1 + 0.9 * 59_999.0 / 60_000.0)),
+            (60_000, 60_000, None),
+            (3_600_000, 300_000, None),
+        ];
+        for (elapsed, ramp, want) in cases {
+            let got = ramp_share(*elapsed, *ramp);
+            match (got, want) {
+                (Some(g), Some(w)) => assert!((g - w).abs() < 1e-9, "{elapsed}: {g} != {w}"),
+                (g, w) => assert_eq!(g, *w, "{elapsed}"),
+            }
+        }
+        let s = std::time::Duration::from_secs;
+        assert_eq!(ramp_ttl(s(60)), 6);
+        assert_eq!(ramp_ttl(s(300)), 30);
+        assert_eq!(ramp_ttl(s(5)), 1, "at least a second");
+    }
+
+    #[test]
+    fn ramp_positions_are_stable_and_spread() {
+        // The same on every node, run and build: a literal, not a second computation.
+        let p =
+            |net: &str, dc: &str| ramp_position(net.parse().unwrap(), "www.api.example.com", dc);
+        assert_eq!(p("192.0.2.0", "fra"), RAMP_POSITION_192_0_2_0_FRA);
+        assert_ne!(
+            p("192.0.2.0", "fra"),
+            p("192.0.2.0", "iad"),
+            "each DC its own slice"
+        );
+        assert_ne!(p("192.0.2.0", "fra"), p("192.0.3.0", "fra"));
+        // Uniform enough that a share of the networks is that share of them: 10,000 /24s.
+        let below: usize = (0..10_000u32)
+            .filter(|i| {
+                let net = std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8));
+                ramp_position(net.into(), "www.api.example.com", "fra") < 0.3
+            })
+            .count();
+        assert!(
+            (2_850..=3_150).contains(&below),
+            "{below} of 10,000 below 0.3"
+        );
+    }
+
+    const RAMP_POSITION_192_0_2_0_FRA: f64 = 0.718_588_332_904_989_8;
+
+    #[test]
+    fn a_returning_dc_gets_its_share_of_networks_and_keeps_them() {
+        let z = zone(&format!(
+            "      answers: 1\n      policy: failover\n      ramp: 60s\n{ENDPOINTS}"
+        ));
+        let health = Ramping {
+            restored: vec![("fra", 1_000_000)],
+            now: 0.into(),
+            down: Vec::new(),
+        };
+        // 1,000 client networks, each asked from an address inside its /24.
+        let clients: Vec<String> = (0..1_000u32)
+            .map(|i| std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8) + 7).to_string())
+            .collect();
+        let mut moved: Vec<bool> = vec![false; clients.len()];
+        for elapsed in [0, 10_000, 20_000, 30_000, 40_000, 50_000, 59_000] {
+            health
+                .now
+                .store(1_000_000 + elapsed, std::sync::atomic::Ordering::Relaxed);
+            let want = ramp_share(elapsed, 60_000).unwrap();
+            let mut to_fra = 0;
+            for (i, addr) in clients.iter().enumerate() {
+                let sel = run(&z, addr, RecordType::A, &health, 0);
+                let fra = chosen(&z, &sel) == "fra";
+                // The others keep the next DC.
+                assert!(fra || chosen(&z, &sel) == "iad", "{addr}");
+                assert!(fra || !moved[i], "{addr} moved back at {elapsed} ms");
+                moved[i] |= fra;
+                to_fra += usize::from(fra);
+                assert_eq!(sel.scope, 24, "the answer hangs on the /24");
+                assert_eq!(sel.ttl, 6, "a tenth of the ramp");
+            }
+            let share = to_fra as f64 / 1_000.0;
+            assert!(
+                (share - want).abs() <= 0.03,
+                "at {elapsed} ms: {share} of the networks, the curve says {want}"
+            );
+        }
+        // Over: everyone, with the failover policy's scope and the service's TTL.
+        health
+            .now
+            .store(1_060_000, std::sync::atomic::Ordering::Relaxed);
+        let sel = run(&z, &clients[0], RecordType::A, &health, 0);
+        assert_eq!(
+            (chosen(&z, &sel).as_str(), sel.scope, sel.ttl),
+            ("fra", 0, 30)
+        );
+        assert!(
+            clients
+                .iter()
+                .all(|c| chosen(&z, &run(&z, c, RecordType::A, &health, 0)) == "fra")
+        );
+    }
+
+    #[test]
+    fn a_ramping_dc_serves_everyone_when_nothing_after_it_is_up() {
+        let z = zone(&format!(
+            "      answers: 1\n      policy: failover\n      ramp: 60s\n{ENDPOINTS}"
+        ));
+        let down = ["10.0.2.1", "10.0.3.1", "10.0.4.1", "10.0.5.1"];
+        let health = Ramping {
+            restored: vec![("fra", 1_000_000)],
+            now: 1_000_000.into(),
+            down: down.iter().map(|a| a.parse().unwrap()).collect(),
+        };
+        for i in 0..100u32 {
+            let addr = std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8)).to_string();
+            assert_eq!(
+                chosen(&z, &run(&z, &addr, RecordType::A, &health, 0)),
+                "fra"
+            );
+        }
+    }
+
+    /// Health with a latency steering table.
+    struct Steered(crate::health::latency::Steering);
+
+    impl Health for Steered {
+        fn endpoint_up(&self, _: &Service, _: &str, _: IpAddr) -> bool {
+            true
+        }
+        fn now_ms(&self) -> u64 {
+            10_000
+        }
+        fn latency_order(&self, service: &Name, region: &str) -> Option<&[DcRtt]> {
+            self.0.order(service, region)
+        }
+    }
+
+    #[test]
+    fn latency_orders_by_the_client_regions_rtt_or_falls_back_to_distance() {
+        use crate::health::latency::{RegionOrder, Steering};
+        // `zone()` places no regions: this zone does.
+        let yaml = format!(
+            "
+zone: api.example.com
+soa: {{ primary: ns1, contact: hostmaster.example.com }}
+nameservers: {{ ns1: [192.0.2.53] }}
+regions:
+  eu: {{ location: [51.5, -0.1] }}
+  us: {{ location: [37.4, -122.1] }}
+datacenters:
+  fra: {{ location: [50.11, 8.68] }}
+  iad: {{ location: [38.95, -77.45] }}
+  sin: {{ location: [1.35, 103.82] }}
+  sjc: {{ location: [37.34, -121.89] }}
+  fra2: {{ location: [50.11, 8.68] }}
+records:
+  www:
+    service:
+      answers: 1
+      policy: latency
+{ENDPOINTS}
+"
+        );
+        let z = parse_zone(&yaml, "t.yaml").unwrap();
+        let dc = |name: &str, i: usize, rtt_ms: f64| DcRtt {
+            dc: i,
+            name: Arc::from(name),
+            rtt_ms,
+            heard_ms: 9_500,
+        };
+        let mut steering = Steering::default();
+        steering.services.insert(
+            Name::parse("www.api.example.com").unwrap(),
+            vec![RegionOrder {
+                region: Arc::from("eu"),
+                dcs: vec![dc("iad", 1, 20.0), dc("fra", 0, 80.0)],
+            }],
+        );
+        let health = Steered(steering);
+        // London: region eu measured iad fastest, though fra is nearer; the rest by distance.
+        let sel = run(&z, "81.2.69.7", RecordType::A, &health, 0);
+        assert_eq!(dc_order(&z, &sel), ["iad", "fra", "fra2", "sjc", "sin"]);
+        assert_eq!(
+            sel.candidates[0].reason,
+            Reason::Latency {
+                rtt_ms: 20.0,
+                age_ms: 500
+            }
+        );
+        let nearest = run(&z, "81.2.69.7", RecordType::A, &AllUp, 0);
+        assert_eq!(sel.scope, nearest.scope, "ECS scope as for nearest");
+        // California: region us has no measurement: nearest.
+        let sel = run(&z, "8.8.8.8", RecordType::A, &health, 0);
+        assert_eq!(chosen(&z, &sel), "sjc");
+        assert_eq!(
+            sel.steered,
+            Some(super::Steered {
+                region: Arc::from("us"),
+                measured: false
+            })
+        );
+        // Unplaced: the zone's order, as nearest.
+        let sel = run(&z, "192.0.2.1", RecordType::A, &health, 0);
+        assert_eq!(
+            (chosen(&z, &sel).as_str(), sel.steered.clone()),
+            ("fra", None)
+        );
+    }
 }

@@ -565,6 +565,59 @@ mod tests {
     };
 
     #[test]
+    fn restore_time_table() {
+        // (up votes' since times, 0 = up all along; down votes; counted; quorum; restored)
+        let cases: &[(&[u64], usize, usize, Quorum, u64)] = &[
+            // Three nodes saw it come back at 10, 20, 30 s: the second made the majority.
+            (&[30_000, 10_000, 20_000], 0, 3, Quorum::Majority, 20_000),
+            // One node saw it up all along: the first to recover made two of three.
+            (&[0, 20_000, 30_000], 0, 3, Quorum::Majority, 20_000),
+            // Two up all along: it never left by the majority.
+            (&[0, 0, 30_000], 0, 3, Quorum::Majority, 0),
+            // One node still says down: both up votes were needed.
+            (&[10_000, 20_000], 1, 3, Quorum::Majority, 20_000),
+            // Quorum any: one down vote takes it out, so every node had to come back.
+            (&[10_000, 20_000, 30_000], 0, 3, Quorum::Any, 30_000),
+            // Quorum all: the first up vote was enough.
+            (&[10_000, 20_000, 30_000], 0, 3, Quorum::All, 10_000),
+            // A node alone.
+            (&[7_000], 0, 1, Quorum::Majority, 7_000),
+        ];
+        for (ups, down, counted, q, want) in cases {
+            let mut ups = ups.to_vec();
+            assert_eq!(
+                restored_at(&mut ups, *down, *counted, *q),
+                *want,
+                "{ups:?} down {down}/{counted} {q:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_recovered_endpoint_carries_the_merged_restore_time() {
+        let mut list = vec![
+            report("a", 40_000, &[("10.0.0.1", true)]),
+            report("b", 40_000, &[("10.0.0.1", true)]),
+            report("c", 40_000, &[("10.0.0.1", true)]),
+        ];
+        for (r, since) in list.iter_mut().zip([31_000, 32_500, 33_000]) {
+            for v in r.votes.values_mut().flat_map(|m| m.values_mut()) {
+                v.since_ms = since;
+                v.recovered = true;
+            }
+        }
+        let key = EndpointKey {
+            addr: "10.0.0.1".parse().unwrap(),
+            check: A.into(),
+        };
+        let m = merge(&reports(list.clone()), 40_000, SETTINGS);
+        assert_eq!(m.endpoints[&key].restored_ms, 32_500);
+        // Every node merging the same reports finds the same time, whenever it merges.
+        let later = merge(&reports(list), 41_234, SETTINGS);
+        assert_eq!(later.endpoints[&key].restored_ms, 32_500);
+    }
+
+    #[test]
     fn quorum_table() {
         // (quorum, down, total, reached)
         let cases = [

@@ -652,11 +652,11 @@ impl<'a> Validator<'a> {
         }
         match crate::zone::check::parse_duration(text) {
             Ok(d) if (MIN_RAMP..=MAX_RAMP).contains(&d) => Some(d),
-            Ok(d) => {
+            Ok(_) => {
                 self.error(
                     record,
                     Some(field),
-                    format!("{d:?} is out of range (1s to 24h, or off)"),
+                    format!("{text:?} is out of range (1s to 24h, or off)"),
                 );
                 None
             }
@@ -1365,6 +1365,72 @@ zone: api.example.com
 soa: { primary: ns1, contact: hostmaster@example.com }
 nameservers: { ns1: [192.0.2.53] }
 ";
+
+    #[test]
+    fn ramps_default_from_the_zone_and_are_checked() {
+        let zone = |top: &str, service: &str| {
+            format!(
+                "{MINIMAL}{top}\ndatacenters: {{ fra: {{ location: [50.1, 8.7] }} }}\nrecords:\n  \
+                 www: {{ service: {{ {service} endpoints: {{ fra: [192.0.2.1] }} }} }}\n"
+            )
+        };
+        let ramp = |top: &str, service: &str| -> Result<Option<Duration>, Vec<String>> {
+            match parse_zone(&zone(top, service), "t.yaml") {
+                Ok(z) => Ok(z.nodes[&Name::parse("www.api.example.com").unwrap()]
+                    .service
+                    .as_ref()
+                    .unwrap()
+                    .ramp),
+                Err(e) => Err(e.0.iter().map(|e| format!("{e}")).collect()),
+            }
+        };
+        let min = |m: u64| Ok(Some(Duration::from_secs(60 * m)));
+        assert_eq!(ramp("", ""), Ok(None), "off by default");
+        assert_eq!(ramp("ramp: 5m", ""), min(5), "the zone's");
+        assert_eq!(ramp("ramp: 5m", "ramp: 2m,"), min(2), "the service's wins");
+        assert_eq!(
+            ramp("ramp: 5m", "ramp: off,"),
+            Ok(None),
+            "off for one service"
+        );
+        assert_eq!(ramp("", "ramp: 1s,"), Ok(Some(Duration::from_secs(1))));
+        assert_eq!(ramp("", "ramp: 24h,"), min(24 * 60));
+        let err = |top: &str, service: &str| ramp(top, service).unwrap_err().join("\n");
+        assert!(
+            err("", "ramp: 500ms,")
+                .ends_with("field service.ramp: \"500ms\" is out of range (1s to 24h, or off)"),
+            "{}",
+            err("", "ramp: 500ms,")
+        );
+        assert!(err("ramp: 25h", "").contains("field ramp: \"25h\" is out of range"));
+        assert!(err("", "ramp: soon,").contains("field service.ramp: \"soon\" is not a duration"));
+    }
+
+    #[test]
+    fn the_latency_policy_needs_the_regions_placed() {
+        let zone = |regions: &str| {
+            format!(
+                "{MINIMAL}{regions}\ndatacenters: {{ fra: {{ location: [50.1, 8.7] }} }}\nrecords:\n  \
+                 www: {{ service: {{ policy: latency, endpoints: {{ fra: [192.0.2.1] }} }} }}\n"
+            )
+        };
+        let z = parse_zone(
+            &zone("regions: { eu: { location: [51.5, -0.1] } }"),
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(&*z.regions[0].name, "eu");
+        assert_eq!(
+            (z.regions[0].latitude, z.regions[0].longitude),
+            (51.5, -0.1)
+        );
+        let e = parse_zone(&zone(""), "t.yaml").unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert_eq!(e.0[0].field.as_deref(), Some("service.policy"));
+        assert!(e.0[0].message.contains("needs `regions`"), "{}", e.0[0]);
+        let e = parse_zone(&zone("regions: { eu: { location: [95, 0] } }"), "t.yaml").unwrap_err();
+        assert_eq!(e.0[0].field.as_deref(), Some("regions.eu.location"));
+    }
 
     #[test]
     fn a_minimal_zone_parses() {
