@@ -966,13 +966,17 @@ impl std::fmt::Display for Explanation {
                 } else {
                     format!("{}/{} endpoints up", c.up, c.endpoints)
                 };
-                if let Some(r) = &c.ramp {
+                if let (Some(r), Some(ramp)) = (&c.ramp, service.ramp) {
+                    // The curve run backwards: how far into the ramp this share is.
+                    let into = (r.share - RAMP_START) / (1.0 - RAMP_START) * ramp.as_secs_f64();
                     state.push_str(&format!(
-                        "; ramping since {} ms: {:.0}% of its clients, this network at {:.0}%: {}",
+                        "; ramping, {into:.1} s of {:.0} s (since Unix ms {}): {:.0}% of its \
+                         clients; this network at {:.0}%: {}",
+                        ramp.as_secs_f64(),
                         r.started_ms,
                         r.share * 100.0,
                         r.position * 100.0,
-                        if r.admitted() { "in" } else { "not yet" }
+                        if r.admitted() { "moved" } else { "not yet" }
                     ));
                 }
                 let mark = if sel.used.contains(&i) {

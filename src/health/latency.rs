@@ -165,11 +165,12 @@ impl Steering {
     }
 }
 
-/// A (region, service)'s leader, and the DC that has been faster by the margin since when.
+/// A (region, service)'s leader, and since when some other DC has been faster than it by the
+/// margin without a break (whichever: two near-equal challengers take turns being the best).
 #[derive(Debug, Clone, PartialEq)]
 struct Lead {
     leader: Arc<str>,
-    challenger: Option<(Arc<str>, u64)>,
+    beaten_since: Option<u64>,
 }
 
 /// The hysteresis state across refreshes, keyed by region and service name (so a zone reload
@@ -252,7 +253,7 @@ fn next_lead(lead: Option<Lead>, by_rtt: &[DcRtt], now_ms: u64) -> Lead {
     let best = &by_rtt[0];
     let fresh_start = || Lead {
         leader: best.name.clone(),
-        challenger: None,
+        beaten_since: None,
     };
     let Some(mut lead) = lead else {
         return fresh_start();
@@ -261,18 +262,18 @@ fn next_lead(lead: Option<Lead>, by_rtt: &[DcRtt], now_ms: u64) -> Lead {
         return fresh_start();
     };
     if best.name == leader.name || best.rtt_ms >= leader.rtt_ms * (1.0 - SWITCH_MARGIN) {
-        lead.challenger = None;
+        lead.beaten_since = None;
         return lead;
     }
-    match &lead.challenger {
-        Some((c, since)) if *c == best.name => {
-            if now_ms.saturating_sub(*since) >= SWITCH_HOLD_MS {
-                return fresh_start();
-            }
-        }
-        _ => lead.challenger = Some((best.name.clone(), now_ms)),
+    match lead.beaten_since {
+        // The lead goes to the best of the moment.
+        Some(since) if now_ms.saturating_sub(since) >= SWITCH_HOLD_MS => fresh_start(),
+        Some(_) => lead,
+        None => Lead {
+            beaten_since: Some(now_ms),
+            ..lead
+        },
     }
-    lead
 }
 
 #[cfg(test)]
@@ -342,6 +343,19 @@ mod tests {
                     (12_000, &[("a", 10.0), ("b", 20.0)]),
                 ],
                 vec!["b", "b", "b", "b", "b", "b", "a"],
+            ),
+            (
+                // b and c take turns being the best, both far better than a: a loses the lead
+                // after the hold, to the best of that moment.
+                "near-equal challengers taking turns still end a slow leader's lead",
+                vec![
+                    (0, &[("a", 10.0), ("b", 20.0), ("c", 21.0)]),
+                    (1_000, &[("a", 100.0), ("b", 20.0), ("c", 21.0)]),
+                    (3_000, &[("a", 100.0), ("b", 22.0), ("c", 21.0)]),
+                    (5_000, &[("a", 100.0), ("b", 20.0), ("c", 21.0)]),
+                    (6_000, &[("a", 100.0), ("b", 22.0), ("c", 21.0)]),
+                ],
+                vec!["a", "a", "a", "a", "c"],
             ),
             (
                 "a leader without a measurement loses the lead at once",

@@ -131,6 +131,8 @@ pub struct EndpointState {
     last_rtt: Option<Duration>,
     /// The successful probes' round-trip times, smoothed (EWMA, `RTT_SMOOTHING`).
     smoothed_rtt: Option<Duration>,
+    /// `smoothed_rtt` when a view was last published (see `rtt_moved`).
+    published_rtt: Option<Duration>,
     last_error: Option<String>,
     /// Probes recorded, failures included.
     pub probes_total: u64,
@@ -152,6 +154,7 @@ impl EndpointState {
             streak: 0,
             last_rtt: None,
             smoothed_rtt: None,
+            published_rtt: None,
             last_error: None,
             probes_total: 0,
             probes_failed: 0,
@@ -261,6 +264,21 @@ impl EndpointState {
     /// The successful probes' round-trip times, smoothed; `None` before the first success.
     pub fn smoothed_rtt(&self) -> Option<Duration> {
         self.smoothed_rtt
+    }
+
+    /// Whether the smoothed RTT moved far enough from the one last published that a view must
+    /// be published for it (the view is otherwise published on status changes only): by the
+    /// threshold reports are republished with, `latency::REPUBLISH_MOVE`.
+    pub fn rtt_moved(&self) -> bool {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        match (self.published_rtt, self.smoothed_rtt) {
+            (None, None) => false,
+            (Some(a), Some(b)) => {
+                let moved = (ms(a) - ms(b)).abs();
+                moved > latency::REPUBLISH_FLOOR_MS && moved > ms(a) * latency::REPUBLISH_MOVE
+            }
+            _ => true,
+        }
     }
 
     /// Why the latest probe failed; `None` when it passed (or none ran yet).
@@ -438,6 +456,8 @@ pub struct Recorded {
     pub transition: Option<Transition>,
     /// This result completed the first probe round.
     pub became_ready: bool,
+    /// The smoothed RTT moved enough to publish (`EndpointState::rtt_moved`).
+    pub rtt_moved: bool,
     /// From the start of the probe just recorded to the start of the next
     /// (`EndpointState::next_probe_in`).
     pub next_probe_in: Duration,
@@ -527,11 +547,13 @@ impl HealthTable {
             return Recorded {
                 transition: None,
                 became_ready: false,
+                rtt_moved: false,
                 next_probe_in: target.check.interval,
             };
         };
         let transition = state.record(result, now);
         let next_probe_in = state.next_probe_in(&target.check);
+        let rtt_moved = state.rtt_moved();
         match (result.ok, result.timed_out) {
             (true, _) => self.counters.ok += 1,
             (false, true) => self.counters.timed_out += 1,
@@ -546,6 +568,7 @@ impl HealthTable {
         Recorded {
             transition,
             became_ready,
+            rtt_moved,
             next_probe_in,
         }
     }
@@ -560,7 +583,15 @@ impl HealthTable {
         self.endpoints.get(target)
     }
 
-    /// A snapshot to publish.
+    /// A snapshot to publish, noting the smoothed RTTs it carries (see `rtt_moved`).
+    pub fn publish_view(&mut self) -> HealthView {
+        for s in self.endpoints.values_mut() {
+            s.published_rtt = s.smoothed_rtt;
+        }
+        self.view()
+    }
+
+    /// A snapshot.
     pub fn view(&self) -> HealthView {
         HealthView::new(
             self.ready,
@@ -848,6 +879,7 @@ mod tests {
             Recorded {
                 transition: None,
                 became_ready: false,
+                rtt_moved: false,
                 next_probe_in: b.check.interval,
             }
         );

@@ -397,7 +397,7 @@ impl HealthMonitor {
         let reconciled = {
             let mut table = lock(&self.shared.table);
             let reconciled = table.set_targets(&targets, Instant::now());
-            self.shared.view.store(Arc::new(table.view()));
+            self.shared.view.store(Arc::new(table.publish_view()));
             reconciled
         };
         for t in &reconciled.removed {
@@ -580,9 +580,10 @@ impl Shared {
         if recorded.became_ready {
             info!("first probe round done: health is ready");
         }
-        if recorded.transition.is_some() || recorded.became_ready {
+        // A round-trip time that moved is news too: the latency policy steers by it.
+        if recorded.transition.is_some() || recorded.became_ready || recorded.rtt_moved {
             // Stored under the lock, so two probers cannot publish out of order.
-            self.view.store(Arc::new(table.view()));
+            self.view.store(Arc::new(table.publish_view()));
         }
         recorded.next_probe_in
     }

@@ -417,8 +417,8 @@ fn observe_state(
     snapshots: &crate::state::Snapshots,
     cluster: &crate::cluster::Cluster,
 ) -> StateObservation {
-    use crate::telemetry::metrics::StateObservation;
     use crate::dns::answer::{Health as _, ramp_share};
+    use crate::telemetry::metrics::StateObservation;
     use crate::telemetry::metrics::{DcLabels, EndpointLabels, PeerLabels, RttLabels, VoteLabels};
     let zones = snapshots.zones.load();
     let health = snapshots.health.load();
@@ -445,8 +445,7 @@ fn observe_state(
             };
             if let Some(ramp) = svc.ramp {
                 let started = health.dc_restored_ms(svc, dc, &sdc.endpoints);
-                let share = match ramp_share(now.saturating_sub(started), ramp.as_millis() as u64)
-                {
+                let share = match ramp_share(now.saturating_sub(started), ramp.as_millis() as u64) {
                     Some(share) if started > 0 && any && !drained => share,
                     _ if any && !drained => 1.0,
                     _ => 0.0,
@@ -455,7 +454,13 @@ fn observe_state(
             }
             out.dcs.push((labels, any && !drained));
         }
-        for order in health.steering.services.get(&svc.name).into_iter().flatten() {
+        for order in health
+            .steering
+            .services
+            .get(&svc.name)
+            .into_iter()
+            .flatten()
+        {
             for d in &order.dcs {
                 let labels = RttLabels {
                     service: svc.name.arc().clone(),

@@ -49,16 +49,20 @@ pub fn state(snapshots: &Snapshots, cluster: &Cluster) -> Value {
                 }));
             }
             // A DC in its recovery ramp: since when (the merged view's time) and its share now.
-            let ramp = svc.ramp.filter(|_| up_count > 0 && !drained).and_then(|ramp| {
-                let started = health.dc_restored_ms(svc, dc, &sdc.endpoints);
-                let ramp_ms = ramp.as_millis() as u64;
-                let share = ramp_share(now.saturating_sub(started), ramp_ms).filter(|_| started > 0)?;
-                Some(json!({
-                    "started_ms": started,
-                    "ends_ms": started + ramp_ms,
-                    "share": (share * 1000.0).round() / 1000.0,
-                }))
-            });
+            let ramp = svc
+                .ramp
+                .filter(|_| up_count > 0 && !drained)
+                .and_then(|ramp| {
+                    let started = health.dc_restored_ms(svc, dc, &sdc.endpoints);
+                    let ramp_ms = ramp.as_millis() as u64;
+                    let share =
+                        ramp_share(now.saturating_sub(started), ramp_ms).filter(|_| started > 0)?;
+                    Some(json!({
+                        "started_ms": started,
+                        "ends_ms": started + ramp_ms,
+                        "share": (share * 1000.0).round() / 1000.0,
+                    }))
+                });
             dcs.push(json!({
                 "name": dc,
                 "drained": drained,

@@ -23,6 +23,8 @@
 //! - `resolver_traffic`: resolvers asking for thousands of ECS client networks get whole
 //!   answers, reflection floods get fewer bytes than they send, RRL exemptions (issue 12;
 //!   helpers in `support` and `abuse_support`).
+//! - `steering`: the recovery ramp and the `latency` policy on three nodes (issue 16; helpers
+//!   in `regions_support`).
 //! - `tls`: HTTPS on the admin/peer listener, peers over https://, the CLI's `--ca-file`,
 //!   certificate reloads and bad TLS settings (issue 8; helpers in `support` and
 //!   `regions_support`).
@@ -43,6 +45,7 @@ mod ops_support;
 mod regions;
 mod regions_support;
 mod resolver_traffic;
+mod steering;
 mod support;
 mod tls;
 mod transport;
