@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::health::drain::{Drain, DrainSet};
-use crate::health::latency::{self, Steerer, Steering};
-use crate::health::merge::{self, EndpointKey, MergeSettings, Merged, Report, Vote};
+use crate::health::latency::{self, Steerer};
+use crate::health::merge::{self, EndpointKey, MergeSettings, Merged, Report, Steering, Vote};
 use crate::health::{HealthView, Status};
 use crate::zone::ZoneSet;
 use crate::zone::check::Check;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::geo::{self, Located, Locator};
-use crate::health::latency::DcRtt;
+use crate::health::merge::DcRtt;
 use crate::zone::{
     GeoKey, GeoTarget, Name, Policy, RData, RecordType, Rr, Service, WhenAllDown, Zone, ZoneSet,
 };
@@ -1693,7 +1693,7 @@ records:
     }
 
     /// Health with a latency steering table.
-    struct Steered(crate::health::latency::Steering);
+    struct Steered(crate::health::merge::Steering);
 
     impl Health for Steered {
         fn endpoint_up(&self, _: &Service, _: &str, _: IpAddr) -> bool {
@@ -1709,7 +1709,7 @@ records:
 
     #[test]
     fn latency_orders_by_the_client_regions_rtt_or_falls_back_to_distance() {
-        use crate::health::latency::{RegionOrder, Steering};
+        use crate::health::merge::{RegionOrder, Steering};
         // `zone()` places no regions: this zone does.
         let yaml = format!(
             "

@@ -10,9 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
-use crate::health::merge::{EndpointKey, Report};
+use crate::health::merge::{DcRtt, EndpointKey, RegionOrder, Report, Steering};
 use crate::zone::{Name, Policy, ZoneSet};
 
 /// How much faster a challenger must be than the leader: 20% of the leader's RTT. Probe RTTs
@@ -124,44 +122,6 @@ pub fn matrix(
                 (region, m)
             })
             .collect(),
-    }
-}
-
-/// One DC of a service as a region measured it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DcRtt {
-    /// Index into `Service::dcs`.
-    pub dc: usize,
-    pub name: Arc<str>,
-    /// Mean of the DC's measured endpoints.
-    pub rtt_ms: f64,
-    pub heard_ms: u64,
-}
-
-/// A region's order of a service's measured DCs: the leader first, then by RTT.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RegionOrder {
-    pub region: Arc<str>,
-    pub dcs: Vec<DcRtt>,
-}
-
-/// What the query path reads: per service, per region, the DCs in steering order. DCs without
-/// a fresh measurement from the region are left out (they follow by distance); a region without
-/// any is absent (the service falls back to `nearest` for its clients).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Steering {
-    pub services: FxHashMap<Name, Vec<RegionOrder>>,
-}
-
-impl Steering {
-    /// The order `region` measured for `service`, when it has one.
-    pub fn order(&self, service: &Name, region: &str) -> Option<&[DcRtt]> {
-        self.services
-            .get(service)?
-            .iter()
-            .find(|o| &*o.region == region)
-            .map(|o| o.dcs.as_slice())
-            .filter(|d| !d.is_empty())
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::zone::Name;
 use crate::zone::check::Check;
 
 /// An endpoint as nodes name it to each other: its address and its check, in the check's text
@@ -388,6 +389,46 @@ pub fn restored_at(ups: &mut [u64], down_votes: usize, counted_votes: usize, q: 
     0
 }
 
+// The latency policy's orders (made by `health::latency`), as the query path reads them.
+
+/// One DC of a service as a region measured it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DcRtt {
+    /// Index into `Service::dcs`.
+    pub dc: usize,
+    pub name: Arc<str>,
+    /// Mean of the DC's measured endpoints.
+    pub rtt_ms: f64,
+    pub heard_ms: u64,
+}
+
+/// A region's order of a service's measured DCs: the leader first, then by RTT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionOrder {
+    pub region: Arc<str>,
+    pub dcs: Vec<DcRtt>,
+}
+
+/// What the query path reads: per service, per region, the DCs in steering order. DCs without
+/// a fresh measurement from the region are left out (they follow by distance); a region without
+/// any is absent (the service falls back to `nearest` for its clients).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Steering {
+    pub services: rustc_hash::FxHashMap<Name, Vec<RegionOrder>>,
+}
+
+impl Steering {
+    /// The order `region` measured for `service`, when it has one.
+    pub fn order(&self, service: &Name, region: &str) -> Option<&[DcRtt]> {
+        self.services
+            .get(service)?
+            .iter()
+            .find(|o| &*o.region == region)
+            .map(|o| o.dcs.as_slice())
+            .filter(|d| !d.is_empty())
+    }
+}
+
 /// The health the query path reads: the merged verdicts, looked up by address then check.
 #[derive(Debug, Default)]
 pub struct EffectiveHealth {
@@ -403,7 +444,7 @@ pub struct EffectiveHealth {
     /// none, Unix milliseconds of the lift): a recovery ramp starts there too.
     lifted: Vec<(String, Option<String>, u64)>,
     /// The latency policy's orders per service and region.
-    pub steering: crate::health::latency::Steering,
+    pub steering: Steering,
 }
 
 impl EffectiveHealth {
@@ -464,7 +505,7 @@ impl EffectiveHealth {
     }
 
     /// With the latency policy's orders.
-    pub fn with_steering(mut self, steering: crate::health::latency::Steering) -> EffectiveHealth {
+    pub fn with_steering(mut self, steering: Steering) -> EffectiveHealth {
         self.steering = steering;
         self
     }

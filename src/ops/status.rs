@@ -130,7 +130,7 @@ pub fn state(snapshots: &Snapshots, cluster: &Cluster) -> Value {
 
 /// The latency policy's order per region for a service, with each DC's RTT and its age.
 fn latency_orders(
-    steering: &crate::health::latency::Steering,
+    steering: &crate::health::merge::Steering,
     service: &crate::zone::Name,
     now: u64,
 ) -> Value {
