@@ -102,17 +102,23 @@ fn a_returning_dc_ramps_in_step_on_every_node_and_a_failure_withdraws_it_at_once
         "the ramp starts when the merged view restored dc1: {started} ms, dc1 back at {back_ms} ms"
     );
 
-    // Explain shows the ramp.
-    let r = cluster
+    // `steerdns explain --admin` shows the ramp, from the node's live view.
+    let run = cluster
         .node(0)
-        .request(
-            "GET",
-            "/api/v1/explain?name=www.gslb.test&subnet=11.0.7.0/24",
-        )
-        .expect("explain");
-    let text = r.text();
-    println!("{text}");
-    assert!(text.contains("ramping, "), "{text}");
+        .cli(&["explain", "www.gslb.test", "--subnet", "11.0.7.0/24"]);
+    println!("{}", run.stdout);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("  1. dc1      listed 1; 1/1 endpoints up; ramping, "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(" of 60 s (since Unix ms "),
+        "{}",
+        run.stdout
+    );
 
     // Three checkpoints: on every node, the share of the 1,000 networks answered with dc1
     // follows the curve within 5 points; a network once moved stays moved.
