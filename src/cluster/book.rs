@@ -209,8 +209,8 @@ impl Book {
     /// heartbeat, merges every report, and says what changed since the last refresh.
     ///
     /// The report gets a new version only when what it says changed, or a smoothed round-trip
-    /// time moved by more than `latency::REPUBLISH_MOVE`; otherwise it keeps its version and the
-    /// RTTs it was published with (errors ride along when it is next sent).
+    /// time moved by more than `latency::REPUBLISH_MOVE`; otherwise it keeps its version, and the
+    /// RTTs and `since` times it was published with (errors ride along when it is next sent).
     pub fn refresh(
         &mut self,
         view: &HealthView,
@@ -219,12 +219,15 @@ impl Book {
         settings: MergeSettings,
     ) -> Refreshed {
         let mut own = own_report(&self.node, &self.region, 0, view, now_ms, now);
+        if let Some(old) = self.reports.get(&self.node) {
+            own.keep_since(old);
+        }
         let kept = self
             .reports
             .get(&self.node)
             .filter(|old| old.same_verdicts(&own) && !latency::rtt_moved(old, &own))
             .map(|old| {
-                latency::keep_rtts(old, &mut own);
+                own.keep_published(old);
                 (old.version, old.generated_ms)
             });
         let news = kept.is_none();

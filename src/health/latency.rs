@@ -47,16 +47,6 @@ pub fn rtt_moved(published: &Report, now: &Report) -> bool {
         })
 }
 
-/// Keeps `published`'s RTTs in `now` (a report kept under its version says what its peers
-/// hold, so that every node steers by the same numbers).
-pub fn keep_rtts(published: &Report, now: &mut Report) {
-    for (a, b) in published.votes.values().zip(now.votes.values_mut()) {
-        for (va, vb) in a.values().zip(b.values_mut()) {
-            vb.rtt_ms = va.rtt_ms;
-        }
-    }
-}
-
 /// One region's view of one endpoint: the smoothed RTT, averaged over the region's fresh nodes
 /// that see it up, and when the newest of them was last heard from.
 #[derive(Debug, Clone, Copy, PartialEq)]

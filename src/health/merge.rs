@@ -94,6 +94,40 @@ impl Report {
                 })
     }
 
+    /// Takes `published`'s RTTs and `since` times, for a report kept under `published`'s
+    /// version (it says the same verdicts): it then says exactly what its peers hold, so every
+    /// node steers by the same RTTs and finds the same restore times (`since` is rebuilt from a
+    /// monotonic age each refresh, and would wander by a millisecond).
+    pub fn keep_published(&mut self, published: &Report) {
+        for (a, b) in published.votes.values().zip(self.votes.values_mut()) {
+            for (va, vb) in a.values().zip(b.values_mut()) {
+                vb.rtt_ms = va.rtt_ms;
+                vb.since_ms = va.since_ms;
+            }
+        }
+    }
+
+    /// Keeps `old`'s `since` times for votes that still say the same (up or down, recovered or
+    /// not): `since` is rebuilt from a monotonic age each refresh and would wander by a
+    /// millisecond, and the restore time every node derives from it must not (a change within
+    /// 5 ms of the old time is that wander; a real new transition is further away).
+    pub fn keep_since(&mut self, old: &Report) {
+        for (check, by_addr) in &mut self.votes {
+            let Some(old_by) = old.votes.get(check) else {
+                continue;
+            };
+            for (addr, v) in by_addr.iter_mut() {
+                if let Some(o) = old_by.get(addr)
+                    && o.up == v.up
+                    && o.recovered == v.recovered
+                    && o.since_ms.abs_diff(v.since_ms) <= 5
+                {
+                    v.since_ms = o.since_ms;
+                }
+            }
+        }
+    }
+
     /// An empty report for a node.
     pub fn new(node: &str, region: &str, version: u64, generated_ms: u64) -> Report {
         Report {
@@ -316,7 +350,9 @@ pub fn merge_alive(
     };
 
     let mut endpoints: BTreeMap<EndpointKey, Verdict> = BTreeMap::new();
-    let mut ups: HashMap<EndpointKey, Vec<u64>> = HashMap::new();
+    // Counted up votes that came back, by endpoint: their `since` times (only these: a merge of
+    // every node's votes is the exchange's main cost, and most votes are up all along).
+    let mut recovered: HashMap<&EndpointKey, Vec<u64>> = HashMap::new();
     for (r, is_fresh, votes) in &nodes {
         let is_fresh = *is_fresh;
         let ignored = isolated.contains(&r.node);
@@ -341,10 +377,9 @@ pub fn merge_alive(
                     v.down_votes += 1;
                 }
             }
-            if is_fresh && !ignored && !settling && vote.up {
-                // Up since: when it came back, or 0 for up all along.
-                let since = if vote.recovered { vote.since_ms } else { 0 };
-                ups.entry(key.clone()).or_default().push(since);
+            if is_fresh && !ignored && !settling && vote.up && vote.recovered {
+                // Up since it came back; the other up votes are up all along.
+                recovered.entry(key).or_default().push(vote.since_ms);
             }
             v.votes.push(CastVote {
                 node: r.node.clone(),
@@ -360,9 +395,13 @@ pub fn merge_alive(
     for (key, v) in endpoints.iter_mut() {
         v.up = !settings.quorum.reached(v.down_votes, v.counted_votes);
         if v.up
-            && let Some(ups) = ups.get_mut(key)
+            && let Some(back) = recovered.get(key)
         {
-            v.restored_ms = restored_at(ups, v.down_votes, v.counted_votes, settings.quorum);
+            // Up all along counts as since 0.
+            let all_along = (v.counted_votes - v.down_votes).saturating_sub(back.len());
+            let mut ups = vec![0; all_along];
+            ups.extend_from_slice(back);
+            v.restored_ms = restored_at(&mut ups, v.down_votes, v.counted_votes, settings.quorum);
         }
     }
     Merged {
