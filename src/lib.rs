@@ -15,7 +15,8 @@
 //!   `ZoneSet`, every error with file, record and field);
 //! - `health/`: what the probes and the regions say: rise/fall per target and the local
 //!   `HealthView` (`mod`), `probe` (HTTP(S)/TCP checks, one task per target), `merge` (every
-//!   node's votes → effective status: quorum, staleness, isolation), `drain` (manual failover,
+//!   node's votes → effective status: quorum, staleness, isolation, restore times), `latency`
+//!   (every region's RTTs → the latency policy's DC orders, with hysteresis), `drain` (manual failover,
 //!   last writer wins, persisted), `timeline` (the last hour of each service's DCs);
 //! - `state`: the live snapshots the query path reads without locks, and their change channel;
 //! - `cluster/`: the exchange between nodes: `auth` (signing, replay window, long-poll terms),

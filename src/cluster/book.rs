@@ -209,7 +209,7 @@ impl Book {
     /// heartbeat, merges every report, and says what changed since the last refresh.
     ///
     /// The report gets a new version only when what it says changed, or a smoothed round-trip
-    /// time moved by more than `latency::REPUBLISH_MOVE`; otherwise it keeps its version, and the
+    /// time moved by more than `latency::REPUBLISH_MOVE` (10%); otherwise it keeps its version, and the
     /// RTTs and `since` times it was published with (errors ride along when it is next sent).
     pub fn refresh(
         &mut self,
@@ -549,11 +549,11 @@ mod tests {
         // (smoothed RTT, whether a new version is published, the RTT the report holds)
         let steps: &[(f64, bool, f64)] = &[
             (50.0, true, 50.0),
-            (55.0, false, 50.0), // 10%: noise, the published 50 stays
-            (44.0, false, 50.0), // 12%
-            (59.5, false, 50.0), // 19% of the published value
-            (61.0, true, 61.0),  // 22%: published
-            (61.5, false, 61.0),
+            (54.0, false, 50.0), // 8%: noise, the published 50 stays
+            (46.0, false, 50.0), // 8%
+            (54.9, false, 50.0), // 9.8% of the published value
+            (56.0, true, 56.0),  // 12%: published
+            (57.0, false, 56.0),
             (0.4, true, 0.4),  // a real move
             (0.9, false, 0.4), // sub-millisecond wander is never published
         ];

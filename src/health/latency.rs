@@ -21,12 +21,13 @@ pub const SWITCH_MARGIN: f64 = 0.2;
 pub const SWITCH_HOLD_MS: u64 = 5_000;
 
 /// How far a smoothed RTT must move from the one last published before a node publishes a new
-/// report version for it: 20% of it, and at least `REPUBLISH_FLOOR_MS`. The steady exchange
+/// report version for it: 10% of it, and at least `REPUBLISH_FLOOR_MS`. The steady exchange
 /// then costs nothing for RTT noise (a report's version otherwise moves only when a verdict
-/// changes), while a move that could change a steering decision (`SWITCH_MARGIN`, also 20%)
-/// reaches every node within an exchange.
-pub const REPUBLISH_MOVE: f64 = 0.2;
-/// Sub-millisecond RTTs (a LAN, loopback) wander by more than 20% without meaning anything.
+/// changes). Half the switching margin: a published RTT is at most 10% off the current one,
+/// so two DCs equally fast can never look `SWITCH_MARGIN` apart by the lag of publishing alone
+/// (0.9 / 1.1 > 0.8), and a move that could change a steering decision is published.
+pub const REPUBLISH_MOVE: f64 = 0.1;
+/// Sub-millisecond RTTs (a LAN, loopback) wander by more than 10% without meaning anything.
 pub const REPUBLISH_FLOOR_MS: f64 = 1.0;
 
 /// Whether `now`'s RTTs moved from `published`'s enough to publish (see `REPUBLISH_MOVE`). The

@@ -296,9 +296,9 @@ fn latency_picks_the_dc_fastest_from_the_clients_region_holds_on_noise_and_falls
         "dc1 next, at 100+ ms: {text}"
     );
 
-    // 2. Noise: dc1 now a little faster than dc2 from region a, both with 10% jitter. Inside
-    // the margin, so London stays on dc2 for longer than the hold.
-    cluster.dc("dc1").delay(a, ms(27), 0.1);
+    // 2. Noise: dc1 now as fast as dc2 from region a, both with 10% jitter: each is faster at
+    // times, never by the margin for the hold, so London stays on dc2 (for longer than the hold).
+    cluster.dc("dc1").delay(a, ms(30), 0.1);
     cluster.dc("dc2").delay(a, ms(30), 0.1);
     holds_for(
         Duration::from_secs(8),
