@@ -906,9 +906,7 @@ impl std::fmt::Display for Explanation {
                         l.source
                     )?;
                 }
-                None if matches!(service.policy, Policy::Failover | Policy::Weighted(_))
-                    && sel.candidates.iter().all(|c| c.ramp.is_none()) =>
-                {
+                None if matches!(service.policy, Policy::Failover | Policy::Weighted(_)) => {
                     writeln!(f, "location:  not needed by this policy")?
                 }
                 None => writeln!(
