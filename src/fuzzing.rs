@@ -73,6 +73,7 @@ impl DnsFixture {
                     down_votes: usize::from(down.contains(addr)),
                     counted_votes: 1,
                     ballots: Default::default(),
+                    restored_ms: 0,
                 },
             );
         }
@@ -566,6 +567,9 @@ pub fn check_zone(zone: &Zone) {
             }
             match &s.policy {
                 Policy::Nearest | Policy::Failover => {}
+                Policy::Latency => {
+                    assert!(!zone.regions.is_empty(), "{name}: latency without regions");
+                }
                 Policy::Weighted(w) => {
                     assert_eq!(w.len(), s.dcs.len(), "{name}: weights");
                     assert!(w.iter().any(|w| *w > 0), "{name}: all weights 0");

@@ -18,10 +18,12 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::health::drain::{Drain, DrainSet};
-use crate::health::merge::{self, CheckIds, MergeSettings, Merged, Report, Vote};
+use crate::health::latency::{self, Steerer};
+use crate::health::merge::{self, CheckIds, MergeSettings, Merged, Report, Steering, Vote};
 use crate::health::tally::Tally;
 pub use crate::health::tally::VerdictChange;
 use crate::health::{HealthView, Status};
+use crate::zone::ZoneSet;
 use crate::zone::check::Check;
 
 /// What one node hands another: the wire message of the exchange.
@@ -137,6 +139,8 @@ pub struct Book {
     tally: Tally,
     /// Check ids for this node's own report.
     check_ids: CheckIds,
+    /// The latency policy's hysteresis.
+    steerer: Steerer,
 }
 
 /// What a refresh found.
@@ -179,14 +183,29 @@ impl Book {
             merges: 0,
             tally: Tally::new(),
             check_ids: CheckIds::default(),
+            steerer: Steerer::default(),
         }
+    }
+
+    /// The latency policy's orders for `zones` from the reports held, moving leaders as the
+    /// hysteresis allows (see `health::latency`). Call once per refresh.
+    pub fn steer(&mut self, zones: &ZoneSet, now_ms: u64, stale_after_ms: u64) -> Steering {
+        let any = zones
+            .services()
+            .any(|(_, s)| s.policy == crate::zone::Policy::Latency);
+        if !any {
+            return Steering::default();
+        }
+        let matrix = latency::matrix(&self.reports, &self.heartbeats, now_ms, stale_after_ms);
+        self.steerer.steer(zones, &matrix, now_ms)
     }
 
     /// Rebuilds this node's report from `view` (its probers' confirmed observations), beats its
     /// heartbeat, merges every report, and says what changed since the last refresh.
     ///
-    /// The report gets a new version only when what it says changed; otherwise it keeps its
-    /// version (round-trip times and errors ride along when it is next sent).
+    /// The report gets a new version only when what it says changed, or a smoothed round-trip
+    /// time moved by more than `latency::REPUBLISH_MOVE` (10%); otherwise it keeps its version, and the
+    /// RTTs and `since` times it was published with (errors ride along when it is next sent).
     pub fn refresh(
         &mut self,
         view: &HealthView,
@@ -202,11 +221,17 @@ impl Book {
             now,
             &mut self.check_ids,
         );
+        if let Some(old) = self.reports.get(&self.node) {
+            own.keep_since(old);
+        }
         let kept = self
             .reports
             .get(&self.node)
-            .filter(|old| old.same_verdicts(&own))
-            .map(|old| (old.version, old.generated_ms));
+            .filter(|old| old.same_verdicts(&own) && !latency::rtt_moved(old, &own))
+            .map(|old| {
+                own.keep_published(old);
+                (old.version, old.generated_ms)
+            });
         let news = kept.is_none();
         (own.version, own.generated_ms) = kept.unwrap_or_else(|| {
             // Strictly increasing even when the clock stands still or steps back.
@@ -384,8 +409,9 @@ pub fn own_report(
             Vote {
                 up: obs.status == Status::Up,
                 since_ms: now_ms.saturating_sub(age),
-                rtt_ms: obs.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
+                rtt_ms: obs.smoothed_rtt.map(|d| d.as_secs_f64() * 1000.0),
                 error: obs.last_error.clone(),
+                recovered: obs.recovered,
             },
         );
     }
@@ -469,6 +495,8 @@ mod tests {
                 confirmed: true,
                 since: now,
                 last_rtt: None,
+                smoothed_rtt: None,
+                recovered: false,
                 last_error: None,
             }),
         )
@@ -487,6 +515,46 @@ mod tests {
             expires_ms: None,
             issued_ms: at,
             issued_by: by.into(),
+        }
+    }
+
+    #[test]
+    fn rtt_noise_is_not_published_and_a_real_move_is() {
+        let now = Instant::now();
+        let with_rtt = |ms: f64| {
+            let check = check();
+            HealthView::new(
+                true,
+                [Observation {
+                    target: ProbeTarget::new("192.0.2.1".parse().unwrap(), check),
+                    status: Status::Up,
+                    confirmed: true,
+                    since: now,
+                    last_rtt: None,
+                    smoothed_rtt: Some(Duration::from_secs_f64(ms / 1000.0)),
+                    recovered: false,
+                    last_error: None,
+                }],
+            )
+        };
+        let rtt =
+            |book: &Book| book.reports()[0].votes.values().next().unwrap()["192.0.2.1"].rtt_ms;
+        let mut book = Book::new("a", "r", DrainSet::default());
+        // (smoothed RTT, whether a new version is published, the RTT the report holds)
+        let steps: &[(f64, bool, f64)] = &[
+            (50.0, true, 50.0),
+            (54.0, false, 50.0), // 8%: noise, the published 50 stays
+            (46.0, false, 50.0), // 8%
+            (54.9, false, 50.0), // 9.8% of the published value
+            (56.0, true, 56.0),  // 12%: published
+            (57.0, false, 56.0),
+            (0.4, true, 0.4),  // a real move
+            (0.9, false, 0.4), // sub-millisecond wander is never published
+        ];
+        for (i, (ms, news, held)) in steps.iter().enumerate() {
+            let r = book.refresh(&with_rtt(*ms), 1_000 + i as u64 * 100, now, SETTINGS);
+            assert_eq!(r.news, *news, "step {i}: {ms} ms");
+            assert_eq!(rtt(&book), Some(*held), "step {i}: {ms} ms");
         }
     }
 

@@ -221,6 +221,7 @@ impl Cluster {
         };
         let now = now_ms();
         let r = book.refresh(&view, now, tokio::time::Instant::now(), settings);
+        let steering = book.steer(&zones, now, settings.stale_after_ms);
         drop(book);
         // The new report is in the book before the followers wake to read it.
         if r.news {
@@ -233,7 +234,8 @@ impl Cluster {
         if let Some(isolated) = &r.isolation {
             news::isolation_changed(events, &self.settings.node, isolated);
         }
-        let eff = EffectiveHealth::new(view.ready, targets, r.merged, r.drains, now);
+        let eff = EffectiveHealth::new(view.ready, targets, r.merged, r.drains, now)
+            .with_steering(steering);
         self.publish(r.version, eff);
     }
 

@@ -278,7 +278,8 @@ impl Handler {
             ..entry.facts
         };
         let metrics = &self.snapshots.metrics;
-        if let Some(prepared) = view.prepared.as_mut() {
+        let preparable = class != ClientClass::Unprepared;
+        if let Some(prepared) = view.prepared.as_mut().filter(|_| preparable) {
             prepared.use_snapshots(zones, health, geo);
             if let Some(entry) = prepared.get(name, q.qtype, &class) {
                 entry.write(out, q, opt(entry.scope), limit);
@@ -293,7 +294,7 @@ impl Handler {
         entry.write(out, q, opt(entry.scope), limit);
         self.record_entry(&entry, q.qtype, ecs.is_some(), started);
         let facts = facts(&entry);
-        if let Some(prepared) = view.prepared.as_mut() {
+        if let Some(prepared) = view.prepared.as_mut().filter(|_| preparable) {
             metrics.record_prepared(false);
             prepared.insert(name, q.qtype, class, entry);
         }

@@ -62,6 +62,12 @@ pub struct StateObservation {
     /// Each drain in force: when it was issued and, if it has one, when it lifts by itself
     /// (Unix seconds).
     pub drains: Vec<(DrainLabels, f64, Option<f64>)>,
+    /// Each DC of each service with a recovery ramp: the share of its clients it gets (1 when
+    /// not ramping).
+    pub ramps: Vec<(DcLabels, f64)>,
+    /// The latency policy's RTT matrix: per service, node region and DC, the smoothed RTT and
+    /// its age, in seconds.
+    pub rtts: Vec<(RttLabels, f64, f64)>,
     /// Whether this node counts itself isolated.
     pub isolated: bool,
 }
@@ -84,6 +90,14 @@ pub struct DrainLabels {
     pub dc: String,
     /// The service drained, or `*` for a drain of every service in the DC.
     pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RttLabels {
+    pub service: Arc<str>,
+    /// The node region that measured.
+    pub region: Arc<str>,
+    pub dc: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -195,6 +209,9 @@ pub struct Metrics {
     drain_expires: Family<DrainLabels, Gauge<f64, AtomicU64>>,
     votes: Family<VoteLabels, Gauge>,
     vote_age: Family<VoteLabels, Gauge<f64, AtomicU64>>,
+    dc_ramp_share: Family<DcLabels, Gauge<f64, AtomicU64>>,
+    latency_rtt: Family<RttLabels, Gauge<f64, AtomicU64>>,
+    latency_rtt_age: Family<RttLabels, Gauge<f64, AtomicU64>>,
     peer_age: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     peer_failures: Family<PeerLabels, Gauge>,
     drains_active: Gauge,
@@ -342,6 +359,26 @@ impl Metrics {
             "vote_up",
             "Each node's vote per endpoint (1 up, 0 down)",
             votes.clone(),
+        );
+        let dc_ramp_share = Family::<DcLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "dc_ramp_share",
+            "Share of its clients a service DC gets (below 1 during its recovery ramp)",
+            dc_ramp_share.clone(),
+        );
+        let latency_rtt = Family::<RttLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "latency_rtt",
+            "Smoothed probe RTT per latency service, node region and DC",
+            Unit::Seconds,
+            latency_rtt.clone(),
+        );
+        let latency_rtt_age = Family::<RttLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "latency_rtt_age",
+            "Age of that RTT: since the measuring node was last heard from",
+            Unit::Seconds,
+            latency_rtt_age.clone(),
         );
         let vote_age = Family::<VoteLabels, Gauge<f64, AtomicU64>>::default();
         registry.register_with_unit(
@@ -519,6 +556,9 @@ impl Metrics {
             drain_expires,
             votes,
             vote_age,
+            dc_ramp_share,
+            latency_rtt,
+            latency_rtt_age,
             peer_age,
             peer_failures,
             drains_active,
@@ -760,6 +800,16 @@ impl Metrics {
         for (labels, up, age_s) in &state.votes {
             self.votes.get_or_create(labels).set(i64::from(*up));
             self.vote_age.get_or_create(labels).set(*age_s);
+        }
+        self.dc_ramp_share.clear();
+        for (labels, share) in &state.ramps {
+            self.dc_ramp_share.get_or_create(labels).set(*share);
+        }
+        self.latency_rtt.clear();
+        self.latency_rtt_age.clear();
+        for (labels, rtt_s, age_s) in &state.rtts {
+            self.latency_rtt.get_or_create(labels).set(*rtt_s);
+            self.latency_rtt_age.get_or_create(labels).set(*age_s);
         }
         self.peer_age.clear();
         self.peer_failures.clear();
