@@ -243,10 +243,11 @@ impl Cluster {
     /// published already: refreshes run on several tasks (the merge loop, the pull rounds, the
     /// followers), and one that lost the race to publish must not put back what a later one
     /// replaced (a drain just decided, say).
-    fn publish(&self, version: u64, health: EffectiveHealth) {
+    fn publish(&self, version: u64, mut health: EffectiveHealth) {
         let mut published = lock(&self.published);
         if version > *published {
             *published = version;
+            health.keep_answers(&self.snapshots.health.load());
             self.snapshots.store_health(Arc::new(health));
         }
     }

@@ -14,7 +14,9 @@
 //! `ENTRY_OVERHEAD`), with quick_cache's S3-FIFO-like eviction, which keeps entries that are
 //! asked again over a scan of one-off names (a random-subdomain flood does not wash out the hot
 //! set). The cache holds the snapshots it was filled from, so a snapshot cannot be freed and
-//! its address reused while entries built from it live; a new snapshot clears the cache.
+//! its address reused while entries built from it live; new zones or GeoIP data clear the cache,
+//! and so does a health view that changes what answers read (`EffectiveHealth::answers`; the
+//! views a node publishes at every merge that change nothing an answer reads keep it).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -199,8 +201,10 @@ impl Generation {
         health: &Arc<EffectiveHealth>,
         geo: &Option<Arc<GeoDb>>,
     ) -> bool {
+        // Health by what answers read of it (`EffectiveHealth::answers`): most new health views
+        // change nothing an answer reads.
         Arc::ptr_eq(&self.zones, zones)
-            && Arc::ptr_eq(&self.health, health)
+            && self.health.answers == health.answers
             && match (&self.geo, geo) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (None, None) => true,

@@ -584,7 +584,16 @@ pub struct EffectiveHealth {
     lifted: Vec<(String, Option<String>, u64)>,
     /// The latency policy's orders per service and region.
     pub steering: Steering,
+    /// Names what answers read of this view: a fresh number for every view built, kept by a
+    /// view that answers the same as the one before it (`keep_answers`). Prepared answers
+    /// (`dns::prepared`) live as long as it does, not as long as one snapshot: a node publishes
+    /// a view at every merge (each heartbeat, each probe's new RTT), and nearly all of them
+    /// change nothing an answer reads.
+    pub answers: u64,
 }
+
+/// The last `EffectiveHealth::answers` handed out.
+static ANSWERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl EffectiveHealth {
     /// `targets` are the (address, check) pairs of the current zones; `merged` is keyed by text.
@@ -641,6 +650,35 @@ impl EffectiveHealth {
             in_force,
             lifted,
             steering: Default::default(),
+            answers: ANSWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+        }
+    }
+
+    /// Takes `before`'s `answers` number when every answer reads the same from both views:
+    /// readiness, up/down and restore time per endpoint, the drains in force and lifted, and the
+    /// latency orders (the DCs and their order per region, not the RTTs' values or ages, which
+    /// only `explain` shows).
+    pub fn keep_answers(&mut self, before: &EffectiveHealth) {
+        fn orders(s: &Steering) -> Vec<(&Name, &str, Vec<usize>)> {
+            let mut v: Vec<(&Name, &str, Vec<usize>)> = s
+                .services
+                .iter()
+                .flat_map(|(n, orders)| {
+                    orders
+                        .iter()
+                        .map(move |o| (n, &*o.region, o.dcs.iter().map(|d| d.dc).collect()))
+                })
+                .collect();
+            v.sort_unstable();
+            v
+        }
+        if self.ready == before.ready
+            && self.by_addr == before.by_addr
+            && self.in_force == before.in_force
+            && self.lifted == before.lifted
+            && orders(&self.steering) == orders(&before.steering)
+        {
+            self.answers = before.answers;
         }
     }
 
@@ -1106,6 +1144,62 @@ mod tests {
             1,
         );
         assert!(eff.is_up("10.0.0.3".parse().unwrap(), Some(&other)));
+    }
+
+    /// A view that answers the same keeps the one before's `answers` number (a later vote's
+    /// age, another heartbeat, an RTT's value), and any change an answer reads gets a new one:
+    /// an endpoint down, a drain, readiness.
+    use crate::health::drain::DrainSet;
+
+    #[test]
+    fn views_that_answer_the_same_keep_their_answers_number() {
+        let check = Arc::new(Check::new(crate::zone::check::CheckKind::Tcp { port: 80 }));
+        let addr: IpAddr = "10.0.0.1".parse().unwrap();
+        let key = EndpointKey::new(addr, &check);
+        let view = |up: bool, generated_ms: u64, ready: bool, drains: DrainSet| {
+            let mut r = Report::new("a", "r", generated_ms, generated_ms);
+            let vote = Vote {
+                up,
+                since_ms: 0,
+                rtt_ms: Some(generated_ms as f64),
+                error: None,
+                recovered: false,
+            };
+            r.insert(&key, vote);
+            let merged = merge(&reports(vec![r]), generated_ms, SETTINGS);
+            EffectiveHealth::new(ready, [(addr, check.clone())], merged, drains, generated_ms)
+        };
+        let first = view(true, 10, true, DrainSet::default());
+        let mut same = view(true, 20, true, DrainSet::default());
+        assert_ne!(
+            same.answers, first.answers,
+            "every view is built with its own"
+        );
+        same.keep_answers(&first);
+        assert_eq!(same.answers, first.answers);
+
+        let mut down = view(false, 30, true, DrainSet::default());
+        down.keep_answers(&same);
+        assert_ne!(down.answers, same.answers, "an endpoint went down");
+
+        let mut unready = view(true, 40, false, DrainSet::default());
+        unready.keep_answers(&first);
+        assert_ne!(unready.answers, first.answers, "readiness");
+
+        let mut drains = DrainSet::default();
+        let drain = crate::health::drain::Drain {
+            dc: "fra".to_string(),
+            service: None,
+            reason: String::new(),
+            active: true,
+            expires_ms: None,
+            issued_ms: 5,
+            issued_by: "a".to_string(),
+        };
+        drains.entries.insert(drain.key(), drain);
+        let mut drained = view(true, 50, true, drains);
+        drained.keep_answers(&first);
+        assert_ne!(drained.answers, first.answers, "a drain in force");
     }
 
     #[test]
