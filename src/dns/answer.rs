@@ -415,11 +415,10 @@ impl PartialEq for Place {
 impl Eq for Place {}
 
 impl std::hash::Hash for Place {
+    /// The coordinates alone (a part of what `eq` compares, so equal places hash alike): they
+    /// tell places apart nearly always, and hashing two numbers is much cheaper than the names.
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         let l = &*self.0;
-        l.continent.hash(h);
-        l.country.hash(h);
-        l.subdivision.hash(h);
         l.coordinates
             .map(|(x, y)| (x.to_bits(), y.to_bits()))
             .hash(h);
@@ -428,7 +427,15 @@ impl std::hash::Hash for Place {
 
 /// The class of `client` for the answer `route` leads to.
 pub fn client_class(route: &Route<'_>, qtype: QType, client: &Client) -> ClientClass {
-    let (zone, service) = match route {
+    match route_service(route, qtype) {
+        Some((zone, service)) => service_class(zone, service, client),
+        None => ClientClass::Anyone,
+    }
+}
+
+/// The service a route answers from, with its zone: a service's A, AAAA or ANY question.
+pub fn route_service<'z>(route: &Route<'z>, qtype: QType) -> Option<(&'z Zone, &'z Arc<Service>)> {
+    match route {
         Route::InZone {
             zone,
             end: End::Node(_, node),
@@ -437,11 +444,15 @@ pub fn client_class(route: &Route<'_>, qtype: QType, client: &Client) -> ClientC
             (
                 Some(service),
                 QType::Any | QType::Known(RecordType::A) | QType::Known(RecordType::Aaaa),
-            ) => (zone, service),
-            _ => return ClientClass::Anyone,
+            ) => Some((zone, service)),
+            _ => None,
         },
-        _ => return ClientClass::Anyone,
-    };
+        _ => None,
+    }
+}
+
+/// The class of `client` for an answer of `service` (see `client_class`).
+pub fn service_class(zone: &Zone, service: &Service, client: &Client) -> ClientClass {
     if let Some(ramp) = service.ramp
         && ramping(zone, service, ramp, client.health)
     {

@@ -26,7 +26,8 @@ use crate::dns::answer::ClientClass;
 use crate::dns::wire;
 use crate::geo::GeoDb;
 use crate::health::merge::EffectiveHealth;
-use crate::zone::ZoneSet;
+use crate::telemetry::metrics::AnswerCounters;
+use crate::zone::{Service, Zone, ZoneSet};
 
 /// Bytes of prepared responses one thread keeps at most.
 pub const CAPACITY_BYTES: u64 = 4 << 20;
@@ -48,6 +49,8 @@ pub struct Entry {
     pub rcode: &'static str,
     pub service_dc: Option<(Arc<str>, Arc<str>)>,
     pub all_down: bool,
+    /// The counters the answer increments, kept after their first use.
+    pub counters: AnswerCounters,
 }
 
 impl Entry {
@@ -73,6 +76,7 @@ impl Entry {
             rcode,
             service_dc,
             all_down,
+            counters: AnswerCounters::default(),
         }
     }
 
@@ -178,13 +182,34 @@ impl quick_cache::Equivalent<Key> for KeyRef<'_> {
     }
 }
 
+/// What the cache keeps under a key.
+enum Slot {
+    Answer(Entry),
+    /// Under a question's key with `ClientClass::Anyone`: the question leads to this service
+    /// (`answer::route`), so its answers are kept per client class (`answer::service_class`),
+    /// and a query needs no walk through the zone to know which.
+    Service(Arc<Zone>, Arc<Service>),
+}
+
 #[derive(Clone)]
 struct ByBytes;
 
-impl quick_cache::Weighter<Key, Entry> for ByBytes {
-    fn weight(&self, _: &Key, entry: &Entry) -> u64 {
-        entry.weight()
+impl quick_cache::Weighter<Key, Slot> for ByBytes {
+    fn weight(&self, _: &Key, slot: &Slot) -> u64 {
+        match slot {
+            Slot::Answer(entry) => entry.weight(),
+            Slot::Service(..) => ENTRY_OVERHEAD,
+        }
     }
+}
+
+/// What a question's first look-up (`Prepared::find`) finds.
+pub enum Found<'a> {
+    /// The answer for every client.
+    Answer(&'a Entry),
+    /// A service's name: its answers are per client class.
+    Service(&'a Arc<Zone>, &'a Arc<Service>),
+    Nothing,
 }
 
 /// The snapshots prepared answers were built from.
@@ -216,7 +241,10 @@ impl Generation {
 /// One thread's prepared answers.
 pub struct Prepared {
     generation: Option<Generation>,
-    cache: quick_cache::unsync::Cache<Key, Entry, ByBytes, foldhash::fast::RandomState>,
+    cache: quick_cache::unsync::Cache<Key, Slot, ByBytes, foldhash::fast::RandomState>,
+    /// Whether a zone of the generation signs: then a query with DO=1 may need signatures,
+    /// which prepared answers do not carry.
+    signing: bool,
 }
 
 impl Default for Prepared {
@@ -231,6 +259,7 @@ impl Prepared {
         let items = usize::try_from(bytes / 300).unwrap_or(1).max(16);
         Prepared {
             generation: None,
+            signing: false,
             cache: quick_cache::unsync::Cache::with(
                 items,
                 bytes,
@@ -256,6 +285,7 @@ impl Prepared {
             return;
         }
         self.cache.clear();
+        self.signing = zones.zones.iter().any(|z| z.dnssec.is_some());
         self.generation = Some(Generation {
             zones: zones.clone(),
             health: health.clone(),
@@ -263,7 +293,29 @@ impl Prepared {
         });
     }
 
+    /// Whether a zone of the current generation signs its answers.
+    pub fn signing(&self) -> bool {
+        self.signing
+    }
+
+    /// The first look-up for a question: its answer when it is the same for every client, or
+    /// the service it leads to.
+    pub fn find(&self, qname: &str, qtype: u16) -> Found<'_> {
+        match self.slot(qname, qtype, &ClientClass::Anyone) {
+            Some(Slot::Answer(entry)) => Found::Answer(entry),
+            Some(Slot::Service(zone, service)) => Found::Service(zone, service),
+            None => Found::Nothing,
+        }
+    }
+
     pub fn get(&self, qname: &str, qtype: u16, class: &ClientClass) -> Option<&Entry> {
+        match self.slot(qname, qtype, class)? {
+            Slot::Answer(entry) => Some(entry),
+            Slot::Service(..) => None,
+        }
+    }
+
+    fn slot(&self, qname: &str, qtype: u16, class: &ClientClass) -> Option<&Slot> {
         self.cache.get(&KeyRef {
             qname,
             qtype,
@@ -272,11 +324,31 @@ impl Prepared {
     }
 
     pub fn insert(&mut self, qname: &str, qtype: u16, class: ClientClass, entry: Entry) {
+        self.put(qname, qtype, class, Slot::Answer(entry));
+    }
+
+    /// Notes that the question leads to `service` of `zone` (see `Slot::Service`).
+    pub fn insert_service(
+        &mut self,
+        qname: &str,
+        qtype: u16,
+        zone: Arc<Zone>,
+        service: Arc<Service>,
+    ) {
+        self.put(
+            qname,
+            qtype,
+            ClientClass::Anyone,
+            Slot::Service(zone, service),
+        );
+    }
+
+    fn put(&mut self, qname: &str, qtype: u16, class: ClientClass, slot: Slot) {
         let key = Key {
             qname: qname.into(),
             qtype,
             class,
         };
-        self.cache.insert(key, entry);
+        self.cache.insert(key, slot);
     }
 }

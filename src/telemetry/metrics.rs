@@ -160,9 +160,26 @@ thread_local! {
         std::cell::RefCell::new(CounterCache::default());
 }
 
-/// Increments the counter for `key` from this thread's cache, fetched with `get` (which also
-/// gives the label set to hold) the first time. The cache starts over past 4096 entries, so
-/// label sets from old zones cannot pile up.
+/// The counter for `key` from this thread's cache, fetched with `get` (which also gives the
+/// label set to hold) the first time. The cache starts over past 4096 entries, so label sets
+/// from old zones cannot pile up.
+fn cached_counter(key: CounterKey, get: impl FnOnce() -> (Counter, Held)) -> Counter {
+    COUNTERS.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((found, _)) = c.get(&key) {
+            return found.clone();
+        }
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        let entry = get();
+        let counter = entry.0.clone();
+        c.insert(key, entry);
+        counter
+    })
+}
+
+/// Increments the counter for `key` (see `cached_counter`).
 fn inc_counter(key: CounterKey, get: impl FnOnce() -> (Counter, Held)) {
     COUNTERS.with(|c| {
         let mut c = c.borrow_mut();
@@ -177,6 +194,17 @@ fn inc_counter(key: CounterKey, get: impl FnOnce() -> (Counter, Held)) {
         entry.0.inc();
         c.insert(key, entry);
     })
+}
+
+/// The counters a prepared answer increments, each fetched the first time it is used and then
+/// kept with the answer (a hit increments them without a look-up). A family never drops a label
+/// set, so a kept counter stays the one the scrape reads.
+#[derive(Debug, Default)]
+pub struct AnswerCounters {
+    /// `dns_queries_total` without and with ECS.
+    queries: [std::cell::OnceCell<Counter>; 2],
+    /// `dns_service_answers_total`, for a service answer.
+    service: std::cell::OnceCell<Counter>,
 }
 
 /// The zone label of queries outside every zone.
@@ -616,6 +644,93 @@ impl Metrics {
             )
         });
         self.query_duration.observe(seconds);
+    }
+
+    /// Counts a query answered with a prepared answer (see `record_query`; `service` as
+    /// `record_service_answer`'s arguments, for a service answer), through the counters kept in
+    /// `counters`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_prepared_query(
+        &self,
+        counters: &AnswerCounters,
+        zone: &Arc<str>,
+        qtype: &'static str,
+        rcode: &'static str,
+        ecs: bool,
+        seconds: f64,
+        service: Option<(&Arc<str>, &Arc<str>)>,
+        all_down: bool,
+    ) {
+        counters.queries[usize::from(ecs)]
+            .get_or_init(|| self.query_counter(zone, qtype, rcode, ecs))
+            .inc();
+        self.query_duration.observe(seconds);
+        if let Some((record, dc)) = service {
+            counters
+                .service
+                .get_or_init(|| self.service_counter(zone, record, dc))
+                .inc();
+            if all_down {
+                self.all_down
+                    .get_or_create(&ServiceLabels {
+                        zone: zone.clone(),
+                        record: record.clone(),
+                        dc: dc.clone(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    fn query_counter(
+        &self,
+        zone: &Arc<str>,
+        qtype: &'static str,
+        rcode: &'static str,
+        ecs: bool,
+    ) -> Counter {
+        let ecs = if ecs { "yes" } else { "no" };
+        let key = CounterKey {
+            registry: self.id,
+            metric: 0,
+            labels: [
+                text_key(zone),
+                text_key(qtype),
+                text_key(rcode),
+                text_key(ecs),
+            ],
+        };
+        cached_counter(key, || {
+            let labels = QueryLabels {
+                zone: zone.clone(),
+                qtype,
+                rcode,
+                ecs,
+            };
+            (
+                self.queries.get_or_create(&labels).clone(),
+                Held::Query(labels),
+            )
+        })
+    }
+
+    fn service_counter(&self, zone: &Arc<str>, record: &Arc<str>, dc: &Arc<str>) -> Counter {
+        let key = CounterKey {
+            registry: self.id,
+            metric: 1,
+            labels: [text_key(zone), text_key(record), text_key(dc), (0, 0)],
+        };
+        cached_counter(key, || {
+            let labels = ServiceLabels {
+                zone: zone.clone(),
+                record: record.clone(),
+                dc: dc.clone(),
+            };
+            (
+                self.service_answers.get_or_create(&labels).clone(),
+                Held::Service(labels),
+            )
+        })
     }
 
     /// Counts a service answer from the DC `dc` (and one by `when_all_down` when `all_down`).
