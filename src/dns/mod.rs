@@ -271,12 +271,13 @@ impl Handler {
             let hit = if maybe_signed && prepared.signing() {
                 None
             } else {
-                match prepared.find(name, q.qtype) {
+                let question = prepared.question(name, q.qtype);
+                match prepared.find(question) {
                     Found::Answer(entry) => Some(entry),
                     // `Unprepared` (a ramp) is never kept: a miss.
                     Found::Service(zone, service) => {
                         let class = answer::service_class(zone, service, &client);
-                        prepared.get(name, q.qtype, &class)
+                        prepared.get(question, &class)
                     }
                     Found::Nothing => None,
                 }
@@ -315,12 +316,13 @@ impl Handler {
         self.record_entry(&entry, q.qtype, ecs.is_some(), started);
         let facts = facts(&entry);
         if let Some(prepared) = view.prepared.as_mut() {
+            let question = prepared.question(name, q.qtype);
             if let Some((zone, service)) = service {
-                prepared.insert_service(name, q.qtype, zone, service);
+                prepared.insert_service(question, zone, service);
             }
             if class != ClientClass::Unprepared {
                 metrics.record_prepared(false);
-                prepared.insert(name, q.qtype, class, entry);
+                prepared.insert(question, class, entry);
             }
         }
         Some(facts)

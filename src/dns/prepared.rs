@@ -18,7 +18,7 @@
 //! and so does a health view that changes what answers read (`EffectiveHealth::answers`; the
 //! views a node publishes at every merge that change nothing an answer reads keep it).
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use crate::dns::Facts;
@@ -142,10 +142,20 @@ fn truncate(out: &mut Vec<u8>, q: &wire::Query<'_>, opt: Option<wire::OptOut>) {
     }
 }
 
-/// The cache key: the question (lower-case name, type) and the client class.
+/// A question as the cache looks it up: the lower-case name with its hash (taken once per
+/// query, though a service's answer takes two look-ups), and the type.
+#[derive(Clone, Copy)]
+pub struct Question<'a> {
+    name: &'a str,
+    name_hash: u64,
+    qtype: u16,
+}
+
+/// The cache key: the question and the client class.
 #[derive(PartialEq, Eq)]
 struct Key {
     qname: Box<str>,
+    name_hash: u64,
     qtype: u16,
     class: ClientClass,
 }
@@ -153,8 +163,11 @@ struct Key {
 impl Hash for Key {
     fn hash<H: Hasher>(&self, h: &mut H) {
         KeyRef {
-            qname: &self.qname,
-            qtype: self.qtype,
+            question: Question {
+                name: &self.qname,
+                name_hash: self.name_hash,
+                qtype: self.qtype,
+            },
             class: &self.class,
         }
         .hash(h)
@@ -163,22 +176,22 @@ impl Hash for Key {
 
 /// A key to look up with, borrowing the name (no allocation on a hit).
 struct KeyRef<'a> {
-    qname: &'a str,
-    qtype: u16,
+    question: Question<'a>,
     class: &'a ClientClass,
 }
 
 impl Hash for KeyRef<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.qname.hash(h);
-        self.qtype.hash(h);
+        h.write_u64(self.question.name_hash);
+        self.question.qtype.hash(h);
         self.class.hash(h);
     }
 }
 
 impl quick_cache::Equivalent<Key> for KeyRef<'_> {
     fn equivalent(&self, key: &Key) -> bool {
-        self.qtype == key.qtype && self.qname == &*key.qname && self.class == &key.class
+        let q = &self.question;
+        q.qtype == key.qtype && q.name == &*key.qname && self.class == &key.class
     }
 }
 
@@ -242,6 +255,8 @@ impl Generation {
 pub struct Prepared {
     generation: Option<Generation>,
     cache: quick_cache::unsync::Cache<Key, Slot, ByBytes, foldhash::fast::RandomState>,
+    /// Hashes question names (seeded per process, as the cache's own hasher).
+    names: foldhash::fast::RandomState,
     /// Whether a zone of the generation signs: then a query with DO=1 may need signatures,
     /// which prepared answers do not carry.
     signing: bool,
@@ -260,6 +275,7 @@ impl Prepared {
         Prepared {
             generation: None,
             signing: false,
+            names: foldhash::fast::RandomState::default(),
             cache: quick_cache::unsync::Cache::with(
                 items,
                 bytes,
@@ -298,55 +314,50 @@ impl Prepared {
         self.signing
     }
 
+    /// `name` (lower case) and `qtype` as the cache looks them up.
+    pub fn question<'a>(&self, name: &'a str, qtype: u16) -> Question<'a> {
+        Question {
+            name,
+            name_hash: self.names.hash_one(name),
+            qtype,
+        }
+    }
+
     /// The first look-up for a question: its answer when it is the same for every client, or
     /// the service it leads to.
-    pub fn find(&self, qname: &str, qtype: u16) -> Found<'_> {
-        match self.slot(qname, qtype, &ClientClass::Anyone) {
+    pub fn find(&self, q: Question<'_>) -> Found<'_> {
+        match self.slot(q, &ClientClass::Anyone) {
             Some(Slot::Answer(entry)) => Found::Answer(entry),
             Some(Slot::Service(zone, service)) => Found::Service(zone, service),
             None => Found::Nothing,
         }
     }
 
-    pub fn get(&self, qname: &str, qtype: u16, class: &ClientClass) -> Option<&Entry> {
-        match self.slot(qname, qtype, class)? {
+    pub fn get(&self, q: Question<'_>, class: &ClientClass) -> Option<&Entry> {
+        match self.slot(q, class)? {
             Slot::Answer(entry) => Some(entry),
             Slot::Service(..) => None,
         }
     }
 
-    fn slot(&self, qname: &str, qtype: u16, class: &ClientClass) -> Option<&Slot> {
-        self.cache.get(&KeyRef {
-            qname,
-            qtype,
-            class,
-        })
+    fn slot(&self, question: Question<'_>, class: &ClientClass) -> Option<&Slot> {
+        self.cache.get(&KeyRef { question, class })
     }
 
-    pub fn insert(&mut self, qname: &str, qtype: u16, class: ClientClass, entry: Entry) {
-        self.put(qname, qtype, class, Slot::Answer(entry));
+    pub fn insert(&mut self, q: Question<'_>, class: ClientClass, entry: Entry) {
+        self.put(q, class, Slot::Answer(entry));
     }
 
     /// Notes that the question leads to `service` of `zone` (see `Slot::Service`).
-    pub fn insert_service(
-        &mut self,
-        qname: &str,
-        qtype: u16,
-        zone: Arc<Zone>,
-        service: Arc<Service>,
-    ) {
-        self.put(
-            qname,
-            qtype,
-            ClientClass::Anyone,
-            Slot::Service(zone, service),
-        );
+    pub fn insert_service(&mut self, q: Question<'_>, zone: Arc<Zone>, service: Arc<Service>) {
+        self.put(q, ClientClass::Anyone, Slot::Service(zone, service));
     }
 
-    fn put(&mut self, qname: &str, qtype: u16, class: ClientClass, slot: Slot) {
+    fn put(&mut self, q: Question<'_>, class: ClientClass, slot: Slot) {
         let key = Key {
-            qname: qname.into(),
-            qtype,
+            qname: q.name.into(),
+            name_hash: q.name_hash,
+            qtype: q.qtype,
             class,
         };
         self.cache.insert(key, slot);
