@@ -389,9 +389,11 @@ pub enum ClientClass {
 pub enum ClassBy {
     /// `failover`: nothing.
     Nothing,
-    /// `nearest` and `geo`: the place the database gives (every field the policies read) and
-    /// the ECS scope (the database network's prefix, capped); `None` when unlocated.
-    Place(Option<Place>, u8),
+    /// `nearest`, `latency` and `geo`: the place the database gives (every field the
+    /// policies read); `None` when unlocated. The ECS scope (the database network's prefix,
+    /// capped) is not part of the class: the answer is the same for every network of a place,
+    /// and `service_class` gives each its scope beside the class.
+    Place(Option<Place>),
     /// `weighted`: the client network the score is computed from.
     Network(IpAddr),
 }
@@ -426,10 +428,10 @@ impl std::hash::Hash for Place {
 }
 
 /// The class of `client` for the answer `route` leads to.
-pub fn client_class(route: &Route<'_>, qtype: QType, client: &Client) -> ClientClass {
+pub fn client_class(route: &Route<'_>, qtype: QType, client: &Client) -> (ClientClass, u8) {
     match route_service(route, qtype) {
         Some((zone, service)) => service_class(zone, service, client),
-        None => ClientClass::Anyone,
+        None => (ClientClass::Anyone, 0),
     }
 }
 
@@ -451,34 +453,39 @@ pub fn route_service<'z>(route: &Route<'z>, qtype: QType) -> Option<(&'z Zone, &
     }
 }
 
-/// The class of `client` for an answer of `service` (see `client_class`).
-pub fn service_class(zone: &Zone, service: &Service, client: &Client) -> ClientClass {
+/// The class of `client` for an answer of `service` (see `client_class`), and the ECS scope
+/// `select` gives the client with it (for `nearest`, `latency` and `geo`: its place's).
+pub fn service_class(zone: &Zone, service: &Service, client: &Client) -> (ClientClass, u8) {
     if let Some(ramp) = service.ramp
         && ramping(zone, service, ramp, client.health)
     {
-        return ClientClass::Unprepared;
+        return (ClientClass::Unprepared, 0);
     }
     let cap = if client.addr.to_canonical().is_ipv4() {
         MAX_SCOPE_V4
     } else {
         MAX_SCOPE_V6
     };
-    let by = match &service.policy {
-        Policy::Failover => ClassBy::Nothing,
-        Policy::Weighted(_) => ClassBy::Network(geo::mask(client.addr.to_canonical(), cap)),
+    let (by, scope) = match &service.policy {
+        Policy::Failover => (ClassBy::Nothing, 0),
+        Policy::Weighted(_) => (
+            ClassBy::Network(geo::mask(client.addr.to_canonical(), cap)),
+            cap,
+        ),
         // `latency` reads the place too: the node region nearest it, and the orders in the
         // health snapshot.
         Policy::Nearest | Policy::Latency | Policy::Geo { .. } => {
             match client.locator.locate(client.addr) {
-                Some(l) => ClassBy::Place(Some(Place(l.location)), l.prefix.min(cap)),
-                None => ClassBy::Place(None, cap),
+                Some(l) => (ClassBy::Place(Some(Place(l.location))), l.prefix.min(cap)),
+                None => (ClassBy::Place(None), cap),
             }
         }
     };
-    ClientClass::Service {
+    let class = ClientClass::Service {
         by,
         step: rotation_step(service, client.rotation),
-    }
+    };
+    (class, scope)
 }
 
 /// Whether a DC of `service` is in its recovery ramp now (as `select` finds it: restored, some

@@ -256,8 +256,8 @@ impl Handler {
             (false, None) => 512,
         };
         let ecs_addr = ecs.filter(|e| e.source > 0).map(|e| e.addr);
-        let facts = |entry: &prepared::Entry| Facts {
-            subnet: ecs_addr.filter(|_| entry.scope > 0),
+        let facts = |entry: &prepared::Entry, scope: u8| Facts {
+            subnet: ecs_addr.filter(|_| scope > 0),
             ..entry.facts
         };
         let metrics = &self.snapshots.metrics;
@@ -273,20 +273,21 @@ impl Handler {
             } else {
                 let question = prepared.question(name, q.qtype);
                 match prepared.find(question) {
-                    Found::Answer(entry) => Some(entry),
+                    Found::Answer(entry) => Some((entry, 0)),
                     // `Unprepared` (a ramp) is never kept: a miss.
                     Found::Service(zone, service) => {
-                        let class = answer::service_class(zone, service, &client);
-                        prepared.get(question, &class)
+                        let (class, scope) = answer::service_class(zone, service, &client);
+                        prepared.get(question, &class).map(|e| (e, scope))
                     }
                     Found::Nothing => None,
                 }
             };
-            if let Some(entry) = hit {
-                entry.write(out, q, opt(entry.scope), limit);
+            if let Some((entry, class_scope)) = hit {
+                let scope = entry.scope.of(class_scope);
+                entry.write(out, q, opt(scope), limit);
                 metrics.record_prepared(true);
                 self.record_entry(entry, q.qtype, ecs.is_some(), started);
-                return Some(facts(entry));
+                return Some(facts(entry, scope));
             }
         }
         let qname = Name::from_lower(name);
@@ -299,7 +300,7 @@ impl Handler {
         }
         let qtype = to_qtype(HRecordType::from(q.qtype));
         let route = answer::route(zones, &qname, qtype);
-        let class = answer::client_class(&route, qtype, &client);
+        let (class, class_scope) = answer::client_class(&route, qtype, &client);
         if let ClientClass::Service { step, .. } = class {
             // The answer for the class is the one for its rotation step (`rotation_step`).
             client.rotation = usize::from(step);
@@ -311,10 +312,14 @@ impl Handler {
         });
         let zone = route.zone();
         let ans = answer::answer_route(route, qtype, &client);
-        let entry = prepare(&ans, zone, &qname, name, q.qtype);
-        entry.write(out, q, opt(entry.scope), limit);
+        let mut entry = prepare(&ans, zone, &qname, name, q.qtype);
+        if matches!(class, ClientClass::Service { .. }) && ans.scope == class_scope {
+            // Every network of the place gets this answer, each with its own scope.
+            entry.scope = prepared::Scope::OfClass;
+        }
+        entry.write(out, q, opt(ans.scope), limit);
         self.record_entry(&entry, q.qtype, ecs.is_some(), started);
-        let facts = facts(&entry);
+        let facts = facts(&entry, ans.scope);
         if let Some(prepared) = view.prepared.as_mut() {
             let question = prepared.question(name, q.qtype);
             if let Some((zone, service)) = service {
@@ -521,7 +526,7 @@ fn prepare(
     prepared::Entry::new(
         &bytes,
         question.len(),
-        ans.scope,
+        prepared::Scope::Fixed(ans.scope),
         Facts::of(ans, zone, qtype, None),
         zone.map(|z| z.apex.arc().clone()),
         rcode_label(ans.rcode),

@@ -34,6 +34,27 @@ pub const CAPACITY_BYTES: u64 = 4 << 20;
 /// What an entry costs beyond its bytes (key, name, metric labels, table slot), for the bound.
 pub const ENTRY_OVERHEAD: u64 = 160;
 
+/// The ECS scope of a prepared answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The same for every client of the class (0 for static data and `failover`).
+    Fixed(u8),
+    /// The scope of the client's own place (`answer::service_class`): places are shared by
+    /// networks of every size in the GeoIP data, and the answer is the same for all of them,
+    /// but each network is echoed with its own prefix.
+    OfClass,
+}
+
+impl Scope {
+    /// The scope for a client whose class has `class_scope`.
+    pub fn of(self, class_scope: u8) -> u8 {
+        match self {
+            Scope::Fixed(s) => s,
+            Scope::OfClass => class_scope,
+        }
+    }
+}
+
 /// A response ready to be copied.
 pub struct Entry {
     /// Header (ID 0, RD/CD clear), the question in lower case, and every record; no OPT.
@@ -41,7 +62,7 @@ pub struct Entry {
     /// Length of the question section in `bytes` (from offset 12).
     question_len: usize,
     /// The ECS scope to echo.
-    pub scope: u8,
+    pub scope: Scope,
     /// What rate limiting and metrics need (the subnet is the query's own, added per query).
     pub facts: Facts,
     /// The query counter's labels and the service answer's, resolved when prepared.
@@ -60,7 +81,7 @@ impl Entry {
     pub fn new(
         response: &[u8],
         question_len: usize,
-        scope: u8,
+        scope: Scope,
         facts: Facts,
         zone: Option<Arc<str>>,
         rcode: &'static str,
