@@ -10,6 +10,13 @@
 //! the patch they read in the client's letter case, which DNS compares without case (RFC 4343),
 //! as BIND and Knot also compress against the question.
 //!
+//! Signed answers (DO=1 to a signed zone, issue 15) are prepared with their RRSIGs and, for
+//! NXDOMAIN and NODATA, the compact-denial NSEC and its RRSIG, under a key of their own. Such
+//! an entry carries the time the signature cache would make one of its signatures anew, and is
+//! not served from then on: it is prepared again, with the fresh signature. So a prepared
+//! signature never outlives the signer's refresh point (a served signature has at least six
+//! days left), and a health change, a reload or a key switch clears the cache as for any answer.
+//!
 //! Bounded by bytes, not entries: `CAPACITY_BYTES` per thread (entries weigh their length plus
 //! `ENTRY_OVERHEAD`), with quick_cache's S3-FIFO-like eviction, which keeps entries that are
 //! asked again over a scan of one-off names (a random-subdomain flood does not wash out the hot
@@ -46,6 +53,9 @@ pub struct Entry {
     pub rcode: &'static str,
     pub service_dc: Option<(Arc<str>, Arc<str>)>,
     pub all_down: bool,
+    /// For a signed answer: the Unix second from which it is stale (`Secured::fresh_until_s`,
+    /// when the signature cache would make one of its RRSIGs anew). `get` skips it from then.
+    pub fresh_until_s: Option<u64>,
 }
 
 impl Entry {
@@ -71,6 +81,7 @@ impl Entry {
             rcode,
             service_dc,
             all_down,
+            fresh_until_s: None,
         }
     }
 
@@ -136,11 +147,13 @@ fn truncate(out: &mut Vec<u8>, q: &wire::Query<'_>, opt: Option<wire::OptOut>) {
     }
 }
 
-/// The cache key: the question (lower-case name, type) and the client class.
+/// The cache key: the question (lower-case name, type), whether the answer is the signed one
+/// (DO=1 to a signed zone: other bytes than DO=0's), and the client class.
 #[derive(PartialEq, Eq)]
 struct Key {
     qname: Box<str>,
     qtype: u16,
+    signed: bool,
     class: ClientClass,
 }
 
@@ -149,6 +162,7 @@ impl Hash for Key {
         KeyRef {
             qname: &self.qname,
             qtype: self.qtype,
+            signed: self.signed,
             class: &self.class,
         }
         .hash(h)
@@ -159,6 +173,7 @@ impl Hash for Key {
 struct KeyRef<'a> {
     qname: &'a str,
     qtype: u16,
+    signed: bool,
     class: &'a ClientClass,
 }
 
@@ -166,13 +181,17 @@ impl Hash for KeyRef<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
         self.qname.hash(h);
         self.qtype.hash(h);
+        self.signed.hash(h);
         self.class.hash(h);
     }
 }
 
 impl quick_cache::Equivalent<Key> for KeyRef<'_> {
     fn equivalent(&self, key: &Key) -> bool {
-        self.qtype == key.qtype && self.qname == &*key.qname && self.class == &key.class
+        self.qtype == key.qtype
+            && self.signed == key.signed
+            && self.qname == &*key.qname
+            && self.class == &key.class
     }
 }
 
@@ -259,20 +278,91 @@ impl Prepared {
         });
     }
 
-    pub fn get(&self, qname: &str, qtype: u16, class: &ClientClass) -> Option<&Entry> {
-        self.cache.get(&KeyRef {
+    /// The entry for the question, the signed or the unsigned answer, and the client class;
+    /// `None` also when a signed entry is past its `fresh_until_s` (`now_s` reads the wall
+    /// clock, only for signed entries).
+    pub fn get(
+        &self,
+        qname: &str,
+        qtype: u16,
+        signed: bool,
+        class: &ClientClass,
+        now_s: impl FnOnce() -> u64,
+    ) -> Option<&Entry> {
+        let entry = self.cache.get(&KeyRef {
             qname,
             qtype,
+            signed,
             class,
-        })
+        })?;
+        match entry.fresh_until_s {
+            Some(until) if now_s() >= until => None,
+            _ => Some(entry),
+        }
     }
 
-    pub fn insert(&mut self, qname: &str, qtype: u16, class: ClientClass, entry: Entry) {
+    /// Keeps `entry` (replacing a stale one for the same key).
+    pub fn insert(
+        &mut self,
+        qname: &str,
+        qtype: u16,
+        signed: bool,
+        class: ClientClass,
+        entry: Entry,
+    ) {
         let key = Key {
             qname: qname.into(),
             qtype,
+            signed,
             class,
         };
         self.cache.insert(key, entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::Shape;
+
+    fn entry(fresh_until_s: Option<u64>) -> Entry {
+        let mut e = Entry::new(
+            &[0; 20],
+            8,
+            0,
+            Facts {
+                shape: Shape::Answer,
+                qtype: 1,
+                zone: None,
+                subnet: None,
+            },
+            None,
+            "NOERROR",
+            None,
+            false,
+        );
+        e.fresh_until_s = fresh_until_s;
+        e
+    }
+
+    #[test]
+    fn signed_and_unsigned_answers_are_kept_apart_and_signed_ones_go_stale() {
+        let mut p = Prepared::with_capacity(1 << 16);
+        let class = ClientClass::Anyone;
+        p.insert("www.a", 1, false, class.clone(), entry(None));
+        assert!(
+            p.get("www.a", 1, true, &class, || 0).is_none(),
+            "DO=1 is its own key"
+        );
+        p.insert("www.a", 1, true, class.clone(), entry(Some(1_000)));
+        // The unsigned entry never looks at the clock.
+        let unsigned = p.get("www.a", 1, false, &class, || panic!("clock read"));
+        assert!(unsigned.is_some_and(|e| e.fresh_until_s.is_none()));
+        assert!(p.get("www.a", 1, true, &class, || 999).is_some());
+        // From the signer's refresh point on, the signed entry is not served.
+        assert!(p.get("www.a", 1, true, &class, || 1_000).is_none());
+        // Prepared again (fresh signatures), it replaces the stale one.
+        p.insert("www.a", 1, true, class.clone(), entry(Some(2_000)));
+        assert!(p.get("www.a", 1, true, &class, || 1_000).is_some());
     }
 }

@@ -98,7 +98,7 @@ fn signatures_and_denial_come_with_do_and_only_with_it() {
     zone.write(&wild_zone(), &key, &[], None);
     let server = start(&zone);
 
-    // A wildcard answers for the name asked, with DO (full path) and without (lean path).
+    // A wildcard answers for the name asked, with DO (signed) and without.
     for q in [
         query("acme.tenants.api.example.com", RecordType::A),
         query("acme.tenants.api.example.com", RecordType::A).dnssec_ok(),
@@ -149,7 +149,7 @@ fn signatures_and_denial_come_with_do_and_only_with_it() {
     assert_eq!(nsec.len(), 1, "{nx:?}");
     assert_eq!(nsec[0].name.to_ascii(), "nothere.api.example.com.");
     assert_eq!(rrsigs(&nx.authorities).len(), 2, "SOA and NSEC signed");
-    // Over TCP too (the same full path).
+    // Over TCP too (the lean path without prepared answers).
     let tcp = query_tcp(
         server.addr,
         &[query("status.api.example.com", RecordType::TXT).dnssec_ok()],
@@ -175,11 +175,20 @@ fn signatures_and_denial_come_with_do_and_only_with_it() {
         run.stdout,
         run.stderr
     );
+    // Over UDP a repeated signed answer is a prepared one (copied with its RRSIG, the
+    // signature cache not asked); over TCP, which keeps no prepared answers, each query asks
+    // the signature cache.
     for _ in 0..5 {
         query_udp(
             server.addr,
             &query("status.api.example.com", RecordType::A).dnssec_ok(),
         );
+    }
+    let repeated: Vec<_> = (0..5)
+        .map(|_| query("status.api.example.com", RecordType::A).dnssec_ok())
+        .collect();
+    for reply in query_tcp(server.addr, &repeated) {
+        assert_eq!(rrsigs(&reply.answers).len(), 1);
     }
     let metrics = http_request(server.admin, "GET", "/metrics", &[], b"")
         .expect("metrics")
@@ -195,6 +204,7 @@ fn signatures_and_denial_come_with_do_and_only_with_it() {
     assert!(value("steerdns_dnssec_signatures_made_total") >= 5.0);
     assert!(value("steerdns_dnssec_signature_cache_hits_total") >= 4.0);
     assert!(value("steerdns_dnssec_signing_time_seconds_total") > 0.0);
+    assert!(value("steerdns_prepared_answers_total{result=\"hit\"}") >= 4.0);
     assert!(!metrics.contains("private"), "no key material in metrics");
 }
 
