@@ -2,9 +2,11 @@
 # Instructions per warm query in `Handler::respond_with` (issue 15): signed geo answers (DO=1,
 # ECS from many networks, the example zone signed) beside unsigned ones, counted by callgrind,
 # which a loaded machine cannot spoil. For each case, respond_loop runs twice under callgrind
-# with WARM=1 (every network answered once first): with COUNT queries and with 0; the
+# with WARM=3 (every network answered three times first: a prepared answer is kept per place and
+# rotation step, and one pass does not meet every step): with COUNT queries and with 0; the
 # difference over COUNT is the cost of a warm query, without the warm-up's misses, GeoIP first
-# sightings and signatures made. Prints one table (markdown).
+# sightings and signatures made. Prints one table (markdown); the prepared answers' hits and
+# misses of each counted run go to stderr (0 misses when warm).
 #
 #   bash bench/instructions-signed.sh            # NETWORKS=4000 COUNT=40000
 #   NETWORKS=24 COUNT=20000 bash bench/instructions-signed.sh
@@ -22,8 +24,9 @@ trap 'rm -rf "$tmp"' EXIT
 instructions() { # kind count env...
     local kind=$1 count=$2 out="$tmp/cg.$RANDOM"
     shift 2
-    env "$@" WARM=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
-        --toggle-collect='*Handler::respond_with*' "$bin" "$kind" "$count" >/dev/null 2>&1
+    env "$@" WARM=3 valgrind --tool=callgrind --callgrind-out-file="$out" \
+        --toggle-collect='*Handler::respond_with*' "$bin" "$kind" "$count" 2>/dev/null |
+        sed "s/^/$* /" >&2
     awk '/^(summary|totals):/ { print $2; exit }' "$out"
 }
 

@@ -7,9 +7,11 @@
 //! Signed answers (issue 15): `SIGNED=1` signs the zone with a key made at start (ECDSA P-256;
 //! `SIGNED=ed25519` for Ed25519) and sets DO=1 on the query. `NETWORKS=N` sends the geo query's
 //! ECS from N /24 networks spread over the IPv4 space in turn (default 1: 81.2.69.0/24), and
-//! `WARM=1` first answers every network once, so the count covers warm answers only when the
-//! warm-up's own instructions are taken off: run it with a count of 0 too and divide the
-//! difference by the count (`bench/instructions-signed.sh` does that).
+//! `WARM=P` first answers every network P times (a prepared answer is kept per place and
+//! rotation step, so one pass does not see every step), so the count covers warm answers only
+//! when the warm-up's own instructions are taken off: run it with a count of 0 too and divide
+//! the difference by the count (`bench/instructions-signed.sh` does that). It prints the
+//! prepared answers' hits and misses of the counted queries.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,11 +64,8 @@ fn main() {
     let zones = steerdns::zone::file::load_dir(dir.path()).expect("the example zone loads");
     let geo =
         GeoDb::open(&[root.join("geoip/dbip-city-lite-coarse-ipv4.mmdb")]).expect("GeoIP opens");
-    let handler = Handler::new(Arc::new(Snapshots::new(
-        zones,
-        Some(geo),
-        Arc::new(Metrics::new()),
-    )));
+    let metrics = Arc::new(Metrics::new());
+    let handler = Handler::new(Arc::new(Snapshots::new(zones, Some(geo), metrics.clone())));
     let (name, rtype, geo_query) = match kind.as_str() {
         "static" => ("status.api.example.com.", RecordType::A, false),
         "nxdomain" => ("nope.api.example.com.", RecordType::A, false),
@@ -100,20 +99,37 @@ fn main() {
     } else {
         handler.view()
     };
-    if env("WARM") == "1" {
+    let warm_passes: usize = env("WARM").parse().unwrap_or(0);
+    for _ in 0..warm_passes {
         for msg in &msgs {
             let received = std::time::Instant::now();
             handler.respond_with(&mut view, msg, src, false, &mut out, &mut scratch, received);
         }
     }
+    let prepared = || {
+        let text = metrics.render();
+        let value = |result: &str| -> u64 {
+            let name = format!("steerdns_prepared_answers_total{{result=\"{result}\"}}");
+            text.lines()
+                .find(|l| l.starts_with(&name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (value("hit"), value("miss"))
+    };
+    let (hits_before, misses_before) = prepared();
     for msg in msgs.iter().cycle().take(count) {
         let received = std::time::Instant::now();
         handler.respond_with(&mut view, msg, src, false, &mut out, &mut scratch, received);
         bytes += out.len();
     }
+    let (hits, misses) = prepared();
     println!(
-        "{kind}: {count} responses, {bytes} bytes ({} networks, {})",
+        "{kind}: {count} responses, {bytes} bytes ({} networks, {}); prepared answers: {} hits, {} misses",
         msgs.len(),
-        signed.map_or("unsigned, DO=0", |a| a.mnemonic())
+        signed.map_or("unsigned, DO=0", |a| a.mnemonic()),
+        hits - hits_before,
+        misses - misses_before,
     );
 }
