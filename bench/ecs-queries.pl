@@ -3,13 +3,16 @@
 # message) so that every query can carry its own EDNS Client Subnet option; dnsperf's -E sets
 # one fixed option for the whole run.
 #
-#   perl ecs-queries.pl OUT.bin NAME TYPE[,TYPE...] NET/LEN [NET/LEN...]
+#   perl ecs-queries.pl [--do] OUT.bin NAME TYPE[,TYPE...] NET/LEN [NET/LEN...]
 #
 # One query per (network, type), networks in the order given, types interleaved. IPv4 networks
-# only. RD is clear, EDNS payload 1232, ECS source prefix LEN, scope 0.
+# only. RD is clear, EDNS payload 1232, ECS source prefix LEN, scope 0. --do sets the DNSSEC OK
+# bit (RFC 3225) in every query (dnsperf's -D does not touch -B messages).
 use strict;
 use warnings;
 
+my $do = 0;
+if (@ARGV && $ARGV[0] eq '--do') { $do = 1; shift @ARGV }
 my ($out, $name, $types, @nets) = @ARGV;
 die "usage: $0 OUT NAME TYPES NET/LEN...\n" unless $out && $name && $types && @nets;
 my %qtype = (A => 1, NS => 2, MX => 15, TXT => 16, AAAA => 28);
@@ -25,7 +28,7 @@ for my $net (@nets) {
     my $ecs_addr = pack('C*', @octets[0 .. $nbytes - 1]);
     # ECS: family 1 (IPv4), source prefix, scope prefix 0, the address cut to the prefix.
     my $ecs = pack('nCC', 1, $len, 0) . $ecs_addr;
-    my $opt = "\0" . pack('nnNn', 41, 1232, 0, 4 + length $ecs) . pack('nn', 8, length $ecs) . $ecs;
+    my $opt = "\0" . pack('nnNn', 41, 1232, $do ? 0x8000 : 0, 4 + length $ecs) . pack('nn', 8, length $ecs) . $ecs;
     for my $t (split /,/, $types) {
         my $code = $qtype{$t} // die "unknown type $t\n";
         # ID (dnsperf overwrites it), flags 0 (a plain query, RD clear), 1 question, 1 additional.

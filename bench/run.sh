@@ -2,9 +2,12 @@
 # Side-by-side benchmark of steerdns, gdnsd (geoip plugin) and Knot DNS (geoip module) on
 # loopback, with dnsperf. What it measures and how: bench/README.md.
 #
-#   bash bench/run.sh [--quick] [--keep]
+#   bash bench/run.sh [--quick] [--keep] [--signed]
 #
 #   --quick   one rate (20000 qps), 5 s per run
+#   --signed  only the signed workloads (issue 15): steerdns with its zone signed (a key from
+#             `steerdns dnssec keygen`) beside Knot with mod-onlinesign (knot-sign), DO=0 and DO=1;
+#             the same as BENCH_WORKLOADS="sign-geo-do0 sign-geo sign-nxdomain" BENCH_LIMIT=0
 #   --keep    keep the temporary directory (configs, logs, dnsperf output)
 #   --instructions   instead of the load: steerdns and gdnsd under valgrind's callgrind, the
 #             user-space instructions per query of each workload (load-independent; the kernel's
@@ -17,7 +20,8 @@
 # BENCH_NICE, default -10 as root, else 0),
 # BENCH_LIMIT=1 (0 skips the search for the rate where loss begins, on the geo workload, and the
 # p99 at half that rate; off with --quick), BENCH_LIMIT_RATES="50000 100000 ... 500000",
-# BENCH_LIMIT_DURATION=5, BENCH_WORKLOADS="geo geo-10k static aaaa nxdomain static-tcp" (a subset to run).
+# BENCH_LIMIT_DURATION=5, BENCH_WORKLOADS="geo geo-10k static aaaa nxdomain static-tcp" (a subset to
+# run; the signed workloads sign-geo-do0 sign-geo sign-nxdomain run only when named, or with --signed).
 #
 # Installs nothing. Starts every server on 127.0.0.1 only, pinned to one core, and stops them on
 # exit.
@@ -33,6 +37,10 @@ for arg in "$@"; do
     --quick) QUICK=1 ;;
     --keep) KEEP=1 ;;
     --instructions) INSTR=1 ;;
+    --signed)
+        BENCH_WORKLOADS="sign-geo-do0 sign-geo sign-nxdomain"
+        BENCH_LIMIT=${BENCH_LIMIT:-0}
+        ;;
     -h | --help) usage; exit 0 ;;
     *) echo "bench: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
     esac
@@ -232,6 +240,16 @@ mkdir -p "$WORK/steerdns/zones" "$WORK/steerdns/state"
         echo "  $(static_name "$i"): { A: $(static_a "$i"), AAAA: \"$(static_aaaa "$i")\", TXT: \"$(static_txt "$i")\", MX: \"$STATIC_MX\" }"
     done
 } >"$WORK/steerdns/zones/$ZONE.yaml"
+# The signed workloads (issue 15): steerdns's zone signed with a key made as an operator makes
+# it. Queries without DO get the unsigned answers, the same bytes as from an unsigned zone.
+SIGNED_RUN=0
+[[ " ${BENCH_WORKLOADS:-} " == *" sign-"* ]] && SIGNED_RUN=1
+if ((SIGNED_RUN)); then
+    key_file=$(cd "$WORK/steerdns" && "$STEERDNS" dnssec keygen "$ZONE" --dir keys | head -n 1)
+    [[ -f "$WORK/steerdns/$key_file" ]] || die "steerdns dnssec keygen made no key file ($key_file)"
+    echo "dnssec: { key: ../$key_file }" >>"$WORK/steerdns/zones/$ZONE.yaml"
+    log "steerdns's zone is signed with $key_file (ECDSA P-256, a CSK)"
+fi
 
 # RFC 1035 zone file shared by gdnsd and Knot; WWW_LINES goes where www is defined.
 rfc1035_zone() { # rfc1035_zone WWW_LINES
@@ -370,6 +388,48 @@ fi
 KNOT_LABEL=knot
 ((KNOT_GEOIP)) || KNOT_LABEL="knot†"
 
+# Knot with online signing (knot-sign), for the signed workloads: the same zone with www a
+# static A/AAAA (fra; it has no geo), signed as it is answered by mod-onlinesign with a key
+# Knot makes at start (ECDSA P-256, one key for everything as steerdns's CSK). Loopback only;
+# no remotes, no notify, no ACLs, no DS submission: it contacts nothing.
+mkdir -p "$WORK/knot-sign/zones" "$WORK/knot-sign/run" "$WORK/knot-sign/db"
+cp "$WORK/knot/zones/$ZONE.zone" "$WORK/knot-sign/zones/$ZONE.zone"
+PORT_KNOT_SIGN=$(pick_port)
+cat >"$WORK/knot-sign/knot.conf" <<EOF
+server:
+  rundir: "$WORK/knot-sign/run"
+  listen: $LOOPBACK@$PORT_KNOT_SIGN
+  udp-workers: 1
+  tcp-workers: 1
+  background-workers: 1
+  edns-client-subnet: on
+log:
+  - target: stderr
+    any: warning
+database:
+  storage: "$WORK/knot-sign/db"
+policy:
+  - id: online
+    algorithm: ecdsap256sha256
+    single-type-signing: on
+mod-onlinesign:
+  - id: sign
+    policy: online
+template:
+  - id: default
+    storage: "$WORK/knot-sign/zones"
+    journal-content: none
+    zonefile-sync: -1
+zone:
+  - domain: $ZONE
+    file: $ZONE.zone
+    module: mod-onlinesign/sign
+EOF
+if ((SIGNED_RUN)); then
+    knotc -c "$WORK/knot-sign/knot.conf" conf-check >"$WORK/knot-sign/conf-check.log" 2>&1 ||
+        die "Knot (onlinesign) config rejected: $(cat "$WORK/knot-sign/conf-check.log")"
+fi
+
 # --- query files ---------------------------------------------------------------------------
 Q="$WORK/queries"
 mkdir -p "$Q"
@@ -386,6 +446,8 @@ mapfile -t many_nets < <(perl -e '
         printf "%d.%d.%d.0/24\n", $a, ($k * 53) % 256, ($i * 29) % 256;
     }')
 perl "$REPO/bench/ecs-queries.pl" "$Q/geo-10k.bin" "www.$ZONE" A,AAAA "${many_nets[@]}"
+# The signed workloads: the resolver farm's 12,000 networks with DO=1 (and the same without).
+perl "$REPO/bench/ecs-queries.pl" --do "$Q/sign-geo.bin" "www.$ZONE" A,AAAA "${many_nets[@]}"
 for i in $(seq "$NSTATIC"); do
     for t in A TXT MX; do echo "$(static_name "$i").$ZONE $t"; done
 done >"$Q/static.txt"
@@ -403,7 +465,20 @@ WORKLOADS=(
     "aaaa|$Q/aaaa.txt|-e|udp|AAAA: half static names, half www without ECS"
     "nxdomain|$Q/nxdomain.txt|-e|udp|1000 names that do not exist (NXDOMAIN + SOA)"
     "static-tcp|$Q/static.txt|-e|tcp|the static mix over TCP, $CLIENTS connections"
+    "sign-geo-do0|$Q/geo-10k.bin|-B|udp|signed zone, DO=0 (unsigned answers): www A+AAAA, ECS from ${#many_nets[@]} /24s"
+    "sign-geo|$Q/sign-geo.bin|-B|udp|signed zone, DO=1: www A+AAAA with RRSIG, ECS from ${#many_nets[@]} /24s"
+    "sign-nxdomain|$Q/nxdomain.txt|-e -D|udp|signed zone, DO=1: 1000 names that do not exist (compact denial: NSEC + RRSIGs)"
 )
+# Which servers run a workload: the signed ones compare steerdns with Knot's online signing
+# (gdnsd signs nothing), the others steerdns, gdnsd and Knot.
+declare -A WL_SERVERS=()
+for w in "${WORKLOADS[@]}"; do
+    case "${w%%|*}" in
+    sign-*) WL_SERVERS[${w%%|*}]="steerdns knot-sign" ;;
+    *) WL_SERVERS[${w%%|*}]="steerdns gdnsd knot" ;;
+    esac
+done
+runs_on() { [[ " ${WL_SERVERS[$1]} " == *" $2 "* ]]; } # runs_on WORKLOAD SERVER
 
 GEO_WORKLOAD=${WORKLOADS[0]} # the loss-rate search runs it whatever BENCH_WORKLOADS says
 if [[ -n "${BENCH_WORKLOADS:-}" ]]; then
@@ -411,14 +486,32 @@ if [[ -n "${BENCH_WORKLOADS:-}" ]]; then
     for w in "${WORKLOADS[@]}"; do
         [[ " $BENCH_WORKLOADS " == *" ${w%%|*} "* ]] && chosen+=("$w")
     done
-    ((${#chosen[@]})) || die "BENCH_WORKLOADS matches none of: geo geo-10k static aaaa nxdomain static-tcp"
+    ((${#chosen[@]})) || die "BENCH_WORKLOADS matches none of: geo geo-10k static aaaa nxdomain static-tcp sign-geo-do0 sign-geo sign-nxdomain"
+    WORKLOADS=("${chosen[@]}")
+else
+    # By default the unsigned workloads only.
+    chosen=()
+    for w in "${WORKLOADS[@]}"; do [[ "$w" == sign-* ]] || chosen+=("$w"); done
     WORKLOADS=("${chosen[@]}")
 fi
 
 # --- 4. start the servers ------------------------------------------------------------------
-SERVERS=(steerdns gdnsd knot)
-declare -A PORT=([steerdns]=$PORT_STEERDNS [gdnsd]=$PORT_GDNSD [knot]=$PORT_KNOT)
-declare -A LABEL=([steerdns]=steerdns [gdnsd]=gdnsd [knot]=$KNOT_LABEL)
+# The servers the chosen workloads run on, in this order.
+SERVERS=()
+for s in steerdns gdnsd knot knot-sign; do
+    for w in "${WORKLOADS[@]}"; do
+        if runs_on "${w%%|*}" "$s"; then
+            SERVERS+=("$s")
+            break
+        fi
+    done
+done
+declare -A PORT=([steerdns]=$PORT_STEERDNS [gdnsd]=$PORT_GDNSD [knot]=$PORT_KNOT [knot-sign]=$PORT_KNOT_SIGN)
+declare -A LABEL=([steerdns]=steerdns [gdnsd]=gdnsd [knot]=$KNOT_LABEL [knot-sign]=knot-sign)
+# The comparison with gdnsd and Knot (answer check, loss-rate search) needs all three.
+FULL_SET=0
+[[ " ${SERVERS[*]} " == *" gdnsd "* && " ${SERVERS[*]} " == *" knot "* ]] && FULL_SET=1
+((FULL_SET)) || LIMIT=0
 
 # --instructions: every server under callgrind, counting from a zeroed point (see section 6i).
 VG=()
@@ -447,6 +540,9 @@ start_server() {
         ;;
     knot)
         "${PIN_SERVER[@]}" knotd -c "$WORK/knot/knot.conf" >"$WORK/knot/log" 2>&1 </dev/null &
+        ;;
+    knot-sign)
+        "${PIN_SERVER[@]}" knotd -c "$WORK/knot-sign/knot.conf" >"$WORK/knot-sign/log" 2>&1 </dev/null &
         ;;
     esac
     SERVER_PID[$s]=$!
@@ -540,20 +636,20 @@ answer_of() { # answer_of SERVER NAME TYPE [SUBNET]
     echo "${rcode:-NO-ANSWER}${rrs:+ $rrs}"
 }
 
+CHECK_MD="$WORK/checks.md"
+MISMATCHES=0
+KNOT_ONLY=0
 CHECKS=()
-for line in "${GEO_NETS[@]}"; do
+((FULL_SET)) && for line in "${GEO_NETS[@]}"; do
     read -r net dc <<<"$line"
     CHECKS+=("www.$ZONE|A|$net|$dc")
 done
-CHECKS+=(
+((FULL_SET)) && CHECKS+=(
     "www.$ZONE|AAAA|81.2.69.0/24|fra" "www.$ZONE|AAAA|8.8.8.0/24|iad" "www.$ZONE|AAAA|1.1.1.0/24|sin"
     "www.$ZONE|A||fra" "www.$ZONE|AAAA||fra"
     "s01.$ZONE|A||" "s07.$ZONE|TXT||" "s13.$ZONE|MX||" "s20.$ZONE|AAAA||"
     "nx-0001.$ZONE|A||" "$ZONE|SOA||"
 )
-CHECK_MD="$WORK/checks.md"
-MISMATCHES=0
-KNOT_ONLY=0
 {
     echo "| query | ECS | expected DC | steerdns | gdnsd | $KNOT_LABEL | same? |"
     echo "|---|---|---|---|---|---|---|"
@@ -582,6 +678,26 @@ for c in "${CHECKS[@]}"; do
         "${got[steerdns]}" "${got[gdnsd]}" "${got[knot]}" "$verdict" >>"$CHECK_MD"
     unset got
 done
+# The signed servers: DO=1 answers carry RRSIGs (a service answer, and a denial's NSEC and SOA).
+SIGN_CHECK_MD="$WORK/sign-checks.md"
+: >"$SIGN_CHECK_MD"
+for s in steerdns knot-sign; do
+    [[ " ${SERVERS[*]} " == *" $s "* ]] || continue
+    for c in "www.$ZONE|A|81.2.69.0/24|answer" "nx-0001.$ZONE|A||authority"; do
+        IFS='|' read -r name type subnet section <<<"$c"
+        out=$(dig @"$LOOPBACK" -p "${PORT[$s]}" +time=2 +tries=2 +norecurse +dnssec "$name" "$type" \
+            ${subnet:+"+subnet=$subnet"} +noall +comments +"$section" 2>&1 || true)
+        rrsigs=$(grep -v '^;' <<<"$out" | awk '$4 == "RRSIG"' | wc -l)
+        nsec=$(grep -v '^;' <<<"$out" | awk '$4 == "NSEC"' | wc -l)
+        rcode=$(sed -n 's/.*status: \([A-Z]*\),.*/\1/p' <<<"$out" | head -n 1)
+        echo "- $s: $name $type DO=1: ${rcode:-NO-ANSWER}, $rrsigs RRSIG and $nsec NSEC in the $section section" >>"$SIGN_CHECK_MD"
+        if ((rrsigs == 0)); then
+            MISMATCHES=$((MISMATCHES + 1))
+            log "WARNING: $s sent no RRSIG for $name $type with DO=1"
+        fi
+    done
+done
+[[ -s "$SIGN_CHECK_MD" ]] && cat "$SIGN_CHECK_MD" >&2
 if ((MISMATCHES)); then
     log "WARNING: the servers differ on $MISMATCHES of ${#CHECKS[@]} sample queries ($KNOT_ONLY of them only because Knot has no geoip module):"
     grep 'DIFFERS' "$CHECK_MD" >&2 || true
@@ -664,6 +780,7 @@ run_load() { # run_load SERVER WORKLOAD-LINE RATE REPEAT [RESULTS-FILE [DURATION
 # Warm-up, not measured: page in the GeoIP database and code, fill caches.
 for s in "${SERVERS[@]}"; do
     for w in "${WORKLOADS[@]}"; do
+        runs_on "${w%%|*}" "$s" || continue
         IFS='|' read -r _ file fmt transport _ <<<"$w"
         timeout $((TIMEOUT + 30)) "${PIN_CLIENT[@]}" dnsperf -s "$LOOPBACK" -p "${PORT[$s]}" \
             -m "$transport" -d "$file" $fmt \
@@ -681,6 +798,7 @@ for w in "${WORKLOADS[@]}"; do
     for rate in "${RATES[@]}"; do
         for rep in $(seq "$REPEAT"); do
             for s in "${SERVERS[@]}"; do
+                runs_on "${w%%|*}" "$s" || continue
                 run_load "$s" "$w" "$rate" "$rep"
                 sleep 1
             done
@@ -850,6 +968,31 @@ table() {
         }' "$RESULTS"
 }
 
+# Signed beside unsigned (issue 15): per server and rate, the median CPU per query of DO=1
+# answers over that of DO=0 answers from the same zone, and steerdns's over Knot's.
+signed_table() {
+    echo "| server | rate | CPU µs/query DO=0 (sign-geo-do0) | DO=1 (sign-geo) | signed / unsigned | DO=1 NXDOMAIN (sign-nxdomain) | sign-geo: steerdns / knot-sign |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' "$AWK_MEDIAN"'
+        function ratio(a, b) { return (num(a) && num(b) && b > 0) ? sprintf("%.2f×", a / b) : "-" }
+        $2 ~ /^sign-/ {
+            key = $1 SUBSEP $2 SUBSEP $3
+            cnt[key]++
+            val[key, cnt[key], 9] = $9
+            if (!(($1 SUBSEP $3) in seen)) { seen[$1 SUBSEP $3] = 1; order[++n] = $1 SUBSEP $3 }
+        }
+        END {
+            for (k = 1; k <= n; k++) {
+                split(order[k], f, SUBSEP)
+                u = median(f[1] SUBSEP "sign-geo-do0" SUBSEP f[2], 9)
+                d = median(f[1] SUBSEP "sign-geo" SUBSEP f[2], 9)
+                x = median(f[1] SUBSEP "sign-nxdomain" SUBSEP f[2], 9)
+                vs = f[1] == "steerdns" ? ratio(d, median("knot-sign" SUBSEP "sign-geo" SUBSEP f[2], 9)) : ""
+                printf "| %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], u, d, ratio(d, u), x, vs
+            }
+        }' "$RESULTS"
+}
+
 limit_table() {
     echo "| server | loss begins at (offered qps) | answered qps there | half rate (qps) | p50 µs | p99 µs | p99.9 µs | CPU µs/query | p99 vs gdnsd |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -894,6 +1037,14 @@ REPORT="$REPO/bench/results-latest.md"
     echo
     table
     echo
+    if ((SIGNED_RUN)); then
+        echo "Signed beside unsigned: steerdns's zone signed with a key from \`steerdns dnssec keygen\` (ECDSA P-256 CSK; answers tailored per ECS network, signatures cached per answer shape, prepared answers carrying their RRSIGs); knot-sign is Knot $ver_knot with mod-onlinesign (ECDSA P-256, single-type signing) over the same zone with www a static A/AAAA (Knot has no geo here):"
+        echo
+        signed_table
+        echo
+        cat "$SIGN_CHECK_MD"
+        echo
+    fi
     if ((LIMIT)); then
         echo "Where loss begins (geo workload, offered rate raised in steps of ${LIMIT_DURATION} s through ${LIMIT_RATES[*]} qps until more than $LIMIT_LOSS_PCT% is lost), and the latency at half that rate ($DURATION s$( ((REPEAT > 1)) && echo ", medians of $REPEAT runs")):"
         echo
@@ -909,16 +1060,18 @@ REPORT="$REPO/bench/results-latest.md"
     awk -F'\t' -v knot="$KNOT_LABEL" -v r="$REPEAT" '{ printf "- %s %s %s%s: %s\n", ($1 == "knot" ? knot : $1), $2, $3, (r > 1 ? " #" $15 : ""), $13 }' "$RESULTS"
     echo
     if ((MISMATCHES)); then
-        echo "**WARNING: the servers differ on $MISMATCHES of ${#CHECKS[@]} sample queries ($KNOT_ONLY of them only because Knot has no geoip module); see the sample queries below.**"
-    else
+        echo "**WARNING: the servers differ on $MISMATCHES of ${#CHECKS[@]} sample queries ($KNOT_ONLY of them only because Knot has no geoip module), or a signed server sent no RRSIG; see the sample queries.**"
+    elif ((${#CHECKS[@]})); then
         echo "All servers gave the same answers (rcode and answer records) to ${#CHECKS[@]} sample queries."
     fi
-    echo
-    echo "<details><summary>Sample queries</summary>"
-    echo
-    cat "$CHECK_MD"
-    echo
-    echo "</details>"
+    if ((${#CHECKS[@]})); then
+        echo
+        echo "<details><summary>Sample queries</summary>"
+        echo
+        cat "$CHECK_MD"
+        echo
+        echo "</details>"
+    fi
 } >"$REPORT"
 
 echo

@@ -1,8 +1,8 @@
 //! What online signing costs (issue 15), without the network: `Handler::respond` for service
-//! queries with ECS from many client networks to the shipped zone, unsigned (DO=0, the lean
-//! path) and signed (DO=1, the full path with RRSIGs), first cold (every answer shape signed
-//! once) then warm (signatures from the cache), for ECDSA P-256 and Ed25519; and the signature
-//! cache's hit rate and the cost of one signature, from the node's own metrics.
+//! queries with ECS from many client networks to the shipped zone, unsigned (DO=0) and signed
+//! (DO=1: prepared answers that carry their RRSIGs), first cold (every answer shape signed once)
+//! then warm (prepared answers, signatures from the cache), for ECDSA P-256 and Ed25519; and the
+//! signature cache's hit rate and the cost of one signature, from the node's own metrics.
 //! Run: `cargo bench --bench dnssec`.
 
 use std::net::SocketAddr;

@@ -25,7 +25,8 @@ use crate::health::merge::{
 use crate::state::Snapshots;
 use crate::telemetry::metrics::Metrics;
 use crate::zone::file::{self, MAX_TTL, ZoneErrors};
-use crate::zone::{Name, Policy, RData, RecordType, Zone, ZoneSet};
+use crate::zone::key::{self, Algorithm, ZoneKey};
+use crate::zone::{Dnssec, Name, Policy, RData, RecordType, Zone, ZoneSet};
 
 /// The zones the DNS targets answer from: one of everything the zone format supports (every
 /// policy, CNAME chains in and out of the zone, a delegation with glue, wildcard-looking names, a
@@ -42,12 +43,28 @@ pub const FIXTURE_ZONES: [&str; 2] = [
 pub struct DnsFixture {
     handler: Handler,
     metrics: Arc<Metrics>,
+    /// The signing key of `api.example.com` in the signed fixture (`DnsFixture::signed`).
+    key: Option<Arc<ZoneKey>>,
 }
 
 impl DnsFixture {
     /// `geoip` is the bytes of a MaxMind database (the fuzz target and the regression test use
     /// `tests/fixtures/geoip/GeoIP2-City-Test.mmdb`).
     pub fn new(geoip: Vec<u8>) -> DnsFixture {
+        DnsFixture::build(geoip, None)
+    }
+
+    /// The same fixture with `api.example.com` signed (issue 15) by a key made now with
+    /// `algorithm`: DO=1 queries get RRSIGs and compact denial, and `check_paths_agree` also
+    /// checks every RRSIG of the answers against the key.
+    pub fn signed(geoip: Vec<u8>, algorithm: Algorithm) -> DnsFixture {
+        let apex = Name::parse("api.example.com").expect("a literal name");
+        let (text, _) = key::generate(&apex, algorithm).expect("a key is made");
+        let key = ZoneKey::parse(&text, "fixture.private").expect("a key just made parses");
+        DnsFixture::build(geoip, Some(Arc::new(key)))
+    }
+
+    fn build(geoip: Vec<u8>, key: Option<Arc<ZoneKey>>) -> DnsFixture {
         let zones = ZoneSet {
             zones: FIXTURE_ZONES
                 .iter()
@@ -55,7 +72,15 @@ impl DnsFixture {
                 .map(|(i, yaml)| {
                     let zone = file::parse_zone(yaml, &format!("fixture-{i}.yaml"));
                     // The fixture is a constant this module's tests load.
-                    Arc::new(zone.expect("the fixture zones are valid"))
+                    let mut zone = zone.expect("the fixture zones are valid");
+                    if let Some(key) = key.as_ref().filter(|k| k.zone == zone.apex) {
+                        zone.dnssec = Some(Arc::new(Dnssec {
+                            signing: key.clone(),
+                            published: Vec::new(),
+                            dnskey_ttl: 3600,
+                        }));
+                    }
+                    Arc::new(zone)
                 })
                 .collect(),
         };
@@ -95,6 +120,7 @@ impl DnsFixture {
         DnsFixture {
             handler: Handler::new(Arc::new(snapshots)),
             metrics,
+            key,
         }
     }
 
@@ -137,23 +163,26 @@ pub fn check_dns_request(fixture: &DnsFixture, data: &[u8]) {
 /// the lean path without prepared answers, and hickory's full parser and encoder. Responses are
 /// compared decoded (header bits, rcode, question, every record of every section with names in
 /// lower case, EDNS payload, DO and options), not byte for byte: the encoders compress names
-/// differently.
+/// differently. For the signed fixture (issue 15) that includes the RRSIGs and NSECs of DO=1
+/// answers (the paths share one signature cache, so equal answers carry equal signatures), and
+/// every RRSIG of the response must verify with the zone's key over its RRset as received.
 pub fn check_paths_agree(fixture: &DnsFixture, msg: &[u8], src: SocketAddr, tcp: bool) {
-    check_paths_agree_with(fixture, None, msg, src, tcp);
+    let _ = check_paths_agree_with(fixture, None, msg, src, tcp);
 }
 
 /// `check_paths_agree`, and also the answer from `shared`, a view whose prepared answers were
 /// filled by earlier queries (other names, types and clients): what one UDP thread serves.
+/// Returns how many RRSIGs were verified (0 for the unsigned fixture).
 pub fn check_paths_agree_with(
     fixture: &DnsFixture,
     shared: Option<&mut crate::dns::View<'_>>,
     msg: &[u8],
     src: SocketAddr,
     tcp: bool,
-) {
+) -> usize {
     let mut scratch = String::new();
     if !matches!(wire::parse(msg, &mut scratch), wire::Parsed::Lean(_)) {
-        return;
+        return 0;
     }
     let handler = &fixture.handler;
     let now = std::time::Instant::now();
@@ -190,6 +219,102 @@ pub fn check_paths_agree_with(
             if tcp { "TCP" } else { "UDP" },
         );
     }
+    match (&fixture.key, &full) {
+        (Some(key), Some(full)) => check_signatures(full, key, crate::clock::now_ms() / 1000)
+            .unwrap_or_else(|why| {
+                panic!("a signature does not verify for {msg:02x?} from {src}: {why}")
+            }),
+        _ => 0,
+    }
+}
+
+/// Every RRSIG in `response` (a wire message) made by `key`, valid at `now_s` and verifying over
+/// the RRset it covers in its section, as a validator reads it (RFC 4034 sections 3.1.8.1 and
+/// 6): the RRSIG's fields, then each record of the set in canonical form (owner lower case,
+/// the RRSIG's original TTL, RDATA without compression), sorted by RDATA. Returns how many
+/// RRSIGs were checked.
+pub fn check_signatures(response: &[u8], key: &ZoneKey, now_s: u64) -> Result<usize, String> {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    let msg = Message::from_vec(response).map_err(|e| format!("unparsable: {e}"))?;
+    let canonical_owner = |r: &hickory_proto::rr::Record| -> Result<Vec<u8>, String> {
+        let mut buf = Vec::new();
+        let mut e = BinEncoder::new(&mut buf);
+        e.set_canonical_form(true);
+        r.name
+            .to_lowercase()
+            .emit(&mut e)
+            .map_err(|e| e.to_string())?;
+        Ok(buf)
+    };
+    let canonical_rdata = |r: &hickory_proto::rr::Record| -> Result<Vec<u8>, String> {
+        let mut buf = Vec::new();
+        let mut e = BinEncoder::new(&mut buf);
+        e.set_canonical_form(true);
+        r.data.emit(&mut e).map_err(|e| e.to_string())?;
+        Ok(buf)
+    };
+    let mut checked = 0;
+    for section in [&msg.answers, &msg.authorities, &msg.additionals] {
+        for sig in section
+            .iter()
+            .filter(|r| r.record_type() == HRecordType::RRSIG)
+        {
+            let rdata = canonical_rdata(sig)?;
+            let at = |i: usize| rdata.get(i).copied().unwrap_or(0);
+            let u16_at = |i: usize| u16::from_be_bytes([at(i), at(i + 1)]);
+            let u32_at = |i: usize| u32::from_be_bytes([at(i), at(i + 1), at(i + 2), at(i + 3)]);
+            let covered = u16_at(0);
+            let (expiration, inception) = (u64::from(u32_at(8)), u64::from(u32_at(12)));
+            if at(2) != key.algorithm.number() || u16_at(16) != key.tag {
+                return Err(format!("RRSIG of {} by another key", sig.name));
+            }
+            // Serial-number time; the fixture's clock is in this century, not near a wrap.
+            if !(inception <= now_s && now_s < expiration) {
+                return Err(format!(
+                    "RRSIG of {} valid {inception}..{expiration}, not at {now_s}",
+                    sig.name
+                ));
+            }
+            let signer_end = wire::skip_name(&rdata, 18)
+                .ok_or_else(|| format!("RRSIG of {} without a signer name", sig.name))?;
+            let original_ttl = u32_at(4);
+            let mut set: Vec<Vec<u8>> = section
+                .iter()
+                .filter(|r| {
+                    u16::from(r.record_type()) == covered
+                        && r.name.to_lowercase() == sig.name.to_lowercase()
+                })
+                .map(canonical_rdata)
+                .collect::<Result<_, _>>()?;
+            if set.is_empty() {
+                return Err(format!(
+                    "RRSIG of {} covers type {covered}, not in its section",
+                    sig.name
+                ));
+            }
+            set.sort();
+            set.dedup();
+            let owner = canonical_owner(sig)?;
+            let mut data = rdata[..signer_end].to_vec();
+            for rd in &set {
+                data.extend_from_slice(&owner);
+                data.extend_from_slice(&covered.to_be_bytes());
+                data.extend_from_slice(&1u16.to_be_bytes());
+                data.extend_from_slice(&original_ttl.to_be_bytes());
+                data.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+                data.extend_from_slice(rd);
+            }
+            if !key.verify(&data, &rdata[signer_end..]) {
+                return Err(format!(
+                    "the RRSIG of {} type {covered} does not verify over {} records",
+                    sig.name,
+                    set.len()
+                ));
+            }
+            checked += 1;
+        }
+    }
+    Ok(checked)
 }
 
 /// A response as the differential check compares it.
@@ -849,9 +974,80 @@ mod tests {
     /// 4096 bytes; DO; ECS for IPv4 /24 and /32, IPv6 /56, and source /0; the name in mixed
     /// case; UDP and TCP, truncation included), answered the same by the prepared (miss and
     /// hit), lean and full paths.
+    fn signed_fixture(algorithm: Algorithm) -> DnsFixture {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/geoip/GeoIP2-City-Test.mmdb"
+        );
+        DnsFixture::signed(std::fs::read(path).unwrap(), algorithm)
+    }
+
     #[test]
     fn every_answer_shape_is_the_same_on_every_path() {
-        let fx = fixture();
+        assert_eq!(every_answer_shape(&fixture()), 0);
+    }
+
+    /// Issue 15: the same with `api.example.com` signed, so every DO=1 form gets the signed
+    /// answer (RRSIGs, compact denial, DNSKEY/CDS/CDNSKEY at the apex) from the prepared path
+    /// (miss, hit, a shared view that also holds the DO=0 answers), the lean path without
+    /// prepared answers, and the full path; each response's RRSIGs verify with the key.
+    #[test]
+    fn every_signed_answer_shape_is_the_same_on_every_path_and_verifies() {
+        for algorithm in [Algorithm::EcdsaP256Sha256, Algorithm::Ed25519] {
+            let verified = every_answer_shape(&signed_fixture(algorithm));
+            assert!(
+                verified > 1_000,
+                "{verified} RRSIGs verified ({algorithm:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn the_signature_check_fails_on_a_tampered_or_foreign_signature() {
+        let fx = signed_fixture(Algorithm::EcdsaP256Sha256);
+        let key = fx.key.clone().unwrap();
+        let now = crate::clock::now_ms() / 1000;
+        let q = query(
+            "www.api.example.com",
+            1,
+            Some((1232, true, Some(&[0, 1, 24, 0, 81, 2, 69]))),
+            true,
+        );
+        let r = fx
+            .respond(&q, "192.0.2.1:53".parse().unwrap(), false)
+            .unwrap();
+        assert_eq!(check_signatures(&r, &key, now), Ok(1));
+        // Flip the last byte of the signature where the RRSIG's RDATA sits in the message.
+        let msg = Message::from_vec(&r).unwrap();
+        let rrsig = msg
+            .answers
+            .iter()
+            .find(|r| r.record_type() == HRecordType::RRSIG)
+            .unwrap();
+        let hickory_proto::rr::RData::Unknown { rdata, .. } = &rrsig.data else {
+            panic!("RRSIG read as {:?}", rrsig.data);
+        };
+        let sig = rdata.anything.to_vec();
+        let at = r
+            .windows(sig.len())
+            .position(|w| w == &sig[..])
+            .expect("the RRSIG's RDATA is in the message");
+        let mut tampered = r.clone();
+        tampered[at + sig.len() - 1] ^= 1;
+        let err = check_signatures(&tampered, &key, now).unwrap_err();
+        assert!(err.contains("does not verify"), "{err}");
+        // Another key of the same zone and algorithm: not the signer.
+        let other = signed_fixture(Algorithm::EcdsaP256Sha256).key.unwrap();
+        assert!(check_signatures(&r, &other, now).is_err());
+        // Outside the validity window.
+        let err = check_signatures(&r, &key, now + 8 * 86_400).unwrap_err();
+        assert!(err.contains("valid"), "{err}");
+    }
+
+    /// Runs every answer shape of the fixture through `check_paths_agree_with`; returns the
+    /// RRSIGs verified.
+    fn every_answer_shape(fx: &DnsFixture) -> usize {
+        let mut verified = 0;
         let mut shared = fx.handler.view();
         let names = [
             "api.example.com",
@@ -917,7 +1113,7 @@ mod tests {
                     let q = query(&spelled, qtype, edns, f % 2 == 0);
                     for src in ["81.2.69.160:5353", "[2001:218::1]:5353", "127.0.0.1:5353"] {
                         let src = src.parse().unwrap();
-                        check_paths_agree_with(&fx, Some(&mut shared), &q, src, tcp);
+                        verified += check_paths_agree_with(fx, Some(&mut shared), &q, src, tcp);
                         checked += 1;
                     }
                 }
@@ -927,11 +1123,12 @@ mod tests {
         for name in ["www.example.org", "www.example.net", "example.net"] {
             for qtype in [1u16, 16, 28] {
                 let q = query(name, qtype, Some((1232, false, Some(gb))), true);
-                check_paths_agree(&fx, &q, "81.2.69.160:5353".parse().unwrap(), false);
+                check_paths_agree(fx, &q, "81.2.69.160:5353".parse().unwrap(), false);
                 checked += 1;
             }
         }
         assert!(checked > 2_000, "{checked} queries checked");
+        verified
     }
 
     /// Networks of different sizes at one place share a prepared answer (`Scope::OfClass`),

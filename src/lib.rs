@@ -34,8 +34,10 @@
 //!   with faults, for tests), `sim` (hidden: many simulated nodes), `mod` (the `Cluster` handle
 //!   and its tasks);
 //! - `dns/`: the query path: `answer` (choose the records: pure, synchronous), `mod` (the
-//!   handler: decode, answer, encode, RRL), `wire` (the lean codec), `udp` (batched UDP), `tcp`
-//!   and `connections` (TCP with its limits), `limit` (RRL on the UDP path);
+//!   handler: decode, answer, sign, encode, RRL), `prepared` (encoded responses kept per
+//!   question and client class, signed ones with their deadline), `wire` (the lean codec), `udp`
+//!   (batched UDP), `tcp` and `connections` (TCP with its limits), `limit` (RRL on the UDP
+//!   path);
 //! - `ops/`: the operator's side: `admin` (the HTTP API and the peers' exchange endpoint, the
 //!   only axum user), `status` (the state document and the status page, its SVG pictures in
 //!   `status/pictures`);

@@ -75,6 +75,16 @@ fn dns_request() {
     replay("dns_request", |data| check_dns_request(&fixture, data));
 }
 
+/// Issue 15: the same inputs to the fixture with `api.example.com` signed, where DO=1 answers
+/// carry RRSIGs and denial: every path must agree and every RRSIG verify.
+#[test]
+fn dns_request_to_a_signed_zone() {
+    let geoip = std::fs::read(root().join("tests/fixtures/geoip/GeoIP2-City-Test.mmdb"))
+        .expect("reading the test GeoIP database");
+    let fixture = DnsFixture::signed(geoip, steerdns::zone::key::Algorithm::EcdsaP256Sha256);
+    replay("dns_request", |data| check_dns_request(&fixture, data));
+}
+
 #[test]
 fn zone_yaml() {
     replay("zone_yaml", check_zone_yaml);

@@ -120,7 +120,7 @@ const UDP_RECV_BUFFER: usize = 4 << 20;
 pub struct Handler {
     snapshots: Arc<Snapshots>,
     rotation: AtomicUsize,
-    /// Signs answers of signed zones (issue 15); used on the full path only.
+    /// Signs answers of signed zones (issue 15), on both paths.
     signer: dnssec::Signer,
 }
 
@@ -212,7 +212,7 @@ impl Handler {
                 wire::encode_error(out, &q, 1, opt);
                 Some(Facts::error(Some(q.qtype)))
             }
-            wire::Parsed::Lean(q) => self.respond_lean(view, msg, &q, src, tcp, out, name, started),
+            wire::Parsed::Lean(q) => self.respond_lean(view, &q, src, tcp, out, name, started),
         }
     }
 
@@ -223,7 +223,6 @@ impl Handler {
     fn respond_lean(
         &self,
         view: &mut View<'_>,
-        msg: &[u8],
         q: &wire::Query<'_>,
         src: SocketAddr,
         tcp: bool,
@@ -261,26 +260,26 @@ impl Handler {
             ..entry.facts
         };
         let metrics = &self.snapshots.metrics;
-        // DNSSEC: a signed zone's DO=1 queries and its DNSKEY/CDS/CDNSKEY questions are the
-        // full path's (`respond_full` adds the signatures and denial); prepared answers carry
-        // no RRSIGs.
+        let now_s = || crate::clock::now_ms() / 1000;
+        // DNSSEC (issue 15): DO=1 to a signed zone gets the signed answer, prepared like any
+        // other under a key of its own. (DNSKEY, CDS and CDNSKEY at a signed apex are answered
+        // also for DO=0: `Signer::secure` decides, whatever the key.)
         let dnssec_ok = q.edns.is_some_and(|e| e.dnssec_ok);
-        let maybe_signed = dnssec_ok || dnssec::is_key_type(q.qtype);
+        let signed = |signing: bool| {
+            dnssec_ok && signing && zones.find_str(name).is_some_and(|z| z.dnssec.is_some())
+        };
+        // Prepared answers first: most queries end here, without a walk through the zone.
         if let Some(prepared) = view.prepared.as_mut() {
             prepared.use_snapshots(zones, health, geo);
-            let hit = if maybe_signed && prepared.signing() {
-                None
-            } else {
-                let question = prepared.question(name, q.qtype);
-                match prepared.find(question) {
-                    Found::Answer(entry) => Some((entry, 0)),
-                    // `Unprepared` (a ramp) is never kept: a miss.
-                    Found::Service(zone, service) => {
-                        let (class, scope) = answer::service_class(zone, service, &client);
-                        prepared.get(question, &class).map(|e| (e, scope))
-                    }
-                    Found::Nothing => None,
+            let question = prepared.question(name, q.qtype, signed(prepared.signing()));
+            let hit = match prepared.find(question, now_s) {
+                Found::Answer(entry) => Some((entry, 0)),
+                // `Unprepared` (a ramp) is never kept: a miss.
+                Found::Service(zone, service) => {
+                    let (class, scope) = answer::service_class(zone, service, &client);
+                    prepared.get(question, &class, now_s).map(|e| (e, scope))
                 }
+                Found::Nothing => None,
             };
             if let Some((entry, class_scope)) = hit {
                 let scope = entry.scope.of(class_scope);
@@ -291,13 +290,6 @@ impl Handler {
             }
         }
         let qname = Name::from_lower(name);
-        if maybe_signed
-            && let Some(zone) = zones.find(&qname)
-            && dnssec::wanted(zone, q.qtype, dnssec_ok)
-        {
-            let mut name = name.to_string();
-            return self.respond_full(msg, src, tcp, out, &mut name);
-        }
         let qtype = to_qtype(HRecordType::from(q.qtype));
         let route = answer::route(zones, &qname, qtype);
         let (class, class_scope) = answer::client_class(&route, qtype, &client);
@@ -312,7 +304,16 @@ impl Handler {
         });
         let zone = route.zone();
         let ans = answer::answer_route(route, qtype, &client);
-        let mut entry = prepare(&ans, zone, &qname, name, q.qtype);
+        let secured = zone.and_then(|z| {
+            let question = dnssec::Question {
+                name: &qname,
+                qtype: q.qtype,
+                dnssec_ok,
+            };
+            self.signer
+                .secure(z, question, dnssec_sections(&ans), now_s())
+        });
+        let mut entry = prepare(&ans, zone, &qname, name, q.qtype, secured.as_ref());
         if matches!(class, ClientClass::Service { .. }) && ans.scope == class_scope {
             // Every network of the place gets this answer, each with its own scope.
             entry.scope = prepared::Scope::OfClass;
@@ -320,12 +321,15 @@ impl Handler {
         entry.write(out, q, opt(ans.scope), limit);
         self.record_entry(&entry, q.qtype, ecs.is_some(), started);
         let facts = facts(&entry, ans.scope);
+        // An answer that lacks a signature it should carry is sent (as the full path would)
+        // but not kept.
+        let keep = !secured.as_ref().is_some_and(|s| s.failed);
         if let Some(prepared) = view.prepared.as_mut() {
-            let question = prepared.question(name, q.qtype);
+            let question = prepared.question(name, q.qtype, signed(true));
             if let Some((zone, service)) = service {
                 prepared.insert_service(question, zone, service);
             }
-            if class != ClientClass::Unprepared {
+            if class != ClientClass::Unprepared && keep {
                 metrics.record_prepared(false);
                 prepared.insert(question, class, entry);
             }
@@ -492,13 +496,15 @@ fn reply_opt(e: wire::Edns, scope: Option<u8>) -> wire::OptOut {
 }
 
 /// The response to `ans` as a prepared entry: encoded without OPT and without a size limit, for
-/// the lower-case question `name`/`qtype` (`prepared::Entry::write` patches in the client's).
+/// the lower-case question `name`/`qtype` (`prepared::Entry::write` patches in the client's),
+/// with what DNSSEC signing made of it (`secured`) when the zone is signed.
 fn prepare(
     ans: &answer::Answer,
     zone: Option<&Zone>,
     qname: &Name,
     name: &str,
     qtype: u16,
+    secured: Option<&dnssec::Secured>,
 ) -> prepared::Entry {
     let question = wire::question(name, qtype);
     let header = wire::Header {
@@ -507,23 +513,45 @@ fn prepare(
         cd: false,
         aa: ans.authoritative,
         rcode: match ans.rcode {
+            _ if secured.is_some_and(|s| s.replace || s.nxdomain_to_noerror) => 0,
             Rcode::NoError => 0,
             Rcode::ServFail => 2,
             Rcode::NxDomain => 3,
             Rcode::Refused => 5,
         },
     };
+    // The signer's records follow the answer's in each section, as on the full path; its
+    // DNSKEY, CDS and CDNSKEY answers replace the answer's (a NODATA).
+    let none: &[Rr] = &[];
+    let (model, added): ([&[Rr]; 3], [&[dnssec::WireRr]; 3]) = match secured {
+        None => (
+            [&ans.answers, &ans.authority, &ans.additional],
+            [&[], &[], &[]],
+        ),
+        Some(s) => (
+            if s.replace {
+                [none, none, none]
+            } else {
+                [&ans.answers, &ans.authority, &ans.additional]
+            },
+            [&s.answers, &s.authority, &s.additional],
+        ),
+    };
     let mut bytes = Vec::with_capacity(512);
-    wire::encode(
+    wire::encode_sections(
         &mut bytes,
         &header,
         &question,
         qname,
-        [&ans.answers, &ans.authority, &ans.additional],
+        [
+            (model[0], added[0]),
+            (model[1], added[1]),
+            (model[2], added[2]),
+        ],
         None,
         usize::MAX,
     );
-    prepared::Entry::new(
+    let mut entry = prepared::Entry::new(
         &bytes,
         question.len(),
         prepared::Scope::Fixed(ans.scope),
@@ -534,7 +562,25 @@ fn prepare(
             .as_ref()
             .map(|(service, dc)| (service.arc().clone(), dc.clone())),
         ans.outcome == answer::Outcome::AllDown,
-    )
+    );
+    entry.fresh_until_s = secured.and_then(|s| s.fresh_until_s);
+    entry
+}
+
+/// The answer code's sections as DNSSEC signing sees them.
+fn dnssec_sections(ans: &answer::Answer) -> dnssec::Sections<'_> {
+    dnssec::Sections {
+        kind: match ans.outcome {
+            answer::Outcome::Answer => dnssec::Kind::Answer,
+            answer::Outcome::NoData => dnssec::Kind::NoData,
+            answer::Outcome::NxDomain => dnssec::Kind::NxDomain,
+            answer::Outcome::Referral => dnssec::Kind::Referral,
+            answer::Outcome::Refused | answer::Outcome::AllDown => dnssec::Kind::Other,
+        },
+        answers: &ans.answers,
+        authority: &ans.authority,
+        additional: &ans.additional,
+    }
 }
 
 fn rcode_label(rcode: Rcode) -> &'static str {
@@ -775,21 +821,8 @@ impl Handler {
                 qtype: u16::from(qtype),
                 dnssec_ok,
             };
-            let kind = match ans.outcome {
-                answer::Outcome::Answer => dnssec::Kind::Answer,
-                answer::Outcome::NoData => dnssec::Kind::NoData,
-                answer::Outcome::NxDomain => dnssec::Kind::NxDomain,
-                answer::Outcome::Referral => dnssec::Kind::Referral,
-                answer::Outcome::Refused | answer::Outcome::AllDown => dnssec::Kind::Other,
-            };
-            let sections = dnssec::Sections {
-                kind,
-                answers: &ans.answers,
-                authority: &ans.authority,
-                additional: &ans.additional,
-            };
             self.signer
-                .secure(z, q, sections, crate::clock::now_ms() / 1000)
+                .secure(z, q, dnssec_sections(&ans), crate::clock::now_ms() / 1000)
         });
         let mut extra_len = 0;
         if let Some(sec) = &secured {

@@ -10,6 +10,13 @@
 //! the patch they read in the client's letter case, which DNS compares without case (RFC 4343),
 //! as BIND and Knot also compress against the question.
 //!
+//! Signed answers (DO=1 to a signed zone, issue 15) are prepared with their RRSIGs and, for
+//! NXDOMAIN and NODATA, the compact-denial NSEC and its RRSIG, under a key of their own. Such
+//! an entry carries the time the signature cache would make one of its signatures anew, and is
+//! not served from then on: it is prepared again, with the fresh signature. So a prepared
+//! signature never outlives the signer's refresh point (a served signature has at least six
+//! days left), and a health change, a reload or a key switch clears the cache as for any answer.
+//!
 //! Bounded by bytes, not entries: `CAPACITY_BYTES` per thread (entries weigh their length plus
 //! `ENTRY_OVERHEAD`), with quick_cache's S3-FIFO-like eviction, which keeps entries that are
 //! asked again over a scan of one-off names (a random-subdomain flood does not wash out the hot
@@ -72,6 +79,9 @@ pub struct Entry {
     pub all_down: bool,
     /// The counters the answer increments, kept after their first use.
     pub counters: AnswerCounters,
+    /// For a signed answer: the Unix second from which it is stale (`Secured::fresh_until_s`,
+    /// when the signature cache would make one of its RRSIGs anew). `get` skips it from then.
+    pub fresh_until_s: Option<u64>,
 }
 
 impl Entry {
@@ -98,6 +108,7 @@ impl Entry {
             service_dc,
             all_down,
             counters: AnswerCounters::default(),
+            fresh_until_s: None,
         }
     }
 
@@ -140,6 +151,12 @@ impl Entry {
     fn weight(&self) -> u64 {
         self.bytes.len() as u64 + ENTRY_OVERHEAD
     }
+
+    /// Whether the entry may be served: an unsigned one always, a signed one before its
+    /// `fresh_until_s`.
+    fn fresh(&self, now_s: impl FnOnce() -> u64) -> bool {
+        self.fresh_until_s.is_none_or(|until| now_s() < until)
+    }
 }
 
 /// ID, RD and CD from the query.
@@ -164,12 +181,14 @@ fn truncate(out: &mut Vec<u8>, q: &wire::Query<'_>, opt: Option<wire::OptOut>) {
 }
 
 /// A question as the cache looks it up: the lower-case name with its hash (taken once per
-/// query, though a service's answer takes two look-ups), and the type.
+/// query, though a service's answer takes two look-ups), the type, and whether the answer is
+/// the signed one (DO=1 to a signed zone: other bytes than DO=0's).
 #[derive(Clone, Copy)]
 pub struct Question<'a> {
     name: &'a str,
     name_hash: u64,
     qtype: u16,
+    signed: bool,
 }
 
 /// The cache key: the question and the client class.
@@ -178,6 +197,7 @@ struct Key {
     qname: Box<str>,
     name_hash: u64,
     qtype: u16,
+    signed: bool,
     class: ClientClass,
 }
 
@@ -188,6 +208,7 @@ impl Hash for Key {
                 name: &self.qname,
                 name_hash: self.name_hash,
                 qtype: self.qtype,
+                signed: self.signed,
             },
             class: &self.class,
         }
@@ -205,6 +226,7 @@ impl Hash for KeyRef<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
         h.write_u64(self.question.name_hash);
         self.question.qtype.hash(h);
+        self.question.signed.hash(h);
         self.class.hash(h);
     }
 }
@@ -212,7 +234,10 @@ impl Hash for KeyRef<'_> {
 impl quick_cache::Equivalent<Key> for KeyRef<'_> {
     fn equivalent(&self, key: &Key) -> bool {
         let q = &self.question;
-        q.qtype == key.qtype && q.name == &*key.qname && self.class == &key.class
+        q.qtype == key.qtype
+            && q.signed == key.signed
+            && q.name == &*key.qname
+            && self.class == &key.class
     }
 }
 
@@ -335,29 +360,38 @@ impl Prepared {
         self.signing
     }
 
-    /// `name` (lower case) and `qtype` as the cache looks them up.
-    pub fn question<'a>(&self, name: &'a str, qtype: u16) -> Question<'a> {
+    /// `name` (lower case) and `qtype` as the cache looks them up; `signed` for the signed
+    /// answer.
+    pub fn question<'a>(&self, name: &'a str, qtype: u16, signed: bool) -> Question<'a> {
         Question {
             name,
             name_hash: self.names.hash_one(name),
             qtype,
+            signed,
         }
     }
 
     /// The first look-up for a question: its answer when it is the same for every client, or
-    /// the service it leads to.
-    pub fn find(&self, q: Question<'_>) -> Found<'_> {
+    /// the service it leads to. A signed answer past its `fresh_until_s` is not found (`now_s`
+    /// reads the wall clock, only for signed entries).
+    pub fn find(&self, q: Question<'_>, now_s: impl FnOnce() -> u64) -> Found<'_> {
         match self.slot(q, &ClientClass::Anyone) {
-            Some(Slot::Answer(entry)) => Found::Answer(entry),
+            Some(Slot::Answer(entry)) if entry.fresh(now_s) => Found::Answer(entry),
             Some(Slot::Service(zone, service)) => Found::Service(zone, service),
-            None => Found::Nothing,
+            _ => Found::Nothing,
         }
     }
 
-    pub fn get(&self, q: Question<'_>, class: &ClientClass) -> Option<&Entry> {
+    /// The answer for the question and the client class (see `find` for signed answers).
+    pub fn get(
+        &self,
+        q: Question<'_>,
+        class: &ClientClass,
+        now_s: impl FnOnce() -> u64,
+    ) -> Option<&Entry> {
         match self.slot(q, class)? {
-            Slot::Answer(entry) => Some(entry),
-            Slot::Service(..) => None,
+            Slot::Answer(entry) if entry.fresh(now_s) => Some(entry),
+            _ => None,
         }
     }
 
@@ -365,6 +399,7 @@ impl Prepared {
         self.cache.get(&KeyRef { question, class })
     }
 
+    /// Keeps `entry` (replacing a stale one for the same key).
     pub fn insert(&mut self, q: Question<'_>, class: ClientClass, entry: Entry) {
         self.put(q, class, Slot::Answer(entry));
     }
@@ -379,8 +414,56 @@ impl Prepared {
             qname: q.name.into(),
             name_hash: q.name_hash,
             qtype: q.qtype,
+            signed: q.signed,
             class,
         };
         self.cache.insert(key, slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::Shape;
+
+    fn entry(fresh_until_s: Option<u64>) -> Entry {
+        let mut e = Entry::new(
+            &[0; 20],
+            8,
+            Scope::Fixed(0),
+            Facts {
+                shape: Shape::Answer,
+                qtype: 1,
+                zone: None,
+                subnet: None,
+            },
+            None,
+            "NOERROR",
+            None,
+            false,
+        );
+        e.fresh_until_s = fresh_until_s;
+        e
+    }
+
+    #[test]
+    fn signed_and_unsigned_answers_are_kept_apart_and_signed_ones_go_stale() {
+        let mut p = Prepared::with_capacity(1 << 16);
+        let class = ClientClass::Anyone;
+        let (unsigned, signed) = (p.question("www.a", 1, false), p.question("www.a", 1, true));
+        p.insert(unsigned, class.clone(), entry(None));
+        assert!(p.get(signed, &class, || 0).is_none(), "DO=1 is its own key");
+        p.insert(signed, class.clone(), entry(Some(1_000)));
+        // The unsigned entry never looks at the clock.
+        let found = p.get(unsigned, &class, || panic!("clock read"));
+        assert!(found.is_some_and(|e| e.fresh_until_s.is_none()));
+        assert!(p.get(signed, &class, || 999).is_some());
+        assert!(matches!(p.find(signed, || 999), Found::Answer(_)));
+        // From the signer's refresh point on, the signed entry is not served.
+        assert!(p.get(signed, &class, || 1_000).is_none());
+        assert!(matches!(p.find(signed, || 1_000), Found::Nothing));
+        // Prepared again (fresh signatures), it replaces the stale one.
+        p.insert(signed, class.clone(), entry(Some(2_000)));
+        assert!(p.get(signed, &class, || 1_000).is_some());
     }
 }

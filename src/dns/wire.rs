@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::dnssec::WireRr;
 use crate::zone::{Name, RData, RecordType, Rr};
 
 /// EDNS Client Subnet as received (RFC 7871).
@@ -255,20 +256,49 @@ pub fn encode(
     opt: Option<OptOut>,
     limit: usize,
 ) {
+    let [an, ns, ar] = sections;
+    encode_sections(
+        out,
+        h,
+        question,
+        qname,
+        [(an, &[]), (ns, &[]), (ar, &[])],
+        opt,
+        limit,
+    );
+}
+
+/// `encode` with each section's model records followed by records in wire terms (what the
+/// DNSSEC signer adds: RRSIG, NSEC, DNSKEY, CDS, CDNSKEY, whose RDATA holds no compressible
+/// names and is written as it is).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_sections(
+    out: &mut Vec<u8>,
+    h: &Header,
+    question: &[u8],
+    qname: &Name,
+    sections: [(&[Rr], &[WireRr]); 3],
+    opt: Option<OptOut>,
+    limit: usize,
+) {
+    let count = |(model, wire): (&[Rr], &[WireRr])| model.len() + wire.len();
     let mut e = Encoder::new(out);
     e.header(
         h,
         false,
         [
-            sections[0].len(),
-            sections[1].len(),
-            sections[2].len() + usize::from(opt.is_some()),
+            count(sections[0]),
+            count(sections[1]),
+            count(sections[2]) + usize::from(opt.is_some()),
         ],
     );
     e.question(question);
-    for section in sections {
-        for rr in section {
+    for (model, wire) in sections {
+        for rr in model {
             e.record(rr, qname);
+        }
+        for rr in wire {
+            e.wire_record(rr, qname);
         }
     }
     if let Some(o) = opt {
@@ -538,6 +568,23 @@ impl<'a> Encoder<'a> {
         }
         let rdlen = (self.out.len() - len_at - 2) as u16;
         self.out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+    }
+
+    /// A record in wire terms: the owner as `record` writes it, the RDATA as it is.
+    fn wire_record(&mut self, rr: &WireRr, qname: &Name) {
+        if &rr.name == qname {
+            self.out.extend_from_slice(&0xc00cu16.to_be_bytes());
+        } else {
+            self.name(rr.name.as_str(), true);
+        }
+        self.out.extend_from_slice(&rr.rtype.to_be_bytes());
+        self.out.extend_from_slice(&1u16.to_be_bytes());
+        self.out.extend_from_slice(&rr.ttl.to_be_bytes());
+        // RDATA of the signer's types is far below 64 KiB (a signature, a key, a type bitmap).
+        let rdata = &rr.rdata[..rr.rdata.len().min(usize::from(u16::MAX))];
+        self.out
+            .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        self.out.extend_from_slice(rdata);
     }
 
     fn opt(&mut self, o: OptOut) {

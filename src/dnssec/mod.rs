@@ -42,6 +42,12 @@ pub struct Secured {
     pub additional: Vec<WireRr>,
     /// The key tag that signed, when something was signed.
     pub signed_by: Option<u16>,
+    /// The Unix second from which the signature cache makes a signature anew for one of these
+    /// RRSIGs (the earliest `made + REFRESH_AFTER_S`): a copy of the answer kept beyond it
+    /// (a prepared answer) would hand out a signature the node no longer would.
+    pub fresh_until_s: Option<u64>,
+    /// A signature could not be made: the answer lacks an RRSIG and must not be kept.
+    pub failed: bool,
 }
 
 impl Secured {
@@ -52,12 +58,6 @@ impl Secured {
             .chain(&self.authority)
             .chain(&self.additional)
     }
-}
-
-/// Whether a query needs the signing path: the zone is signed, and the query wants DNSSEC
-/// records (DO=1) or asks for the apex's keys. The lean codec declines these.
-pub fn wanted(zone: &Zone, qtype: u16, dnssec_ok: bool) -> bool {
-    zone.dnssec.is_some() && (dnssec_ok || is_key_type(qtype))
 }
 
 /// DNSKEY, CDS or CDNSKEY: types answered at a signed zone's apex whatever the DO bit.
@@ -107,16 +107,26 @@ impl Signer {
     ) -> Option<Secured> {
         let keys = zone.dnssec.as_ref()?;
         let key_query = *q.name == zone.apex
-            && matches!(q.qtype, denial::DNSKEY | denial::CDS | denial::CDNSKEY)
+            && is_key_type(q.qtype)
             && matches!(sections.kind, Kind::NoData | Kind::Answer);
         if !q.dnssec_ok && !key_query {
             return None;
         }
         let mut out = Secured::default();
-        let sign = |set: &[WireRr], to: &mut Vec<WireRr>| {
-            if let Some(sig) = self.rrsig(zone, set, now_s) {
+        let fresh_until = std::cell::Cell::new(None::<u64>);
+        let failed = std::cell::Cell::new(false);
+        let sign = |set: &[WireRr], to: &mut Vec<WireRr>| match self.rrsig(zone, set, now_s) {
+            Some((sig, made_at_s)) => {
                 to.push(sig);
+                let until = made_at_s.saturating_add(sign::REFRESH_AFTER_S);
+                fresh_until.set(Some(fresh_until.get().map_or(until, |t| t.min(until))));
             }
+            None => failed.set(true),
+        };
+        let finish = |mut out: Secured| {
+            out.fresh_until_s = fresh_until.get();
+            out.failed = failed.get();
+            Some(out)
         };
         if key_query {
             out.replace = true;
@@ -138,7 +148,7 @@ impl Signer {
                 out.signed_by = Some(keys.signing.tag);
             }
             out.answers.extend(set);
-            return Some(out);
+            return finish(out);
         }
         out.signed_by = Some(keys.signing.tag);
         match sections.kind {
@@ -195,7 +205,7 @@ impl Signer {
                     .find(|rr| rr.data.record_type() == RecordType::Ns)
                     .map(|rr| rr.name.clone())
                 else {
-                    return Some(out);
+                    return finish(out);
                 };
                 let mut types = denial::denial_types(zone, &cut, denial::DS, true);
                 let nsec = [WireRr {
@@ -211,16 +221,16 @@ impl Signer {
                 out.signed_by = None;
             }
         }
-        Some(out)
+        finish(out)
     }
 
     /// The RRSIG over one RRset (records with the same owner and type), from the cache when
-    /// the same content was signed lately.
-    fn rrsig(&self, zone: &Zone, set: &[WireRr], now_s: u64) -> Option<WireRr> {
+    /// the same content was signed lately, and the Unix second it was made.
+    fn rrsig(&self, zone: &Zone, set: &[WireRr], now_s: u64) -> Option<(WireRr, u64)> {
         let keys = zone.dnssec.as_ref()?;
         let first = set.first()?;
         let mut rdatas: Vec<&[u8]> = set.iter().map(|r| &*r.rdata).collect();
-        let (rrsig, outcome) = self.cache.sign(
+        let (rrsig, made_at_s, outcome) = self.cache.sign(
             &keys.signing,
             &first.name,
             first.rtype,
@@ -235,12 +245,13 @@ impl Signer {
                 tracing::error!(zone = %zone.apex, key_tag = keys.signing.tag, "signing failed");
             }
         }
-        Some(WireRr {
+        let rrsig = WireRr {
             name: first.name.clone(),
             rtype: sign::RRSIG,
             ttl: first.ttl,
             rdata: rrsig?,
-        })
+        };
+        Some((rrsig, made_at_s))
     }
 
     /// Signatures held in the cache.
@@ -365,6 +376,9 @@ records:
             .unwrap();
         assert_eq!(again, s);
         assert_eq!(signer.cached(), 2);
+        // Kept answers must go when the signatures would be made anew.
+        assert_eq!(s.fresh_until_s, Some(1_800_000_000 + sign::REFRESH_AFTER_S));
+        assert!(!s.failed);
     }
 
     #[test]

@@ -182,7 +182,8 @@ impl Default for SigCache {
 
 impl SigCache {
     /// The RRSIG RDATA for the RRset `(owner, rtype, ttl, rdatas)` signed with `key`, from the
-    /// cache while it is fresh, else made now.
+    /// cache while it is fresh, else made now; with the Unix second it was made (it is handed
+    /// out until `made_at_s + REFRESH_AFTER_S`).
     pub fn sign(
         &self,
         key: &ZoneKey,
@@ -191,7 +192,7 @@ impl SigCache {
         ttl: u32,
         rdatas: &mut [&[u8]],
         now_s: u64,
-    ) -> (Option<Arc<[u8]>>, Outcome) {
+    ) -> (Option<Arc<[u8]>>, u64, Outcome) {
         let rrset = canonical_rrset(owner, rtype, ttl, rdatas);
         // The key is part of the cache key: after a key switch nothing signed by the old key
         // is handed out. Tag, algorithm and the public key's first octets tell keys apart.
@@ -207,7 +208,7 @@ impl SigCache {
                 && now_s.saturating_sub(e.made_at_s) < REFRESH_AFTER_S
                 && e.made_at_s <= now_s
             {
-                return (Some(e.rrsig.clone()), Outcome::Hit);
+                return (Some(e.rrsig.clone()), e.made_at_s, Outcome::Hit);
             }
         }
         let started = Instant::now();
@@ -218,7 +219,7 @@ impl SigCache {
         data.extend_from_slice(&rdata);
         data.extend_from_slice(&rrset);
         let Some(signature) = key.sign(&data) else {
-            return (None, Outcome::Failed);
+            return (None, now_s, Outcome::Failed);
         };
         rdata.extend_from_slice(&signature);
         let rrsig: Arc<[u8]> = rdata.into();
@@ -234,7 +235,7 @@ impl SigCache {
                 made_at_s: now_s,
             },
         );
-        (Some(rrsig), Outcome::Made(took))
+        (Some(rrsig), now_s, Outcome::Made(took))
     }
 
     /// Entries held (for tests and the figures).
@@ -283,7 +284,8 @@ mod tests {
         let owner = Name::parse("www.api.example.com").unwrap();
         let (a, b) = ([203u8, 0, 113, 11], [203u8, 0, 113, 10]);
         let now = 1_800_000_000;
-        let (sig, out) = cache.sign(&key, &owner, 1, 30, &mut [&a[..], &b[..]], now);
+        let (sig, made_at, out) = cache.sign(&key, &owner, 1, 30, &mut [&a[..], &b[..]], now);
+        assert_eq!(made_at, now);
         assert!(matches!(out, Outcome::Made(_)));
         let sig = sig.unwrap();
         // Verify as a validator would: the fields, then the RRset in canonical order.
@@ -301,18 +303,23 @@ mod tests {
         );
 
         // The same content in another order: the cached signature.
-        let (again, out) = cache.sign(&key, &owner, 1, 30, &mut [&b[..], &a[..]], now + 10);
+        let (again, made_at, out) =
+            cache.sign(&key, &owner, 1, 30, &mut [&b[..], &a[..]], now + 10);
         assert_eq!(out, Outcome::Hit);
+        assert_eq!(
+            made_at, now,
+            "a cached signature keeps the time it was made"
+        );
         assert_eq!(again.unwrap(), sig);
         // Other content (one address gone): a new signature.
-        let (other, out) = cache.sign(&key, &owner, 1, 30, &mut [&a[..]], now + 10);
+        let (other, _, out) = cache.sign(&key, &owner, 1, 30, &mut [&a[..]], now + 10);
         assert!(matches!(out, Outcome::Made(_)));
         assert_ne!(other.unwrap(), sig);
         // Another TTL is another RRset too (degraded answers).
-        let (_, out) = cache.sign(&key, &owner, 1, 5, &mut [&a[..], &b[..]], now + 10);
+        let (_, _, out) = cache.sign(&key, &owner, 1, 5, &mut [&a[..], &b[..]], now + 10);
         assert!(matches!(out, Outcome::Made(_)));
         // Past the refresh time the signature is made again.
-        let (fresh, out) = cache.sign(
+        let (fresh, _, out) = cache.sign(
             &key,
             &owner,
             1,

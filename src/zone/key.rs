@@ -289,6 +289,26 @@ impl ZoneKey {
             Pair::Ed25519(pair) => Some(pair.sign(data).as_ref().to_vec()),
         }
     }
+
+    /// Whether `signature` is this key's over `data`, as a validator checks it (for the
+    /// differential check of the DNS paths, `fuzzing`).
+    pub fn verify(&self, data: &[u8], signature: &[u8]) -> bool {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
+        match self.algorithm {
+            Algorithm::EcdsaP256Sha256 => {
+                // The DNSKEY field is X‖Y; ring wants the uncompressed SEC1 point.
+                let mut point = Vec::with_capacity(1 + self.public_key.len());
+                point.push(4);
+                point.extend_from_slice(&self.public_key);
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+                    .verify(data, signature)
+                    .is_ok()
+            }
+            Algorithm::Ed25519 => UnparsedPublicKey::new(&ED25519, &self.public_key)
+                .verify(data, signature)
+                .is_ok(),
+        }
+    }
 }
 
 /// A new key for `zone`: the key file's text and the key's tag.

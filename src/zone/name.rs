@@ -70,11 +70,7 @@ impl Name {
 
     /// True when `self` equals `ancestor` or lies below it.
     pub fn is_subdomain_of(&self, ancestor: &Name) -> bool {
-        let (s, a) = (self.as_str(), ancestor.as_str());
-        if a.is_empty() || s == a {
-            return true;
-        }
-        s.len() > a.len() && s.ends_with(a) && s.as_bytes()[s.len() - a.len() - 1] == b'.'
+        is_subdomain(self.as_str(), ancestor.as_str())
     }
 
     /// The name with its first label removed; `None` for the root.
@@ -112,4 +108,13 @@ impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Name({}.)", self.0)
     }
+}
+
+/// Whether the lower-case name `s` is `a` or below it (text without the trailing dot; the
+/// root is empty).
+pub fn is_subdomain(s: &str, a: &str) -> bool {
+    if a.is_empty() || s == a {
+        return true;
+    }
+    s.len() > a.len() && s.ends_with(a) && s.as_bytes()[s.len() - a.len() - 1] == b'.'
 }
