@@ -179,23 +179,6 @@ fn cached_counter(key: CounterKey, get: impl FnOnce() -> (Counter, Held)) -> Cou
     })
 }
 
-/// Increments the counter for `key` (see `cached_counter`).
-fn inc_counter(key: CounterKey, get: impl FnOnce() -> (Counter, Held)) {
-    COUNTERS.with(|c| {
-        let mut c = c.borrow_mut();
-        if let Some((found, _)) = c.get(&key) {
-            found.inc();
-            return;
-        }
-        if c.len() >= 4096 {
-            c.clear();
-        }
-        let entry = get();
-        entry.0.inc();
-        c.insert(key, entry);
-    })
-}
-
 /// The counters a prepared answer increments, each fetched the first time it is used and then
 /// kept with the answer (a hit increments them without a look-up). A family never drops a label
 /// set, so a kept counter stays the one the scrape reads.
@@ -620,29 +603,7 @@ impl Metrics {
         ecs: bool,
         seconds: f64,
     ) {
-        let ecs = if ecs { "yes" } else { "no" };
-        let key = CounterKey {
-            registry: self.id,
-            metric: 0,
-            labels: [
-                text_key(zone),
-                text_key(qtype),
-                text_key(rcode),
-                text_key(ecs),
-            ],
-        };
-        inc_counter(key, || {
-            let labels = QueryLabels {
-                zone: zone.clone(),
-                qtype,
-                rcode,
-                ecs,
-            };
-            (
-                self.queries.get_or_create(&labels).clone(),
-                Held::Query(labels),
-            )
-        });
+        self.query_counter(zone, qtype, rcode, ecs).inc();
         self.query_duration.observe(seconds);
     }
 
@@ -741,25 +702,15 @@ impl Metrics {
         dc: &Arc<str>,
         all_down: bool,
     ) {
-        let labels = || ServiceLabels {
-            zone: zone.clone(),
-            record: record.clone(),
-            dc: dc.clone(),
-        };
-        let key = CounterKey {
-            registry: self.id,
-            metric: 1,
-            labels: [text_key(zone), text_key(record), text_key(dc), (0, 0)],
-        };
-        inc_counter(key, || {
-            let labels = labels();
-            (
-                self.service_answers.get_or_create(&labels).clone(),
-                Held::Service(labels),
-            )
-        });
+        self.service_counter(zone, record, dc).inc();
         if all_down {
-            self.all_down.get_or_create(&labels()).inc();
+            self.all_down
+                .get_or_create(&ServiceLabels {
+                    zone: zone.clone(),
+                    record: record.clone(),
+                    dc: dc.clone(),
+                })
+                .inc();
         }
     }
 
