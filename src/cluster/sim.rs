@@ -246,6 +246,16 @@ impl Sim {
             .map_or(0, |n| n.cluster.full_state_bytes())
     }
 
+    /// Pulls that failed in a row, summed over every node's peers: what a cluster too busy to
+    /// answer within a pull's timeout shows.
+    pub fn failing_pulls(&self) -> u64 {
+        self.nodes
+            .iter()
+            .flat_map(|n| n.cluster.peers())
+            .map(|p| p.consecutive_failures)
+            .sum()
+    }
+
     pub fn settings(&self) -> SimSettings {
         self.settings
     }
