@@ -71,8 +71,8 @@ pub enum Reach {
     /// The answering node's own: a long-poll's answer in a small cluster, where every node
     /// follows every other and hears every change first hand.
     Own,
-    /// Its own, and those it took in from their own nodes: a long-poll's answer in a large
-    /// cluster, where a node follows a few peers only. A push then goes two hops (a node's
+    /// Its own, and those it took in from their own nodes when they can go as deltas: a
+    /// long-poll's answer in a large cluster, where a node follows a few peers only. A push then goes two hops (a node's
     /// followers, and theirs), reaching some fanout² nodes at once, and the periodic pulls
     /// bring it to the rest; relaying it further would send each node the same report from
     /// every peer it follows, all of them learning it at about the same time.
@@ -608,6 +608,11 @@ impl Book {
                         .and_then(|held| self.delta(r, *held));
                     match delta {
                         Some(delta) => deltas.push(delta),
+                        // A relayed report that would go whole waits for the asker's pulls:
+                        // at a large cluster's start every node takes in many reports first
+                        // hand, each woke its followers, and each of them took in the same
+                        // whole reports (75 KB apiece) from every peer it follows.
+                        None if reach == Reach::Near && r.node != self.node => {}
                         None => reports.push(r.clone()),
                     }
                 }
@@ -1064,6 +1069,63 @@ mod tests {
         });
         assert!(!got.changed);
         assert_eq!(d.reports["a"], before);
+    }
+
+    /// A large cluster's long-poll answer relays the reports its node took in first hand, as
+    /// deltas only: whole ones wait for the asker's pulls.
+    #[test]
+    fn a_push_goes_one_hop_further_as_deltas_only() {
+        let now = Instant::now();
+        let up = view(now, &[("192.0.2.1", Status::Up), ("192.0.2.2", Status::Up)]);
+        let mut x = Book::new("x", "r", DrainSet::default());
+        let mut relay = Book::new("relay", "r", DrainSet::default());
+        let mut far = Book::new("far", "r", DrainSet::default());
+        let mut y = Book::new("y", "r", DrainSet::default());
+        x.refresh(&up, 1_000, now, SETTINGS);
+        y.refresh(&up, 1_000, now, SETTINGS);
+        relay.refresh(&up, 1_000, now, SETTINGS);
+        // relay hears x first hand, y through far.
+        relay.absorb(x.message(1, Some(&relay.digest()), Reach::All));
+        far.absorb(y.message(1, Some(&far.digest()), Reach::All));
+        relay.absorb(far.message(1, Some(&relay.digest()), Reach::All));
+        let asker = Book::new("asker", "r", DrainSet::default());
+        let first = relay.message(2, Some(&asker.digest()), Reach::Near);
+        let nodes: Vec<&str> = first.reports.iter().map(|r| r.node.as_str()).collect();
+        assert_eq!(nodes, ["relay"], "whole relayed reports wait for the pulls");
+        let mut asker = asker;
+        asker.absorb(relay.message(2, Some(&asker.digest()), Reach::All));
+        // x gains two votes, then changes one of four (a delta needs fewer than half changed).
+        let four = |first: Status| {
+            view(
+                now,
+                &[
+                    ("192.0.2.1", first),
+                    ("192.0.2.2", Status::Up),
+                    ("192.0.2.3", Status::Up),
+                    ("192.0.2.4", Status::Up),
+                ],
+            )
+        };
+        x.refresh(&four(Status::Up), 2_000, now, SETTINGS);
+        relay.absorb(x.message(3, Some(&relay.digest()), Reach::All));
+        asker.absorb(relay.message(3, Some(&asker.digest()), Reach::All));
+        x.refresh(&four(Status::Down), 3_000, now, SETTINGS);
+        assert!(
+            relay
+                .absorb(x.message(4, Some(&relay.digest()), Reach::Own))
+                .relayed
+        );
+        let pushed = relay.message(5, Some(&asker.digest()), Reach::Near);
+        assert!(pushed.reports.is_empty(), "{:?}", pushed.reports);
+        let nodes: Vec<&str> = pushed.deltas.iter().map(|d| d.node.as_str()).collect();
+        assert_eq!(nodes, ["x"], "x's first hand, as a delta");
+        assert!(
+            relay
+                .message(5, Some(&asker.digest()), Reach::Own)
+                .deltas
+                .is_empty(),
+            "a small cluster's push is the responder's own only"
+        );
     }
 
     /// An answer holds `MAX_WHOLE_REPORTS` whole reports at most; the asker's next digest
