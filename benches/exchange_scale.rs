@@ -76,11 +76,12 @@ async fn until_agreed(sim: &Sim, down: &[usize], within: Duration) -> Option<Dur
         if said.elapsed() >= Duration::from_secs(5) {
             said = Instant::now();
             eprintln!(
-                "  {:.0?}: {}; CPU {:.1} s; failing pulls {}",
+                "  {:.0?}: {}; CPU {:.1} s; failing pulls {}; longest since a pull {:?}",
                 start.elapsed(),
                 sim.disagreement(down).unwrap_or_default(),
                 cpu_seconds(),
-                sim.failing_pulls()
+                sim.failing_pulls(),
+                sim.longest_since_pull()
             );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
