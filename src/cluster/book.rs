@@ -6,9 +6,11 @@
 //!
 //! Deltas (scuttlebutt-style, as quickwit's chitchat): a report's version moves only when what it
 //! says changes (readiness, an up/down verdict), and liveness travels apart, as a heartbeat per
-//! node (a few bytes, sent in full every time). A request carries a `Digest` of the versions the
-//! asker holds, and the answer holds only the reports newer than those, the drains only if the
-//! asker's differ. In a steady state an exchange is then N heartbeats, whatever the endpoints.
+//! node. A request carries a `Digest` of the versions and heartbeats the asker holds, and the
+//! answer holds only the reports and heartbeats newer than those (a report the asker holds an
+//! older version of as the votes that changed, `ReportDelta`), the drains only if the asker's
+//! differ; the one who answers takes the digest's newer heartbeats. In a steady state an
+//! exchange is then the heartbeats that moved, whatever the endpoints.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;

@@ -3,13 +3,16 @@
 //!
 //! Every node serves its own report and every report it holds from other nodes (with their
 //! versions), every node's heartbeat, plus its drain set; every exchange interval it pulls from
-//! each peer, and it follows each peer with long-polls that the peer answers as soon as a verdict
-//! or drain it holds changes. Each request carries a digest of what the asker holds, and the
-//! answer holds only what is newer (`book::Digest`): a steady state costs heartbeats, not
-//! reports. Relaying means two nodes whose link broke still learn each other's view through a
-//! third: each round one peer (in turn) is asked for every report newer than the asker holds, the
-//! others only for their own (`exchange_round`). Old reports and drains are ignored by version (see `merge::accept` and
-//! `DrainSet::apply`).
+//! its peers, and it follows them with long-polls that a peer answers as soon as a verdict or
+//! drain it holds changes. Each request carries a digest of what the asker holds (report
+//! versions and heartbeats), and the answer holds only what is newer (`book::Digest`), a changed
+//! report as the votes that changed (`book::ReportDelta`): a steady state costs the heartbeats
+//! that moved, not reports. Up to `FULL_MESH_PEERS` peers a node pulls and follows every peer,
+//! and each round one peer (in turn) is asked for every report newer than the asker holds, the
+//! others only for their own (`exchange_round`): relaying means two nodes whose link broke still
+//! learn each other's view through a third. With more, it pulls and follows `fanout` peers,
+//! gossip-style, and pushes go two hops (`book::Reach::Near`). Old reports and drains are
+//! ignored by version (see `merge::accept` and `DrainSet::apply`).
 //!
 //! One job per file:
 //! - `auth`: signing and checking requests and answers, the replay window, nonces, hold terms;
