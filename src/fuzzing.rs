@@ -41,6 +41,7 @@ pub const FIXTURE_ZONES: [&str; 2] = [
 /// drained. Build it once per process: it is immutable, and building takes milliseconds.
 pub struct DnsFixture {
     handler: Handler,
+    metrics: Arc<Metrics>,
 }
 
 impl DnsFixture {
@@ -73,6 +74,7 @@ impl DnsFixture {
                     down_votes: usize::from(down.contains(addr)),
                     counted_votes: 1,
                     ballots: Default::default(),
+                    restored_ms: 0,
                 },
             );
         }
@@ -87,11 +89,18 @@ impl DnsFixture {
             issued_by: "fuzz".into(),
         });
         let health = EffectiveHealth::new(true, targets, merged, drains, 2);
-        let snapshots = Snapshots::new(zones, Some(geo), Arc::new(Metrics::new()));
+        let metrics = Arc::new(Metrics::new());
+        let snapshots = Snapshots::new(zones, Some(geo), metrics.clone());
         snapshots.store_health(Arc::new(health));
         DnsFixture {
             handler: Handler::new(Arc::new(snapshots)),
+            metrics,
         }
+    }
+
+    /// The fixture node's metrics (the prepared answers' hits and misses among them).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Answers `msg` as the server would; `None` when it sends nothing.
@@ -566,6 +575,9 @@ pub fn check_zone(zone: &Zone) {
             }
             match &s.policy {
                 Policy::Nearest | Policy::Failover => {}
+                Policy::Latency => {
+                    assert!(!zone.regions.is_empty(), "{name}: latency without regions");
+                }
                 Policy::Weighted(w) => {
                     assert_eq!(w.len(), s.dcs.len(), "{name}: weights");
                     assert!(w.iter().any(|w| *w > 0), "{name}: all weights 0");
@@ -920,6 +932,77 @@ mod tests {
             }
         }
         assert!(checked > 2_000, "{checked} queries checked");
+    }
+
+    /// Networks of different sizes at one place share a prepared answer (`Scope::OfClass`),
+    /// and each is echoed with its own scope: the second network's answer, a hit on the first's,
+    /// is the same on every path, scope included. Both networks are found in the shipped GeoIP
+    /// database, which has many places with networks of several sizes.
+    #[test]
+    fn networks_of_one_place_share_an_answer_and_keep_their_own_scope() {
+        use crate::geo::{GeoDb, Locator};
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/geoip/dbip-city-lite-coarse-ipv4.mmdb"
+        ))
+        .unwrap();
+        let db = GeoDb::from_bytes("shipped", bytes.clone()).unwrap();
+        let mut first: HashMap<crate::dns::answer::Place, (std::net::Ipv4Addr, u8)> =
+            HashMap::new();
+        let mut pair = None;
+        'scan: for a in 1u8..=223 {
+            for b in 0u8..=255 {
+                let ip = std::net::Ipv4Addr::new(a, b, 20, 1);
+                let Some(l) = db.locate(ip.into()) else {
+                    continue;
+                };
+                let scope = l.prefix.min(24);
+                let place = crate::dns::answer::Place(l.location);
+                match first.get(&place) {
+                    Some(&(other, s)) if s != scope => {
+                        pair = Some([(other, s), (ip, scope)]);
+                        break 'scan;
+                    }
+                    Some(_) => {}
+                    None => {
+                        first.insert(place, (ip, scope));
+                    }
+                }
+            }
+        }
+        let pair = pair.expect("two networks of one place with different prefixes");
+        let fx = DnsFixture::new(bytes);
+        let mut shared = fx.handler.view();
+        for (ip, scope) in pair {
+            let o = ip.octets();
+            let ecs = [0, 1, 24, 0, o[0], o[1], o[2]];
+            let q = query(
+                "www.api.example.com",
+                1,
+                Some((1232, false, Some(&ecs))),
+                true,
+            );
+            check_paths_agree_with(
+                &fx,
+                Some(&mut shared),
+                &q,
+                "127.0.0.1:5353".parse().unwrap(),
+                false,
+            );
+            let r = fx.respond(&q, "127.0.0.1:5353".parse().unwrap(), false);
+            let echoed = format!("{:?}", decoded(r.as_deref()));
+            assert!(
+                echoed.contains(&format!("scope_prefix: {scope}")),
+                "{ip}: scope {scope} not echoed in {echoed}"
+            );
+        }
+        // The shared view: a miss for the first network, a hit for the second (the other
+        // hits are `check_paths_agree_with`'s own second queries, one per network).
+        let text = fx.metrics().render();
+        assert!(
+            text.contains("steerdns_prepared_answers_total{result=\"hit\"} 3"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -20,9 +20,10 @@
 //!   out), what it cannot express listed as warnings;
 //! - `health/`: what the probes and the regions say: rise/fall per target and the local
 //!   `HealthView` (`mod`), `probe` (HTTP(S)/TCP checks, one task per target), `merge` (every
-//!   node's votes → effective status: quorum, staleness, isolation), `tally` (the same merge kept
-//!   up to date, judging again only what changed), `drain` (manual failover, last writer wins,
-//!   persisted), `timeline` (the last hour of each service's DCs);
+//!   node's votes → effective status: quorum, staleness, isolation, restore times), `tally` (the
+//!   same merge kept up to date, judging again only what changed), `latency` (every region's
+//!   RTTs → the latency policy's DC orders, with hysteresis), `drain` (manual failover, last
+//!   writer wins, persisted), `timeline` (the last hour of each service's DCs);
 //! - `state`: the live snapshots the query path reads without locks, and their change channel;
 //! - `dnssec/`: online signing for signed zones: `mod` (what a DO=1 answer gains: RRSIGs, the
 //!   apex's DNSKEY/CDS/CDNSKEY), `sign` (canonical RRsets, RRSIGs, the signature cache keyed by

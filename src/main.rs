@@ -38,8 +38,8 @@ enum Command {
         dir: Option<PathBuf>,
     },
     /// Explain the answer a client gets: its location, the DCs in order and why. Reads the zones
-    /// and GeoIP data directly (all endpoints taken as up); a running node explains with live
-    /// health at /api/v1/explain.
+    /// and GeoIP data directly (all endpoints taken as up); with --admin, asks a running node,
+    /// which explains with its live health: ramps, measured RTTs (its /api/v1/explain).
     Explain {
         /// The name to ask for, e.g. www.api.example.com.
         name: String,
@@ -58,6 +58,13 @@ enum Command {
         /// GeoIP database(s) [default: the two shipped in geoip/, as for serve].
         #[arg(long = "geoip", value_name = "PATH")]
         geoip: Vec<PathBuf>,
+        /// Ask the node at this admin URL instead (live health); --zones and --geoip are then
+        /// the node's.
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
+        /// With --admin https://...: the CA certificate(s), PEM, the node's must chain to.
+        #[arg(long, value_name = "PATH")]
+        ca_file: Option<PathBuf>,
     },
     /// Convert another tool's zone into a steerdns zone file; what cannot be expressed is listed
     /// on standard error and at the top of the file.
@@ -331,7 +338,33 @@ fn main() -> ExitCode {
             qtype,
             zones,
             geoip,
+            admin: None,
+            ..
         } => explain(&name, client, subnet, &qtype, zones, geoip).map(|t| println!("{t}")),
+        Command::Explain {
+            name,
+            client,
+            subnet,
+            qtype,
+            admin: Some(admin),
+            ca_file,
+            ..
+        } => {
+            let a = AdminArgs {
+                admin,
+                ca_file,
+                token_file: None,
+                json: false,
+            };
+            let mut path = format!("/api/v1/explain?name={name}&client={client}&type={qtype}");
+            if let Some(net) = subnet {
+                path.push_str(&format!("&subnet={net}"));
+            }
+            admin_call(&a, "GET", &path, None).map(|v| match v.as_str() {
+                Some(text) => println!("{text}"),
+                None => println!("{v}"),
+            })
+        }
         Command::Serve(args) => serve(*args),
         Command::Import { from } => import(from),
         Command::Status(a) => admin_call(&a, "GET", "/api/v1/state", None).map(|v| {

@@ -20,10 +20,12 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::health::drain::{Drain, DrainSet};
-use crate::health::merge::{self, CheckIds, MergeSettings, Merged, Report, Vote};
+use crate::health::latency::{self, Steerer};
+use crate::health::merge::{self, CheckIds, MergeSettings, Merged, Report, Steering, Vote};
 use crate::health::tally::Tally;
 pub use crate::health::tally::VerdictChange;
 use crate::health::{HealthView, Status};
+use crate::zone::ZoneSet;
 use crate::zone::check::Check;
 
 /// What one node hands another: the wire message of the exchange.
@@ -100,8 +102,11 @@ struct Change {
     keys: Vec<(String, String)>,
 }
 
-/// The votes that came, went or flipped between `old` and `new` (ages, round-trip times and
-/// errors aside, as `Report::same_verdicts`).
+/// The votes that came, went, flipped, or whose start or round-trip time moved between `old`
+/// and `new` (errors aside: they ride along with a whole report). A report's own node keeps the
+/// starts and round-trip times it published while its votes say the same (`Report::keep_since`,
+/// `keep_published`), so between two versions these are what changed: a verdict, or a
+/// round-trip time the latency policy reads.
 fn changed_votes(old: &Report, new: &Report) -> Vec<(String, String)> {
     let mut keys = Vec::new();
     let empty = BTreeMap::new();
@@ -111,7 +116,13 @@ fn changed_votes(old: &Report, new: &Report) -> Vec<(String, String)> {
         let a = old.votes.get(check).unwrap_or(&empty);
         let b = new.votes.get(check).unwrap_or(&empty);
         for (addr, vote) in a {
-            if b.get(addr).is_none_or(|v| v.up != vote.up) {
+            let moved = |v: &Vote| {
+                v.up != vote.up
+                    || v.recovered != vote.recovered
+                    || v.since_ms != vote.since_ms
+                    || v.rtt_ms != vote.rtt_ms
+            };
+            if b.get(addr).is_none_or(moved) {
                 keys.push((check.clone(), addr.clone()));
             }
         }
@@ -276,6 +287,8 @@ pub struct Book {
     tally: Tally,
     /// Check ids for this node's own report.
     check_ids: CheckIds,
+    /// The latency policy's hysteresis.
+    steerer: Steerer,
     /// Node → the last changes of its report held here, oldest first, each from the version
     /// held before: what deltas are built from.
     changes: HashMap<String, VecDeque<Change>>,
@@ -328,6 +341,7 @@ impl Book {
             check_ids: CheckIds::default(),
             changes: HashMap::new(),
             direct: HashSet::new(),
+            steerer: Steerer::default(),
         }
     }
 
@@ -453,11 +467,25 @@ impl Book {
         }
     }
 
+    /// The latency policy's orders for `zones` from the reports held, moving leaders as the
+    /// hysteresis allows (see `health::latency`). Call once per refresh.
+    pub fn steer(&mut self, zones: &ZoneSet, now_ms: u64, stale_after_ms: u64) -> Steering {
+        let any = zones
+            .services()
+            .any(|(_, s)| s.policy == crate::zone::Policy::Latency);
+        if !any {
+            return Steering::default();
+        }
+        let matrix = latency::matrix(&self.reports, &self.heartbeats, now_ms, stale_after_ms);
+        self.steerer.steer(zones, &matrix, now_ms)
+    }
+
     /// Rebuilds this node's report from `view` (its probers' confirmed observations), beats its
     /// heartbeat, merges every report, and says what changed since the last refresh.
     ///
-    /// The report gets a new version only when what it says changed; otherwise it keeps its
-    /// version (round-trip times and errors ride along when it is next sent).
+    /// The report gets a new version only when what it says changed, or a smoothed round-trip
+    /// time moved by more than `latency::REPUBLISH_MOVE` (10%); otherwise it keeps its version, and the
+    /// RTTs and `since` times it was published with (errors ride along when it is next sent).
     pub fn refresh(
         &mut self,
         view: &HealthView,
@@ -473,11 +501,17 @@ impl Book {
             now,
             &mut self.check_ids,
         );
+        if let Some(old) = self.reports.get(&self.node) {
+            own.keep_since(old);
+        }
         let kept = self
             .reports
             .get(&self.node)
-            .filter(|old| old.same_verdicts(&own))
-            .map(|old| (old.version, old.generated_ms));
+            .filter(|old| old.same_verdicts(&own) && !latency::rtt_moved(old, &own))
+            .map(|old| {
+                own.keep_published(old);
+                (old.version, old.generated_ms)
+            });
         let news = kept.is_none();
         (own.version, own.generated_ms) = kept.unwrap_or_else(|| {
             // Strictly increasing even when the clock stands still or steps back.
@@ -716,8 +750,9 @@ pub fn own_report(
             Vote {
                 up: obs.status == Status::Up,
                 since_ms: now_ms.saturating_sub(age),
-                rtt_ms: obs.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
+                rtt_ms: obs.smoothed_rtt.map(|d| d.as_secs_f64() * 1000.0),
                 error: obs.last_error.clone(),
+                recovered: obs.recovered,
             },
         );
     }
@@ -801,6 +836,8 @@ mod tests {
                 confirmed: true,
                 since: now,
                 last_rtt: None,
+                smoothed_rtt: None,
+                recovered: false,
                 last_error: None,
             }),
         )
@@ -819,6 +856,46 @@ mod tests {
             expires_ms: None,
             issued_ms: at,
             issued_by: by.into(),
+        }
+    }
+
+    #[test]
+    fn rtt_noise_is_not_published_and_a_real_move_is() {
+        let now = Instant::now();
+        let with_rtt = |ms: f64| {
+            let check = check();
+            HealthView::new(
+                true,
+                [Observation {
+                    target: ProbeTarget::new("192.0.2.1".parse().unwrap(), check),
+                    status: Status::Up,
+                    confirmed: true,
+                    since: now,
+                    last_rtt: None,
+                    smoothed_rtt: Some(Duration::from_secs_f64(ms / 1000.0)),
+                    recovered: false,
+                    last_error: None,
+                }],
+            )
+        };
+        let rtt =
+            |book: &Book| book.reports()[0].votes.values().next().unwrap()["192.0.2.1"].rtt_ms;
+        let mut book = Book::new("a", "r", DrainSet::default());
+        // (smoothed RTT, whether a new version is published, the RTT the report holds)
+        let steps: &[(f64, bool, f64)] = &[
+            (50.0, true, 50.0),
+            (54.0, false, 50.0), // 8%: noise, the published 50 stays
+            (46.0, false, 50.0), // 8%
+            (54.9, false, 50.0), // 9.8% of the published value
+            (56.0, true, 56.0),  // 12%: published
+            (57.0, false, 56.0),
+            (0.4, true, 0.4),  // a real move
+            (0.9, false, 0.4), // sub-millisecond wander is never published
+        ];
+        for (i, (ms, news, held)) in steps.iter().enumerate() {
+            let r = book.refresh(&with_rtt(*ms), 1_000 + i as u64 * 100, now, SETTINGS);
+            assert_eq!(r.news, *news, "step {i}: {ms} ms");
+            assert_eq!(rtt(&book), Some(*held), "step {i}: {ms} ms");
         }
     }
 
@@ -1018,8 +1095,10 @@ mod tests {
         let held = b.digest();
         assert_eq!(held.versions["a"], a.reports["a"].version);
 
-        a.refresh(&view(now, &statuses(&[0, 1])), 2_000, now, SETTINGS);
-        a.refresh(&view(now, &statuses(&[1, 2])), 3_000, now, SETTINGS);
+        // The same clock reading: a vote that says the same keeps its start (the views' starts
+        // are "now"), and only the flipped ones change.
+        a.refresh(&view(now, &statuses(&[0, 1])), 1_000, now, SETTINGS);
+        a.refresh(&view(now, &statuses(&[1, 2])), 1_000, now, SETTINGS);
         let msg = a.message(2, Some(&held), Reach::All);
         assert!(msg.reports.is_empty(), "{:?}", msg.reports);
         let [delta] = &msg.deltas[..] else {
@@ -1073,6 +1152,46 @@ mod tests {
         assert_eq!(d.reports["a"], before);
     }
 
+    /// A delta carries every vote whose verdict, start or published round-trip time moved:
+    /// the latency policy steers by the RTTs of other nodes' reports, and every node must hold
+    /// the same ones under a version. Errors alone ride along with a whole report.
+    #[test]
+    fn a_moved_round_trip_time_or_start_is_a_changed_vote() {
+        let vote = |up, since_ms, rtt_ms: Option<f64>, error: Option<&str>| Vote {
+            up,
+            since_ms,
+            rtt_ms,
+            error: error.map(str::to_string),
+            recovered: false,
+        };
+        let report = |votes: [Vote; 5]| {
+            let mut r = Report::new("x", "r", 1, 1);
+            for (i, v) in votes.into_iter().enumerate() {
+                r.insert(&key(&format!("192.0.2.{}", i + 1)), v);
+            }
+            r
+        };
+        let old = report([
+            vote(true, 1, Some(10.0), None),
+            vote(true, 1, Some(10.0), None),
+            vote(true, 1, Some(10.0), None),
+            vote(true, 1, Some(10.0), None),
+            vote(true, 1, Some(10.0), None),
+        ]);
+        let new = report([
+            vote(false, 1, Some(10.0), None),
+            vote(true, 2, Some(10.0), None),
+            vote(true, 1, Some(30.0), None),
+            vote(true, 1, Some(10.0), Some("slow")),
+            vote(true, 1, Some(10.0), None),
+        ]);
+        let changed: Vec<String> = changed_votes(&old, &new)
+            .into_iter()
+            .map(|(_, addr)| addr)
+            .collect();
+        assert_eq!(changed, ["192.0.2.1", "192.0.2.2", "192.0.2.3"]);
+    }
+
     /// A large cluster's long-poll answer relays the reports its node took in first hand, as
     /// deltas only: whole ones wait for the asker's pulls.
     #[test]
@@ -1108,10 +1227,10 @@ mod tests {
                 ],
             )
         };
-        x.refresh(&four(Status::Up), 2_000, now, SETTINGS);
+        x.refresh(&four(Status::Up), 1_000, now, SETTINGS);
         relay.absorb(x.message(3, Some(&relay.digest()), Reach::All));
         asker.absorb(relay.message(3, Some(&asker.digest()), Reach::All));
-        x.refresh(&four(Status::Down), 3_000, now, SETTINGS);
+        x.refresh(&four(Status::Down), 1_000, now, SETTINGS);
         assert!(
             relay
                 .absorb(x.message(4, Some(&relay.digest()), Reach::Own))

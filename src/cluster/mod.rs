@@ -247,6 +247,7 @@ impl Cluster {
         };
         let now = now_ms();
         let r = book.refresh(&view, now, tokio::time::Instant::now(), settings);
+        let steering = book.steer(&zones, now, settings.stale_after_ms);
         drop(book);
         // The new report is in the book before the followers wake to read it.
         if r.news {
@@ -259,7 +260,8 @@ impl Cluster {
         if let Some(isolated) = &r.isolation {
             news::isolation_changed(events, &self.settings.node, isolated);
         }
-        let eff = EffectiveHealth::new(view.ready, targets, r.merged, r.drains, now);
+        let eff = EffectiveHealth::new(view.ready, targets, r.merged, r.drains, now)
+            .with_steering(steering);
         self.publish(r.version, eff);
     }
 
@@ -267,10 +269,11 @@ impl Cluster {
     /// published already: refreshes run on several tasks (the merge loop, the pull rounds, the
     /// followers), and one that lost the race to publish must not put back what a later one
     /// replaced (a drain just decided, say).
-    fn publish(&self, version: u64, health: EffectiveHealth) {
+    fn publish(&self, version: u64, mut health: EffectiveHealth) {
         let mut published = lock(&self.published);
         if version > *published {
             *published = version;
+            health.keep_answers(&self.snapshots.health.load());
             self.snapshots.store_health(Arc::new(health));
         }
     }

@@ -211,6 +211,8 @@ impl Net {
                     confirmed: true,
                     since,
                     last_rtt: None,
+                    smoothed_rtt: None,
+                    recovered: false,
                     last_error: None,
                 });
         node.local.publish(HealthView::new(true, observations));

@@ -177,6 +177,7 @@ records:
                     down_votes: usize::from(!up),
                     counted_votes: 1,
                     ballots: Default::default(),
+                    restored_ms: 0,
                 };
                 (EndpointKey::new(*addr, check), verdict)
             })

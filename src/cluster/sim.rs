@@ -154,6 +154,8 @@ impl Sim {
                 confirmed: true,
                 since: dcs[*d].1,
                 last_rtt: Some(Duration::from_millis(12)),
+                smoothed_rtt: Some(Duration::from_millis(12)),
+                recovered: false,
                 last_error: None,
             }),
         )

@@ -1,7 +1,7 @@
 //! Choosing the records for a query: a pure, synchronous function of the zone set, the query and
 //! the client. Authoritative semantics (NXDOMAIN, NODATA, CNAME chasing, referrals, minimal ANY)
-//! and the routing policies (nearest, geo rules, failover, weighted) live here; the DNS frontend
-//! only translates to and from the wire.
+//! and the routing policies (nearest, latency, geo rules, failover, weighted) and the recovery
+//! ramp live here; the DNS frontend only translates to and from the wire.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::geo::{self, Located, Locator};
+use crate::health::merge::DcRtt;
 use crate::zone::{
     GeoKey, GeoTarget, Name, Node, Policy, RData, RecordType, Rr, RrSet, Service, WhenAllDown,
     Zone, ZoneSet,
@@ -24,6 +25,24 @@ pub const MAX_SCOPE_V6: u8 = 56;
 pub trait Health: Send + Sync {
     /// Whether `ip` of the service's DC named `dc` may be served (up and not drained).
     fn endpoint_up(&self, service: &Service, dc: &str, ip: IpAddr) -> bool;
+
+    /// Unix milliseconds when the service's DC `dc` (with these endpoints) came back: the
+    /// merged view restored its health, or a drain on it was lifted. 0 when it was never out.
+    /// Asked only for services with a recovery ramp.
+    fn dc_restored_ms(&self, _service: &Service, _dc: &str, _endpoints: &[IpAddr]) -> u64 {
+        0
+    }
+
+    /// Unix milliseconds now, for ramps and the age of measurements (asked only by them).
+    fn now_ms(&self) -> u64 {
+        0
+    }
+
+    /// The DCs of `service` in the order of the RTT `region` measured (see
+    /// `health::latency`); none when it has no fresh measurement.
+    fn latency_order(&self, _service: &Name, _region: &str) -> Option<&[DcRtt]> {
+        None
+    }
 }
 
 impl Health for crate::health::HealthView {
@@ -35,6 +54,36 @@ impl Health for crate::health::HealthView {
 impl Health for crate::health::merge::EffectiveHealth {
     fn endpoint_up(&self, service: &Service, dc: &str, ip: IpAddr) -> bool {
         !self.is_drained(dc, service.name.as_str()) && self.is_up(ip, service.check.as_deref())
+    }
+
+    /// The earliest restore among the DC's endpoints that are up, when none of them was up all
+    /// along (a DC that kept one endpoint never left), or the latest lift of a drain on it.
+    fn dc_restored_ms(&self, service: &Service, dc: &str, endpoints: &[IpAddr]) -> u64 {
+        let mut health_at = 0;
+        if let Some(check) = service.check.as_deref() {
+            for ip in endpoints {
+                if !self.is_up(*ip, Some(check)) {
+                    continue;
+                }
+                match self.restored_ms(*ip, check) {
+                    0 => {
+                        health_at = 0;
+                        break;
+                    }
+                    at if health_at == 0 => health_at = at,
+                    at => health_at = health_at.min(at),
+                }
+            }
+        }
+        health_at.max(self.lifted_ms(dc, service.name.as_str()))
+    }
+
+    fn now_ms(&self) -> u64 {
+        crate::clock::now_ms()
+    }
+
+    fn latency_order(&self, service: &Name, region: &str) -> Option<&[DcRtt]> {
+        self.steering.order(service, region)
     }
 }
 
@@ -263,8 +312,7 @@ pub fn answer_route(route: Route<'_>, qtype: QType, client: &Client) -> Answer {
             if let Some(service) = &node.service {
                 let sel = select(zone, service, RecordType::A, client);
                 if let Some(ip) = sel.addresses.first() {
-                    out.answers
-                        .push(service_rr(&name, service, *ip, sel.degraded));
+                    out.answers.push(service_rr(&name, *ip, sel.ttl));
                     out.scope = sel.scope;
                 }
             }
@@ -295,7 +343,7 @@ pub fn answer_route(route: Route<'_>, qtype: QType, client: &Client) -> Answer {
                 out.answers.extend(
                     sel.addresses
                         .iter()
-                        .map(|ip| service_rr(&name, service, *ip, sel.degraded)),
+                        .map(|ip| service_rr(&name, *ip, sel.ttl)),
                 );
             }
         }
@@ -330,6 +378,10 @@ pub enum ClientClass {
     /// A service answer: the part of the client its policy reads, and the rotation step among
     /// a DC's endpoints.
     Service { by: ClassBy, step: u16 },
+    /// An answer that changes with time, not only with the snapshots: a DC of the service is
+    /// in its recovery ramp, whose share grows by the second. Built afresh for every query
+    /// (a ramp lasts minutes; a prepared answer would serve a stale share).
+    Unprepared,
 }
 
 /// The part of the client a service's policy reads.
@@ -337,9 +389,11 @@ pub enum ClientClass {
 pub enum ClassBy {
     /// `failover`: nothing.
     Nothing,
-    /// `nearest` and `geo`: the place the database gives (every field the policies read) and
-    /// the ECS scope (the database network's prefix, capped); `None` when unlocated.
-    Place(Option<Place>, u8),
+    /// `nearest`, `latency` and `geo`: the place the database gives (every field the
+    /// policies read); `None` when unlocated. The ECS scope (the database network's prefix,
+    /// capped) is not part of the class: the answer is the same for every network of a place,
+    /// and `service_class` gives each its scope beside the class.
+    Place(Option<Place>),
     /// `weighted`: the client network the score is computed from.
     Network(IpAddr),
 }
@@ -363,11 +417,10 @@ impl PartialEq for Place {
 impl Eq for Place {}
 
 impl std::hash::Hash for Place {
+    /// The coordinates alone (a part of what `eq` compares, so equal places hash alike): they
+    /// tell places apart nearly always, and hashing two numbers is much cheaper than the names.
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         let l = &*self.0;
-        l.continent.hash(h);
-        l.country.hash(h);
-        l.subdivision.hash(h);
         l.coordinates
             .map(|(x, y)| (x.to_bits(), y.to_bits()))
             .hash(h);
@@ -375,37 +428,78 @@ impl std::hash::Hash for Place {
 }
 
 /// The class of `client` for the answer `route` leads to.
-pub fn client_class(route: &Route<'_>, qtype: QType, client: &Client) -> ClientClass {
-    let service = match route {
+pub fn client_class(route: &Route<'_>, qtype: QType, client: &Client) -> (ClientClass, u8) {
+    match route_service(route, qtype) {
+        Some((zone, service)) => service_class(zone, service, client),
+        None => (ClientClass::Anyone, 0),
+    }
+}
+
+/// The service a route answers from, with its zone: a service's A, AAAA or ANY question.
+pub fn route_service<'z>(route: &Route<'z>, qtype: QType) -> Option<(&'z Zone, &'z Arc<Service>)> {
+    match route {
         Route::InZone {
+            zone,
             end: End::Node(_, node),
             ..
         } => match (&node.service, qtype) {
             (
                 Some(service),
                 QType::Any | QType::Known(RecordType::A) | QType::Known(RecordType::Aaaa),
-            ) => service,
-            _ => return ClientClass::Anyone,
+            ) => Some((zone, service)),
+            _ => None,
         },
-        _ => return ClientClass::Anyone,
-    };
+        _ => None,
+    }
+}
+
+/// The class of `client` for an answer of `service` (see `client_class`), and the ECS scope
+/// `select` gives the client with it (for `nearest`, `latency` and `geo`: its place's).
+pub fn service_class(zone: &Zone, service: &Service, client: &Client) -> (ClientClass, u8) {
+    if let Some(ramp) = service.ramp
+        && ramping(zone, service, ramp, client.health)
+    {
+        return (ClientClass::Unprepared, 0);
+    }
     let cap = if client.addr.to_canonical().is_ipv4() {
         MAX_SCOPE_V4
     } else {
         MAX_SCOPE_V6
     };
-    let by = match &service.policy {
-        Policy::Failover => ClassBy::Nothing,
-        Policy::Weighted(_) => ClassBy::Network(geo::mask(client.addr.to_canonical(), cap)),
-        Policy::Nearest | Policy::Geo { .. } => match client.locator.locate(client.addr) {
-            Some(l) => ClassBy::Place(Some(Place(l.location)), l.prefix.min(cap)),
-            None => ClassBy::Place(None, cap),
-        },
+    let (by, scope) = match &service.policy {
+        Policy::Failover => (ClassBy::Nothing, 0),
+        Policy::Weighted(_) => (
+            ClassBy::Network(geo::mask(client.addr.to_canonical(), cap)),
+            cap,
+        ),
+        // `latency` reads the place too: the node region nearest it, and the orders in the
+        // health snapshot.
+        Policy::Nearest | Policy::Latency | Policy::Geo { .. } => {
+            match client.locator.locate(client.addr) {
+                Some(l) => (ClassBy::Place(Some(Place(l.location))), l.prefix.min(cap)),
+                None => (ClassBy::Place(None), cap),
+            }
+        }
     };
-    ClientClass::Service {
+    let class = ClientClass::Service {
         by,
         step: rotation_step(service, client.rotation),
-    }
+    };
+    (class, scope)
+}
+
+/// Whether a DC of `service` is in its recovery ramp now (as `select` finds it: restored, some
+/// endpoint up, less than `ramp` ago).
+fn ramping(zone: &Zone, service: &Service, ramp: std::time::Duration, health: &dyn Health) -> bool {
+    let mut now_ms = None;
+    service.dcs.iter().any(|d| {
+        let dc = zone.datacenters[d.dc].name.as_ref();
+        let started = health.dc_restored_ms(service, dc, &d.endpoints);
+        started != 0 && {
+            let now = *now_ms.get_or_insert_with(|| health.now_ms());
+            now.saturating_sub(started) < ramp.as_millis() as u64
+        }
+    })
 }
 
 /// The rotation step that gives the same answer as `rotation`: `select` starts a DC's list at
@@ -433,15 +527,11 @@ pub fn rotation_step(service: &Service, rotation: usize) -> u16 {
 }
 
 /// A service address record at `owner` (the service's name, or a name its wildcard
-/// synthesizes); a degraded service answers with its shorter TTL.
-fn service_rr(owner: &Name, service: &Service, ip: IpAddr, degraded: bool) -> Rr {
+/// synthesizes) with the selection's TTL.
+fn service_rr(owner: &Name, ip: IpAddr, ttl: u32) -> Rr {
     Rr {
         name: owner.clone(),
-        ttl: if degraded {
-            service.degraded_ttl
-        } else {
-            service.ttl
-        },
+        ttl,
         data: RData::from(ip),
     }
 }
@@ -459,6 +549,62 @@ pub enum Reason {
     Priority(usize),
     /// Weighted choice: the weight and this client network's score (highest first).
     Weight(u32, f64),
+    /// The smoothed RTT the client's region measured (ms), and the measurement's age (ms).
+    Latency { rtt_ms: f64, age_ms: u64 },
+}
+
+/// A DC in its recovery ramp, for one client network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ramp {
+    /// Unix milliseconds when the DC came back (the merged view's time, the same on every node).
+    pub started_ms: u64,
+    /// The share of its clients it gets now (see `ramp_share`).
+    pub share: f64,
+    /// Where this client network falls in [0, 1): it gets the DC while this is below `share`.
+    pub position: f64,
+}
+
+impl Ramp {
+    /// Whether this client network is sent to the DC yet.
+    pub fn admitted(&self) -> bool {
+        self.position < self.share
+    }
+}
+
+/// Where the `latency` policy looked for a client: the node region nearest it, and whether that
+/// region had a fresh measurement (else the DCs are by distance, as for `nearest`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Steered {
+    pub region: Arc<str>,
+    pub measured: bool,
+}
+
+/// The share of a returning DC's clients that it gets `elapsed_ms` into a ramp of `ramp_ms`:
+/// `RAMP_START` at once, then linearly up to all of them at the end (None once it is over).
+pub fn ramp_share(elapsed_ms: u64, ramp_ms: u64) -> Option<f64> {
+    (elapsed_ms < ramp_ms)
+        .then(|| RAMP_START + (1.0 - RAMP_START) * (elapsed_ms as f64 / ramp_ms.max(1) as f64))
+}
+
+/// The share of its clients a returning DC gets at the start of its ramp: enough to see at
+/// once whether it copes, small enough not to flood cold caches.
+pub const RAMP_START: f64 = 0.1;
+
+/// The TTL of a service's answers while a DC of it ramps: a tenth of the ramp (at least 1 s),
+/// so a resolver asks again ten times over the ramp and each client network moves within a
+/// tenth of the ramp of its turn.
+pub fn ramp_ttl(ramp: std::time::Duration) -> u32 {
+    u32::try_from(ramp.as_secs() / 10)
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+/// A client network's stable place in a DC's ramp, in [0, 1): a hash of the network (the ECS
+/// scope's /24 or /56), the service and the DC, so each DC ramps its own random slice of
+/// networks and a network, once in, stays in as the share grows.
+pub fn ramp_position(net: IpAddr, service: &str, dc: &str) -> f64 {
+    let h = network_hash(net, &[service.as_bytes(), b"/", dc.as_bytes()]);
+    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// One DC in a client's order.
@@ -470,6 +616,8 @@ pub struct Candidate {
     /// Endpoints of the asked family, and how many of them are up.
     pub endpoints: usize,
     pub up: usize,
+    /// The DC is in its recovery ramp (services with `ramp:` only).
+    pub ramp: Option<Ramp>,
 }
 
 /// A few items kept inline: services have a handful of DCs and answers, so a selection
@@ -489,6 +637,11 @@ pub struct Selection {
     pub all_down: bool,
     /// Some DC of the service has an endpoint down.
     pub degraded: bool,
+    /// The TTL of the answer's records: `degraded_ttl` while degraded, at most `ramp_ttl`
+    /// while a DC ramps.
+    pub ttl: u32,
+    /// For the `latency` policy: the region that decided.
+    pub steered: Option<Steered>,
 }
 
 impl Selection {
@@ -506,18 +659,27 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
     } else {
         MAX_SCOPE_V6
     };
-    let needs_location = matches!(service.policy, Policy::Nearest | Policy::Geo { .. });
+    let needs_location = matches!(
+        service.policy,
+        Policy::Nearest | Policy::Latency | Policy::Geo { .. }
+    );
     let located = if needs_location {
         client.locator.locate(client.addr)
     } else {
         None
     };
 
+    let mut steered = None;
     let order: Few<(usize, Reason)> = match &service.policy {
         Policy::Failover => (0..service.dcs.len())
             .map(|i| (i, Reason::Priority(i)))
             .collect(),
         Policy::Nearest => by_distance(zone, service, located.as_ref()),
+        Policy::Latency => {
+            let (order, s) = by_latency(zone, service, located.as_ref(), client.health);
+            steered = s;
+            order
+        }
         Policy::Geo { rules, default } => {
             let loc = located.as_ref().map(|l| &*l.location);
             let rule = loc.and_then(|loc| {
@@ -570,6 +732,8 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
 
     let mut candidates = Few::with_capacity(order.len());
     let mut degraded = false;
+    let net = geo::mask(client.addr.to_canonical(), cap);
+    let mut now_ms = None;
     for (dc, reason) in order {
         let eps = service.dcs[dc]
             .endpoints
@@ -584,11 +748,28 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
             }
         }
         degraded |= up < endpoints;
+        let ramp = service.ramp.filter(|_| up > 0).and_then(|ramp| {
+            let started_ms =
+                client
+                    .health
+                    .dc_restored_ms(service, dc_name, &service.dcs[dc].endpoints);
+            if started_ms == 0 {
+                return None;
+            }
+            let now = *now_ms.get_or_insert_with(|| client.health.now_ms());
+            let share = ramp_share(now.saturating_sub(started_ms), ramp.as_millis() as u64)?;
+            Some(Ramp {
+                started_ms,
+                share,
+                position: ramp_position(net, service.name.as_str(), dc_name),
+            })
+        });
         candidates.push(Candidate {
             dc,
             reason,
             endpoints,
             up,
+            ramp,
         });
     }
 
@@ -598,10 +779,22 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
         && candidates.iter().all(|c| c.endpoints == 0 || c.up == 0);
     let mut addresses = Few::new();
     let mut used = Few::new();
+    // Whether the answer hung on a ramp's hash of the client network.
+    let mut hashed = false;
     for (ci, cand) in candidates.iter().enumerate() {
         if cand.endpoints == 0 || (!all_down && cand.up == 0) {
             // A DC with nothing of the asked family, or nothing up, is skipped.
             continue;
+        }
+        if let Some(ramp) = &cand.ramp {
+            hashed = true;
+            // Not this network's turn yet: it keeps the next DC, if one is up.
+            let next_up = candidates[ci + 1..]
+                .iter()
+                .any(|c| c.endpoints > 0 && c.up > 0);
+            if !ramp.admitted() && next_up {
+                continue;
+            }
         }
         let dc_name = zone.datacenters[service.dcs[cand.dc].dc].name.as_ref();
         let eps: Few<IpAddr> = service.dcs[cand.dc]
@@ -631,11 +824,21 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
     }
 
     let scope = match (&service.policy, &located) {
+        // The ramp's hash reads the client network at the cap's granularity.
+        _ if hashed => cap,
         (Policy::Failover, _) => 0,
         (Policy::Weighted(_), _) => cap,
         (_, Some(l)) => l.prefix.min(cap),
         (_, None) => cap,
     };
+    let mut ttl = if degraded {
+        service.degraded_ttl
+    } else {
+        service.ttl
+    };
+    if let (Some(ramp), true) = (service.ramp, candidates.iter().any(|c| c.ramp.is_some())) {
+        ttl = ttl.min(ramp_ttl(ramp));
+    }
     Selection {
         located,
         candidates,
@@ -644,7 +847,66 @@ pub fn select(zone: &Zone, service: &Service, rtype: RecordType, client: &Client
         scope,
         all_down,
         degraded,
+        ttl,
+        steered,
     }
+}
+
+/// The `latency` order: the node region nearest the client (by the zone's `regions`), its
+/// measured DCs in steering order, then the others by distance; by distance alone (as
+/// `nearest`) when the client is not placed or its region has no fresh measurement.
+fn by_latency(
+    zone: &Zone,
+    service: &Service,
+    located: Option<&Located>,
+    health: &dyn Health,
+) -> (Few<(usize, Reason)>, Option<Steered>) {
+    let nearest = by_distance(zone, service, located);
+    let here = located.and_then(|l| geo::coordinates(&l.location));
+    let region = here.and_then(|here| {
+        zone.regions.iter().min_by(|a, b| {
+            distance_km(here, (a.latitude, a.longitude))
+                .total_cmp(&distance_km(here, (b.latitude, b.longitude)))
+        })
+    });
+    let Some(region) = region else {
+        return (nearest, None);
+    };
+    let Some(measured) = health.latency_order(&service.name, &region.name) else {
+        let steered = Steered {
+            region: region.name.clone(),
+            measured: false,
+        };
+        return (nearest, Some(steered));
+    };
+    let now = health.now_ms();
+    // By name: the order may have been made for the zones before a reload.
+    let index = |name: &str| {
+        service
+            .dcs
+            .iter()
+            .position(|d| &*zone.datacenters[d.dc].name == name)
+    };
+    let mut out: Few<(usize, Reason)> = measured
+        .iter()
+        .filter_map(|d| {
+            let reason = Reason::Latency {
+                rtt_ms: d.rtt_ms,
+                age_ms: now.saturating_sub(d.heard_ms),
+            };
+            Some((index(&d.name)?, reason))
+        })
+        .collect();
+    for (dc, reason) in nearest {
+        if !out.iter().any(|(i, _)| *i == dc) {
+            out.push((dc, reason));
+        }
+    }
+    let steered = Steered {
+        region: region.name.clone(),
+        measured: true,
+    };
+    (out, Some(steered))
 }
 
 /// The label of a service's `default` geo rule, in explanations.
@@ -735,6 +997,16 @@ fn weighted_score(net: IpAddr, dc: &str, weight: u32) -> f64 {
     if weight == 0 {
         return f64::NEG_INFINITY;
     }
+    let h = network_hash(net, &[dc.as_bytes()]);
+    // u in (0, 1]; score = -w / ln(u) ranks proportionally to weight.
+    let u = ((h >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    -f64::from(weight) / u.ln().min(-f64::MIN_POSITIVE)
+}
+
+/// A stable, well-spread 64-bit hash of a client network and some salt (FNV-1a, then the
+/// splitmix64 finaliser): the same on every node, every run and every build, which a seeded
+/// std hasher is not.
+fn network_hash(net: IpAddr, salt: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let (v4, v6);
     let bytes: &[u8] = match net {
@@ -747,7 +1019,7 @@ fn weighted_score(net: IpAddr, dc: &str, weight: u32) -> f64 {
             &v6
         }
     };
-    for b in bytes.iter().chain(dc.as_bytes()) {
+    for b in bytes.iter().chain(salt.iter().flat_map(|s| s.iter())) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -757,9 +1029,7 @@ fn weighted_score(net: IpAddr, dc: &str, weight: u32) -> f64 {
     h ^= h >> 27;
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^= h >> 31;
-    // u in (0, 1]; score = -w / ln(u) ranks proportionally to weight.
-    let u = ((h >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-    -f64::from(weight) / u.ln().min(-f64::MIN_POSITIVE)
+    h
 }
 
 fn push_set(out: &mut Vec<Rr>, name: &Name, ttl: u32, data: &[RData]) {
@@ -880,11 +1150,23 @@ impl std::fmt::Display for Explanation {
                     "location:  unknown (no GeoIP database knows the address)"
                 )?,
             }
-            let policy = match &service.policy {
-                Policy::Nearest => "nearest".to_string(),
-                Policy::Failover => "failover".to_string(),
-                Policy::Weighted(_) => "weighted".to_string(),
-                Policy::Geo { .. } => "geo rules".to_string(),
+            let policy = match (&service.policy, &sel.steered) {
+                (Policy::Latency, Some(s)) if s.measured => format!(
+                    "latency, as measured from region {} (the node region nearest the client)",
+                    s.region
+                ),
+                (Policy::Latency, Some(s)) => format!(
+                    "latency; region {} (nearest the client) has no fresh measurement: by \
+                     distance, as nearest",
+                    s.region
+                ),
+                (Policy::Latency, None) => {
+                    "latency; the client is not placed: by zone order, as nearest".to_string()
+                }
+                (Policy::Nearest, _) => "nearest".to_string(),
+                (Policy::Failover, _) => "failover".to_string(),
+                (Policy::Weighted(_), _) => "weighted".to_string(),
+                (Policy::Geo { .. }, _) => "geo rules".to_string(),
             };
             writeln!(
                 f,
@@ -908,12 +1190,29 @@ impl std::fmt::Display for Explanation {
                     Reason::AfterRule(label, None) => format!("not in rule {label}"),
                     Reason::Priority(p) => format!("listed {}", p + 1),
                     Reason::Weight(w, score) => format!("weight {w}, score {score:.3}"),
+                    Reason::Latency { rtt_ms, age_ms } => format!(
+                        "rtt {rtt_ms:.1} ms (measured {:.1} s ago)",
+                        *age_ms as f64 / 1000.0
+                    ),
                 };
-                let state = if c.endpoints == 0 {
+                let mut state = if c.endpoints == 0 {
                     "no endpoint of this family: skipped".to_string()
                 } else {
                     format!("{}/{} endpoints up", c.up, c.endpoints)
                 };
+                if let (Some(r), Some(ramp)) = (&c.ramp, service.ramp) {
+                    // The curve run backwards: how far into the ramp this share is.
+                    let into = (r.share - RAMP_START) / (1.0 - RAMP_START) * ramp.as_secs_f64();
+                    state.push_str(&format!(
+                        "; ramping, {into:.1} s of {:.0} s (since Unix ms {}): {:.0}% of its \
+                         clients; this network at {:.0}%: {}",
+                        ramp.as_secs_f64(),
+                        r.started_ms,
+                        r.share * 100.0,
+                        r.position * 100.0,
+                        if r.admitted() { "moved" } else { "not yet" }
+                    ));
+                }
                 let mark = if sel.used.contains(&i) {
                     "  <- answers"
                 } else {
@@ -1545,6 +1844,241 @@ records:
             run(&z, "1.1.1.1", RecordType::A, &down, 0)
                 .addresses
                 .is_empty()
+        );
+    }
+
+    /// Health for ramp tests: DCs restored at given times, a settable clock, some endpoints down.
+    struct Ramping {
+        restored: Vec<(&'static str, u64)>,
+        now: std::sync::atomic::AtomicU64,
+        down: Vec<IpAddr>,
+    }
+
+    impl Health for Ramping {
+        fn endpoint_up(&self, _: &Service, _: &str, ip: IpAddr) -> bool {
+            !self.down.contains(&ip)
+        }
+        fn dc_restored_ms(&self, _: &Service, dc: &str, _: &[IpAddr]) -> u64 {
+            self.restored
+                .iter()
+                .find(|(d, _)| *d == dc)
+                .map_or(0, |(_, at)| *at)
+        }
+        fn now_ms(&self) -> u64 {
+            self.now.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn the_ramp_curve_and_ttl() {
+        // (elapsed, ramp, share)
+        let cases: &[(u64, u64, Option<f64>)] = &[
+            (0, 60_000, Some(0.1)),
+            (15_000, 60_000, Some(0.325)),
+            (30_000, 60_000, Some(0.55)),
+            (45_000, 60_000, Some(0.775)),
+            (59_999, 60_000, Some(0.1 + 0.9 * 59_999.0 / 60_000.0)),
+            (60_000, 60_000, None),
+            (3_600_000, 300_000, None),
+        ];
+        for (elapsed, ramp, want) in cases {
+            let got = ramp_share(*elapsed, *ramp);
+            match (got, want) {
+                (Some(g), Some(w)) => assert!((g - w).abs() < 1e-9, "{elapsed}: {g} != {w}"),
+                (g, w) => assert_eq!(g, *w, "{elapsed}"),
+            }
+        }
+        let s = std::time::Duration::from_secs;
+        assert_eq!(ramp_ttl(s(60)), 6);
+        assert_eq!(ramp_ttl(s(300)), 30);
+        assert_eq!(ramp_ttl(s(5)), 1, "at least a second");
+    }
+
+    #[test]
+    fn ramp_positions_are_stable_and_spread() {
+        // The same on every node, run and build: a literal, not a second computation.
+        let p =
+            |net: &str, dc: &str| ramp_position(net.parse().unwrap(), "www.api.example.com", dc);
+        assert_eq!(p("192.0.2.0", "fra"), RAMP_POSITION_192_0_2_0_FRA);
+        assert_ne!(
+            p("192.0.2.0", "fra"),
+            p("192.0.2.0", "iad"),
+            "each DC its own slice"
+        );
+        assert_ne!(p("192.0.2.0", "fra"), p("192.0.3.0", "fra"));
+        // Uniform enough that a share of the networks is that share of them: 10,000 /24s.
+        let below: usize = (0..10_000u32)
+            .filter(|i| {
+                let net = std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8));
+                ramp_position(net.into(), "www.api.example.com", "fra") < 0.3
+            })
+            .count();
+        assert!(
+            (2_850..=3_150).contains(&below),
+            "{below} of 10,000 below 0.3"
+        );
+    }
+
+    const RAMP_POSITION_192_0_2_0_FRA: f64 = 0.718_588_332_904_989_8;
+
+    #[test]
+    fn a_returning_dc_gets_its_share_of_networks_and_keeps_them() {
+        let z = zone(&format!(
+            "      answers: 1\n      policy: failover\n      ramp: 60s\n{ENDPOINTS}"
+        ));
+        let health = Ramping {
+            restored: vec![("fra", 1_000_000)],
+            now: 0.into(),
+            down: Vec::new(),
+        };
+        // 1,000 client networks, each asked from an address inside its /24.
+        let clients: Vec<String> = (0..1_000u32)
+            .map(|i| std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8) + 7).to_string())
+            .collect();
+        let mut moved: Vec<bool> = vec![false; clients.len()];
+        for elapsed in [0, 10_000, 20_000, 30_000, 40_000, 50_000, 59_000] {
+            health
+                .now
+                .store(1_000_000 + elapsed, std::sync::atomic::Ordering::Relaxed);
+            let want = ramp_share(elapsed, 60_000).unwrap();
+            let mut to_fra = 0;
+            for (i, addr) in clients.iter().enumerate() {
+                let sel = run(&z, addr, RecordType::A, &health, 0);
+                let fra = chosen(&z, &sel) == "fra";
+                // The others keep the next DC.
+                assert!(fra || chosen(&z, &sel) == "iad", "{addr}");
+                assert!(fra || !moved[i], "{addr} moved back at {elapsed} ms");
+                moved[i] |= fra;
+                to_fra += usize::from(fra);
+                assert_eq!(sel.scope, 24, "the answer hangs on the /24");
+                assert_eq!(sel.ttl, 6, "a tenth of the ramp");
+            }
+            let share = to_fra as f64 / 1_000.0;
+            assert!(
+                (share - want).abs() <= 0.03,
+                "at {elapsed} ms: {share} of the networks, the curve says {want}"
+            );
+        }
+        // Over: everyone, with the failover policy's scope and the service's TTL.
+        health
+            .now
+            .store(1_060_000, std::sync::atomic::Ordering::Relaxed);
+        let sel = run(&z, &clients[0], RecordType::A, &health, 0);
+        assert_eq!(
+            (chosen(&z, &sel).as_str(), sel.scope, sel.ttl),
+            ("fra", 0, 30)
+        );
+        assert!(
+            clients
+                .iter()
+                .all(|c| chosen(&z, &run(&z, c, RecordType::A, &health, 0)) == "fra")
+        );
+    }
+
+    #[test]
+    fn a_ramping_dc_serves_everyone_when_nothing_after_it_is_up() {
+        let z = zone(&format!(
+            "      answers: 1\n      policy: failover\n      ramp: 60s\n{ENDPOINTS}"
+        ));
+        let down = ["10.0.2.1", "10.0.3.1", "10.0.4.1", "10.0.5.1"];
+        let health = Ramping {
+            restored: vec![("fra", 1_000_000)],
+            now: 1_000_000.into(),
+            down: down.iter().map(|a| a.parse().unwrap()).collect(),
+        };
+        for i in 0..100u32 {
+            let addr = std::net::Ipv4Addr::from(0x0b00_0000 + (i << 8)).to_string();
+            assert_eq!(
+                chosen(&z, &run(&z, &addr, RecordType::A, &health, 0)),
+                "fra"
+            );
+        }
+    }
+
+    /// Health with a latency steering table.
+    struct Steered(crate::health::merge::Steering);
+
+    impl Health for Steered {
+        fn endpoint_up(&self, _: &Service, _: &str, _: IpAddr) -> bool {
+            true
+        }
+        fn now_ms(&self) -> u64 {
+            10_000
+        }
+        fn latency_order(&self, service: &Name, region: &str) -> Option<&[DcRtt]> {
+            self.0.order(service, region)
+        }
+    }
+
+    #[test]
+    fn latency_orders_by_the_client_regions_rtt_or_falls_back_to_distance() {
+        use crate::health::merge::{RegionOrder, Steering};
+        // `zone()` places no regions: this zone does.
+        let yaml = format!(
+            "
+zone: api.example.com
+soa: {{ primary: ns1, contact: hostmaster.example.com }}
+nameservers: {{ ns1: [192.0.2.53] }}
+regions:
+  eu: {{ location: [51.5, -0.1] }}
+  us: {{ location: [37.4, -122.1] }}
+datacenters:
+  fra: {{ location: [50.11, 8.68] }}
+  iad: {{ location: [38.95, -77.45] }}
+  sin: {{ location: [1.35, 103.82] }}
+  sjc: {{ location: [37.34, -121.89] }}
+  fra2: {{ location: [50.11, 8.68] }}
+records:
+  www:
+    service:
+      answers: 1
+      policy: latency
+{ENDPOINTS}
+"
+        );
+        let z = parse_zone(&yaml, "t.yaml").unwrap();
+        let dc = |name: &str, i: usize, rtt_ms: f64| DcRtt {
+            dc: i,
+            name: Arc::from(name),
+            rtt_ms,
+            heard_ms: 9_500,
+        };
+        let mut steering = Steering::default();
+        steering.services.insert(
+            Name::parse("www.api.example.com").unwrap(),
+            vec![RegionOrder {
+                region: Arc::from("eu"),
+                dcs: vec![dc("iad", 1, 20.0), dc("fra", 0, 80.0)],
+            }],
+        );
+        let health = Steered(steering);
+        // London: region eu measured iad fastest, though fra is nearer; the rest by distance.
+        let sel = run(&z, "81.2.69.7", RecordType::A, &health, 0);
+        assert_eq!(dc_order(&z, &sel), ["iad", "fra", "fra2", "sjc", "sin"]);
+        assert_eq!(
+            sel.candidates[0].reason,
+            Reason::Latency {
+                rtt_ms: 20.0,
+                age_ms: 500
+            }
+        );
+        let nearest = run(&z, "81.2.69.7", RecordType::A, &AllUp, 0);
+        assert_eq!(sel.scope, nearest.scope, "ECS scope as for nearest");
+        // California: region us has no measurement: nearest.
+        let sel = run(&z, "8.8.8.8", RecordType::A, &health, 0);
+        assert_eq!(chosen(&z, &sel), "sjc");
+        assert_eq!(
+            sel.steered,
+            Some(super::Steered {
+                region: Arc::from("us"),
+                measured: false
+            })
+        );
+        // Unplaced: the zone's order, as nearest.
+        let sel = run(&z, "192.0.2.1", RecordType::A, &health, 0);
+        assert_eq!(
+            (chosen(&z, &sel).as_str(), sel.steered.clone()),
+            ("fra", None)
         );
     }
 }

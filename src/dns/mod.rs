@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::dns::answer::{Client, ClientClass, QType, Rcode};
+use crate::dns::prepared::Found;
 use crate::dnssec;
 use crate::geo;
 use crate::state::Snapshots;
@@ -215,8 +216,9 @@ impl Handler {
         }
     }
 
-    /// The lean path: route the question, then copy the prepared answer for its client class
-    /// (preparing it on a miss).
+    /// The lean path: the prepared answer for the question and the client's class if there is
+    /// one (most queries end there, without a walk through the zone); else route the question,
+    /// answer it, and prepare the answer for the next query of its class.
     #[allow(clippy::too_many_arguments)]
     fn respond_lean(
         &self,
@@ -229,19 +231,7 @@ impl Handler {
         name: &str,
         started: std::time::Instant,
     ) -> Option<Facts> {
-        let qname = Name::from_lower(name);
         let zones = view.zones.load();
-        // DNSSEC: a signed zone's DO=1 queries and its DNSKEY/CDS/CDNSKEY questions are the
-        // full path's (`respond_full` adds the signatures and denial); prepared answers carry
-        // no RRSIGs.
-        let dnssec_ok = q.edns.is_some_and(|e| e.dnssec_ok);
-        if (dnssec_ok || dnssec::is_key_type(q.qtype))
-            && let Some(zone) = zones.find(&qname)
-            && dnssec::wanted(zone, q.qtype, dnssec_ok)
-        {
-            let mut name = name.to_string();
-            return self.respond_full(msg, src, tcp, out, &mut name);
-        }
         let geo = view.geo.load();
         let health = view.health.load();
         let locator = geo::locator(geo.as_deref());
@@ -259,13 +249,6 @@ impl Handler {
             health: &**health,
             rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
         };
-        let qtype = to_qtype(HRecordType::from(q.qtype));
-        let route = answer::route(zones, &qname, qtype);
-        let class = answer::client_class(&route, qtype, &client);
-        if let ClientClass::Service { step, .. } = class {
-            // The answer for the class is the one for its rotation step (`rotation_step`).
-            client.rotation = usize::from(step);
-        }
         let opt = |scope: u8| q.edns.map(|e| reply_opt(e, Some(scope)));
         let limit = match (tcp, opt(0)) {
             (true, _) => usize::from(u16::MAX),
@@ -273,29 +256,79 @@ impl Handler {
             (false, None) => 512,
         };
         let ecs_addr = ecs.filter(|e| e.source > 0).map(|e| e.addr);
-        let facts = |entry: &prepared::Entry| Facts {
-            subnet: ecs_addr.filter(|_| entry.scope > 0),
+        let facts = |entry: &prepared::Entry, scope: u8| Facts {
+            subnet: ecs_addr.filter(|_| scope > 0),
             ..entry.facts
         };
         let metrics = &self.snapshots.metrics;
+        // DNSSEC: a signed zone's DO=1 queries and its DNSKEY/CDS/CDNSKEY questions are the
+        // full path's (`respond_full` adds the signatures and denial); prepared answers carry
+        // no RRSIGs.
+        let dnssec_ok = q.edns.is_some_and(|e| e.dnssec_ok);
+        let maybe_signed = dnssec_ok || dnssec::is_key_type(q.qtype);
         if let Some(prepared) = view.prepared.as_mut() {
             prepared.use_snapshots(zones, health, geo);
-            if let Some(entry) = prepared.get(name, q.qtype, &class) {
-                entry.write(out, q, opt(entry.scope), limit);
+            let hit = if maybe_signed && prepared.signing() {
+                None
+            } else {
+                let question = prepared.question(name, q.qtype);
+                match prepared.find(question) {
+                    Found::Answer(entry) => Some((entry, 0)),
+                    // `Unprepared` (a ramp) is never kept: a miss.
+                    Found::Service(zone, service) => {
+                        let (class, scope) = answer::service_class(zone, service, &client);
+                        prepared.get(question, &class).map(|e| (e, scope))
+                    }
+                    Found::Nothing => None,
+                }
+            };
+            if let Some((entry, class_scope)) = hit {
+                let scope = entry.scope.of(class_scope);
+                entry.write(out, q, opt(scope), limit);
                 metrics.record_prepared(true);
                 self.record_entry(entry, q.qtype, ecs.is_some(), started);
-                return Some(facts(entry));
+                return Some(facts(entry, scope));
             }
         }
+        let qname = Name::from_lower(name);
+        if maybe_signed
+            && let Some(zone) = zones.find(&qname)
+            && dnssec::wanted(zone, q.qtype, dnssec_ok)
+        {
+            let mut name = name.to_string();
+            return self.respond_full(msg, src, tcp, out, &mut name);
+        }
+        let qtype = to_qtype(HRecordType::from(q.qtype));
+        let route = answer::route(zones, &qname, qtype);
+        let (class, class_scope) = answer::client_class(&route, qtype, &client);
+        if let ClientClass::Service { step, .. } = class {
+            // The answer for the class is the one for its rotation step (`rotation_step`).
+            client.rotation = usize::from(step);
+        }
+        // The service the question leads to, kept so the next query finds it without a walk.
+        let service = answer::route_service(&route, qtype).and_then(|(zone, service)| {
+            let zone = zones.zones.iter().find(|z| std::ptr::eq(&***z, zone))?;
+            Some((zone.clone(), service.clone()))
+        });
         let zone = route.zone();
         let ans = answer::answer_route(route, qtype, &client);
-        let entry = prepare(&ans, zone, &qname, name, q.qtype);
-        entry.write(out, q, opt(entry.scope), limit);
+        let mut entry = prepare(&ans, zone, &qname, name, q.qtype);
+        if matches!(class, ClientClass::Service { .. }) && ans.scope == class_scope {
+            // Every network of the place gets this answer, each with its own scope.
+            entry.scope = prepared::Scope::OfClass;
+        }
+        entry.write(out, q, opt(ans.scope), limit);
         self.record_entry(&entry, q.qtype, ecs.is_some(), started);
-        let facts = facts(&entry);
+        let facts = facts(&entry, ans.scope);
         if let Some(prepared) = view.prepared.as_mut() {
-            metrics.record_prepared(false);
-            prepared.insert(name, q.qtype, class, entry);
+            let question = prepared.question(name, q.qtype);
+            if let Some((zone, service)) = service {
+                prepared.insert_service(question, zone, service);
+            }
+            if class != ClientClass::Unprepared {
+                metrics.record_prepared(false);
+                prepared.insert(question, class, entry);
+            }
         }
         Some(facts)
     }
@@ -493,7 +526,7 @@ fn prepare(
     prepared::Entry::new(
         &bytes,
         question.len(),
-        ans.scope,
+        prepared::Scope::Fixed(ans.scope),
         Facts::of(ans, zone, qtype, None),
         zone.map(|z| z.apex.arc().clone()),
         rcode_label(ans.rcode),
@@ -523,18 +556,17 @@ impl Handler {
         ecs: bool,
         started: std::time::Instant,
     ) {
-        let m = &self.snapshots.metrics;
         let zone = entry.zone.as_ref();
-        m.record_query(
+        self.snapshots.metrics.record_prepared_query(
+            &entry.counters,
             zone.unwrap_or(&NO_ZONE),
             Metrics::qtype_label(qtype),
             entry.rcode,
             ecs,
             started.elapsed().as_secs_f64(),
+            zone.and(entry.service_dc.as_ref()).map(|(s, d)| (s, d)),
+            entry.all_down,
         );
-        if let (Some(zone), Some((service, dc))) = (zone, entry.service_dc.as_ref()) {
-            m.record_service_answer(zone, service, dc, entry.all_down);
-        }
     }
 
     fn record(

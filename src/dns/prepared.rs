@@ -14,9 +14,11 @@
 //! `ENTRY_OVERHEAD`), with quick_cache's S3-FIFO-like eviction, which keeps entries that are
 //! asked again over a scan of one-off names (a random-subdomain flood does not wash out the hot
 //! set). The cache holds the snapshots it was filled from, so a snapshot cannot be freed and
-//! its address reused while entries built from it live; a new snapshot clears the cache.
+//! its address reused while entries built from it live; new zones or GeoIP data clear the cache,
+//! and so does a health view that changes what answers read (`EffectiveHealth::answers`; the
+//! views a node publishes at every merge that change nothing an answer reads keep it).
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use crate::dns::Facts;
@@ -24,12 +26,34 @@ use crate::dns::answer::ClientClass;
 use crate::dns::wire;
 use crate::geo::GeoDb;
 use crate::health::merge::EffectiveHealth;
-use crate::zone::ZoneSet;
+use crate::telemetry::metrics::AnswerCounters;
+use crate::zone::{Service, Zone, ZoneSet};
 
 /// Bytes of prepared responses one thread keeps at most.
 pub const CAPACITY_BYTES: u64 = 4 << 20;
 /// What an entry costs beyond its bytes (key, name, metric labels, table slot), for the bound.
 pub const ENTRY_OVERHEAD: u64 = 160;
+
+/// The ECS scope of a prepared answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The same for every client of the class (0 for static data and `failover`).
+    Fixed(u8),
+    /// The scope of the client's own place (`answer::service_class`): places are shared by
+    /// networks of every size in the GeoIP data, and the answer is the same for all of them,
+    /// but each network is echoed with its own prefix.
+    OfClass,
+}
+
+impl Scope {
+    /// The scope for a client whose class has `class_scope`.
+    pub fn of(self, class_scope: u8) -> u8 {
+        match self {
+            Scope::Fixed(s) => s,
+            Scope::OfClass => class_scope,
+        }
+    }
+}
 
 /// A response ready to be copied.
 pub struct Entry {
@@ -38,7 +62,7 @@ pub struct Entry {
     /// Length of the question section in `bytes` (from offset 12).
     question_len: usize,
     /// The ECS scope to echo.
-    pub scope: u8,
+    pub scope: Scope,
     /// What rate limiting and metrics need (the subnet is the query's own, added per query).
     pub facts: Facts,
     /// The query counter's labels and the service answer's, resolved when prepared.
@@ -46,6 +70,8 @@ pub struct Entry {
     pub rcode: &'static str,
     pub service_dc: Option<(Arc<str>, Arc<str>)>,
     pub all_down: bool,
+    /// The counters the answer increments, kept after their first use.
+    pub counters: AnswerCounters,
 }
 
 impl Entry {
@@ -55,7 +81,7 @@ impl Entry {
     pub fn new(
         response: &[u8],
         question_len: usize,
-        scope: u8,
+        scope: Scope,
         facts: Facts,
         zone: Option<Arc<str>>,
         rcode: &'static str,
@@ -71,6 +97,7 @@ impl Entry {
             rcode,
             service_dc,
             all_down,
+            counters: AnswerCounters::default(),
         }
     }
 
@@ -136,10 +163,20 @@ fn truncate(out: &mut Vec<u8>, q: &wire::Query<'_>, opt: Option<wire::OptOut>) {
     }
 }
 
-/// The cache key: the question (lower-case name, type) and the client class.
+/// A question as the cache looks it up: the lower-case name with its hash (taken once per
+/// query, though a service's answer takes two look-ups), and the type.
+#[derive(Clone, Copy)]
+pub struct Question<'a> {
+    name: &'a str,
+    name_hash: u64,
+    qtype: u16,
+}
+
+/// The cache key: the question and the client class.
 #[derive(PartialEq, Eq)]
 struct Key {
     qname: Box<str>,
+    name_hash: u64,
     qtype: u16,
     class: ClientClass,
 }
@@ -147,8 +184,11 @@ struct Key {
 impl Hash for Key {
     fn hash<H: Hasher>(&self, h: &mut H) {
         KeyRef {
-            qname: &self.qname,
-            qtype: self.qtype,
+            question: Question {
+                name: &self.qname,
+                name_hash: self.name_hash,
+                qtype: self.qtype,
+            },
             class: &self.class,
         }
         .hash(h)
@@ -157,32 +197,53 @@ impl Hash for Key {
 
 /// A key to look up with, borrowing the name (no allocation on a hit).
 struct KeyRef<'a> {
-    qname: &'a str,
-    qtype: u16,
+    question: Question<'a>,
     class: &'a ClientClass,
 }
 
 impl Hash for KeyRef<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.qname.hash(h);
-        self.qtype.hash(h);
+        h.write_u64(self.question.name_hash);
+        self.question.qtype.hash(h);
         self.class.hash(h);
     }
 }
 
 impl quick_cache::Equivalent<Key> for KeyRef<'_> {
     fn equivalent(&self, key: &Key) -> bool {
-        self.qtype == key.qtype && self.qname == &*key.qname && self.class == &key.class
+        let q = &self.question;
+        q.qtype == key.qtype && q.name == &*key.qname && self.class == &key.class
     }
+}
+
+/// What the cache keeps under a key.
+enum Slot {
+    Answer(Entry),
+    /// Under a question's key with `ClientClass::Anyone`: the question leads to this service
+    /// (`answer::route`), so its answers are kept per client class (`answer::service_class`),
+    /// and a query needs no walk through the zone to know which.
+    Service(Arc<Zone>, Arc<Service>),
 }
 
 #[derive(Clone)]
 struct ByBytes;
 
-impl quick_cache::Weighter<Key, Entry> for ByBytes {
-    fn weight(&self, _: &Key, entry: &Entry) -> u64 {
-        entry.weight()
+impl quick_cache::Weighter<Key, Slot> for ByBytes {
+    fn weight(&self, _: &Key, slot: &Slot) -> u64 {
+        match slot {
+            Slot::Answer(entry) => entry.weight(),
+            Slot::Service(..) => ENTRY_OVERHEAD,
+        }
     }
+}
+
+/// What a question's first look-up (`Prepared::find`) finds.
+pub enum Found<'a> {
+    /// The answer for every client.
+    Answer(&'a Entry),
+    /// A service's name: its answers are per client class.
+    Service(&'a Arc<Zone>, &'a Arc<Service>),
+    Nothing,
 }
 
 /// The snapshots prepared answers were built from.
@@ -199,8 +260,10 @@ impl Generation {
         health: &Arc<EffectiveHealth>,
         geo: &Option<Arc<GeoDb>>,
     ) -> bool {
+        // Health by what answers read of it (`EffectiveHealth::answers`): most new health views
+        // change nothing an answer reads.
         Arc::ptr_eq(&self.zones, zones)
-            && Arc::ptr_eq(&self.health, health)
+            && self.health.answers == health.answers
             && match (&self.geo, geo) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (None, None) => true,
@@ -212,7 +275,12 @@ impl Generation {
 /// One thread's prepared answers.
 pub struct Prepared {
     generation: Option<Generation>,
-    cache: quick_cache::unsync::Cache<Key, Entry, ByBytes, foldhash::fast::RandomState>,
+    cache: quick_cache::unsync::Cache<Key, Slot, ByBytes, foldhash::fast::RandomState>,
+    /// Hashes question names (seeded per process, as the cache's own hasher).
+    names: foldhash::fast::RandomState,
+    /// Whether a zone of the generation signs: then a query with DO=1 may need signatures,
+    /// which prepared answers do not carry.
+    signing: bool,
 }
 
 impl Default for Prepared {
@@ -227,6 +295,8 @@ impl Prepared {
         let items = usize::try_from(bytes / 300).unwrap_or(1).max(16);
         Prepared {
             generation: None,
+            signing: false,
+            names: foldhash::fast::RandomState::default(),
             cache: quick_cache::unsync::Cache::with(
                 items,
                 bytes,
@@ -252,6 +322,7 @@ impl Prepared {
             return;
         }
         self.cache.clear();
+        self.signing = zones.zones.iter().any(|z| z.dnssec.is_some());
         self.generation = Some(Generation {
             zones: zones.clone(),
             health: health.clone(),
@@ -259,20 +330,57 @@ impl Prepared {
         });
     }
 
-    pub fn get(&self, qname: &str, qtype: u16, class: &ClientClass) -> Option<&Entry> {
-        self.cache.get(&KeyRef {
-            qname,
-            qtype,
-            class,
-        })
+    /// Whether a zone of the current generation signs its answers.
+    pub fn signing(&self) -> bool {
+        self.signing
     }
 
-    pub fn insert(&mut self, qname: &str, qtype: u16, class: ClientClass, entry: Entry) {
-        let key = Key {
-            qname: qname.into(),
+    /// `name` (lower case) and `qtype` as the cache looks them up.
+    pub fn question<'a>(&self, name: &'a str, qtype: u16) -> Question<'a> {
+        Question {
+            name,
+            name_hash: self.names.hash_one(name),
             qtype,
+        }
+    }
+
+    /// The first look-up for a question: its answer when it is the same for every client, or
+    /// the service it leads to.
+    pub fn find(&self, q: Question<'_>) -> Found<'_> {
+        match self.slot(q, &ClientClass::Anyone) {
+            Some(Slot::Answer(entry)) => Found::Answer(entry),
+            Some(Slot::Service(zone, service)) => Found::Service(zone, service),
+            None => Found::Nothing,
+        }
+    }
+
+    pub fn get(&self, q: Question<'_>, class: &ClientClass) -> Option<&Entry> {
+        match self.slot(q, class)? {
+            Slot::Answer(entry) => Some(entry),
+            Slot::Service(..) => None,
+        }
+    }
+
+    fn slot(&self, question: Question<'_>, class: &ClientClass) -> Option<&Slot> {
+        self.cache.get(&KeyRef { question, class })
+    }
+
+    pub fn insert(&mut self, q: Question<'_>, class: ClientClass, entry: Entry) {
+        self.put(q, class, Slot::Answer(entry));
+    }
+
+    /// Notes that the question leads to `service` of `zone` (see `Slot::Service`).
+    pub fn insert_service(&mut self, q: Question<'_>, zone: Arc<Zone>, service: Arc<Service>) {
+        self.put(q, ClientClass::Anyone, Slot::Service(zone, service));
+    }
+
+    fn put(&mut self, q: Question<'_>, class: ClientClass, slot: Slot) {
+        let key = Key {
+            qname: q.name.into(),
+            name_hash: q.name_hash,
+            qtype: q.qtype,
             class,
         };
-        self.cache.insert(key, entry);
+        self.cache.insert(key, slot);
     }
 }

@@ -52,6 +52,21 @@ pub enum Parsed<'a> {
 const TYPE_OPT: u16 = 41;
 const OPT_ECS: u16 = 8;
 
+/// Each octet of a question name as the lean path spells it (lower case), or 0 for an octet it
+/// leaves to the full path: letters, digits, `-`, `_` and `*` only.
+static NAME_OCTET: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = (b as u8).to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_' || c == b'*' {
+            t[b] = c;
+        }
+        b += 1;
+    }
+    t
+};
+
 /// Parses `msg`; on `Lean` the lower-case question name (labels joined by dots) is in `name`.
 pub fn parse<'a>(msg: &'a [u8], name: &mut String) -> Parsed<'a> {
     if msg.len() < 12 || msg[2] & 0x80 != 0 {
@@ -64,8 +79,11 @@ pub fn parse<'a>(msg: &'a [u8], name: &mut String) -> Parsed<'a> {
     if opcode != 0 || qd != 1 || an != 0 || ns != 0 || ar > 1 {
         return Parsed::Fallback;
     }
-    // QNAME: plain labels only (a compression pointer in a question is legal but rare).
+    // QNAME: plain labels only (a compression pointer in a question is legal but rare),
+    // lower-cased into a buffer on the stack, then into `name` at once.
     name.clear();
+    let mut text = [0u8; 256];
+    let mut n = 0;
     let mut i = 12;
     loop {
         let Some(&len) = msg.get(i) else {
@@ -75,23 +93,32 @@ pub fn parse<'a>(msg: &'a [u8], name: &mut String) -> Parsed<'a> {
         if len == 0 {
             break;
         }
-        if len > 63 || i + len as usize > msg.len() || i - 12 > 255 {
+        let len = usize::from(len);
+        // A name is at most 255 octets on the wire, so its text (one dot less) fits `text`.
+        if len > 63 || i + len > msg.len() || i + len - 12 > 255 {
             return Parsed::Fallback;
         }
-        if !name.is_empty() {
-            name.push('.');
+        if n > 0 {
+            text[n] = b'.';
+            n += 1;
         }
-        for &b in &msg[i..i + len as usize] {
-            match b.to_ascii_lowercase() {
-                c @ (b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'*') => name.push(char::from(c)),
+        for &b in &msg[i..i + len] {
+            let c = NAME_OCTET[usize::from(b)];
+            if c == 0 {
                 // Other octets take the full path, which spells them so they match nothing.
-                _ => return Parsed::Fallback,
+                return Parsed::Fallback;
             }
+            text[n] = c;
+            n += 1;
         }
-        i += len as usize;
+        i += len;
     }
     if i - 12 > 255 || i + 4 > msg.len() {
         return Parsed::Fallback;
+    }
+    match std::str::from_utf8(&text[..n]) {
+        Ok(t) => name.push_str(t),
+        Err(_) => return Parsed::Fallback,
     }
     let qtype = u16::from_be_bytes([msg[i], msg[i + 1]]);
     let qclass = u16::from_be_bytes([msg[i + 2], msg[i + 3]]);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::zone::Name;
 use crate::zone::check::Check;
 
 /// An endpoint as nodes name it to each other: its address and its check, in the check's text
@@ -77,10 +78,15 @@ pub struct Vote {
     pub up: bool,
     /// Unix milliseconds since the node has held this status.
     pub since_ms: u64,
+    /// The smoothed probe round-trip time (see `health::RTT_SMOOTHING`).
     #[serde(default)]
     pub rtt_ms: Option<f64>,
     #[serde(default)]
     pub error: Option<String>,
+    /// Up after having been down: `since_ms` is when it came back. Absent (false) from older
+    /// nodes, whose votes then count as up all along: no ramp rather than a wrong one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
 
 /// One node's whole view, versioned: what nodes exchange (and relay for each other).
@@ -117,6 +123,40 @@ impl Report {
                             .zip(vb)
                             .all(|((ka, x), (kb, y))| ka == kb && x.up == y.up)
                 })
+    }
+
+    /// Takes `published`'s RTTs and `since` times, for a report kept under `published`'s
+    /// version (it says the same verdicts): it then says exactly what its peers hold, so every
+    /// node steers by the same RTTs and finds the same restore times (`since` is rebuilt from a
+    /// monotonic age each refresh, and would wander by a millisecond).
+    pub fn keep_published(&mut self, published: &Report) {
+        for (a, b) in published.votes.values().zip(self.votes.values_mut()) {
+            for (va, vb) in a.values().zip(b.values_mut()) {
+                vb.rtt_ms = va.rtt_ms;
+                vb.since_ms = va.since_ms;
+            }
+        }
+    }
+
+    /// Keeps `old`'s `since` times for votes that still say the same (up or down, recovered or
+    /// not): `since` is rebuilt from a monotonic age each refresh and would wander by a
+    /// millisecond, and the restore time every node derives from it must not (a change within
+    /// 5 ms of the old time is that wander; a real new transition is further away).
+    pub fn keep_since(&mut self, old: &Report) {
+        for (check, by_addr) in &mut self.votes {
+            let Some(old_by) = old.votes.get(check) else {
+                continue;
+            };
+            for (addr, v) in by_addr.iter_mut() {
+                if let Some(o) = old_by.get(addr)
+                    && o.up == v.up
+                    && o.recovered == v.recovered
+                    && o.since_ms.abs_diff(v.since_ms) <= 5
+                {
+                    v.since_ms = o.since_ms;
+                }
+            }
+        }
     }
 
     /// An empty report for a node.
@@ -279,6 +319,9 @@ pub struct Verdict {
     pub counted_votes: usize,
     /// Every node's vote, in node id order (`Merged::votes` reads them out whole).
     pub ballots: Arc<[Ballot]>,
+    /// For an endpoint up: Unix milliseconds when the merged view brought it back (see
+    /// `restored_at`); 0 when it is up all along, or down.
+    pub restored_ms: u64,
 }
 
 /// The outcome of a merge.
@@ -398,6 +441,9 @@ pub fn merge_alive(
         })
         .collect();
     let mut endpoints: BTreeMap<EndpointKey, (Verdict, Vec<Ballot>)> = BTreeMap::new();
+    // Counted up votes that came back, by endpoint: their `since` times (only these: most votes
+    // are up all along).
+    let mut recovered: HashMap<&EndpointKey, Vec<u64>> = HashMap::new();
     for (i, (r, is_fresh, votes)) in nodes.iter().enumerate() {
         let is_fresh = *is_fresh;
         let ignored = isolated.contains(&r.node);
@@ -413,6 +459,7 @@ pub fn merge_alive(
                         down_votes: 0,
                         counted_votes: 0,
                         ballots: Arc::new([]),
+                        restored_ms: 0,
                     },
                     Vec::new(),
                 )
@@ -422,6 +469,10 @@ pub fn merge_alive(
                 if !vote.up {
                     v.down_votes += 1;
                 }
+            }
+            if is_fresh && !ignored && !settling && vote.up && vote.recovered {
+                // Up since it came back; the other up votes are up all along.
+                recovered.entry(key).or_default().push(vote.since_ms);
             }
             ballots.push(Ballot {
                 node: i as u32,
@@ -435,6 +486,11 @@ pub fn merge_alive(
         .map(|(key, (mut v, ballots))| {
             v.up = !settings.quorum.reached(v.down_votes, v.counted_votes);
             v.ballots = ballots.into();
+            if v.up
+                && let Some(back) = recovered.get(&key)
+            {
+                v.restored_ms = restored_from(back, v.down_votes, v.counted_votes, settings.quorum);
+            }
             (key, v)
         })
         .collect();
@@ -445,17 +501,99 @@ pub fn merge_alive(
     }
 }
 
+/// `restored_at` for an endpoint up with `counted_votes - down_votes` counted up votes, of
+/// which `back` came back (their `since` times); the others are up all along (since 0).
+pub fn restored_from(back: &[u64], down_votes: usize, counted_votes: usize, q: Quorum) -> u64 {
+    let all_along = (counted_votes - down_votes).saturating_sub(back.len());
+    let mut ups = vec![0; all_along];
+    ups.extend_from_slice(back);
+    restored_at(&mut ups, down_votes, counted_votes, q)
+}
+
+/// When the merged view brought an endpoint back, from its counted up votes' `since` times (0
+/// for a vote up all along): the moment the earliest of them made enough up votes that the
+/// quorum of down votes was no longer reached, had the later ones still said down. Every node
+/// holding the same reports finds the same moment, so every node's recovery ramp starts at once
+/// (each node's own clock of noticing differs by an exchange). 0 when the endpoint was up all
+/// along by that count.
+pub fn restored_at(ups: &mut [u64], down_votes: usize, counted_votes: usize, q: Quorum) -> u64 {
+    ups.sort_unstable();
+    for k in 1..=ups.len() {
+        // The k earliest up votes up, the later ones still down.
+        let down = down_votes + (ups.len() - k);
+        if !q.reached(down, counted_votes) {
+            return ups[k - 1];
+        }
+    }
+    0
+}
+
+// The latency policy's orders (made by `health::latency`), as the query path reads them.
+
+/// One DC of a service as a region measured it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DcRtt {
+    /// Index into `Service::dcs`.
+    pub dc: usize,
+    pub name: Arc<str>,
+    /// Mean of the DC's measured endpoints.
+    pub rtt_ms: f64,
+    pub heard_ms: u64,
+}
+
+/// A region's order of a service's measured DCs: the leader first, then by RTT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionOrder {
+    pub region: Arc<str>,
+    pub dcs: Vec<DcRtt>,
+}
+
+/// What the query path reads: per service, per region, the DCs in steering order. DCs without
+/// a fresh measurement from the region are left out (they follow by distance); a region without
+/// any is absent (the service falls back to `nearest` for its clients).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Steering {
+    pub services: rustc_hash::FxHashMap<Name, Vec<RegionOrder>>,
+}
+
+impl Steering {
+    /// The order `region` measured for `service`, when it has one.
+    pub fn order(&self, service: &Name, region: &str) -> Option<&[DcRtt]> {
+        self.services
+            .get(service)?
+            .iter()
+            .find(|o| &*o.region == region)
+            .map(|o| o.dcs.as_slice())
+            .filter(|d| !d.is_empty())
+    }
+}
+
 /// The health the query path reads: the merged verdicts, looked up by address then check.
 #[derive(Debug, Default)]
 pub struct EffectiveHealth {
     pub ready: bool,
-    by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool)>>,
+    /// Per address and check: up, and when the merged view brought it back (0: up all along).
+    by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool, u64)>>,
     pub merged: Merged,
     /// Every drain decision known (for the state API).
     pub drains: crate::health::drain::DrainSet,
     /// The drains in force when this view was built, as (DC, service or none).
     in_force: Vec<(String, Option<String>)>,
+    /// Drains lifted (undrained, or expired) when this view was built, as (DC, service or
+    /// none, Unix milliseconds of the lift): a recovery ramp starts there too.
+    lifted: Vec<(String, Option<String>, u64)>,
+    /// The latency policy's orders per service and region.
+    pub steering: Steering,
+    /// Names what answers read of this view: a fresh number for every view built, kept by a
+    /// view that answers the same as the one before it (`keep_answers`). Prepared answers
+    /// (`dns::prepared`) live as long as it does, not as long as one snapshot: a node publishes
+    /// a view at every merge (each heartbeat, each probe's new RTT), and nearly all of them
+    /// change nothing an answer reads.
+    pub answers: u64,
 }
+
+/// The last `EffectiveHealth::answers` handed out.
+static ANSWERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl EffectiveHealth {
     /// `targets` are the (address, check) pairs of the current zones; `merged` is keyed by text.
@@ -470,6 +608,18 @@ impl EffectiveHealth {
             .in_force(now_ms)
             .map(|d| (d.dc.clone(), d.service.clone()))
             .collect();
+        let lifted = drains
+            .entries
+            .values()
+            .filter_map(|d| {
+                let at = match (d.active, d.expires_ms) {
+                    (false, _) => d.issued_ms,
+                    (true, Some(e)) if e <= now_ms => e,
+                    _ => return None,
+                };
+                Some((d.dc.clone(), d.service.clone(), at))
+            })
+            .collect();
         // A target with no verdict yet, on an address that has a down verdict under another
         // check, is the edited check of an endpoint known to be down: the zones were swapped
         // before the probers caught up (a reload that edits a check). It stays down until its
@@ -481,16 +631,16 @@ impl EffectiveHealth {
             .filter(|(_, v)| !v.up)
             .map(|(k, _)| k.addr)
             .collect();
-        let mut by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool)>> =
+        let mut by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool, u64)>> =
             rustc_hash::FxHashMap::default();
         let mut ids = CheckIds::default();
         for (addr, check) in targets {
             let key = ids.key(addr, &check);
-            let up = match merged.endpoints.get(&key) {
-                Some(v) => v.up,
-                None => !down_addrs.contains(&addr),
+            let (up, restored) = match merged.endpoints.get(&key) {
+                Some(v) => (v.up, v.restored_ms),
+                None => (!down_addrs.contains(&addr), 0),
             };
-            by_addr.entry(addr).or_default().push((check, up));
+            by_addr.entry(addr).or_default().push((check, up, restored));
         }
         EffectiveHealth {
             ready,
@@ -498,7 +648,66 @@ impl EffectiveHealth {
             merged,
             drains,
             in_force,
+            lifted,
+            steering: Default::default(),
+            answers: ANSWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
         }
+    }
+
+    /// Takes `before`'s `answers` number when every answer reads the same from both views:
+    /// readiness, up/down and restore time per endpoint, the drains in force and lifted, and the
+    /// latency orders (the DCs and their order per region, not the RTTs' values or ages, which
+    /// only `explain` shows).
+    pub fn keep_answers(&mut self, before: &EffectiveHealth) {
+        fn orders(s: &Steering) -> Vec<(&Name, &str, Vec<usize>)> {
+            let mut v: Vec<(&Name, &str, Vec<usize>)> = s
+                .services
+                .iter()
+                .flat_map(|(n, orders)| {
+                    orders
+                        .iter()
+                        .map(move |o| (n, &*o.region, o.dcs.iter().map(|d| d.dc).collect()))
+                })
+                .collect();
+            v.sort_unstable();
+            v
+        }
+        if self.ready == before.ready
+            && self.by_addr == before.by_addr
+            && self.in_force == before.in_force
+            && self.lifted == before.lifted
+            && orders(&self.steering) == orders(&before.steering)
+        {
+            self.answers = before.answers;
+        }
+    }
+
+    /// With the latency policy's orders.
+    pub fn with_steering(mut self, steering: Steering) -> EffectiveHealth {
+        self.steering = steering;
+        self
+    }
+
+    /// When a drain on `dc` for `service` (or all services) was last lifted, Unix ms; 0 if never.
+    pub fn lifted_ms(&self, dc: &str, service: &str) -> u64 {
+        self.lifted
+            .iter()
+            .filter(|(d, s, _)| d == dc && s.as_deref().is_none_or(|s| s == service))
+            .map(|(_, _, at)| *at)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// When the merged view brought the endpoint back, Unix ms; 0 when it is up all along (or
+    /// down, or unknown).
+    pub fn restored_ms(&self, addr: IpAddr, check: &Check) -> u64 {
+        self.by_addr
+            .get(&addr)
+            .and_then(|v| {
+                v.iter()
+                    .find(|(c, _, _)| std::ptr::eq(&**c, check) || **c == *check)
+            })
+            .map_or(0, |(_, up, at)| if *up { *at } else { 0 })
     }
 
     /// Whether a drain takes `dc` out for `service` (a service name without the trailing dot).
@@ -520,10 +729,10 @@ impl EffectiveHealth {
         self.by_addr.get(&addr).is_none_or(|v| {
             match v
                 .iter()
-                .find(|(c, _)| std::ptr::eq(&**c, check) || **c == *check)
+                .find(|(c, _, _)| std::ptr::eq(&**c, check) || **c == *check)
             {
-                Some((_, up)) => *up,
-                None => v.iter().all(|(_, up)| *up),
+                Some((_, up, _)) => *up,
+                None => v.iter().all(|(_, up, _)| *up),
             }
         })
     }
@@ -549,6 +758,7 @@ mod tests {
                     since_ms: 0,
                     rtt_ms: None,
                     error: None,
+                    recovered: false,
                 },
             );
         }
@@ -572,6 +782,59 @@ mod tests {
         quorum: Quorum::Majority,
         settle_ms: 0,
     };
+
+    #[test]
+    fn restore_time_table() {
+        // (up votes' since times, 0 = up all along; down votes; counted; quorum; restored)
+        let cases: &[(&[u64], usize, usize, Quorum, u64)] = &[
+            // Three nodes saw it come back at 10, 20, 30 s: the second made the majority.
+            (&[30_000, 10_000, 20_000], 0, 3, Quorum::Majority, 20_000),
+            // One node saw it up all along: the first to recover made two of three.
+            (&[0, 20_000, 30_000], 0, 3, Quorum::Majority, 20_000),
+            // Two up all along: it never left by the majority.
+            (&[0, 0, 30_000], 0, 3, Quorum::Majority, 0),
+            // One node still says down: both up votes were needed.
+            (&[10_000, 20_000], 1, 3, Quorum::Majority, 20_000),
+            // Quorum any: one down vote takes it out, so every node had to come back.
+            (&[10_000, 20_000, 30_000], 0, 3, Quorum::Any, 30_000),
+            // Quorum all: the first up vote was enough.
+            (&[10_000, 20_000, 30_000], 0, 3, Quorum::All, 10_000),
+            // A node alone.
+            (&[7_000], 0, 1, Quorum::Majority, 7_000),
+        ];
+        for (ups, down, counted, q, want) in cases {
+            let mut ups = ups.to_vec();
+            assert_eq!(
+                restored_at(&mut ups, *down, *counted, *q),
+                *want,
+                "{ups:?} down {down}/{counted} {q:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_recovered_endpoint_carries_the_merged_restore_time() {
+        let mut list = vec![
+            report("a", 40_000, &[("10.0.0.1", true)]),
+            report("b", 40_000, &[("10.0.0.1", true)]),
+            report("c", 40_000, &[("10.0.0.1", true)]),
+        ];
+        for (r, since) in list.iter_mut().zip([31_000, 32_500, 33_000]) {
+            for v in r.votes.values_mut().flat_map(|m| m.values_mut()) {
+                v.since_ms = since;
+                v.recovered = true;
+            }
+        }
+        let key = EndpointKey {
+            addr: "10.0.0.1".parse().unwrap(),
+            check: A.into(),
+        };
+        let m = merge(&reports(list.clone()), 40_000, SETTINGS);
+        assert_eq!(m.endpoints[&key].restored_ms, 32_500);
+        // Every node merging the same reports finds the same time, whenever it merges.
+        let later = merge(&reports(list), 41_234, SETTINGS);
+        assert_eq!(later.endpoints[&key].restored_ms, 32_500);
+    }
 
     #[test]
     fn quorum_table() {
@@ -855,6 +1118,7 @@ mod tests {
                 since_ms: 0,
                 rtt_ms: None,
                 error: None,
+                recovered: false,
             },
         );
         let merged = merge(&reports(vec![r]), 1, SETTINGS);
@@ -882,6 +1146,62 @@ mod tests {
         assert!(eff.is_up("10.0.0.3".parse().unwrap(), Some(&other)));
     }
 
+    /// A view that answers the same keeps the one before's `answers` number (a later vote's
+    /// age, another heartbeat, an RTT's value), and any change an answer reads gets a new one:
+    /// an endpoint down, a drain, readiness.
+    use crate::health::drain::DrainSet;
+
+    #[test]
+    fn views_that_answer_the_same_keep_their_answers_number() {
+        let check = Arc::new(Check::new(crate::zone::check::CheckKind::Tcp { port: 80 }));
+        let addr: IpAddr = "10.0.0.1".parse().unwrap();
+        let key = EndpointKey::new(addr, &check);
+        let view = |up: bool, generated_ms: u64, ready: bool, drains: DrainSet| {
+            let mut r = Report::new("a", "r", generated_ms, generated_ms);
+            let vote = Vote {
+                up,
+                since_ms: 0,
+                rtt_ms: Some(generated_ms as f64),
+                error: None,
+                recovered: false,
+            };
+            r.insert(&key, vote);
+            let merged = merge(&reports(vec![r]), generated_ms, SETTINGS);
+            EffectiveHealth::new(ready, [(addr, check.clone())], merged, drains, generated_ms)
+        };
+        let first = view(true, 10, true, DrainSet::default());
+        let mut same = view(true, 20, true, DrainSet::default());
+        assert_ne!(
+            same.answers, first.answers,
+            "every view is built with its own"
+        );
+        same.keep_answers(&first);
+        assert_eq!(same.answers, first.answers);
+
+        let mut down = view(false, 30, true, DrainSet::default());
+        down.keep_answers(&same);
+        assert_ne!(down.answers, same.answers, "an endpoint went down");
+
+        let mut unready = view(true, 40, false, DrainSet::default());
+        unready.keep_answers(&first);
+        assert_ne!(unready.answers, first.answers, "readiness");
+
+        let mut drains = DrainSet::default();
+        let drain = crate::health::drain::Drain {
+            dc: "fra".to_string(),
+            service: None,
+            reason: String::new(),
+            active: true,
+            expires_ms: None,
+            issued_ms: 5,
+            issued_by: "a".to_string(),
+        };
+        drains.entries.insert(drain.key(), drain);
+        let mut drained = view(true, 50, true, drains);
+        drained.keep_answers(&first);
+        assert_ne!(drained.answers, first.answers, "a drain in force");
+    }
+
     #[test]
     fn reports_say_the_same_when_readiness_and_every_up_or_down_agree() {
         let vote = |up, rtt| Vote {
@@ -889,6 +1209,7 @@ mod tests {
             since_ms: 5,
             rtt_ms: Some(rtt),
             error: None,
+            recovered: false,
         };
         let key = |a: &str| {
             EndpointKey::new(
@@ -942,6 +1263,7 @@ mod tests {
             since_ms: 0,
             rtt_ms: None,
             error: None,
+            recovered: false,
         };
         let mut r = Report::new("a", "r", 1, 1);
         r.insert(

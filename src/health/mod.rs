@@ -3,6 +3,7 @@
 //! query path reads. Probing itself (I/O, timers) lives in `probe`, which feeds results in here.
 
 pub mod drain;
+pub mod latency;
 pub mod merge;
 pub mod probe;
 pub mod tally;
@@ -40,11 +41,18 @@ impl fmt::Display for ProbeTarget {
     }
 }
 
+/// How much of each new round-trip time goes into the smoothed one (EWMA weight): about the
+/// last five probes count, so one slow probe moves it by a third of its excess, and a lasting
+/// change shows within a few intervals.
+pub const RTT_SMOOTHING: f64 = 0.3;
+
 /// The outcome of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
     pub ok: bool,
-    /// From the start of the probe to its verdict (connect, request, body read).
+    /// A failure: from the start of the probe to its verdict. A success: the round trip the
+    /// latency policy steers by, from the start to the TCP connection (TCP checks) or to the
+    /// response's first byte, its status line (HTTP checks); a body check's read comes after.
     pub rtt: Duration,
     /// Why the probe failed; `None` when it passed.
     pub error: Option<String>,
@@ -122,6 +130,10 @@ pub struct EndpointState {
     /// successes while Down.
     streak: u32,
     last_rtt: Option<Duration>,
+    /// The successful probes' round-trip times, smoothed (EWMA, `RTT_SMOOTHING`).
+    smoothed_rtt: Option<Duration>,
+    /// `smoothed_rtt` when a view was last published (see `rtt_moved`).
+    published_rtt: Option<Duration>,
     last_error: Option<String>,
     /// Probes recorded, failures included.
     pub probes_total: u64,
@@ -142,6 +154,8 @@ impl EndpointState {
             since: now,
             streak: 0,
             last_rtt: None,
+            smoothed_rtt: None,
+            published_rtt: None,
             last_error: None,
             probes_total: 0,
             probes_failed: 0,
@@ -191,6 +205,10 @@ impl EndpointState {
         self.probes_total += 1;
         if result.ok {
             self.last_rtt = Some(result.rtt);
+            self.smoothed_rtt = Some(match self.smoothed_rtt {
+                None => result.rtt,
+                Some(s) => s.mul_f64(1.0 - RTT_SMOOTHING) + result.rtt.mul_f64(RTT_SMOOTHING),
+            });
             self.last_error = None;
         } else {
             self.probes_failed += 1;
@@ -244,6 +262,26 @@ impl EndpointState {
         self.last_rtt
     }
 
+    /// The successful probes' round-trip times, smoothed; `None` before the first success.
+    pub fn smoothed_rtt(&self) -> Option<Duration> {
+        self.smoothed_rtt
+    }
+
+    /// Whether the smoothed RTT moved far enough from the one last published that a view must
+    /// be published for it (the view is otherwise published on status changes only): by the
+    /// threshold reports are republished with, `latency::REPUBLISH_MOVE`.
+    pub fn rtt_moved(&self) -> bool {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        match (self.published_rtt, self.smoothed_rtt) {
+            (None, None) => false,
+            (Some(a), Some(b)) => {
+                let moved = (ms(a) - ms(b)).abs();
+                moved > latency::REPUBLISH_FLOOR_MS && moved > ms(a) * latency::REPUBLISH_MOVE
+            }
+            _ => true,
+        }
+    }
+
     /// Why the latest probe failed; `None` when it passed (or none ran yet).
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
@@ -257,6 +295,8 @@ impl EndpointState {
             confirmed: self.confirmed,
             since: self.since,
             last_rtt: self.last_rtt,
+            smoothed_rtt: self.smoothed_rtt,
+            recovered: self.status == Status::Up && self.transitions > 0,
             last_error: self.last_error.clone(),
         }
     }
@@ -272,6 +312,11 @@ pub struct Observation {
     pub since: Instant,
     /// Round-trip time of the latest successful probe.
     pub last_rtt: Option<Duration>,
+    /// The successful probes' round-trip times, smoothed (what the latency policy uses).
+    pub smoothed_rtt: Option<Duration>,
+    /// Up after having been down: `since` is when it came back (the recovery ramp's start as
+    /// this node saw it). False for an endpoint up since its prober started.
+    pub recovered: bool,
     /// Why the latest probe failed, if it did.
     pub last_error: Option<String>,
 }
@@ -412,6 +457,8 @@ pub struct Recorded {
     pub transition: Option<Transition>,
     /// This result completed the first probe round.
     pub became_ready: bool,
+    /// The smoothed RTT moved enough to publish (`EndpointState::rtt_moved`).
+    pub rtt_moved: bool,
     /// From the start of the probe just recorded to the start of the next
     /// (`EndpointState::next_probe_in`).
     pub next_probe_in: Duration,
@@ -501,11 +548,13 @@ impl HealthTable {
             return Recorded {
                 transition: None,
                 became_ready: false,
+                rtt_moved: false,
                 next_probe_in: target.check.interval,
             };
         };
         let transition = state.record(result, now);
         let next_probe_in = state.next_probe_in(&target.check);
+        let rtt_moved = state.rtt_moved();
         match (result.ok, result.timed_out) {
             (true, _) => self.counters.ok += 1,
             (false, true) => self.counters.timed_out += 1,
@@ -520,6 +569,7 @@ impl HealthTable {
         Recorded {
             transition,
             became_ready,
+            rtt_moved,
             next_probe_in,
         }
     }
@@ -534,7 +584,15 @@ impl HealthTable {
         self.endpoints.get(target)
     }
 
-    /// A snapshot to publish.
+    /// A snapshot to publish, noting the smoothed RTTs it carries (see `rtt_moved`).
+    pub fn publish_view(&mut self) -> HealthView {
+        for s in self.endpoints.values_mut() {
+            s.published_rtt = s.smoothed_rtt;
+        }
+        self.view()
+    }
+
+    /// A snapshot.
     pub fn view(&self) -> HealthView {
         HealthView::new(
             self.ready,
@@ -822,6 +880,7 @@ mod tests {
             Recorded {
                 transition: None,
                 became_ready: false,
+                rtt_moved: false,
                 next_probe_in: b.check.interval,
             }
         );

@@ -153,6 +153,7 @@ pub async fn probe_with(
     let started = Instant::now();
     let check = &target.check;
     let source = source_for(source, target.addr);
+    // Each check says when its round trip ended (connected; first byte of the response).
     let run = async {
         match &check.kind {
             CheckKind::Tcp { port } => tcp(SocketAddr::new(target.addr, *port), source).await,
@@ -160,13 +161,14 @@ pub async fn probe_with(
         }
     };
     match tokio::time::timeout(check.timeout, run).await {
-        Ok(Ok(())) => ProbeResult::success(started.elapsed()),
+        Ok(Ok(at)) => ProbeResult::success(at.saturating_duration_since(started)),
         Ok(Err(e)) => ProbeResult::failure(started.elapsed(), e.to_string()),
         Err(_) => ProbeResult::timeout(check.timeout),
     }
 }
 
-async fn tcp(remote: SocketAddr, source: Option<IpAddr>) -> Result<(), ProbeError> {
+/// Connects; returns when the connection was made.
+async fn tcp(remote: SocketAddr, source: Option<IpAddr>) -> Result<Instant, ProbeError> {
     let socket = match remote {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -179,15 +181,16 @@ async fn tcp(remote: SocketAddr, source: Option<IpAddr>) -> Result<(), ProbeErro
     }
     // Accepted is all a TCP check asks; dropping the stream closes it cleanly.
     socket.connect(remote).await.map_err(ProbeError::Connect)?;
-    Ok(())
+    Ok(Instant::now())
 }
 
+/// Asks; returns when the response's head (its first byte, as near as reqwest tells) came.
 async fn http(
     clients: &HttpClients,
     addr: IpAddr,
     check: &HttpCheck,
     source: Option<IpAddr>,
-) -> Result<(), ProbeError> {
+) -> Result<Instant, ProbeError> {
     let remote = SocketAddr::new(addr, check.port);
     // With a host name, the URL carries the name (so reqwest sends it as Host and SNI) and the
     // client's override sends the connection to the endpoint; either way no DNS lookup happens,
@@ -220,6 +223,7 @@ async fn http(
         request = request.header(reqwest::header::HOST, host);
     }
     let mut response = request.send().await.map_err(ProbeError::Request)?;
+    let first_byte = Instant::now();
     let status = response.status().as_u16();
     if !check.status_ok(status) {
         let expected = if check.expect_status.is_empty() {
@@ -233,7 +237,7 @@ async fn http(
         });
     }
     let Some(needle) = &check.body_contains else {
-        return Ok(());
+        return Ok(first_byte);
     };
     let limit = check.max_body_bytes;
     let mut body: Vec<u8> = Vec::new();
@@ -247,7 +251,7 @@ async fn http(
         }
     }
     if body.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-        Ok(())
+        Ok(first_byte)
     } else {
         Err(ProbeError::BodyMismatch {
             needle: needle.clone(),
@@ -393,7 +397,7 @@ impl HealthMonitor {
         let reconciled = {
             let mut table = lock(&self.shared.table);
             let reconciled = table.set_targets(&targets, Instant::now());
-            self.shared.view.store(Arc::new(table.view()));
+            self.shared.view.store(Arc::new(table.publish_view()));
             reconciled
         };
         for t in &reconciled.removed {
@@ -576,9 +580,10 @@ impl Shared {
         if recorded.became_ready {
             info!("first probe round done: health is ready");
         }
-        if recorded.transition.is_some() || recorded.became_ready {
+        // A round-trip time that moved is news too: the latency policy steers by it.
+        if recorded.transition.is_some() || recorded.became_ready || recorded.rtt_moved {
             // Stored under the lock, so two probers cannot publish out of order.
-            self.view.store(Arc::new(table.view()));
+            self.view.store(Arc::new(table.publish_view()));
         }
         recorded.next_probe_in
     }

@@ -25,13 +25,17 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::merge::{Ballot, EndpointKey, MergeSettings, Merged, Report, Verdict, Voter};
+use super::merge::{
+    Ballot, EndpointKey, MergeSettings, Merged, Report, Verdict, Voter, restored_from,
+};
 
 /// What a vote says that a merge reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Cast {
     up: bool,
     since_ms: u64,
+    /// Up after having been down (`Vote::recovered`): counts towards the restore time.
+    recovered: bool,
 }
 
 #[derive(Debug)]
@@ -155,6 +159,7 @@ impl Tally {
                     Cast {
                         up: vote.up,
                         since_ms: vote.since_ms,
+                        recovered: vote.recovered,
                     },
                 ));
             }
@@ -213,10 +218,11 @@ impl Tally {
                 (Err(k), Some(v)) => slot.votes.insert(k, (n, v)),
                 (Err(_), None) => {}
             }
-            // Only a flip, a vote that came or went, or a down vote's start counts: an up
-            // vote's start is read by nothing.
+            // Only a flip, a vote that came or went, a down vote's start, or a recovered up
+            // vote's start (the restore time) counts: an up-all-along vote's start is read by
+            // nothing.
             let matters = match (before, after) {
-                (Some(b), Some(a)) => b.up != a.up || !a.up,
+                (Some(b), Some(a)) => b.up != a.up || !a.up || a.recovered || b.recovered,
                 _ => true,
             };
             if matters {
@@ -378,6 +384,7 @@ impl Tally {
         // Fresh, not isolated, down: "another node sees it down" when it is not the voter's own.
         let down_seen = slot.votes.iter().filter(|(n, v)| counts(*n, v)).count();
         let mut ballots = Vec::with_capacity(slot.votes.len());
+        let mut back = Vec::new();
         let (mut down, mut counted) = (0, 0);
         for (n, v) in &slot.votes {
             let node = &nodes[*n as usize];
@@ -393,6 +400,9 @@ impl Tally {
             if node.fresh && !node.isolated && !settling {
                 counted += 1;
                 down += usize::from(!v.up);
+                if v.up && v.recovered {
+                    back.push(v.since_ms);
+                }
             }
             ballots.push(Ballot {
                 node: *n,
@@ -402,11 +412,17 @@ impl Tally {
         }
         let up = !settings.quorum.reached(down, counted);
         let before = slot.last_up.replace(up);
+        let restored_ms = if up && !back.is_empty() {
+            restored_from(&back, down, counted, settings.quorum)
+        } else {
+            0
+        };
         let verdict = Verdict {
             up,
             down_votes: down,
             counted_votes: counted,
             ballots: ballots.into(),
+            restored_ms,
         };
         match self.verdicts.get_mut(&slot.key) {
             Some(v) => *v = verdict,
@@ -446,7 +462,7 @@ mod tests {
     use crate::health::merge::{CastVote, Quorum, Vote, accept, merge_alive};
 
     type Seen = (
-        BTreeMap<EndpointKey, (bool, usize, usize, Vec<CastVote>)>,
+        BTreeMap<EndpointKey, ((bool, usize, usize, u64), Vec<CastVote>)>,
         Vec<String>,
     );
 
@@ -457,7 +473,8 @@ mod tests {
             .iter()
             .map(|(k, v)| {
                 let votes = m.votes(v).collect();
-                (k.clone(), (v.up, v.down_votes, v.counted_votes, votes))
+                let verdict = (v.up, v.down_votes, v.counted_votes, v.restored_ms);
+                (k.clone(), (verdict, votes))
             })
             .collect();
         (endpoints, m.isolated.clone())
@@ -515,6 +532,7 @@ mod tests {
                                     since_ms,
                                     rtt_ms: None,
                                     error: None,
+                                    recovered: up && rng.random_bool(0.4),
                                 };
                                 r.insert(&key(addr, check), vote);
                             }
@@ -571,6 +589,7 @@ mod tests {
             since_ms,
             rtt_ms: None,
             error: None,
+            recovered: false,
         };
         let mut tally = Tally::new();
         let mut a = Report::new("a", "r", 1, 10_000);

@@ -427,13 +427,15 @@ fn observe_state(
     snapshots: &crate::state::Snapshots,
     cluster: &crate::cluster::Cluster,
 ) -> StateObservation {
+    use crate::dns::answer::{Health as _, ramp_share};
     use crate::telemetry::metrics::StateObservation;
     use crate::telemetry::metrics::{
-        DcLabels, DrainLabels, EndpointLabels, PeerLabels, VoteLabels,
+        DcLabels, DrainLabels, EndpointLabels, PeerLabels, RttLabels, VoteLabels,
     };
     let zones = snapshots.zones.load();
     let health = snapshots.health.load();
     let mut out = StateObservation::default();
+    let now = crate::clock::now_ms();
     for (zone, svc) in zones.services() {
         for sdc in &svc.dcs {
             let dc = &zone.datacenters[sdc.dc].name;
@@ -453,7 +455,33 @@ fn observe_state(
                 service: svc.name.arc().clone(),
                 dc: dc.clone(),
             };
+            if let Some(ramp) = svc.ramp {
+                let started = health.dc_restored_ms(svc, dc, &sdc.endpoints);
+                let share = match ramp_share(now.saturating_sub(started), ramp.as_millis() as u64) {
+                    Some(share) if started > 0 && any && !drained => share,
+                    _ if any && !drained => 1.0,
+                    _ => 0.0,
+                };
+                out.ramps.push((labels.clone(), share));
+            }
             out.dcs.push((labels, any && !drained, drained));
+        }
+        for order in health
+            .steering
+            .services
+            .get(&svc.name)
+            .into_iter()
+            .flatten()
+        {
+            for d in &order.dcs {
+                let labels = RttLabels {
+                    service: svc.name.arc().clone(),
+                    region: order.region.clone(),
+                    dc: d.name.clone(),
+                };
+                let age = now.saturating_sub(d.heard_ms) as f64 / 1000.0;
+                out.rtts.push((labels, d.rtt_ms / 1000.0, age));
+            }
         }
     }
     for (key, verdict) in &health.merged.endpoints {
@@ -467,7 +495,6 @@ fn observe_state(
             out.votes.push((labels, v.up, v.age_ms as f64 / 1000.0));
         }
     }
-    let now = crate::clock::now_ms();
     for p in cluster.peers() {
         let age = p
             .last_ok_ms

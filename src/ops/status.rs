@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::clock::now_ms;
 use crate::cluster::Cluster;
+use crate::dns::answer::{Health as _, ramp_share};
 use crate::health::merge::EndpointKey;
 use crate::state::Snapshots;
 use crate::zone::Policy;
@@ -49,10 +50,26 @@ pub fn state(snapshots: &Snapshots, cluster: &Cluster) -> Value {
                     "votes": votes,
                 }));
             }
+            // A DC in its recovery ramp: since when (the merged view's time) and its share now.
+            let ramp = svc
+                .ramp
+                .filter(|_| up_count > 0 && !drained)
+                .and_then(|ramp| {
+                    let started = health.dc_restored_ms(svc, dc, &sdc.endpoints);
+                    let ramp_ms = ramp.as_millis() as u64;
+                    let share =
+                        ramp_share(now.saturating_sub(started), ramp_ms).filter(|_| started > 0)?;
+                    Some(json!({
+                        "started_ms": started,
+                        "ends_ms": started + ramp_ms,
+                        "share": (share * 1000.0).round() / 1000.0,
+                    }))
+                });
             dcs.push(json!({
                 "name": dc,
                 "drained": drained,
                 "effective": if drained { "drained" } else if up_count == 0 { "down" } else { "up" },
+                "ramp": ramp,
                 "endpoints": endpoints,
             }));
         }
@@ -64,6 +81,8 @@ pub fn state(snapshots: &Snapshots, cluster: &Cluster) -> Value {
             "ttl": svc.ttl,
             "degraded_ttl": svc.degraded_ttl,
             "when_all_down": format!("{:?}", svc.when_all_down),
+            "ramp_seconds": svc.ramp.map(|r| r.as_secs_f64()),
+            "latency": latency_orders(&health.steering, &svc.name, now),
             "dcs": dcs,
         }));
     }
@@ -111,9 +130,34 @@ pub fn state(snapshots: &Snapshots, cluster: &Cluster) -> Value {
     })
 }
 
+/// The latency policy's order per region for a service, with each DC's RTT and its age.
+fn latency_orders(
+    steering: &crate::health::merge::Steering,
+    service: &crate::zone::Name,
+    now: u64,
+) -> Value {
+    let Some(orders) = steering.services.get(service) else {
+        return Value::Null;
+    };
+    orders
+        .iter()
+        .map(|o| {
+            json!({
+                "region": &*o.region,
+                "dcs": o.dcs.iter().map(|d| json!({
+                    "dc": &*d.name,
+                    "rtt_ms": (d.rtt_ms * 1000.0).round() / 1000.0,
+                    "age_ms": now.saturating_sub(d.heard_ms),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
 fn policy_name(p: &Policy) -> &'static str {
     match p {
         Policy::Nearest => "nearest",
+        Policy::Latency => "latency",
         Policy::Failover => "failover",
         Policy::Weighted(_) => "weighted",
         Policy::Geo { .. } => "geo",
@@ -310,9 +354,16 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .up{{background
                 }
             }
             let eff = dc["effective"].as_str().unwrap_or("");
+            let ramp = match dc["ramp"]["share"].as_f64() {
+                Some(share) => format!(
+                    " data-ramp=\"{share}\">{eff}, ramping: {:.0}% of its clients",
+                    share * 100.0
+                ),
+                None => format!(">{eff}"),
+            };
             let _ = write!(
                 h,
-                "<td class=\"{eff}\" data-dc=\"{}\">{eff}</td></tr>",
+                "<td class=\"{eff}\" data-dc=\"{}\"{ramp}</td></tr>",
                 esc(dc["name"].as_str().unwrap_or(""))
             );
         }

@@ -62,6 +62,12 @@ pub struct StateObservation {
     /// Each drain in force: when it was issued and, if it has one, when it lifts by itself
     /// (Unix seconds).
     pub drains: Vec<(DrainLabels, f64, Option<f64>)>,
+    /// Each DC of each service with a recovery ramp: the share of its clients it gets (1 when
+    /// not ramping).
+    pub ramps: Vec<(DcLabels, f64)>,
+    /// The latency policy's RTT matrix: per service, node region and DC, the smoothed RTT and
+    /// its age, in seconds.
+    pub rtts: Vec<(RttLabels, f64, f64)>,
     /// Whether this node counts itself isolated.
     pub isolated: bool,
 }
@@ -84,6 +90,14 @@ pub struct DrainLabels {
     pub dc: String,
     /// The service drained, or `*` for a drain of every service in the DC.
     pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RttLabels {
+    pub service: Arc<str>,
+    /// The node region that measured.
+    pub region: Arc<str>,
+    pub dc: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -146,9 +160,26 @@ thread_local! {
         std::cell::RefCell::new(CounterCache::default());
 }
 
-/// Increments the counter for `key` from this thread's cache, fetched with `get` (which also
-/// gives the label set to hold) the first time. The cache starts over past 4096 entries, so
-/// label sets from old zones cannot pile up.
+/// The counter for `key` from this thread's cache, fetched with `get` (which also gives the
+/// label set to hold) the first time. The cache starts over past 4096 entries, so label sets
+/// from old zones cannot pile up.
+fn cached_counter(key: CounterKey, get: impl FnOnce() -> (Counter, Held)) -> Counter {
+    COUNTERS.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((found, _)) = c.get(&key) {
+            return found.clone();
+        }
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        let entry = get();
+        let counter = entry.0.clone();
+        c.insert(key, entry);
+        counter
+    })
+}
+
+/// Increments the counter for `key` (see `cached_counter`).
 fn inc_counter(key: CounterKey, get: impl FnOnce() -> (Counter, Held)) {
     COUNTERS.with(|c| {
         let mut c = c.borrow_mut();
@@ -163,6 +194,17 @@ fn inc_counter(key: CounterKey, get: impl FnOnce() -> (Counter, Held)) {
         entry.0.inc();
         c.insert(key, entry);
     })
+}
+
+/// The counters a prepared answer increments, each fetched the first time it is used and then
+/// kept with the answer (a hit increments them without a look-up). A family never drops a label
+/// set, so a kept counter stays the one the scrape reads.
+#[derive(Debug, Default)]
+pub struct AnswerCounters {
+    /// `dns_queries_total` without and with ECS.
+    queries: [std::cell::OnceCell<Counter>; 2],
+    /// `dns_service_answers_total`, for a service answer.
+    service: std::cell::OnceCell<Counter>,
 }
 
 /// The zone label of queries outside every zone.
@@ -195,6 +237,9 @@ pub struct Metrics {
     drain_expires: Family<DrainLabels, Gauge<f64, AtomicU64>>,
     votes: Family<VoteLabels, Gauge>,
     vote_age: Family<VoteLabels, Gauge<f64, AtomicU64>>,
+    dc_ramp_share: Family<DcLabels, Gauge<f64, AtomicU64>>,
+    latency_rtt: Family<RttLabels, Gauge<f64, AtomicU64>>,
+    latency_rtt_age: Family<RttLabels, Gauge<f64, AtomicU64>>,
     peer_age: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     peer_failures: Family<PeerLabels, Gauge>,
     drains_active: Gauge,
@@ -342,6 +387,26 @@ impl Metrics {
             "vote_up",
             "Each node's vote per endpoint (1 up, 0 down)",
             votes.clone(),
+        );
+        let dc_ramp_share = Family::<DcLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "dc_ramp_share",
+            "Share of its clients a service DC gets (below 1 during its recovery ramp)",
+            dc_ramp_share.clone(),
+        );
+        let latency_rtt = Family::<RttLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "latency_rtt",
+            "Smoothed probe RTT per latency service, node region and DC",
+            Unit::Seconds,
+            latency_rtt.clone(),
+        );
+        let latency_rtt_age = Family::<RttLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "latency_rtt_age",
+            "Age of that RTT: since the measuring node was last heard from",
+            Unit::Seconds,
+            latency_rtt_age.clone(),
         );
         let vote_age = Family::<VoteLabels, Gauge<f64, AtomicU64>>::default();
         registry.register_with_unit(
@@ -519,6 +584,9 @@ impl Metrics {
             drain_expires,
             votes,
             vote_age,
+            dc_ramp_share,
+            latency_rtt,
+            latency_rtt_age,
             peer_age,
             peer_failures,
             drains_active,
@@ -576,6 +644,93 @@ impl Metrics {
             )
         });
         self.query_duration.observe(seconds);
+    }
+
+    /// Counts a query answered with a prepared answer (see `record_query`; `service` as
+    /// `record_service_answer`'s arguments, for a service answer), through the counters kept in
+    /// `counters`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_prepared_query(
+        &self,
+        counters: &AnswerCounters,
+        zone: &Arc<str>,
+        qtype: &'static str,
+        rcode: &'static str,
+        ecs: bool,
+        seconds: f64,
+        service: Option<(&Arc<str>, &Arc<str>)>,
+        all_down: bool,
+    ) {
+        counters.queries[usize::from(ecs)]
+            .get_or_init(|| self.query_counter(zone, qtype, rcode, ecs))
+            .inc();
+        self.query_duration.observe(seconds);
+        if let Some((record, dc)) = service {
+            counters
+                .service
+                .get_or_init(|| self.service_counter(zone, record, dc))
+                .inc();
+            if all_down {
+                self.all_down
+                    .get_or_create(&ServiceLabels {
+                        zone: zone.clone(),
+                        record: record.clone(),
+                        dc: dc.clone(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    fn query_counter(
+        &self,
+        zone: &Arc<str>,
+        qtype: &'static str,
+        rcode: &'static str,
+        ecs: bool,
+    ) -> Counter {
+        let ecs = if ecs { "yes" } else { "no" };
+        let key = CounterKey {
+            registry: self.id,
+            metric: 0,
+            labels: [
+                text_key(zone),
+                text_key(qtype),
+                text_key(rcode),
+                text_key(ecs),
+            ],
+        };
+        cached_counter(key, || {
+            let labels = QueryLabels {
+                zone: zone.clone(),
+                qtype,
+                rcode,
+                ecs,
+            };
+            (
+                self.queries.get_or_create(&labels).clone(),
+                Held::Query(labels),
+            )
+        })
+    }
+
+    fn service_counter(&self, zone: &Arc<str>, record: &Arc<str>, dc: &Arc<str>) -> Counter {
+        let key = CounterKey {
+            registry: self.id,
+            metric: 1,
+            labels: [text_key(zone), text_key(record), text_key(dc), (0, 0)],
+        };
+        cached_counter(key, || {
+            let labels = ServiceLabels {
+                zone: zone.clone(),
+                record: record.clone(),
+                dc: dc.clone(),
+            };
+            (
+                self.service_answers.get_or_create(&labels).clone(),
+                Held::Service(labels),
+            )
+        })
     }
 
     /// Counts a service answer from the DC `dc` (and one by `when_all_down` when `all_down`).
@@ -760,6 +915,16 @@ impl Metrics {
         for (labels, up, age_s) in &state.votes {
             self.votes.get_or_create(labels).set(i64::from(*up));
             self.vote_age.get_or_create(labels).set(*age_s);
+        }
+        self.dc_ramp_share.clear();
+        for (labels, share) in &state.ramps {
+            self.dc_ramp_share.get_or_create(labels).set(*share);
+        }
+        self.latency_rtt.clear();
+        self.latency_rtt_age.clear();
+        for (labels, rtt_s, age_s) in &state.rtts {
+            self.latency_rtt.get_or_create(labels).set(*rtt_s);
+            self.latency_rtt_age.get_or_create(labels).set(*age_s);
         }
         self.peer_age.clear();
         self.peer_failures.clear();

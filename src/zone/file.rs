@@ -13,6 +13,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use rustc_hash::FxHashMap;
@@ -22,8 +23,8 @@ use crate::rrl;
 use crate::zone::check::{Check, RawCheck};
 use crate::zone::key::ZoneKey;
 use crate::zone::{
-    Datacenter, Dnssec, GeoKey, GeoRule, GeoTarget, Name, Node, Policy, RData, RecordType, RrSet,
-    Service, ServiceDc, Soa, WhenAllDown, Zone, ZoneSet,
+    Datacenter, Dnssec, GeoKey, GeoRule, GeoTarget, Name, Node, Policy, RData, RecordType, Region,
+    RrSet, Service, ServiceDc, Soa, WhenAllDown, Zone, ZoneSet,
 };
 
 /// The largest TTL RFC 2181 section 8 allows.
@@ -32,6 +33,10 @@ pub const MAX_TTL: u32 = 2_147_483_647;
 pub const DEFAULT_TTL: u32 = 300;
 /// Default TTL of service answers: short, so failover reaches resolvers quickly.
 pub const DEFAULT_SERVICE_TTL: u32 = 30;
+/// The shortest and longest recovery ramp (`ramp:`): a ramp under a second would end before
+/// resolvers asked again, and one over a day is a drain, not a ramp.
+pub const MIN_RAMP: Duration = Duration::from_secs(1);
+pub const MAX_RAMP: Duration = Duration::from_secs(24 * 3600);
 /// Default number of addresses in one service answer.
 pub const DEFAULT_SERVICE_ANSWERS: usize = 8;
 
@@ -98,6 +103,11 @@ struct RawZone<R> {
     nameservers: Option<IndexMap<String, Vec<String>>>,
     #[serde(default)]
     datacenters: IndexMap<String, RawDatacenter>,
+    /// Node region → `{ location: [latitude, longitude] }`, for the `latency` policy.
+    #[serde(default)]
+    regions: IndexMap<String, RawDatacenter>,
+    /// The recovery ramp of every service that sets none (`5m`, or `off`).
+    ramp: Option<String>,
     #[serde(default)]
     checks: IndexMap<String, RawCheck>,
     #[serde(default)]
@@ -204,6 +214,8 @@ struct RawService {
     when_all_down: Option<String>,
     check: Option<String>,
     degraded_ttl: Option<u32>,
+    /// Recovery ramp (`5m`, or `off`); default: the zone's `ramp`, else off.
+    ramp: Option<String>,
     endpoints: IndexMap<String, Vec<String>>,
 }
 
@@ -289,6 +301,8 @@ impl<R> RawZone<R> {
             soa,
             nameservers,
             datacenters,
+            regions,
+            ramp,
             checks,
             records,
             rrl,
@@ -300,6 +314,8 @@ impl<R> RawZone<R> {
             soa,
             nameservers,
             datacenters,
+            regions,
+            ramp,
             checks,
             records: (),
             rrl,
@@ -342,6 +358,10 @@ pub fn parse_zone(text: &str, source: &str) -> Result<Zone, ZoneErrors> {
 struct Defs<'a> {
     datacenters: &'a [Datacenter],
     checks: &'a HashMap<String, Arc<Check>>,
+    /// The zone's recovery ramp, for services that set none.
+    ramp: Option<Duration>,
+    /// Whether the zone places node regions (the `latency` policy needs them).
+    regions: bool,
 }
 
 /// Collects errors while turning a `RawZone` into a `Zone`.
@@ -468,6 +488,16 @@ impl<'a> Validator<'a> {
         let soa = self.soa(&apex, raw.soa.unwrap_or_default(), first_ns, default_ttl);
 
         let datacenters = self.datacenters(&raw.datacenters);
+        let regions: Vec<Region> = self
+            .datacenters_at("regions", &raw.regions)
+            .into_iter()
+            .map(|d| Region {
+                name: d.name,
+                latitude: d.latitude,
+                longitude: d.longitude,
+            })
+            .collect();
+        let zone_ramp = self.ramp(None, "ramp", raw.ramp.as_deref());
         let rrl = self.rrl(raw.rrl);
         let dnssec = raw.dnssec.and_then(|d| self.dnssec(&apex, d));
         let mut checks: HashMap<String, Arc<Check>> = HashMap::new();
@@ -573,6 +603,8 @@ impl<'a> Validator<'a> {
             let defs = Defs {
                 datacenters: &datacenters,
                 checks: &checks,
+                ramp: zone_ramp,
+                regions: !regions.is_empty(),
             };
             let node = self.record(&apex, &key, &owner, record, default_ttl, &defs);
             if owner == apex {
@@ -624,6 +656,7 @@ impl<'a> Validator<'a> {
                 empty_non_terminals,
                 delegations,
                 datacenters,
+                regions,
                 rrl,
                 dnssec,
             }),
@@ -674,6 +707,29 @@ impl<'a> Validator<'a> {
             published,
             dnskey_ttl,
         }))
+    }
+
+    /// A recovery ramp: `off`, or a duration from `MIN_RAMP` to `MAX_RAMP`.
+    fn ramp(&mut self, record: Option<&str>, field: &str, text: Option<&str>) -> Option<Duration> {
+        let text = text?;
+        if text == "off" {
+            return None;
+        }
+        match crate::zone::check::parse_duration(text) {
+            Ok(d) if (MIN_RAMP..=MAX_RAMP).contains(&d) => Some(d),
+            Ok(_) => {
+                self.error(
+                    record,
+                    Some(field),
+                    format!("{text:?} is out of range (1s to 24h, or off)"),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(record, Some(field), e.to_string());
+                None
+            }
+        }
     }
 
     /// The zone's rate limits: the defaults, with what the zone sets.
@@ -746,9 +802,18 @@ impl<'a> Validator<'a> {
     }
 
     fn datacenters(&mut self, raw: &IndexMap<String, RawDatacenter>) -> Vec<Datacenter> {
+        self.datacenters_at("datacenters", raw)
+    }
+
+    /// Named places with a location, under `section` (`datacenters`, `regions`).
+    fn datacenters_at(
+        &mut self,
+        section: &str,
+        raw: &IndexMap<String, RawDatacenter>,
+    ) -> Vec<Datacenter> {
         let mut out = Vec::new();
         for (name, dc) in raw {
-            let field = format!("datacenters.{name}");
+            let field = format!("{section}.{name}");
             if name.is_empty()
                 || !name
                     .chars()
@@ -757,7 +822,7 @@ impl<'a> Validator<'a> {
                 self.error(
                     None,
                     Some(&field),
-                    "data center names use letters, digits, '-' and '_' only",
+                    "names use letters, digits, '-' and '_' only",
                 );
             }
             let [lat, lon] = dc.location;
@@ -886,9 +951,7 @@ impl<'a> Validator<'a> {
                     "a service computes the A and AAAA answers: remove the static A/AAAA records",
                 );
             }
-            node.service = self
-                .service(rec, owner, s, defs.datacenters, defs.checks)
-                .map(Arc::new);
+            node.service = self.service(rec, owner, s, defs).map(Arc::new);
         }
         node
     }
@@ -898,9 +961,13 @@ impl<'a> Validator<'a> {
         rec: Option<&str>,
         owner: &Name,
         raw: RawService,
-        datacenters: &[Datacenter],
-        checks: &HashMap<String, Arc<Check>>,
+        defs: &Defs,
     ) -> Option<Service> {
+        let (datacenters, checks) = (defs.datacenters, defs.checks);
+        let ramp = match raw.ramp.as_deref() {
+            None => defs.ramp,
+            Some(text) => self.ramp(rec, "service.ramp", Some(text)),
+        };
         let check = match raw.check.as_deref() {
             None => None,
             Some(name) => match checks.get(name) {
@@ -961,6 +1028,15 @@ impl<'a> Validator<'a> {
         }
         let dc_names: Vec<&str> = raw.endpoints.keys().map(String::as_str).collect();
         let policy = self.policy(rec, &raw, &dc_names);
+        if policy == Some(Policy::Latency) && !defs.regions {
+            self.error(
+                rec,
+                Some("service.policy"),
+                "policy latency needs `regions` at the top of the zone file: every node region \
+                 (the `region:` of the node config) with its location, \
+                 `regions: { eu: { location: [50.1, 8.7] } }`",
+            );
+        }
         let when_all_down = match raw.when_all_down.as_deref() {
             None | Some("serve_all") => WhenAllDown::ServeAll,
             Some("nodata") => WhenAllDown::NoData,
@@ -990,6 +1066,7 @@ impl<'a> Validator<'a> {
                 policy,
                 when_all_down,
                 dcs,
+                ramp,
             }),
             _ => None,
         }
@@ -1033,6 +1110,7 @@ impl<'a> Validator<'a> {
         };
         match name {
             "nearest" => Some(Policy::Nearest),
+            "latency" => Some(Policy::Latency),
             "failover" => Some(Policy::Failover),
             "weighted" => {
                 let mut weights = vec![1u32; dcs.len()];
@@ -1107,7 +1185,7 @@ impl<'a> Validator<'a> {
                 self.error(
                     rec,
                     Some("service.policy"),
-                    format!("{other:?} is not one of nearest, failover, weighted, geo"),
+                    format!("{other:?} is not one of nearest, latency, failover, weighted, geo"),
                 );
                 None
             }
@@ -1352,6 +1430,72 @@ zone: api.example.com
 soa: { primary: ns1, contact: hostmaster@example.com }
 nameservers: { ns1: [192.0.2.53] }
 ";
+
+    #[test]
+    fn ramps_default_from_the_zone_and_are_checked() {
+        let zone = |top: &str, service: &str| {
+            format!(
+                "{MINIMAL}{top}\ndatacenters: {{ fra: {{ location: [50.1, 8.7] }} }}\nrecords:\n  \
+                 www: {{ service: {{ {service} endpoints: {{ fra: [192.0.2.1] }} }} }}\n"
+            )
+        };
+        let ramp = |top: &str, service: &str| -> Result<Option<Duration>, Vec<String>> {
+            match parse_zone(&zone(top, service), "t.yaml") {
+                Ok(z) => Ok(z.nodes[&Name::parse("www.api.example.com").unwrap()]
+                    .service
+                    .as_ref()
+                    .unwrap()
+                    .ramp),
+                Err(e) => Err(e.0.iter().map(|e| format!("{e}")).collect()),
+            }
+        };
+        let min = |m: u64| Ok(Some(Duration::from_secs(60 * m)));
+        assert_eq!(ramp("", ""), Ok(None), "off by default");
+        assert_eq!(ramp("ramp: 5m", ""), min(5), "the zone's");
+        assert_eq!(ramp("ramp: 5m", "ramp: 2m,"), min(2), "the service's wins");
+        assert_eq!(
+            ramp("ramp: 5m", "ramp: off,"),
+            Ok(None),
+            "off for one service"
+        );
+        assert_eq!(ramp("", "ramp: 1s,"), Ok(Some(Duration::from_secs(1))));
+        assert_eq!(ramp("", "ramp: 24h,"), min(24 * 60));
+        let err = |top: &str, service: &str| ramp(top, service).unwrap_err().join("\n");
+        assert!(
+            err("", "ramp: 500ms,")
+                .ends_with("field service.ramp: \"500ms\" is out of range (1s to 24h, or off)"),
+            "{}",
+            err("", "ramp: 500ms,")
+        );
+        assert!(err("ramp: 25h", "").contains("field ramp: \"25h\" is out of range"));
+        assert!(err("", "ramp: soon,").contains("field service.ramp: \"soon\" is not a duration"));
+    }
+
+    #[test]
+    fn the_latency_policy_needs_the_regions_placed() {
+        let zone = |regions: &str| {
+            format!(
+                "{MINIMAL}{regions}\ndatacenters: {{ fra: {{ location: [50.1, 8.7] }} }}\nrecords:\n  \
+                 www: {{ service: {{ policy: latency, endpoints: {{ fra: [192.0.2.1] }} }} }}\n"
+            )
+        };
+        let z = parse_zone(
+            &zone("regions: { eu: { location: [51.5, -0.1] } }"),
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(&*z.regions[0].name, "eu");
+        assert_eq!(
+            (z.regions[0].latitude, z.regions[0].longitude),
+            (51.5, -0.1)
+        );
+        let e = parse_zone(&zone(""), "t.yaml").unwrap_err();
+        assert_eq!(e.0.len(), 1);
+        assert_eq!(e.0[0].field.as_deref(), Some("service.policy"));
+        assert!(e.0[0].message.contains("needs `regions`"), "{}", e.0[0]);
+        let e = parse_zone(&zone("regions: { eu: { location: [95, 0] } }"), "t.yaml").unwrap_err();
+        assert_eq!(e.0[0].field.as_deref(), Some("regions.eu.location"));
+    }
 
     #[test]
     fn a_minimal_zone_parses() {

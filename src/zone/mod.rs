@@ -202,6 +202,14 @@ pub struct RrSet {
     pub data: Vec<RData>,
 }
 
+/// Where the nodes of one region (node config `region:`) probe from, for the `latency` policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    pub name: Arc<str>,
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
 /// A site with a location that hosts endpoints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Datacenter {
@@ -228,6 +236,10 @@ pub enum Policy {
     Failover,
     /// Split by weight, stable per client network. One weight per `Service::dcs` entry.
     Weighted(Vec<u32>),
+    /// By the round-trip time the probers of the node region nearest the client measured to
+    /// each DC (`Zone::regions` places the regions), with hysteresis; by distance while that
+    /// region has no fresh measurement.
+    Latency,
     /// Ordered DC lists per continent, country or subdivision; the most specific match wins.
     Geo {
         rules: Vec<GeoRule>,
@@ -301,6 +313,9 @@ pub struct Service {
     pub degraded_ttl: u32,
     /// The DCs in the order the zone file lists them.
     pub dcs: Vec<ServiceDc>,
+    /// Recovery ramp: how long a DC that came back (health restored, or undrained) takes to
+    /// get all its clients back; none sends them all at once.
+    pub ramp: Option<std::time::Duration>,
 }
 
 /// What lives at one name of a zone.
@@ -334,6 +349,8 @@ pub struct Zone {
     /// Names below the apex that carry NS records: delegation points.
     pub delegations: FxHashSet<Name>,
     pub datacenters: Vec<Datacenter>,
+    /// The node regions and where they are (for the `latency` policy), as the zone lists them.
+    pub regions: Vec<Region>,
     /// Response rate limits for the zone's UDP responses.
     pub rrl: crate::rrl::Limits,
     /// DNSSEC: the keys when the zone is signed (its `dnssec:` block).

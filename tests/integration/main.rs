@@ -34,6 +34,8 @@
 //!   (issue 17);
 //! - `packaging`: what the Debian package's unit relies on: READY=1 to systemd once DNS
 //!   answers, and the shipped node file (issue 17; the package itself: packaging/test-deb.sh);
+//! - `steering`: the recovery ramp and the `latency` policy on three nodes (issue 16; helpers
+//!   in `regions_support`).
 //! - `tls`: HTTPS on the admin/peer listener, peers over https://, the CLI's `--ca-file`,
 //!   certificate reloads and bad TLS settings (issue 8; helpers in `support` and
 //!   `regions_support`).
@@ -59,6 +61,7 @@ mod packaging;
 mod regions;
 mod regions_support;
 mod resolver_traffic;
+mod steering;
 mod support;
 mod tls;
 mod transport;

@@ -292,6 +292,11 @@ struct BackendState {
     refused: HashSet<IpAddr>,
     /// The next probe from each of these sources fails this way, once.
     fail_next: HashMap<IpAddr, Fault>,
+    /// Per source: how long to wait before answering, and a jitter (a fraction of it, drawn
+    /// uniformly either way per request), the path's RTT as that source sees it.
+    delays: HashMap<IpAddr, (Duration, f64)>,
+    /// Draws for the jitter.
+    rng: u64,
 }
 
 /// The health endpoint of one data center: 200 when up, 500 when failing, a closed port when
@@ -314,6 +319,17 @@ impl Backend {
                 let mut st = lock();
                 if st.refused.contains(&req.peer.ip()) {
                     return None;
+                }
+                if let Some(&(delay, jitter)) = st.delays.get(&req.peer.ip()) {
+                    st.rng = st.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    let mut z = st.rng;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+                    let wait = delay.mul_f64(1.0 + jitter * (2.0 * u - 1.0));
+                    drop(st);
+                    std::thread::sleep(wait);
+                    st = lock();
                 }
                 match st.fail_next.remove(&req.peer.ip()) {
                     Some(f) => (Some(f), true),
@@ -386,6 +402,12 @@ impl Backend {
     /// How many of the sources given to `fail_next_probe` have not sent their probe yet.
     pub fn failures_pending(&self) -> usize {
         self.state().fail_next.len()
+    }
+
+    /// Answers `source`'s requests (a node's probes) after `delay`, give or take `jitter` (a
+    /// fraction of it): the round trip from that node's region.
+    pub fn delay(&self, source: IpAddr, delay: Duration, jitter: f64) {
+        self.state().delays.insert(source, (delay, jitter));
     }
 
     /// Breaks the path from `source` (a node's probe source address).

@@ -45,6 +45,14 @@ const INVALID: &[(&str, &str)] = &[
         "ttl_out_of_range.yaml:8: zone api.example.com, record www, field ttl: TTL 3000000000 is out of range (0 to 2147483647, RFC 2181)",
     ),
     (
+        "ramp_out_of_range.yaml",
+        "ramp_out_of_range.yaml:8: zone api.example.com, record www, field service.ramp: \"48h\" is out of range (1s to 24h, or off)",
+    ),
+    (
+        "latency_without_regions.yaml",
+        "latency_without_regions.yaml:8: zone api.example.com, record www, field service.policy: policy latency needs `regions` at the top of the zone file: every node region (the `region:` of the node config) with its location, `regions: { eu: { location: [50.1, 8.7] } }`",
+    ),
+    (
         "yaml_syntax.yaml",
         "yaml_syntax.yaml:9:9: did not find expected ',' or '}'...",
     ),
