@@ -76,10 +76,12 @@ async fn until_agreed(sim: &Sim, down: &[usize], within: Duration) -> Option<Dur
         if said.elapsed() >= Duration::from_secs(5) {
             said = Instant::now();
             eprintln!(
-                "  {:.0?}: {}; CPU {:.1} s",
+                "  {:.0?}: {}; CPU {:.1} s; failing pulls {}; longest since a pull {:?}",
                 start.elapsed(),
                 sim.disagreement(down).unwrap_or_default(),
-                cpu_seconds()
+                cpu_seconds(),
+                sim.failing_pulls(),
+                sim.longest_since_pull()
             );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -159,7 +161,7 @@ fn main() {
     let rows: Vec<Row> = sizes.iter().map(|n| runtime.block_on(run(*n))).collect();
 
     println!(
-        "{ENDPOINTS} endpoints over {DCS} DCs, exchange every 1 s, full mesh; per node per second:"
+        "{ENDPOINTS} endpoints over {DCS} DCs, exchange every 1 s, every node a peer of every other (each pulls and follows `cluster::fanout` of them); per node per second:"
     );
     println!(
         "| nodes | all agree after start | steady bytes | steady CPU | DC failure: all agree | failure bytes | failure CPU | full-state pulls | steady / full |"

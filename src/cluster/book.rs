@@ -6,11 +6,13 @@
 //!
 //! Deltas (scuttlebutt-style, as quickwit's chitchat): a report's version moves only when what it
 //! says changes (readiness, an up/down verdict), and liveness travels apart, as a heartbeat per
-//! node (a few bytes, sent in full every time). A request carries a `Digest` of the versions the
-//! asker holds, and the answer holds only the reports newer than those, the drains only if the
-//! asker's differ. In a steady state an exchange is then N heartbeats, whatever the endpoints.
+//! node. A request carries a `Digest` of the versions and heartbeats the asker holds, and the
+//! answer holds only the reports and heartbeats newer than those (a report the asker holds an
+//! older version of as the votes that changed, `ReportDelta`), the drains only if the asker's
+//! differ; the one who answers takes the digest's newer heartbeats. In a steady state an
+//! exchange is then the heartbeats that moved, whatever the endpoints.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -42,21 +44,128 @@ pub struct Exchange {
     /// move every refresh instead.
     #[serde(default)]
     pub heartbeats: BTreeMap<String, u64>,
+    /// Reports the asker holds an older version of, as the votes that changed since
+    /// (`ReportDelta`); `reports` has the rest whole. Absent from older nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<ReportDelta>,
 }
 
-/// What an asker holds, sent with its request: the version of each node's report, and a hash of
-/// its drain set. The answer leaves out what the asker has already.
+/// A node's report as the votes that changed between the version the asker holds (`base`) and
+/// `version`: what a changed report costs instead of all its votes (a DC failure changes a
+/// tenth of a thousand votes, and each node's report went out whole to every peer). It applies
+/// to any held version from `base` up to before `version` (the votes that changed in between
+/// are in it too, with their values now), to nothing else: an asker holding something else
+/// keeps what it has, and its next digest asks again, for the whole report if need be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportDelta {
+    pub node: String,
+    pub base: u64,
+    pub version: u64,
+    pub generated_ms: u64,
+    pub ready: bool,
+    /// Check → address → the vote now, or none where the endpoint went.
+    pub votes: BTreeMap<String, BTreeMap<String, Option<Vote>>>,
+}
+
+/// Which reports an answer may hold (those newer than the asker holds, of these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every node's: a pull's answer.
+    All,
+    /// The answering node's own: a long-poll's answer in a small cluster, where every node
+    /// follows every other and hears every change first hand.
+    Own,
+    /// Its own, and those it took in from their own nodes when they can go as deltas: a
+    /// long-poll's answer in a large cluster, where a node follows a few peers only. A push then goes two hops (a node's
+    /// followers, and theirs), reaching some fanout² nodes at once, and the periodic pulls
+    /// bring it to the rest; relaying it further would send each node the same report from
+    /// every peer it follows, all of them learning it at about the same time.
+    Near,
+}
+
+/// The most whole reports an answer to a digest holds (deltas and heartbeats are not counted):
+/// about 600 KB with a thousand endpoints. An asker that lacks more (at its start, in a large
+/// cluster) gets the rest from its next pulls, whose digests say what it has by then; an
+/// answer with all of them took longer than a pull may, under load, and the pull that timed out
+/// brought nothing, so the next asked for all of them again.
+pub const MAX_WHOLE_REPORTS: usize = 8;
+
+/// How many changes of each node's report a book remembers to build deltas from: a peer that
+/// holds an older version gets the whole report.
+const CHANGES_KEPT: usize = 16;
+
+/// The votes (check, address) that differ between two versions of a report.
+#[derive(Debug, Clone)]
+struct Change {
+    from: u64,
+    to: u64,
+    keys: Vec<(String, String)>,
+}
+
+/// The votes that came, went, flipped, or whose start or round-trip time moved between `old`
+/// and `new` (errors aside: they ride along with a whole report). A report's own node keeps the
+/// starts and round-trip times it published while its votes say the same (`Report::keep_since`,
+/// `keep_published`), so between two versions these are what changed: a verdict, or a
+/// round-trip time the latency policy reads.
+fn changed_votes(old: &Report, new: &Report) -> Vec<(String, String)> {
+    let mut keys = Vec::new();
+    let empty = BTreeMap::new();
+    let checks: std::collections::BTreeSet<&String> =
+        old.votes.keys().chain(new.votes.keys()).collect();
+    for check in checks {
+        let a = old.votes.get(check).unwrap_or(&empty);
+        let b = new.votes.get(check).unwrap_or(&empty);
+        for (addr, vote) in a {
+            let moved = |v: &Vote| {
+                v.up != vote.up
+                    || v.recovered != vote.recovered
+                    || v.since_ms != vote.since_ms
+                    || v.rtt_ms != vote.rtt_ms
+            };
+            if b.get(addr).is_none_or(moved) {
+                keys.push((check.clone(), addr.clone()));
+            }
+        }
+        for addr in b.keys() {
+            if !a.contains_key(addr) {
+                keys.push((check.clone(), addr.clone()));
+            }
+        }
+    }
+    keys
+}
+
+/// What an asker holds, sent with its request: the version of each node's report, the newest
+/// heartbeat of each node, and a hash of its drain set. The answer leaves out what the asker
+/// has already, and the one who answers takes in the newer heartbeats (a digest is signed like
+/// the rest of the request): liveness spreads both ways with every exchange, push-pull.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Digest {
     pub versions: BTreeMap<String, u64>,
+    pub beats: BTreeMap<String, u64>,
     pub drains: u64,
+    /// The asker takes per-vote deltas (`ReportDelta`): its digest came in this format, which
+    /// older nodes, who would drop the deltas unread, do not send.
+    pub deltas: bool,
 }
 
 impl Digest {
-    /// The header value: `drains=HEX;v=NODE:VERSION,...`, node ids percent-encoded.
+    /// The header value: `drains=HEX;t=BASE;v=NODE:VERSION_AGO:BEAT_AGO,...`, node ids
+    /// percent-encoded, each version and heartbeat as how far (hexadecimal, empty for none) it
+    /// lies below BASE, the greatest of them: heartbeats are seconds old, so a hundred nodes'
+    /// take a few bytes each rather than thirteen digits.
     pub fn to_header(&self) -> String {
-        let mut out = format!("drains={:x};v=", self.drains);
-        for (i, (node, version)) in self.versions.iter().enumerate() {
+        let base = self
+            .versions
+            .values()
+            .chain(self.beats.values())
+            .copied()
+            .max()
+            .unwrap_or(0);
+        let mut out = format!("drains={:x};t={base};v=", self.drains);
+        let nodes: std::collections::BTreeSet<&String> =
+            self.versions.keys().chain(self.beats.keys()).collect();
+        for (i, node) in nodes.into_iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -67,22 +176,61 @@ impl Digest {
                     out.push_str(&format!("%{b:02X}"));
                 }
             }
-            out.push(':');
-            out.push_str(&version.to_string());
+            for value in [self.versions.get(node), self.beats.get(node)] {
+                out.push(':');
+                if let Some(v) = value {
+                    out.push_str(&format!("{:x}", base - v));
+                }
+            }
         }
         out
     }
 
-    /// Reads a header value; `None` when malformed (the asker then gets everything).
+    /// Reads a header value, this format or the older `drains=HEX;v=NODE:VERSION,...` (no
+    /// heartbeats, no deltas); `None` when malformed (the asker then gets everything).
     pub fn parse(text: &str) -> Option<Digest> {
-        let (drains, versions) = text.split_once(';')?;
+        let (drains, rest) = text.split_once(';')?;
         let drains = u64::from_str_radix(drains.strip_prefix("drains=")?, 16).ok()?;
-        let versions = versions.strip_prefix("v=")?;
         let mut digest = Digest {
-            versions: BTreeMap::new(),
             drains,
+            ..Digest::default()
         };
-        for item in versions.split(',').filter(|i| !i.is_empty()) {
+        if let Some(rest) = rest.strip_prefix("t=") {
+            let (base, versions) = rest.split_once(';')?;
+            let base: u64 = base.parse().ok()?;
+            let below = |ago: &str| -> Option<Option<u64>> {
+                if ago.is_empty() {
+                    return Some(None);
+                }
+                base.checked_sub(u64::from_str_radix(ago, 16).ok()?)
+                    .map(Some)
+            };
+            digest.deltas = true;
+            for item in versions
+                .strip_prefix("v=")?
+                .split(',')
+                .filter(|i| !i.is_empty())
+            {
+                let mut parts = item.split(':');
+                let (node, version, beat) = (parts.next()?, parts.next()?, parts.next()?);
+                if parts.next().is_some() {
+                    return None;
+                }
+                let node = percent_decode(node)?;
+                if let Some(v) = below(version)? {
+                    digest.versions.insert(node.clone(), v);
+                }
+                if let Some(b) = below(beat)? {
+                    digest.beats.insert(node, b);
+                }
+            }
+            return Some(digest);
+        }
+        for item in rest
+            .strip_prefix("v=")?
+            .split(',')
+            .filter(|i| !i.is_empty())
+        {
             let (node, version) = item.rsplit_once(':')?;
             digest
                 .versions
@@ -141,6 +289,11 @@ pub struct Book {
     check_ids: CheckIds,
     /// The latency policy's hysteresis.
     steerer: Steerer,
+    /// Node → the last changes of its report held here, oldest first, each from the version
+    /// held before: what deltas are built from.
+    changes: HashMap<String, VecDeque<Change>>,
+    /// The nodes whose report held here came from that node itself (see `Reach::Near`).
+    direct: HashSet<String>,
 }
 
 /// What a refresh found.
@@ -166,6 +319,9 @@ pub struct Absorbed {
     /// A drain changed: what this node's own followers must hear of. Other nodes' reports are
     /// not: they reach the followers first hand, or with their next pull (see `message`).
     pub news: bool,
+    /// Another node's newer report was taken in from that node itself: what a node that
+    /// relays pushes (a large cluster's, see `Cluster::relays_pushes`) tells its followers.
+    pub relayed: bool,
     /// Drain decisions learnt from the message; when any, the set to persist.
     pub learnt: Vec<Drain>,
     pub drains: Option<DrainSet>,
@@ -183,7 +339,131 @@ impl Book {
             merges: 0,
             tally: Tally::new(),
             check_ids: CheckIds::default(),
+            changes: HashMap::new(),
+            direct: HashSet::new(),
             steerer: Steerer::default(),
+        }
+    }
+
+    /// Remembers that `node`'s report went from version `from` to `to`, changing the votes
+    /// `keys`; `from` none (a first report) forgets the older changes.
+    fn note_change(&mut self, node: &str, from: Option<u64>, to: u64, keys: Vec<(String, String)>) {
+        let log = self.changes.entry(node.to_string()).or_default();
+        let Some(from) = from else {
+            log.clear();
+            return;
+        };
+        if log.len() == CHANGES_KEPT {
+            log.pop_front();
+        }
+        log.push_back(Change { from, to, keys });
+    }
+
+    /// `report` as the votes that changed since version `held`, when the changes remembered
+    /// reach back to it unbroken and it is worth it (fewer than half the votes); else none
+    /// (send it whole).
+    fn delta(&self, report: &Report, held: u64) -> Option<ReportDelta> {
+        let log = self.changes.get(&report.node)?;
+        let start = log.iter().position(|c| c.from == held)?;
+        let mut to = held;
+        let mut keys = std::collections::BTreeSet::new();
+        for c in log.iter().skip(start) {
+            if c.from != to {
+                return None;
+            }
+            to = c.to;
+            keys.extend(c.keys.iter());
+        }
+        let votes: usize = report.votes.values().map(BTreeMap::len).sum();
+        if to != report.version || keys.len() * 2 > votes {
+            return None;
+        }
+        let mut delta = ReportDelta {
+            node: report.node.clone(),
+            base: held,
+            version: report.version,
+            generated_ms: report.generated_ms,
+            ready: report.ready,
+            votes: BTreeMap::new(),
+        };
+        for (check, addr) in keys {
+            let vote = report.votes.get(check).and_then(|v| v.get(addr)).cloned();
+            delta
+                .votes
+                .entry(check.clone())
+                .or_default()
+                .insert(addr.clone(), vote);
+        }
+        Some(delta)
+    }
+
+    /// Applies a delta to the report held of its node, if it applies (see `ReportDelta`);
+    /// true if it did.
+    fn apply(&mut self, delta: ReportDelta) -> bool {
+        // In place: a copy of a thousand votes for each of a hundred nodes' deltas was most
+        // of what a DC failure cost.
+        let Some(held) = self.reports.get_mut(&delta.node) else {
+            return false;
+        };
+        if held.version < delta.base || held.version >= delta.version {
+            return false;
+        }
+        let from = held.version;
+        let mut keys = Vec::new();
+        for (check, by_addr) in delta.votes {
+            for (addr, vote) in by_addr {
+                keys.push((check.clone(), addr.clone()));
+                match vote {
+                    Some(vote) => {
+                        held.votes
+                            .entry(check.clone())
+                            .or_default()
+                            .insert(addr, vote);
+                    }
+                    None => {
+                        if let Some(votes) = held.votes.get_mut(&check) {
+                            votes.remove(&addr);
+                            if votes.is_empty() {
+                                held.votes.remove(&check);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        held.version = delta.version;
+        held.generated_ms = delta.generated_ms;
+        held.ready = delta.ready;
+        self.tally.take(held);
+        self.note_change(&delta.node, Some(from), delta.version, keys);
+        true
+    }
+
+    /// Notes whether `node`'s newer report, just taken in, came from `node` itself.
+    fn took(&mut self, node: &str, sender: &str, out: &mut Absorbed) {
+        if node == sender {
+            self.direct.insert(node.to_string());
+            out.relayed = true;
+        } else {
+            self.direct.remove(node);
+        }
+    }
+
+    /// Takes in the newer heartbeats of an asker's digest (push-pull: the asker learns the
+    /// newer ones of this node from the answer), each only where the asker holds the same
+    /// version of that node's report as this node: a heartbeat keeps a report fresh, and must
+    /// not keep one fresh that its node has replaced (a node whose answers do not get out but
+    /// whose requests do would otherwise keep its old votes counted).
+    pub fn absorb_beats(&mut self, digest: &Digest) {
+        for (node, beat) in &digest.beats {
+            let same = digest
+                .versions
+                .get(node)
+                .is_some_and(|v| self.reports.get(node).is_some_and(|r| r.version == *v));
+            if same && *node != self.node {
+                let held = self.heartbeats.entry(node.clone()).or_default();
+                *held = (*held).max(*beat);
+            }
         }
     }
 
@@ -244,6 +524,10 @@ impl Book {
         *beat = (*beat).max(now_ms);
         if news {
             self.tally.take(&own);
+            let old = self.reports.get(&self.node);
+            let from = old.map(|o| o.version);
+            let keys = old.map(|o| changed_votes(o, &own)).unwrap_or_default();
+            self.note_change(&self.node.clone(), from, own.version, keys);
         }
         self.reports.insert(own.node.clone(), own);
         let tallied = self.tally.merge(&self.heartbeats, now_ms, settings);
@@ -262,6 +546,7 @@ impl Book {
     /// decisions.
     pub fn absorb(&mut self, msg: Exchange) -> Absorbed {
         let mut out = Absorbed::default();
+        let sender = msg.from.clone();
         for (node, beat) in msg.heartbeats {
             if node != self.node {
                 let held = self.heartbeats.entry(node).or_default();
@@ -274,11 +559,29 @@ impl Book {
                 continue;
             }
             let node = r.node.clone();
+            let older = self
+                .reports
+                .get(&node)
+                .filter(|held| held.version < r.version)
+                .map(|held| (held.version, changed_votes(held, &r)));
+            let version = r.version;
             if merge::accept(&mut self.reports, r)
                 && let Some(r) = self.reports.get(&node)
             {
                 self.tally.take(r);
                 out.changed = true;
+                self.took(&node, &sender, &mut out);
+                match older {
+                    Some((from, keys)) => self.note_change(&node, Some(from), version, keys),
+                    None => self.note_change(&node, None, version, Vec::new()),
+                }
+            }
+        }
+        for d in msg.deltas {
+            let node = d.node.clone();
+            if node != self.node && self.apply(d) {
+                out.changed = true;
+                self.took(&node, &sender, &mut out);
             }
         }
         let before = self.drains.clone();
@@ -308,31 +611,61 @@ impl Book {
     /// newer than what its node says now. An older node that cannot reach a newer one directly
     /// therefore sees its report go stale while the two versions run side by side.
     ///
-    /// `first_hand` (a long-poll's answer) leaves out the reports of other nodes: a change
+    /// `Reach::Own` (a long-poll's answer) leaves out the reports of other nodes: a change
     /// reaches every node first hand, from its own node's long-poll, and relayed reports wait
     /// for the periodic pull, whose digest by then says what the asker has. Otherwise a change
     /// everyone sees at once (a DC failure) would be sent to each node by every peer, each
     /// waking with a digest older than the reports it gained meanwhile.
-    pub fn message(&self, generation: u64, digest: Option<&Digest>, first_hand: bool) -> Exchange {
+    pub fn message(&self, generation: u64, digest: Option<&Digest>, reach: Reach) -> Exchange {
         let heartbeats: BTreeMap<String, u64> = self
             .heartbeats
             .iter()
+            .filter(|(n, b)| digest.is_none_or(|d| d.beats.get(*n).is_none_or(|held| *b > held)))
             .map(|(n, b)| (n.clone(), *b))
             .collect();
+        let mut deltas = Vec::new();
         let (reports, drains) = match digest {
             Some(d) => {
-                let reports = self
+                let mut reports = Vec::new();
+                let newer = self
                     .reports
                     .values()
-                    .filter(|r| !first_hand || r.node == self.node)
-                    .filter(|r| d.versions.get(&r.node).is_none_or(|v| r.version > *v))
-                    .cloned();
+                    .filter(|r| match reach {
+                        Reach::All => true,
+                        Reach::Own => r.node == self.node,
+                        Reach::Near => r.node == self.node || self.direct.contains(&r.node),
+                    })
+                    .filter(|r| d.versions.get(&r.node).is_none_or(|v| r.version > *v));
+                for r in newer {
+                    let delta = d
+                        .versions
+                        .get(&r.node)
+                        .filter(|_| d.deltas)
+                        .and_then(|held| self.delta(r, *held));
+                    match delta {
+                        Some(delta) => deltas.push(delta),
+                        // A relayed report that would go whole waits for the asker's pulls:
+                        // at a large cluster's start every node takes in many reports first
+                        // hand, each woke its followers, and each of them took in the same
+                        // whole reports (75 KB apiece) from every peer it follows.
+                        None if reach == Reach::Near && r.node != self.node => {}
+                        None => reports.push(r.clone()),
+                    }
+                }
+                if reports.len() > MAX_WHOLE_REPORTS {
+                    // Which ones: from a place that moves with the generation, so that the
+                    // peers an asker pulls at about the same time send it different ones.
+                    reports.sort_by(|a, b| a.node.cmp(&b.node));
+                    let start = (generation as usize) % reports.len();
+                    reports.rotate_left(start);
+                    reports.truncate(MAX_WHOLE_REPORTS);
+                }
                 let drains = if d.drains == drains_hash(&self.drains) {
                     DrainSet::default()
                 } else {
                     self.drains.clone()
                 };
-                (reports.collect::<Vec<_>>(), drains)
+                (reports, drains)
             }
             None => {
                 let reports = self.reports.values().map(|r| {
@@ -350,12 +683,14 @@ impl Book {
         };
         let mut reports = reports;
         reports.sort_by(|a, b| a.node.cmp(&b.node));
+        deltas.sort_by(|a, b| a.node.cmp(&b.node));
         Exchange {
             from: self.node.clone(),
             reports,
             drains,
             generation,
             heartbeats,
+            deltas,
         }
     }
 
@@ -367,7 +702,13 @@ impl Book {
                 .values()
                 .map(|r| (r.node.clone(), r.version))
                 .collect(),
+            beats: self
+                .heartbeats
+                .iter()
+                .map(|(n, b)| (n.clone(), *b))
+                .collect(),
             drains: drains_hash(&self.drains),
+            deltas: true,
         }
     }
 
@@ -607,16 +948,16 @@ mod tests {
         a.refresh(&up, 1_000, now, SETTINGS);
         b.refresh(&up, 1_000, now, SETTINGS);
         b.set_drains(b.with_decision(drain("dc1", 900, "b")));
-        b.absorb(a.message(1, Some(&b.digest()), false));
+        b.absorb(a.message(1, Some(&b.digest()), Reach::All));
 
         // First contact (an empty digest): everything, a's own report too.
-        let first = b.message(1, Some(&Digest::default()), false);
+        let first = b.message(1, Some(&Digest::default()), Reach::All);
         assert_eq!(first.reports.len(), 2);
         assert_eq!(first.drains.entries.len(), 1);
         a.absorb(first);
         // Then, with nothing new: heartbeats only.
         b.refresh(&up, 2_000, now, SETTINGS);
-        let steady = b.message(2, Some(&a.digest()), false);
+        let steady = b.message(2, Some(&a.digest()), Reach::All);
         assert!(steady.reports.is_empty() && steady.drains.entries.is_empty());
         assert_eq!(steady.heartbeats["b"], 2_000);
         let got = a.absorb(steady);
@@ -629,7 +970,7 @@ mod tests {
             now,
             SETTINGS,
         );
-        let news = b.message(3, Some(&a.digest()), true);
+        let news = b.message(3, Some(&a.digest()), Reach::Own);
         assert_eq!(news.reports.len(), 1);
         // A long-poll's answer is first hand: b's own report, not a's relayed.
         a.refresh(
@@ -640,7 +981,7 @@ mod tests {
         );
         let mut stale = a.digest();
         stale.versions.clear();
-        let held = b.message(3, Some(&stale), true);
+        let held = b.message(3, Some(&stale), Reach::Own);
         assert_eq!(
             held.reports
                 .iter()
@@ -648,7 +989,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["b"]
         );
-        assert_eq!(b.message(3, Some(&stale), false).reports.len(), 2);
+        assert_eq!(b.message(3, Some(&stale), Reach::All).reports.len(), 2);
         assert!(a.absorb(news).changed);
 
         // An older node sends no digest: every report, versioned and stamped with its heartbeat.
@@ -658,7 +999,7 @@ mod tests {
             now,
             SETTINGS,
         );
-        let old = b.message(4, None, false);
+        let old = b.message(4, None, Reach::All);
         let own = old.reports.iter().find(|r| r.node == "b").expect("b's");
         assert_eq!((own.version, own.generated_ms), (4_000, 4_000));
         let relayed = old.reports.iter().find(|r| r.node == "a").expect("a's");
@@ -676,12 +1017,36 @@ mod tests {
                 ("odd:node,id%;".to_string(), u64::MAX),
                 ("ünï".to_string(), 0),
             ]),
+            beats: BTreeMap::from([
+                ("eu-1".to_string(), 1_765_000_000_123),
+                ("beat-only".to_string(), 5),
+            ]),
             drains: 0xdead_beef,
+            deltas: true,
         };
         let text = digest.to_header();
         assert!(text.is_ascii() && !text.contains(' '), "{text}");
         assert_eq!(Digest::parse(&text), Some(digest));
+        // Heartbeats a few seconds apart take a few hex digits each, not thirteen.
+        let recent = Digest {
+            beats: (0..100)
+                .map(|i| (format!("node-{i}"), 1_765_000_000_000 + i * 37))
+                .collect(),
+            deltas: true,
+            ..Digest::default()
+        };
+        let text = recent.to_header();
+        // "node-42::a3f," rather than "node-42::1765000001554,".
+        assert!(text.len() < 100 * 14, "{} bytes: {text}", text.len());
+        assert_eq!(Digest::parse(&text), Some(recent));
+        // An older node's digest: versions only, and it takes no deltas.
         assert_eq!(Digest::parse("drains=0;v="), Some(Digest::default()));
+        let old = Digest::parse("drains=1f;v=a:17,b%3A:3").expect("an older digest");
+        assert_eq!(
+            old.versions,
+            BTreeMap::from([("a".into(), 17), ("b:".into(), 3)])
+        );
+        assert!(old.beats.is_empty() && !old.deltas && old.drains == 0x1f);
         for bad in [
             "",
             "drains=0",
@@ -690,9 +1055,266 @@ mod tests {
             "drains=0;v=a:x",
             "drains=0;v=%zz:1",
             "drains=0;v=%F:1",
+            "drains=0;t=5",
+            "drains=0;t=x;v=",
+            "drains=0;t=5;v=a:1",
+            "drains=0;t=5;v=a:1:2:3",
+            "drains=0;t=5;v=a:6:",
+            "drains=0;t=5;v=a:zz:",
+            "drains=0;t=5;w=a::",
         ] {
             assert_eq!(Digest::parse(bad), None, "{bad:?}");
         }
+    }
+
+    /// Issue 13's per-vote deltas: a changed report goes to a peer that holds an older version
+    /// as the votes that changed, and the peer ends with the same verdicts; a peer with a
+    /// version the sender has no changes from, or an older node, gets it whole.
+    #[test]
+    fn a_changed_report_goes_as_its_changed_votes_and_whole_on_a_gap() {
+        let now = Instant::now();
+        let addrs: Vec<String> = (1..=20).map(|i| format!("192.0.2.{i}")).collect();
+        let statuses = |down: &[usize]| -> Vec<(&str, Status)> {
+            addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let s = if down.contains(&i) {
+                        Status::Down
+                    } else {
+                        Status::Up
+                    };
+                    (a.as_str(), s)
+                })
+                .collect()
+        };
+        let mut a = Book::new("a", "r", DrainSet::default());
+        let mut b = Book::new("b", "r", DrainSet::default());
+        a.refresh(&view(now, &statuses(&[])), 1_000, now, SETTINGS);
+        b.absorb(a.message(1, Some(&b.digest()), Reach::All));
+        let held = b.digest();
+        assert_eq!(held.versions["a"], a.reports["a"].version);
+
+        // The same clock reading: a vote that says the same keeps its start (the views' starts
+        // are "now"), and only the flipped ones change.
+        a.refresh(&view(now, &statuses(&[0, 1])), 1_000, now, SETTINGS);
+        a.refresh(&view(now, &statuses(&[1, 2])), 1_000, now, SETTINGS);
+        let msg = a.message(2, Some(&held), Reach::All);
+        assert!(msg.reports.is_empty(), "{:?}", msg.reports);
+        let [delta] = &msg.deltas[..] else {
+            panic!("one delta: {:?}", msg.deltas)
+        };
+        let delta = delta.clone();
+        let changed: Vec<&String> = delta.votes.values().flat_map(|v| v.keys()).collect();
+        assert_eq!(changed, ["192.0.2.1", "192.0.2.2", "192.0.2.3"]);
+        assert_eq!(delta.base, held.versions["a"]);
+        let bytes = serde_json::to_vec(&msg).expect("encodes").len();
+        let whole = serde_json::to_vec(&a.message(2, Some(&Digest::default()), Reach::All))
+            .expect("encodes")
+            .len();
+        assert!(bytes * 2 < whole, "delta {bytes} bytes, whole {whole}");
+        let got = b.absorb(msg.clone());
+        assert!(got.changed && got.relayed);
+        assert_eq!(b.reports["a"].version, a.reports["a"].version);
+        assert!(b.reports["a"].same_verdicts(&a.reports["a"]));
+        // Again: b holds it already, nothing changes.
+        assert!(!b.absorb(msg).changed);
+        // b relays it to c, which holds the first version, from its own changes.
+        let mut c = Book::new("c", "r", DrainSet::default());
+        c.absorb(a.message(1, Some(&Digest::default()), Reach::All));
+        c.reports.get_mut("a").expect("a's").version = held.versions["a"];
+        c.changes.clear();
+        let relayed = b.message(3, Some(&c.digest()), Reach::All);
+        assert_eq!((relayed.deltas.len(), relayed.reports.len()), (1, 0));
+
+        // A version the sender has no changes from: whole.
+        let mut gap = b.digest();
+        gap.versions.insert("a".into(), 1);
+        let msg = a.message(4, Some(&gap), Reach::All);
+        assert_eq!((msg.reports.len(), msg.deltas.len()), (1, 0));
+        // An older node's digest: whole.
+        let mut old = held.clone();
+        old.deltas = false;
+        let msg = a.message(4, Some(&old), Reach::All);
+        assert_eq!((msg.reports.len(), msg.deltas.len()), (1, 0));
+        // A delta that does not apply to what the asker holds changes nothing.
+        let mut stray = delta.clone();
+        stray.base = stray.version - 1;
+        let mut d = Book::new("d", "r", DrainSet::default());
+        d.absorb(a.message(1, Some(&Digest::default()), Reach::All));
+        d.reports.get_mut("a").expect("a's").version = 5;
+        let before = d.reports["a"].clone();
+        let got = d.absorb(Exchange {
+            deltas: vec![stray],
+            ..a.message(5, Some(&a.digest()), Reach::All)
+        });
+        assert!(!got.changed);
+        assert_eq!(d.reports["a"], before);
+    }
+
+    /// A delta carries every vote whose verdict, start or published round-trip time moved:
+    /// the latency policy steers by the RTTs of other nodes' reports, and every node must hold
+    /// the same ones under a version. Errors alone ride along with a whole report.
+    #[test]
+    fn a_moved_round_trip_time_or_start_is_a_changed_vote() {
+        let vote = |up, since_ms, rtt_ms: Option<f64>, error: Option<&str>| Vote {
+            up,
+            since_ms,
+            rtt_ms,
+            error: error.map(str::to_string),
+            recovered: false,
+        };
+        let report = |votes: [Vote; 5]| {
+            let mut r = Report::new("x", "r", 1, 1);
+            for (i, v) in votes.into_iter().enumerate() {
+                r.insert(&key(&format!("192.0.2.{}", i + 1)), v);
+            }
+            r
+        };
+        let old = report([
+            vote(true, 1, Some(10.0), None),
+            vote(true, 1, Some(10.0), None),
+            vote(true, 1, Some(10.0), None),
+            vote(true, 1, Some(10.0), None),
+            vote(true, 1, Some(10.0), None),
+        ]);
+        let new = report([
+            vote(false, 1, Some(10.0), None),
+            vote(true, 2, Some(10.0), None),
+            vote(true, 1, Some(30.0), None),
+            vote(true, 1, Some(10.0), Some("slow")),
+            vote(true, 1, Some(10.0), None),
+        ]);
+        let changed: Vec<String> = changed_votes(&old, &new)
+            .into_iter()
+            .map(|(_, addr)| addr)
+            .collect();
+        assert_eq!(changed, ["192.0.2.1", "192.0.2.2", "192.0.2.3"]);
+    }
+
+    /// A large cluster's long-poll answer relays the reports its node took in first hand, as
+    /// deltas only: whole ones wait for the asker's pulls.
+    #[test]
+    fn a_push_goes_one_hop_further_as_deltas_only() {
+        let now = Instant::now();
+        let up = view(now, &[("192.0.2.1", Status::Up), ("192.0.2.2", Status::Up)]);
+        let mut x = Book::new("x", "r", DrainSet::default());
+        let mut relay = Book::new("relay", "r", DrainSet::default());
+        let mut far = Book::new("far", "r", DrainSet::default());
+        let mut y = Book::new("y", "r", DrainSet::default());
+        x.refresh(&up, 1_000, now, SETTINGS);
+        y.refresh(&up, 1_000, now, SETTINGS);
+        relay.refresh(&up, 1_000, now, SETTINGS);
+        // relay hears x first hand, y through far.
+        relay.absorb(x.message(1, Some(&relay.digest()), Reach::All));
+        far.absorb(y.message(1, Some(&far.digest()), Reach::All));
+        relay.absorb(far.message(1, Some(&relay.digest()), Reach::All));
+        let asker = Book::new("asker", "r", DrainSet::default());
+        let first = relay.message(2, Some(&asker.digest()), Reach::Near);
+        let nodes: Vec<&str> = first.reports.iter().map(|r| r.node.as_str()).collect();
+        assert_eq!(nodes, ["relay"], "whole relayed reports wait for the pulls");
+        let mut asker = asker;
+        asker.absorb(relay.message(2, Some(&asker.digest()), Reach::All));
+        // x gains two votes, then changes one of four (a delta needs fewer than half changed).
+        let four = |first: Status| {
+            view(
+                now,
+                &[
+                    ("192.0.2.1", first),
+                    ("192.0.2.2", Status::Up),
+                    ("192.0.2.3", Status::Up),
+                    ("192.0.2.4", Status::Up),
+                ],
+            )
+        };
+        x.refresh(&four(Status::Up), 1_000, now, SETTINGS);
+        relay.absorb(x.message(3, Some(&relay.digest()), Reach::All));
+        asker.absorb(relay.message(3, Some(&asker.digest()), Reach::All));
+        x.refresh(&four(Status::Down), 1_000, now, SETTINGS);
+        assert!(
+            relay
+                .absorb(x.message(4, Some(&relay.digest()), Reach::Own))
+                .relayed
+        );
+        let pushed = relay.message(5, Some(&asker.digest()), Reach::Near);
+        assert!(pushed.reports.is_empty(), "{:?}", pushed.reports);
+        let nodes: Vec<&str> = pushed.deltas.iter().map(|d| d.node.as_str()).collect();
+        assert_eq!(nodes, ["x"], "x's first hand, as a delta");
+        assert!(
+            relay
+                .message(5, Some(&asker.digest()), Reach::Own)
+                .deltas
+                .is_empty(),
+            "a small cluster's push is the responder's own only"
+        );
+    }
+
+    /// An answer holds `MAX_WHOLE_REPORTS` whole reports at most; the asker's next digest
+    /// brings the rest. An older node (no digest) still gets everything at once.
+    #[test]
+    fn an_answer_holds_a_bounded_number_of_whole_reports() {
+        let now = Instant::now();
+        let up = view(now, &[("192.0.2.1", Status::Up)]);
+        let mut hub = Book::new("hub", "r", DrainSet::default());
+        for i in 0..MAX_WHOLE_REPORTS + 4 {
+            let mut other = Book::new(&format!("n{i}"), "r", DrainSet::default());
+            other.refresh(&up, 1_000, now, SETTINGS);
+            hub.absorb(other.message(1, Some(&Digest::default()), Reach::All));
+        }
+        let mut asker = Book::new("asker", "r", DrainSet::default());
+        let first = hub.message(3, Some(&asker.digest()), Reach::All);
+        assert_eq!(first.reports.len(), MAX_WHOLE_REPORTS);
+        assert_eq!(
+            first.heartbeats.len(),
+            MAX_WHOLE_REPORTS + 4,
+            "heartbeats all"
+        );
+        asker.absorb(first);
+        let rest = hub.message(3, Some(&asker.digest()), Reach::All);
+        assert_eq!(rest.reports.len(), 4);
+        asker.absorb(rest);
+        assert_eq!(asker.reports().len(), MAX_WHOLE_REPORTS + 4);
+        assert_eq!(
+            hub.message(3, None, Reach::All).reports.len(),
+            MAX_WHOLE_REPORTS + 4
+        );
+    }
+
+    /// Liveness travels only where it is news: an answer holds the heartbeats newer than the
+    /// asker's digest says it holds, and the one who answers takes the digest's newer ones.
+    #[test]
+    fn heartbeats_go_only_where_they_are_newer() {
+        let now = Instant::now();
+        let up = view(now, &[("192.0.2.1", Status::Up)]);
+        let mut a = Book::new("a", "r", DrainSet::default());
+        let mut b = Book::new("b", "r", DrainSet::default());
+        a.refresh(&up, 1_000, now, SETTINGS);
+        b.refresh(&up, 1_000, now, SETTINGS);
+        a.absorb(b.message(1, Some(&a.digest()), Reach::All));
+        b.absorb(a.message(1, Some(&b.digest()), Reach::All));
+        let steady = b.message(2, Some(&a.digest()), Reach::All);
+        assert!(steady.heartbeats.is_empty(), "{:?}", steady.heartbeats);
+        b.refresh(&up, 2_000, now, SETTINGS);
+        let beat = b.message(3, Some(&a.digest()), Reach::All);
+        assert_eq!(beat.heartbeats, BTreeMap::from([("b".into(), 2_000)]));
+        // Push-pull: b learns a's newer heartbeat from a's digest, not from a's own answer.
+        a.refresh(&up, 2_500, now, SETTINGS);
+        b.absorb_beats(&a.digest());
+        assert_eq!(b.heartbeats["a"], 2_500);
+        // Not for a report b does not hold: a's verdicts changed, b has not heard.
+        a.refresh(
+            &view(now, &[("192.0.2.1", Status::Down)]),
+            2_700,
+            now,
+            SETTINGS,
+        );
+        b.absorb_beats(&a.digest());
+        assert_eq!(b.heartbeats["a"], 2_500);
+        // Nobody speaks for b's own.
+        let mut lie = a.digest();
+        lie.beats.insert("b".into(), 9_999);
+        b.absorb_beats(&lie);
+        assert_eq!(b.heartbeats["b"], 2_000);
     }
 
     #[test]
@@ -714,17 +1336,17 @@ mod tests {
         );
         b.set_drains(b.with_decision(drain("dc1", 900, "b")));
 
-        let got = a.absorb(b.message(7, None, false));
+        let got = a.absorb(b.message(7, None, Reach::All));
         assert!(got.changed && got.news);
         assert_eq!(got.learnt, [drain("dc1", 900, "b")]);
         assert_eq!(got.drains.as_ref().map(|d| d.entries.len()), Some(1));
-        let again = a.absorb(b.message(7, None, false));
+        let again = a.absorb(b.message(7, None, Reach::All));
         assert!(!again.changed && !again.news && again.learnt.is_empty());
 
         // b relays a's own report back: a keeps its own.
-        let relayed = b.absorb(a.message(1, None, false));
+        let relayed = b.absorb(a.message(1, None, Reach::All));
         assert!(relayed.changed);
-        let mut echo = b.message(8, None, false);
+        let mut echo = b.message(8, None, Reach::All);
         for r in &mut echo.reports {
             r.version += 1_000;
         }

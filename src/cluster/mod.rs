@@ -3,13 +3,16 @@
 //!
 //! Every node serves its own report and every report it holds from other nodes (with their
 //! versions), every node's heartbeat, plus its drain set; every exchange interval it pulls from
-//! each peer, and it follows each peer with long-polls that the peer answers as soon as a verdict
-//! or drain it holds changes. Each request carries a digest of what the asker holds, and the
-//! answer holds only what is newer (`book::Digest`): a steady state costs heartbeats, not
-//! reports. Relaying means two nodes whose link broke still learn each other's view through a
-//! third: each round one peer (in turn) is asked for every report newer than the asker holds, the
-//! others only for their own (`exchange_round`). Old reports and drains are ignored by version (see `merge::accept` and
-//! `DrainSet::apply`).
+//! its peers, and it follows them with long-polls that a peer answers as soon as a verdict or
+//! drain it holds changes. Each request carries a digest of what the asker holds (report
+//! versions and heartbeats), and the answer holds only what is newer (`book::Digest`), a changed
+//! report as the votes that changed (`book::ReportDelta`): a steady state costs the heartbeats
+//! that moved, not reports. Up to `FULL_MESH_PEERS` peers a node pulls and follows every peer,
+//! and each round one peer (in turn) is asked for every report newer than the asker holds, the
+//! others only for their own (`exchange_round`): relaying means two nodes whose link broke still
+//! learn each other's view through a third. With more, it pulls and follows `fanout` peers,
+//! gossip-style, and pushes go two hops (`book::Reach::Near`). Old reports and drains are
+//! ignored by version (see `merge::accept` and `DrainSet::apply`).
 //!
 //! One job per file:
 //! - `auth`: signing and checking requests and answers, the replay window, nonces, hold terms;
@@ -61,7 +64,7 @@ use crate::health::merge::{EffectiveHealth, MergeSettings, Report};
 use crate::health::probe::SharedHealthView;
 use crate::state::Snapshots;
 use auth::{NonceCache, response_signature, verify_request};
-use book::Book;
+use book::{Book, Reach};
 
 /// Long-polls a node holds at once at most; beyond, it answers at once (a plain pull).
 const MAX_HELD: usize = 64;
@@ -74,6 +77,14 @@ const MAX_PULL: Duration = Duration::from_secs(2);
 /// answers arriving one after another as every node sees a DC fail, the probers' stores) is
 /// merged once, at its end. The first wake-up after a quiet spell merges at once.
 const MERGE_GAP: Duration = Duration::from_millis(10);
+/// Up to this many peers, a node pulls every peer each round and follows every peer: every
+/// change reaches every node first hand, in one round trip (a small cluster's full mesh).
+pub const FULL_MESH_PEERS: usize = 8;
+/// Beyond, a node pulls and follows this many peers at least (see `fanout`).
+const MIN_FANOUT: usize = 3;
+/// A follower moves on to the next peer of its lane after this many failures in a row (see
+/// `follow`).
+const FOLLOW_MOVES_AFTER: u32 = 3;
 
 /// Settings the cluster runs with.
 #[derive(Clone, Debug)]
@@ -124,8 +135,15 @@ pub struct Cluster {
     held: tokio::sync::Semaphore,
     /// Cancelled when `run` stops, so held long-polls answer at once.
     stopping: CancellationToken,
-    /// Periodic pull rounds so far: picks the round's relay peer (see `relay_peer`).
+    /// Periodic pull rounds so far: picks the round's relay peer (see `relay_peer`), or its
+    /// peers (see `round_peers`).
     rounds: std::sync::atomic::AtomicUsize,
+    /// The peers' indices in an order of this node's own (shuffled at start): the turns of the
+    /// periodic pulls and the lanes of the followers, so that in a large cluster every node
+    /// pulls and follows other peers (see `fanout`).
+    order: Vec<usize>,
+    /// How many peers a round pulls and how many followers follow (`fanout`).
+    fanout: usize,
     /// Woken when a pull or a long-poll took in something newer: the merge loop then merges
     /// once for however many arrived meanwhile (a merge reads every node's report, and many
     /// nodes' answers arriving together would otherwise each pay for one).
@@ -176,7 +194,13 @@ impl Cluster {
         transport: Arc<dyn Transport>,
         drains: DrainSet,
     ) -> Arc<Cluster> {
-        let peers = settings.peers.iter().map(|u| PeerStatus::new(u)).collect();
+        let peers: Vec<PeerStatus> = settings.peers.iter().map(|u| PeerStatus::new(u)).collect();
+        let mut order: Vec<usize> = (0..peers.len()).collect();
+        {
+            use rand::seq::SliceRandom;
+            order.shuffle(&mut rand::rng());
+        }
+        let fanout = fanout(peers.len());
         let credentials = settings
             .secret
             .as_ref()
@@ -197,6 +221,8 @@ impl Cluster {
             stopping: CancellationToken::new(),
             absorbed: tokio::sync::Notify::new(),
             rounds: std::sync::atomic::AtomicUsize::new(0),
+            order,
+            fanout,
         });
         cluster.refresh();
         cluster
@@ -271,9 +297,23 @@ impl Cluster {
         }
         // A malformed digest from a peer that signed it asks for everything.
         let digest = request.digest.map(|d| Digest::parse(d).unwrap_or_default());
-        // A long-poll's answer is first hand (see `Book::message`).
-        let first_hand = request.hold.is_some();
-        let body = serde_json::to_vec(&self.exchange_message(digest.as_ref(), first_hand))?;
+        if let Some(d) = &digest {
+            self.book().absorb_beats(d);
+        }
+        // A long-poll's answer is first hand (see `Book::message`); where pushes are relayed
+        // (a large cluster), a held one's goes a hop further (`Reach::Near`). A request for
+        // first-hand news now (no wait) stays first hand in every cluster: a starting follower
+        // would otherwise take in much of the cluster from each peer it follows.
+        let reach = match request.hold {
+            None => Reach::All,
+            Some(h)
+                if self.relays_pushes() && Hold::parse(h).is_some_and(|h| !h.wait.is_zero()) =>
+            {
+                Reach::Near
+            }
+            Some(_) => Reach::Own,
+        };
+        let body = serde_json::to_vec(&self.exchange_message(digest.as_ref(), reach))?;
         let signature = response_signature(secret, nonce, &body);
         Ok(Served { body, signature })
     }
@@ -321,19 +361,23 @@ impl Cluster {
     }
 
     /// The message this node serves to a peer that holds `digest`.
-    fn exchange_message(&self, digest: Option<&Digest>, first_hand: bool) -> Exchange {
+    fn exchange_message(&self, digest: Option<&Digest>, reach: Reach) -> Exchange {
         // Read before the content: a change made meanwhile is then in the content and also
         // moves the generation past this value, so the follower's next long-poll sees it
         // again rather than never.
         let generation = *self.generation.borrow();
-        self.book().message(generation, digest, first_hand)
+        let mut msg = self.book().message(generation, digest, reach);
+        if digest.is_some() {
+            alive_now(&mut msg.heartbeats, &self.settings.node);
+        }
+        msg
     }
 
-    /// The size of the whole state this node serves (no digest), for the exchange benchmarks.
+    /// The size of the whole state this node serves (every report, drain and heartbeat, as
+    /// to an asker without a digest), for the exchange benchmarks.
     #[doc(hidden)]
     pub fn full_state_bytes(&self) -> usize {
-        serde_json::to_vec(&self.exchange_message(Some(&Digest::default()), false))
-            .map_or(0, |b| b.len())
+        serde_json::to_vec(&self.exchange_message(None, Reach::All)).map_or(0, |b| b.len())
     }
 
     /// Takes in what a peer holds; true if anything changed.
@@ -346,10 +390,19 @@ impl Cluster {
         if let Some(drains) = &got.drains {
             self.persist(drains);
         }
-        if got.news {
+        if got.news || (got.relayed && self.relays_pushes()) {
             self.bump();
         }
         got.changed
+    }
+
+    /// Whether this node relays pushes: in a cluster too large for every node to follow
+    /// every other (see `fanout`), a held long-poll is answered with the reports this node
+    /// took in first hand too, and such a report wakes this node's followers, so that a
+    /// change goes two hops by push (`Reach::Near`) and the periodic pulls bring it to the
+    /// rest.
+    fn relays_pushes(&self) -> bool {
+        self.fanout < self.settings.peers.len()
     }
 
     fn persist(&self, drains: &DrainSet) {
@@ -370,7 +423,9 @@ impl Cluster {
     ) -> Result<Exchange, ExchangeError> {
         let base = pull_timeout(&self.settings);
         // What this node holds as it asks: a held answer brings what changed since.
-        let digest = self.book().digest().to_header();
+        let mut digest = self.book().digest();
+        alive_now(&mut digest.beats, &self.settings.node);
+        let digest = digest.to_header();
         let request = ExchangeRequest {
             peer,
             credentials,
@@ -386,13 +441,18 @@ impl Cluster {
         result
     }
 
-    /// Pulls every peer once, concurrently, and merges what they hold: one peer (the round's
-    /// relay, see `relay_peer`) for every report newer than this node holds, the others for
-    /// their own only (a hold of no time, answered at once and first hand), heartbeats and
-    /// drains from all. Every node's report reaches this one first hand anyway (its long-poll, or
-    /// this pull); relays are for the nodes it cannot reach, and asking every peer for them made
-    /// each of N nodes take in every report N − 1 times whenever its digest lagged (at start,
-    /// and on a machine too slow to keep up: the pulls then timed out and lagged more).
+    /// Pulls peers once and merges what they hold.
+    ///
+    /// In a small cluster (`FULL_MESH_PEERS` peers at most), every peer, concurrently: one (the
+    /// round's relay, see `relay_peer`) for every report newer than this node holds, the others
+    /// for their own only (a hold of no time, answered at once and first hand), heartbeats and
+    /// drains from all. Every node's report reaches this one first hand anyway (its long-poll,
+    /// or this pull); relays are for the nodes it cannot reach, and asking every peer for them
+    /// made each of N nodes take in every report N − 1 times whenever its digest lagged.
+    ///
+    /// In a larger one, `fanout` peers in turn (`round_peers`), each for everything newer than
+    /// this node holds (gossip: what one node knows reaches all in a few rounds), spread over
+    /// the interval so that each pull's digest already holds what the one before brought.
     pub async fn exchange_round(self: &Arc<Self>) {
         let Some(credentials) = self.credentials.clone() else {
             return;
@@ -400,17 +460,35 @@ impl Cluster {
         let round = self
             .rounds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (urls, relay) = {
+        // (peer index, url, hold, how long after the round's start)
+        let pulls: Vec<(usize, String, Option<Hold>, Duration)> = {
             let peers = lock(&self.peers);
-            let urls: Vec<String> = peers.iter().map(|p| p.url.clone()).collect();
-            (urls, relay_peer(&peers, round))
+            let url = |i: usize| peers.get(i).map(|p| p.url.clone());
+            if self.relays_pushes() {
+                let gap = self.settings.exchange_interval / self.fanout.max(1) as u32;
+                round_peers(&self.order, self.fanout, round)
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(j, i)| Some((i, url(i)?, None, gap * j as u32)))
+                    .collect()
+            } else {
+                let relay = relay_peer(&peers, round);
+                (0..peers.len())
+                    .filter_map(|i| {
+                        let hold = (Some(i) != relay).then_some(FIRST_HAND);
+                        Some((i, url(i)?, hold, Duration::ZERO))
+                    })
+                    .collect()
+            }
         };
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, url) in urls.into_iter().enumerate() {
+        for (i, url, hold, after) in pulls {
             let me = self.clone();
             let credentials = credentials.clone();
-            let hold = (Some(i) != relay).then_some(FIRST_HAND);
-            tasks.spawn(async move { (i, me.pull(&credentials, &url, hold).await) });
+            tasks.spawn(async move {
+                tokio::time::sleep(after).await;
+                (i, me.pull(&credentials, &url, hold).await)
+            });
         }
         let mut changed = false;
         let events = &self.snapshots.events;
@@ -459,10 +537,11 @@ impl Cluster {
         if let Some(credentials) = &self.credentials {
             exchanges.spawn(self.clone().pull_every_interval(shutdown.clone()));
             let urls: Vec<String> = lock(&self.peers).iter().map(|p| p.url.clone()).collect();
-            for url in urls {
+            for lane in follow_lanes(&self.order, self.fanout) {
+                let lane: Vec<String> = lane.iter().filter_map(|i| urls.get(*i).cloned()).collect();
                 exchanges.spawn(
                     self.clone()
-                        .follow(url, credentials.clone(), shutdown.clone()),
+                        .follow(lane, credentials.clone(), shutdown.clone()),
                 );
             }
         }
@@ -524,12 +603,17 @@ impl Cluster {
     /// (an older version) is asked again after an interval; one that fails, sooner at first
     /// (`retry_after`), so that a peer that starts or comes back is followed at once.
     ///
+    /// The peer is the first of `lane` (in a small cluster, the only one); after
+    /// `FOLLOW_MOVES_AFTER` failures in a row the follower moves on to the next, so that in a
+    /// large cluster, where a node follows `fanout` peers only, a peer that is gone does not
+    /// leave the node deaf to pushes.
+    ///
     /// A plain pull that works (the first, and the first after a failure) counts in the peer
     /// bookkeeping as the periodic pull's would: the peer is reachable. Failures are the
     /// periodic pull's to count, once an interval.
     async fn follow(
         self: Arc<Self>,
-        url: String,
+        lane: Vec<String>,
         credentials: Credentials,
         shutdown: CancellationToken,
     ) {
@@ -537,7 +621,11 @@ impl Cluster {
         // news at once: relayed reports come with the periodic pull (see `exchange_round`).
         let mut after: Option<u64> = Some(0);
         let mut failures: u32 = 0;
+        let mut at = 0;
         loop {
+            let Some(url) = lane.get(at % lane.len().max(1)) else {
+                return;
+            };
             let hold = after.map(|after| match after {
                 0 => FIRST_HAND,
                 after => Hold {
@@ -548,13 +636,13 @@ impl Cluster {
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = self.pull(&credentials, &url, hold) => r,
+                r = self.pull(&credentials, url, hold) => r,
             };
             let pause = match result {
                 Ok(msg) => {
                     failures = 0;
                     if hold.is_none_or(|h| h.after == 0) {
-                        self.reached(&url, &msg.from);
+                        self.reached(url, &msg.from);
                     }
                     after = (msg.generation > 0).then_some(msg.generation);
                     if self.absorb(msg) {
@@ -569,6 +657,9 @@ impl Cluster {
                     debug!(peer = %url, %error, "long-poll failed; the periodic exchange goes on");
                     after = Some(0);
                     failures = failures.saturating_add(1);
+                    if lane.len() > 1 && failures.is_multiple_of(FOLLOW_MOVES_AFTER) {
+                        at += 1;
+                    }
                     retry_after(failures, self.settings.exchange_interval)
                 }
             };
@@ -651,6 +742,14 @@ impl Cluster {
     }
 }
 
+/// Stamps this node's heartbeat in what it sends with the time it sends it: its own report is
+/// current as of now (its probers' changes are merged within `MERGE_GAP`), and a heartbeat only
+/// as old as the last refresh would leave it an exchange interval older wherever it goes.
+fn alive_now(beats: &mut std::collections::BTreeMap<String, u64>, node: &str) {
+    let beat = beats.entry(node.to_string()).or_default();
+    *beat = (*beat).max(now_ms());
+}
+
 /// A request for the peer's first-hand news now: a long-poll that holds for no time.
 const FIRST_HAND: Hold = Hold {
     after: 0,
@@ -667,6 +766,40 @@ fn relay_peer(peers: &[PeerStatus], round: usize) -> Option<usize> {
         return (!peers.is_empty()).then(|| round % peers.len());
     }
     Some(answering[round % answering.len()])
+}
+
+/// How many peers a node with `peers` peers pulls each round and follows: all of them up to
+/// `FULL_MESH_PEERS`; beyond, about log2 of them (`MIN_FANOUT` at least): 5 of 29, 7 of 99.
+/// Gossip with that fanout reaches every node in a few rounds, and a node's cost per round
+/// stays near constant instead of growing with the cluster (every node pulling every other
+/// made 9,900 pulls a second in a cluster of 100, and as many long-polls held).
+pub fn fanout(peers: usize) -> usize {
+    if peers <= FULL_MESH_PEERS {
+        return peers;
+    }
+    let log2 = (usize::BITS - peers.leading_zeros()) as usize;
+    log2.max(MIN_FANOUT).min(peers)
+}
+
+/// The peers a round pulls in a large cluster: the next `fanout` of `order`, in turn, so that
+/// every peer is pulled once every `order.len() / fanout` rounds (rounded up).
+fn round_peers(order: &[usize], fanout: usize, round: usize) -> Vec<usize> {
+    if order.is_empty() {
+        return Vec::new();
+    }
+    let n = order.len();
+    let k = fanout.min(n);
+    (0..k).map(|j| order[((round % n) * k + j) % n]).collect()
+}
+
+/// The peers each follower follows, by lane: with a fanout of every peer, one lane per peer;
+/// with less, `fanout` lanes that share the peers out in `order` (lane j holds the j-th, the
+/// (j + fanout)-th, ...), the first of each followed and the others its stand-ins.
+fn follow_lanes(order: &[usize], fanout: usize) -> Vec<Vec<usize>> {
+    let lanes = fanout.min(order.len());
+    (0..lanes)
+        .map(|j| order.iter().skip(j).step_by(lanes).copied().collect())
+        .collect()
 }
 
 /// How long a follower waits before asking a peer again after `failures` failures in a row:
@@ -716,6 +849,49 @@ mod tests {
         let failing = [peer(1), peer(1)];
         assert_eq!(relay_peer(&failing, 3), Some(1));
         assert_eq!(relay_peer(&[], 3), None);
+    }
+
+    #[test]
+    fn a_large_cluster_pulls_and_follows_about_log2_of_its_peers() {
+        // (peers, fanout)
+        let cases = [
+            (0, 0),
+            (2, 2),
+            (FULL_MESH_PEERS, FULL_MESH_PEERS),
+            (FULL_MESH_PEERS + 1, 4),
+            (29, 5),
+            (99, 7),
+            (999, 10),
+        ];
+        for (peers, want) in cases {
+            assert_eq!(fanout(peers), want, "{peers} peers");
+        }
+    }
+
+    #[test]
+    fn every_peer_is_pulled_in_turn_and_followed_in_one_lane() {
+        let order: Vec<usize> = vec![4, 0, 6, 2, 1, 5, 3];
+        let k = 3;
+        // Each round pulls k different peers, and every peer is pulled within 7/3 rounds,
+        // rounded up.
+        for start in 0..10 {
+            let mut seen = std::collections::HashSet::new();
+            for round in start..start + 3 {
+                let peers = round_peers(&order, k, round);
+                let distinct: std::collections::HashSet<_> = peers.iter().collect();
+                assert_eq!(distinct.len(), k, "round {round}: {peers:?}");
+                seen.extend(peers);
+            }
+            assert_eq!(seen.len(), order.len(), "from round {start}");
+        }
+        assert_eq!(round_peers(&[], 3, 5), Vec::<usize>::new());
+        assert_eq!(round_peers(&[2, 0], 3, 5), [2, 0]);
+
+        let lanes = follow_lanes(&order, k);
+        assert_eq!(lanes, [vec![4, 2, 3], vec![0, 1], vec![6, 5]]);
+        let small = follow_lanes(&[1, 0, 2], 3);
+        assert_eq!(small, [vec![1], vec![0], vec![2]], "a lane per peer");
+        assert!(follow_lanes(&[], 0).is_empty());
     }
 
     #[test]

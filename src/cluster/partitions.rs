@@ -443,16 +443,23 @@ async fn a_slow_peer_holds_up_neither_the_others_nor_the_answers() {
     until(Duration::from_secs(2), "start", || net.converged(&[])).await;
 
     net.transport.slow("c", Duration::from_secs(10));
-    // Only a sees dc2 down: withdrawn nowhere, while c's report goes stale at a and b.
+    // Only a sees dc2 down: withdrawn nowhere. c never gets an answer out, but its requests
+    // reach a and b, and their digests say c is alive and holds the report a and b hold of
+    // it: c's vote still counts.
     net.probe("a", "dc2", Status::Down);
     holds(Duration::from_millis(1_800), "nothing is withdrawn", || {
         net.everywhere(ALL_UP)
     })
     .await;
-    // a and b stop counting c, which never gets an answer out (as of their next merge, at
-    // most an exchange interval on); c hears them both.
+    for id in ["a", "b", "c"] {
+        assert_eq!(net.votes(id, "dc2"), (1, 3), "{id}");
+    }
+    // c's own verdict changes (dc3 down, c alone): its new report cannot get out, so its
+    // heartbeat no longer vouches for the one a and b hold, which goes stale (as of their
+    // next merge after `stale`); c hears them both.
+    net.probe("c", "dc3", Status::Down);
     until(
-        timing.exchange,
+        timing.stale + 2 * timing.exchange,
         "c's report is stale at a and b",
         || match (net.votes("a", "dc2"), net.votes("b", "dc2")) {
             ((1, 2), (1, 2)) => Ok(()),
@@ -463,6 +470,7 @@ async fn a_slow_peer_holds_up_neither_the_others_nor_the_answers() {
     assert_eq!(net.votes("c", "dc2"), (1, 3));
     net.everywhere(ALL_UP).unwrap();
     net.probe("a", "dc2", Status::Up);
+    net.probe("c", "dc3", Status::Up);
 
     // a and b see dc1 go down and come back, three times: every node's answers follow
     // within a fraction of the exchange interval each time, c's included.

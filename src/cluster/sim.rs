@@ -248,6 +248,36 @@ impl Sim {
             .map_or(0, |n| n.cluster.full_state_bytes())
     }
 
+    /// Pulls that failed in a row, summed over every node's peers: what a cluster too busy to
+    /// answer within a pull's timeout shows.
+    pub fn failing_pulls(&self) -> u64 {
+        self.nodes
+            .iter()
+            .flat_map(|n| n.cluster.peers())
+            .map(|p| p.consecutive_failures)
+            .sum()
+    }
+
+    /// How long ago each node's latest successful pull was, the longest of them (ms), and
+    /// which node that is: a node whose pulls stall shows here.
+    pub fn longest_since_pull(&self) -> (u64, String) {
+        let now = crate::clock::now_ms();
+        self.nodes
+            .iter()
+            .map(|n| {
+                let last = n
+                    .cluster
+                    .peers()
+                    .iter()
+                    .filter_map(|p| p.last_ok_ms)
+                    .max()
+                    .unwrap_or(0);
+                (now.saturating_sub(last), n.cluster.settings.node.clone())
+            })
+            .max()
+            .unwrap_or_default()
+    }
+
     pub fn settings(&self) -> SimSettings {
         self.settings
     }
