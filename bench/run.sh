@@ -828,10 +828,15 @@ MEMORY="$WORK/memory.md"
         db_kind="file mapping (page cache)"
         db_kib=$(( $(stat -c %s "$MMDB") / 1024 ))
         if [[ $s == steerdns ]]; then
-            memfd=$(find "/proc/$pid/fd" -lname '/memfd:*' 2>/dev/null | head -n 1)
-            if [[ -n "$memfd" ]]; then
+            # The memfd's descriptor is closed once it is mapped: its mappings tell.
+            memfd_kib=0
+            while read -r range _ _ _ _ path; do
+                [[ $path == /memfd:* ]] || continue
+                memfd_kib=$(( memfd_kib + (0x${range#*-} - 0x${range%-*}) / 1024 ))
+            done <"/proc/$pid/maps"
+            if ((memfd_kib > 0)); then
                 db_kind="memfd (resident, not evictable)"
-                db_kib=$(( $(stat -L -c %s "$memfd") / 1024 ))
+                db_kib=$memfd_kib
             fi
         fi
         # The database pages RSS does not count yet: its size less what RSS holds of it
