@@ -632,15 +632,20 @@ impl Metrics {
                 .get_or_init(|| self.service_counter(zone, record, dc))
                 .inc();
             if all_down {
-                self.all_down
-                    .get_or_create(&ServiceLabels {
-                        zone: zone.clone(),
-                        record: record.clone(),
-                        dc: dc.clone(),
-                    })
-                    .inc();
+                self.count_all_down(zone, record, dc);
             }
         }
+    }
+
+    /// Counts an answer given while every endpoint of the service was down (rare: no cache).
+    fn count_all_down(&self, zone: &Arc<str>, record: &Arc<str>, dc: &Arc<str>) {
+        self.all_down
+            .get_or_create(&ServiceLabels {
+                zone: zone.clone(),
+                record: record.clone(),
+                dc: dc.clone(),
+            })
+            .inc();
     }
 
     fn query_counter(
@@ -704,13 +709,7 @@ impl Metrics {
     ) {
         self.service_counter(zone, record, dc).inc();
         if all_down {
-            self.all_down
-                .get_or_create(&ServiceLabels {
-                    zone: zone.clone(),
-                    record: record.clone(),
-                    dc: dc.clone(),
-                })
-                .inc();
+            self.count_all_down(zone, record, dc);
         }
     }
 
