@@ -265,13 +265,16 @@ impl Handler {
         // other under a key of its own. (DNSKEY, CDS and CDNSKEY at a signed apex are answered
         // also for DO=0: `Signer::secure` decides, whatever the key.)
         let dnssec_ok = q.edns.is_some_and(|e| e.dnssec_ok);
-        let signed = |signing: bool| {
-            dnssec_ok && signing && zones.find_str(name).is_some_and(|z| z.dnssec.is_some())
-        };
-        // Prepared answers first: most queries end here, without a walk through the zone.
+        // Prepared answers first: most queries end here, without a walk through the zone. The
+        // question as the cache knows it serves a miss's insert below too.
+        let mut prepared_question = None;
         if let Some(prepared) = view.prepared.as_mut() {
             prepared.use_snapshots(zones, health, geo);
-            let question = prepared.question(name, q.qtype, signed(prepared.signing()));
+            let signed = dnssec_ok
+                && prepared.signing()
+                && zones.find_str(name).is_some_and(|z| z.dnssec.is_some());
+            let question = prepared.question(name, q.qtype, signed);
+            prepared_question = Some(question);
             let hit = match prepared.find(question, now_s) {
                 Found::Answer(entry) => Some((entry, 0)),
                 // `Unprepared` (a ramp) is never kept: a miss.
@@ -324,8 +327,7 @@ impl Handler {
         // An answer that lacks a signature it should carry is sent (as the full path would)
         // but not kept.
         let keep = !secured.as_ref().is_some_and(|s| s.failed);
-        if let Some(prepared) = view.prepared.as_mut() {
-            let question = prepared.question(name, q.qtype, signed(true));
+        if let (Some(prepared), Some(question)) = (view.prepared.as_mut(), prepared_question) {
             if let Some((zone, service)) = service {
                 prepared.insert_service(question, zone, service);
             }

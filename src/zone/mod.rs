@@ -499,18 +499,15 @@ impl ZoneSet {
     }
 
     /// The zone with the longest apex that contains `name`, if any.
+    pub fn find(&self, name: &Name) -> Option<&Arc<Zone>> {
+        self.find_str(name.as_str())
+    }
+
     /// `find` for a lower-case name as text (the query path's, before it builds a `Name`).
     pub fn find_str(&self, name: &str) -> Option<&Arc<Zone>> {
         self.zones
             .iter()
             .filter(|z| name::is_subdomain(name, z.apex.as_str()))
-            .max_by_key(|z| z.apex.as_str().len())
-    }
-
-    pub fn find(&self, name: &Name) -> Option<&Arc<Zone>> {
-        self.zones
-            .iter()
-            .filter(|z| name.is_subdomain_of(&z.apex))
             .max_by_key(|z| z.apex.as_str().len())
     }
 }
