@@ -68,15 +68,7 @@ fn run(handler: &Handler, queries: &[Vec<u8>], passes: usize) -> f64 {
     let started = Instant::now();
     for _ in 0..passes {
         for q in queries {
-            let facts = handler.respond_with(
-                &mut view,
-                q,
-                src,
-                false,
-                &mut out,
-                &mut name,
-                Instant::now(),
-            );
+            let facts = handler.respond_with(&mut view, q, src, false, &mut out, &mut name);
             assert!(facts.is_some());
         }
     }

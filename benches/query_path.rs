@@ -122,7 +122,6 @@ fn bench(c: &mut Criterion) {
                     false,
                     &mut out,
                     &mut name,
-                    std::time::Instant::now(),
                 ))
             })
         });

@@ -185,12 +185,11 @@ pub fn check_paths_agree_with(
         return 0;
     }
     let handler = &fixture.handler;
-    let now = std::time::Instant::now();
     let answer = |view: &mut crate::dns::View<'_>| {
         handler.set_rotation(7);
         let (mut out, mut name) = (Vec::new(), String::new());
         handler
-            .respond_with(view, msg, src, tcp, &mut out, &mut name, now)
+            .respond_with(view, msg, src, tcp, &mut out, &mut name)
             .map(|_| out)
     };
     let mut prepared = handler.view();

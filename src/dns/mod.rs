@@ -150,16 +150,11 @@ impl Handler {
         out: &mut Vec<u8>,
         name: &mut String,
     ) -> Option<Facts> {
+        let started = std::time::Instant::now();
         let mut view = self.view_unprepared();
-        self.respond_with(
-            &mut view,
-            msg,
-            src,
-            tcp,
-            out,
-            name,
-            std::time::Instant::now(),
-        )
+        let facts = self.respond_with(&mut view, msg, src, tcp, out, name)?;
+        self.snapshots.metrics.observe_queries(started.elapsed(), 1);
+        Some(facts)
     }
 
     /// The snapshots as one thread sees them, kept between queries (checking that a cached
@@ -183,10 +178,9 @@ impl Handler {
         }
     }
 
-    /// `respond` for a thread that keeps a `View`, for a query received at `started` (the
-    /// latency metric counts from there, so a query waiting behind others of its batch counts
-    /// its wait).
-    #[allow(clippy::too_many_arguments)]
+    /// `respond` for a thread that keeps a `View`. Every answered query (`Some`) is counted in
+    /// the query counters; its latency is the caller's to observe
+    /// (`Metrics::observe_queries`: the UDP loop times a whole batch with one clock reading).
     pub fn respond_with(
         &self,
         view: &mut View<'_>,
@@ -195,7 +189,6 @@ impl Handler {
         tcp: bool,
         out: &mut Vec<u8>,
         name: &mut String,
-        started: std::time::Instant,
     ) -> Option<Facts> {
         match wire::parse(msg, name) {
             wire::Parsed::Drop => None,
@@ -205,14 +198,13 @@ impl Handler {
                     ResponseCode::FormErr,
                     Some(HRecordType::from(q.qtype)),
                     true,
-                    started,
                 );
                 // A malformed ECS option is not echoed.
                 let opt = q.edns.map(|e| reply_opt(e, None));
                 wire::encode_error(out, &q, 1, opt);
                 Some(Facts::error(Some(q.qtype)))
             }
-            wire::Parsed::Lean(q) => self.respond_lean(view, &q, src, tcp, out, name, started),
+            wire::Parsed::Lean(q) => self.respond_lean(view, &q, src, tcp, out, name),
         }
     }
 
@@ -228,7 +220,6 @@ impl Handler {
         tcp: bool,
         out: &mut Vec<u8>,
         name: &str,
-        started: std::time::Instant,
     ) -> Option<Facts> {
         let zones = view.zones.load();
         let geo = view.geo.load();
@@ -288,7 +279,7 @@ impl Handler {
                 let scope = entry.scope.of(class_scope);
                 entry.write(out, q, opt(scope), limit);
                 metrics.record_prepared(true);
-                self.record_entry(entry, q.qtype, ecs.is_some(), started);
+                self.record_entry(entry, q.qtype, ecs.is_some());
                 return Some(facts(entry, scope));
             }
         }
@@ -322,7 +313,7 @@ impl Handler {
             entry.scope = prepared::Scope::OfClass;
         }
         entry.write(out, q, opt(ans.scope), limit);
-        self.record_entry(&entry, q.qtype, ecs.is_some(), started);
+        self.record_entry(&entry, q.qtype, ecs.is_some());
         let facts = facts(&entry, ans.scope);
         // An answer that lacks a signature it should carry is sent (as the full path would)
         // but not kept.
@@ -374,7 +365,7 @@ impl Handler {
                     out.push(4);
                 }
                 out.extend_from_slice(&[0; 8]);
-                self.record_error(code, None, false, std::time::Instant::now());
+                self.record_error(code, None, false);
                 return Some(Facts::error(None));
             }
         };
@@ -597,13 +588,7 @@ fn rcode_label(rcode: Rcode) -> &'static str {
 impl Handler {
     /// Counts the query and its outcome.
     /// Counts a query answered from a prepared entry (or one just prepared).
-    fn record_entry(
-        &self,
-        entry: &prepared::Entry,
-        qtype: u16,
-        ecs: bool,
-        started: std::time::Instant,
-    ) {
+    fn record_entry(&self, entry: &prepared::Entry, qtype: u16, ecs: bool) {
         let zone = entry.zone.as_ref();
         self.snapshots.metrics.record_prepared_query(
             &entry.counters,
@@ -611,7 +596,6 @@ impl Handler {
             Metrics::qtype_label(qtype),
             entry.rcode,
             ecs,
-            started.elapsed().as_secs_f64(),
             zone.and(entry.service_dc.as_ref()).map(|(s, d)| (s, d)),
             entry.all_down,
         );
@@ -623,7 +607,6 @@ impl Handler {
         qtype: HRecordType,
         ans: &answer::Answer,
         ecs: bool,
-        started: std::time::Instant,
     ) {
         let zone = zone.map(|z| z.apex.arc());
         let m = &self.snapshots.metrics;
@@ -632,7 +615,6 @@ impl Handler {
             Metrics::qtype_label(u16::from(qtype)),
             rcode_label(ans.rcode),
             ecs,
-            started.elapsed().as_secs_f64(),
         );
         if let (Some(zone), Some((service, dc))) = (zone, ans.service_dc.as_ref()) {
             m.record_service_answer(
@@ -646,13 +628,7 @@ impl Handler {
 
     /// Counts a query answered before `answer` (FORMERR, NOTIMP, BADVERS, REFUSED for class or
     /// transfer).
-    fn record_error(
-        &self,
-        code: ResponseCode,
-        qtype: Option<HRecordType>,
-        ecs: bool,
-        started: std::time::Instant,
-    ) {
+    fn record_error(&self, code: ResponseCode, qtype: Option<HRecordType>, ecs: bool) {
         self.snapshots.metrics.record_query(
             &NO_ZONE,
             qtype.map_or("-", |t| Metrics::qtype_label(u16::from(t))),
@@ -664,7 +640,6 @@ impl Handler {
                 _ => "OTHER",
             },
             ecs,
-            started.elapsed().as_secs_f64(),
         );
     }
 }
@@ -679,7 +654,6 @@ impl Handler {
         facts: &mut Facts,
         name: &mut String,
     ) -> ResponseInfo {
-        let started = std::time::Instant::now();
         let mut meta = Metadata::response_from_request(&request.metadata);
         let mut resp_edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
@@ -696,7 +670,7 @@ impl Handler {
             // NOTIMP, copying only the ID and the opcode. What follows the header is the
             // opcode's to define, so no question is echoed, and RD and CD, which belong to
             // queries, are not copied.
-            self.record_error(ResponseCode::NotImp, first_qtype, false, started);
+            self.record_error(ResponseCode::NotImp, first_qtype, false);
             let mut meta = Metadata::new(
                 request.metadata.id,
                 hickory_server::proto::op::MessageType::Response,
@@ -708,7 +682,7 @@ impl Handler {
             return send(&mut response, msg, meta).await;
         }
         if question_points_into_header(request.as_slice()) {
-            self.record_error(ResponseCode::FormErr, None, false, started);
+            self.record_error(ResponseCode::FormErr, None, false);
             meta.response_code = ResponseCode::FormErr;
             let none = no_questions();
             let msg = MessageResponseBuilder::new(&none, resp_edns.as_ref()).build_no_records(meta);
@@ -738,7 +712,7 @@ impl Handler {
             None
         };
         if let Some(code) = error {
-            self.record_error(code, first_qtype, ecs.is_some(), started);
+            self.record_error(code, first_qtype, ecs.is_some());
             meta.response_code = code;
             let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
             let msg = builder.build_no_records(meta);
@@ -750,7 +724,7 @@ impl Handler {
         if query.query_class() != DNSClass::IN
             || matches!(qtype, HRecordType::AXFR | HRecordType::IXFR)
         {
-            self.record_error(ResponseCode::Refused, Some(qtype), ecs.is_some(), started);
+            self.record_error(ResponseCode::Refused, Some(qtype), ecs.is_some());
             meta.response_code = ResponseCode::Refused;
             let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
             let msg = builder.build_no_records(meta);
@@ -778,7 +752,7 @@ impl Handler {
         };
         let ans = answer::answer(&zones, &qname, to_qtype(qtype), &client);
         let zone = zones.find(&qname);
-        self.record(zone, qtype, &ans, ecs.is_some(), started);
+        self.record(zone, qtype, &ans, ecs.is_some());
         let ecs_addr = ecs
             .as_ref()
             .filter(|cs| cs.source_prefix() > 0)

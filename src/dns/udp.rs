@@ -91,8 +91,9 @@ pub fn run(
         }
         filled = n as usize;
         let mut queued = 0;
-        // One clock reading per batch, for the latency metric and RRL: the batch is handled
-        // within microseconds.
+        let mut answered = 0;
+        // Two clock readings per batch, for the latency metric and RRL: the batch is handled
+        // within microseconds, and its responses leave together.
         let received = std::time::Instant::now();
         let now = rrl
             .as_ref()
@@ -116,10 +117,10 @@ pub fn run(
                 false,
                 &mut outs[queued],
                 &mut name,
-                received,
             ) else {
                 continue;
             };
+            answered += 1;
             if rrl.as_ref().zip(now).is_none_or(|(rrl, now)| {
                 rrl.admit(
                     src.ip(),
@@ -135,6 +136,12 @@ pub fn run(
                 queued += 1;
             }
         }
+        // Every answered query counts, also one rate limiting then drops (as the query
+        // counters do): from the batch's receipt to its responses handed to the socket.
+        handler
+            .snapshots
+            .metrics
+            .observe_queries(received.elapsed(), answered);
         let mut sent = 0;
         while sent < queued {
             for k in sent..queued {

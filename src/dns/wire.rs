@@ -80,46 +80,50 @@ pub fn parse<'a>(msg: &'a [u8], name: &mut String) -> Parsed<'a> {
     if opcode != 0 || qd != 1 || an != 0 || ns != 0 || ar > 1 {
         return Parsed::Fallback;
     }
-    // QNAME: plain labels only (a compression pointer in a question is legal but rare),
-    // lower-cased into a buffer on the stack, then into `name` at once.
-    name.clear();
-    let mut text = [0u8; 256];
-    let mut n = 0;
+    // QNAME: plain labels only (a compression pointer in a question is legal but rare). A first
+    // walk over the length octets finds the name's end; then the octets between the first length
+    // and the root go through `NAME_OCTET` into `name` in one pass, the inner length octets
+    // become dots, and an octet the table refuses (0) sends the query the full way.
     let mut i = 12;
     loop {
         let Some(&len) = msg.get(i) else {
             return Parsed::Fallback;
         };
-        i += 1;
         if len == 0 {
             break;
         }
-        let len = usize::from(len);
-        // A name is at most 255 octets on the wire, so its text (one dot less) fits `text`.
-        if len > 63 || i + len > msg.len() || i + len - 12 > 255 {
+        if len > 63 {
             return Parsed::Fallback;
         }
-        if n > 0 {
-            text[n] = b'.';
-            n += 1;
+        i += 1 + usize::from(len);
+        // A name is at most 255 octets on the wire, its root included.
+        if i - 12 >= 255 {
+            return Parsed::Fallback;
         }
-        for &b in &msg[i..i + len] {
-            let c = NAME_OCTET[usize::from(b)];
-            if c == 0 {
-                // Other octets take the full path, which spells them so they match nothing.
-                return Parsed::Fallback;
-            }
-            text[n] = c;
-            n += 1;
-        }
-        i += len;
     }
+    name.clear();
+    if i > 12 {
+        // SAFETY: every octet written is a `NAME_OCTET` entry or a dot, all of them ASCII
+        // (letters, digits, `-`, `_`, `*`, `.`, or 0), so `name` stays UTF-8 whatever the
+        // message holds.
+        let text = unsafe { name.as_mut_vec() };
+        text.extend(msg[13..i].iter().map(|&b| NAME_OCTET[usize::from(b)]));
+        let mut dot = 12 + 1 + usize::from(msg[12]);
+        while dot < i {
+            text[dot - 13] = b'.';
+            dot += 1 + usize::from(msg[dot]);
+        }
+        // A fold rather than `contains` (memchr): names are short, and this compiles to a few
+        // vector instructions without a call.
+        if text.iter().fold(false, |refused, &c| refused | (c == 0)) {
+            // Other octets take the full path, which spells them so they match nothing.
+            name.clear();
+            return Parsed::Fallback;
+        }
+    }
+    i += 1;
     if i - 12 > 255 || i + 4 > msg.len() {
         return Parsed::Fallback;
-    }
-    match std::str::from_utf8(&text[..n]) {
-        Ok(t) => name.push_str(t),
-        Err(_) => return Parsed::Fallback,
     }
     let qtype = u16::from_be_bytes([msg[i], msg[i + 1]]);
     let qclass = u16::from_be_bytes([msg[i + 2], msg[i + 3]]);
