@@ -881,6 +881,51 @@ mod tests {
     }
 
     #[test]
+    fn every_octet_of_a_question_name_is_read_as_the_table_says() {
+        // Each octet value in each position of a three-label name: the lean parser keeps the
+        // name (lower-cased as the table says) exactly when the table has the octet.
+        for b in 0..=255u8 {
+            for at in 0..7 {
+                let mut labels: Vec<Vec<u8>> = vec![b"aB".to_vec(), b"c-d".to_vec(), b"E".to_vec()];
+                let flat: Vec<(usize, usize)> = labels
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(l, label)| (0..label.len()).map(move |o| (l, o)))
+                    .collect();
+                let (l, o) = flat[at % flat.len()];
+                labels[l][o] = b;
+                let mut msg = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+                for label in &labels {
+                    msg.push(label.len() as u8);
+                    msg.extend_from_slice(label);
+                }
+                msg.extend_from_slice(&[0, 0, 1, 0, 1]);
+                let mut name = String::from("left over");
+                let parsed = parse(&msg, &mut name);
+                let spelled: Option<Vec<String>> = labels
+                    .iter()
+                    .map(|label| {
+                        label
+                            .iter()
+                            .map(|&c| match NAME_OCTET[usize::from(c)] {
+                                0 => None,
+                                c => Some(char::from(c)),
+                            })
+                            .collect::<Option<String>>()
+                    })
+                    .collect();
+                match spelled {
+                    Some(labels) => {
+                        assert!(matches!(parsed, Parsed::Lean(_)), "octet {b} at {at}");
+                        assert_eq!(name, labels.join("."), "octet {b} at {at}");
+                    }
+                    None => assert!(matches!(parsed, Parsed::Fallback), "octet {b} at {at}"),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn compressed_names_decode_to_what_was_written_and_keep_our_case() {
         // The client spelled "Example" in upper case: our lower-case names may point at "com"
         // but never at "Example.com".
