@@ -336,12 +336,39 @@ pub fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
 
 /// Appends the OPT record `o` (as `encode` writes it) to `out`.
 pub fn write_opt(out: &mut Vec<u8>, o: OptOut) {
-    let mut e = Encoder {
-        out,
-        labels: [0; MAX_LABELS],
-        len: 0,
+    // Built on the stack and appended at once: the record is at most 11 + 8 + 16 octets.
+    let mut rr = [0u8; 11 + 8 + 16];
+    // Owner: the root (0); TYPE OPT; CLASS: the payload size.
+    rr[1..3].copy_from_slice(&TYPE_OPT.to_be_bytes());
+    rr[3..5].copy_from_slice(&o.payload.to_be_bytes());
+    // TTL: extended RCODE 0, version 0, flags: DO as the query had it.
+    rr[7] = if o.dnssec_ok { 0x80 } else { 0 };
+    let len = match o.ecs {
+        // RDLENGTH 0.
+        None => 11,
+        Some((ecs, scope)) => {
+            let (family, octets): (u16, [u8; 16]) = match ecs.addr {
+                IpAddr::V4(v4) => {
+                    let mut octets = [0u8; 16];
+                    octets[..4].copy_from_slice(&v4.octets());
+                    (1, octets)
+                }
+                IpAddr::V6(v6) => (2, v6.octets()),
+            };
+            // The parser accepted only prefixes within the address; min() keeps this total.
+            let n = usize::from(ecs.source).div_ceil(8).min(16);
+            let optlen = 4 + n;
+            rr[9..11].copy_from_slice(&((4 + optlen) as u16).to_be_bytes());
+            rr[11..13].copy_from_slice(&OPT_ECS.to_be_bytes());
+            rr[13..15].copy_from_slice(&(optlen as u16).to_be_bytes());
+            rr[15..17].copy_from_slice(&family.to_be_bytes());
+            rr[17] = ecs.source;
+            rr[18] = scope;
+            rr[19..19 + n].copy_from_slice(&octets[..n]);
+            19 + n
+        }
     };
-    e.opt(o);
+    out.extend_from_slice(&rr[..len]);
 }
 
 /// The length of the OPT record `o` in bytes.
@@ -592,39 +619,7 @@ impl<'a> Encoder<'a> {
     }
 
     fn opt(&mut self, o: OptOut) {
-        self.out.push(0);
-        self.out.extend_from_slice(&TYPE_OPT.to_be_bytes());
-        self.out.extend_from_slice(&o.payload.to_be_bytes());
-        // Extended RCODE 0, version 0, flags: DO as the query had it.
-        self.out
-            .extend_from_slice(&[0, 0, if o.dnssec_ok { 0x80 } else { 0 }, 0]);
-        match o.ecs {
-            None => self.out.extend_from_slice(&[0, 0]),
-            Some((ecs, scope)) => {
-                let mut octets = [0u8; 16];
-                let family: u16 = match ecs.addr {
-                    IpAddr::V4(v4) => {
-                        octets[..4].copy_from_slice(&v4.octets());
-                        1
-                    }
-                    IpAddr::V6(v6) => {
-                        octets = v6.octets();
-                        2
-                    }
-                };
-                // The parser accepted only prefixes within the address; min() keeps this total.
-                let n = (ecs.source as usize).div_ceil(8).min(16);
-                let optlen = 4 + n;
-                self.out
-                    .extend_from_slice(&((4 + optlen) as u16).to_be_bytes());
-                self.out.extend_from_slice(&OPT_ECS.to_be_bytes());
-                self.out.extend_from_slice(&(optlen as u16).to_be_bytes());
-                self.out.extend_from_slice(&family.to_be_bytes());
-                self.out.push(ecs.source);
-                self.out.push(scope);
-                self.out.extend_from_slice(&octets[..n]);
-            }
-        }
+        write_opt(self.out, o);
     }
 }
 
