@@ -344,7 +344,7 @@ impl Metrics {
         let query_duration = QueryLatency::default();
         registry.register_with_unit(
             "dns_query_duration",
-            "Time from a parsed request to the response handed to the socket",
+            "Time from a request's receipt to its response handed to the socket (a UDP batch's queries are timed together)",
             Unit::Seconds,
             query_duration.clone(),
         );
