@@ -307,6 +307,9 @@ pub struct Refreshed {
     pub changes: Vec<VerdictChange>,
     /// The nodes the isolation guard ignores, when that list changed.
     pub isolation: Option<Vec<String>>,
+    /// Whether the merge judged any endpoint again (`Tally::merge`): when not, `merged` has the
+    /// verdicts of the refresh before.
+    pub judged: bool,
     pub drains: DrainSet,
 }
 
@@ -518,10 +521,6 @@ impl Book {
             self.own_version = (self.own_version + 1).max(now_ms);
             (self.own_version, now_ms)
         });
-        // Served to older peers under the heartbeat's time (see `message`): keep past it.
-        self.own_version = self.own_version.max(now_ms);
-        let beat = self.heartbeats.entry(self.node.clone()).or_default();
-        *beat = (*beat).max(now_ms);
         if news {
             self.tally.take(&own);
             let old = self.reports.get(&self.node);
@@ -529,7 +528,35 @@ impl Book {
             let keys = old.map(|o| changed_votes(o, &own)).unwrap_or_default();
             self.note_change(&self.node.clone(), from, own.version, keys);
         }
+        // A report kept replaces the one held under the same version, RTTs and starts: only
+        // its errors differ, and they ride along when it is next sent.
         self.reports.insert(own.node.clone(), own);
+        self.merge(news, now_ms, settings)
+    }
+
+    /// A refresh from the same probers' view as the last one (`refresh`), which would rebuild
+    /// the same report and keep it: beats the heartbeat and merges, without reading a vote of
+    /// this node's. What a steady node does every exchange interval; `refresh` with a view
+    /// that has not changed costs a report of every endpoint. Before the first `refresh`, a
+    /// refresh of an empty view.
+    pub fn refresh_same(
+        &mut self,
+        now_ms: u64,
+        now: Instant,
+        settings: MergeSettings,
+    ) -> Refreshed {
+        if !self.reports.contains_key(&self.node) {
+            return self.refresh(&HealthView::default(), now_ms, now, settings);
+        }
+        self.merge(false, now_ms, settings)
+    }
+
+    /// Beats this node's heartbeat and merges every report (see `refresh`).
+    fn merge(&mut self, news: bool, now_ms: u64, settings: MergeSettings) -> Refreshed {
+        // Served to older peers under the heartbeat's time (see `message`): keep past it.
+        self.own_version = self.own_version.max(now_ms);
+        let beat = self.heartbeats.entry(self.node.clone()).or_default();
+        *beat = (*beat).max(now_ms);
         let tallied = self.tally.merge(&self.heartbeats, now_ms, settings);
         self.merges += 1;
         Refreshed {
@@ -538,6 +565,7 @@ impl Book {
             merged: tallied.merged,
             changes: tallied.changes,
             isolation: tallied.isolation,
+            judged: tallied.judged,
             drains: self.drains.clone(),
         }
     }

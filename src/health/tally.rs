@@ -84,6 +84,10 @@ pub struct Tallied {
     pub changes: Vec<VerdictChange>,
     /// The isolated nodes, when that list changed.
     pub isolation: Option<Vec<String>>,
+    /// Whether any endpoint was judged again (or everything was: a first merge, new settings,
+    /// a clock that went back): when none was, `merged.endpoints` equals the last merge's (only
+    /// the voters' ages moved).
+    pub judged: bool,
 }
 
 /// Every node's votes, held for merging again and again (see the module doc).
@@ -264,10 +268,10 @@ impl Tally {
     ) -> Tallied {
         // New settings, or a clock that went back (settling and freshness are read against it):
         // judge everything again.
-        if self
+        let everything = self
             .last
-            .is_none_or(|(s, then)| s != settings || now_ms < then)
-        {
+            .is_none_or(|(s, then)| s != settings || now_ms < then);
+        if everything {
             for e in 0..self.endpoints.len() as u32 {
                 mark(&mut self.endpoints, &mut self.dirty, e);
             }
@@ -328,6 +332,7 @@ impl Tally {
         }
 
         let mut changes = Vec::new();
+        let judged = everything || !self.dirty.is_empty();
         for e in std::mem::take(&mut self.dirty) {
             if let Some(change) = self.judge(e, now_ms, settings) {
                 changes.push(change);
@@ -365,6 +370,7 @@ impl Tally {
             },
             changes,
             isolation,
+            judged,
         }
     }
 
@@ -512,6 +518,7 @@ mod tests {
             let mut heartbeats: HashMap<String, u64> = HashMap::new();
             let mut tally = Tally::new();
             let mut last: HashMap<EndpointKey, bool> = HashMap::new();
+            let mut previous: Option<BTreeMap<EndpointKey, (bool, u64)>> = None;
             for step in 0..80 {
                 match rng.random_range(0..10) {
                     0..=3 => {
@@ -558,6 +565,21 @@ mod tests {
                     seen(&want),
                     "seed {seed}, step {step}, now {now}"
                 );
+                // A merge that judged nothing again says what the one before said: the cluster
+                // then keeps the lookup the answers read (`merge::Lookup`).
+                let outcome: BTreeMap<EndpointKey, (bool, u64)> = want
+                    .endpoints
+                    .iter()
+                    .map(|(k, v)| (k.clone(), (v.up, v.restored_ms)))
+                    .collect();
+                if !got.judged {
+                    assert_eq!(
+                        previous.as_ref(),
+                        Some(&outcome),
+                        "seed {seed}, step {step}"
+                    );
+                }
+                previous = Some(outcome);
                 let mut changes = Vec::new();
                 for (k, v) in &want.endpoints {
                     let before = last.insert(k.clone(), v.up);
