@@ -489,6 +489,8 @@ impl Book {
     /// The report gets a new version only when what it says changed, or a smoothed round-trip
     /// time moved by more than `latency::REPUBLISH_MOVE` (10%); otherwise it keeps its version, and the
     /// RTTs and `since` times it was published with (errors ride along when it is next sent).
+    /// A new version, too, keeps the published RTT of every vote whose RTT did not move that
+    /// much (`latency::keep_published_rtts`): its delta is then the votes that changed.
     pub fn refresh(
         &mut self,
         view: &HealthView,
@@ -506,6 +508,7 @@ impl Book {
         );
         if let Some(old) = self.reports.get(&self.node) {
             own.keep_since(old);
+            latency::keep_published_rtts(old, &mut own);
         }
         let kept = self
             .reports
@@ -1178,6 +1181,76 @@ mod tests {
         });
         assert!(!got.changed);
         assert_eq!(d.reports["a"], before);
+    }
+
+    /// Issue 13 in a real cluster: smoothed RTTs wander a little with every probe, and a report
+    /// whose version moves for one verdict must not republish every RTT that wandered (which
+    /// made the delta every vote, and so the whole report). Only an RTT that moved by
+    /// `latency::REPUBLISH_MOVE` goes out with it, and such a move is still published.
+    #[test]
+    fn a_verdict_change_among_wandering_rtts_goes_out_as_a_delta() {
+        let now = Instant::now();
+        let check = check();
+        let addrs: Vec<String> = (1..=20).map(|i| format!("192.0.2.{i}")).collect();
+        // Endpoint i: up unless in `down`, at 50 ms times `wander(i)`.
+        let view_of = |down: &[usize], wander: &dyn Fn(usize) -> f64| {
+            HealthView::new(
+                true,
+                addrs.iter().enumerate().map(|(i, a)| Observation {
+                    target: ProbeTarget::new(a.parse().unwrap(), check.clone()),
+                    status: if down.contains(&i) {
+                        Status::Down
+                    } else {
+                        Status::Up
+                    },
+                    confirmed: true,
+                    since: now,
+                    last_rtt: None,
+                    smoothed_rtt: Some(Duration::from_secs_f64(50.0 * wander(i) / 1000.0)),
+                    recovered: false,
+                    last_error: None,
+                }),
+            )
+        };
+        let rtt = |book: &Book, node: &str, i: usize| {
+            book.reports[node].votes.values().next().unwrap()[&addrs[i]].rtt_ms
+        };
+        let mut a = Book::new("a", "r", DrainSet::default());
+        let mut b = Book::new("b", "r", DrainSet::default());
+        a.refresh(&view_of(&[], &|_| 1.0), 1_000, now, SETTINGS);
+        b.absorb(a.message(1, Some(&b.digest()), Reach::All));
+
+        // Every RTT wanders by 3 to 8%, and endpoint 0 goes down.
+        let wander = |i: usize| if i % 2 == 0 { 1.03 } else { 0.92 };
+        // The clocks move together: a vote that says the same keeps its start.
+        let later = |ms: u64| now + Duration::from_millis(ms - 1_000);
+        a.refresh(&view_of(&[0], &wander), 2_000, later(2_000), SETTINGS);
+        let msg = a.message(2, Some(&b.digest()), Reach::All);
+        assert!(msg.reports.is_empty(), "went whole: {:?}", msg.reports);
+        let [delta] = &msg.deltas[..] else {
+            panic!("one delta: {:?}", msg.deltas)
+        };
+        let changed: Vec<&String> = delta.votes.values().flat_map(|v| v.keys()).collect();
+        assert_eq!(changed, ["192.0.2.1"], "only the verdict that changed");
+        assert!(b.absorb(msg).changed);
+        assert_eq!(rtt(&a, "a", 5), Some(50.0), "the published RTT stays");
+        assert_eq!(b.reports["a"], a.reports["a"], "both hold the same report");
+
+        // Endpoint 5's RTT moves by 20% (the others still wander): published, with the move
+        // only.
+        let moved = |i: usize| if i == 5 { 1.2 } else { wander(i) };
+        let r = a.refresh(&view_of(&[0], &moved), 3_000, later(3_000), SETTINGS);
+        assert!(r.news, "a real move is published");
+        let msg = a.message(3, Some(&b.digest()), Reach::All);
+        let [delta] = &msg.deltas[..] else {
+            panic!("one delta: {:?} {:?}", msg.deltas, msg.reports)
+        };
+        let changed: Vec<&String> = delta.votes.values().flat_map(|v| v.keys()).collect();
+        assert_eq!(changed, ["192.0.2.6"]);
+        b.absorb(msg);
+        assert!(rtt(&b, "a", 5).is_some_and(|ms| (ms - 60.0).abs() < 1e-6));
+        assert_eq!(rtt(&b, "a", 4), Some(50.0));
+        assert_eq!(b.reports["a"], a.reports["a"]);
     }
 
     /// A delta carries every vote whose verdict, start or published round-trip time moved:
