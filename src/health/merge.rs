@@ -327,7 +327,8 @@ pub struct Verdict {
 /// The outcome of a merge.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Merged {
-    pub endpoints: BTreeMap<EndpointKey, Verdict>,
+    /// Shared: a merge that judges no endpoint again hands out the same map (`tally::Tally`).
+    pub endpoints: Arc<BTreeMap<EndpointKey, Verdict>>,
     /// Nodes whose votes were ignored by the isolation guard.
     pub isolated: Vec<String>,
     /// The nodes the ballots name, by their index.
@@ -493,9 +494,9 @@ pub fn merge_alive(
             }
             (key, v)
         })
-        .collect();
+        .collect::<BTreeMap<_, _>>();
     Merged {
-        endpoints,
+        endpoints: Arc::new(endpoints),
         isolated,
         voters,
     }

@@ -105,7 +105,8 @@ pub struct Tally {
     dirty: Vec<u32>,
     /// (when a settling vote counts, its endpoint), soonest first.
     settles: BinaryHeap<Reverse<(u64, u32)>>,
-    verdicts: BTreeMap<EndpointKey, Verdict>,
+    /// Shared with the merges handed out: copied when a verdict changes while they hold it.
+    verdicts: Arc<BTreeMap<EndpointKey, Verdict>>,
     isolated: Vec<String>,
 }
 
@@ -379,7 +380,9 @@ impl Tally {
         let slot = &mut self.endpoints[e as usize];
         slot.dirty = false;
         if slot.votes.is_empty() {
-            self.verdicts.remove(&slot.key);
+            if self.verdicts.contains_key(&slot.key) {
+                Arc::make_mut(&mut self.verdicts).remove(&slot.key);
+            }
             return None;
         }
         let nodes = &self.nodes;
@@ -430,10 +433,11 @@ impl Tally {
             ballots: ballots.into(),
             restored_ms,
         };
-        match self.verdicts.get_mut(&slot.key) {
+        let verdicts = Arc::make_mut(&mut self.verdicts);
+        match verdicts.get_mut(&slot.key) {
             Some(v) => *v = verdict,
             None => {
-                self.verdicts.insert(slot.key.clone(), verdict);
+                verdicts.insert(slot.key.clone(), verdict);
             }
         }
         let changed = match before {
@@ -581,7 +585,7 @@ mod tests {
                 }
                 previous = Some(outcome);
                 let mut changes = Vec::new();
-                for (k, v) in &want.endpoints {
+                for (k, v) in want.endpoints.iter() {
                     let before = last.insert(k.clone(), v.up);
                     if before.is_some_and(|b| b != v.up) || (before.is_none() && !v.up) {
                         changes.push(VerdictChange {
