@@ -484,9 +484,7 @@ impl Cluster {
     ) -> Result<Exchange, ExchangeError> {
         let base = pull_timeout(&self.settings);
         // What this node holds as it asks: a held answer brings what changed since.
-        let mut digest = self.book().digest();
-        alive_now(&mut digest.beats, &self.settings.node);
-        let digest = digest.to_header();
+        let digest = self.book().digest_header(now_ms());
         let request = ExchangeRequest {
             peer,
             credentials,
