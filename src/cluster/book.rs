@@ -1368,7 +1368,7 @@ mod tests {
         b.absorb(a.message(1, Some(&b.digest()), Reach::All));
 
         // Every RTT wanders by 3 to 8%, and endpoint 0 goes down.
-        let wander = |i: usize| if i % 2 == 0 { 1.03 } else { 0.92 };
+        let wander = |i: usize| if i.is_multiple_of(2) { 1.03 } else { 0.92 };
         // The clocks move together: a vote that says the same keeps its start.
         let later = |ms: u64| now + Duration::from_millis(ms - 1_000);
         a.refresh(&view_of(&[0], &wander), 2_000, later(2_000), SETTINGS);

@@ -574,7 +574,10 @@ impl Steering {
 /// every view built while neither changes: a node publishes a view at every merge, and most
 /// merges change no verdict.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Lookup(Arc<rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool, u64)>>>);
+pub struct Lookup(Arc<rustc_hash::FxHashMap<IpAddr, Vec<Judged>>>);
+
+/// A check of an address, up or not, and when the merged view brought it back.
+type Judged = (Arc<Check>, bool, u64);
 
 impl Lookup {
     /// The lookup of `targets`, the (address, check) pairs of the current zones, in `merged`.
@@ -590,7 +593,7 @@ impl Lookup {
             .filter(|(_, v)| !v.up)
             .map(|(k, _)| k.addr)
             .collect();
-        let mut by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool, u64)>> =
+        let mut by_addr: rustc_hash::FxHashMap<IpAddr, Vec<Judged>> =
             rustc_hash::FxHashMap::default();
         let mut ids = CheckIds::default();
         for (addr, check) in targets {
@@ -604,7 +607,7 @@ impl Lookup {
         Lookup(Arc::new(by_addr))
     }
 
-    fn get(&self, addr: &IpAddr) -> Option<&Vec<(Arc<Check>, bool, u64)>> {
+    fn get(&self, addr: &IpAddr) -> Option<&Vec<Judged>> {
         self.0.get(addr)
     }
 }
