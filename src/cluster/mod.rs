@@ -444,12 +444,17 @@ impl Cluster {
     /// Takes in what a peer holds; true if anything changed.
     fn absorb(&self, msg: Exchange) -> bool {
         let from = msg.from.clone();
-        let got = self.book().absorb(msg);
-        for d in &got.learnt {
-            news::drain_learnt(&self.snapshots.events, d, &from);
-        }
+        let mut book = self.book();
+        let got = book.absorb(msg);
+        // Persisted before the book is free again: a refresh (which needs it) cannot publish a
+        // learnt drain or undrain before it is on disk, and two answers taken in at once cannot
+        // write their sets in the wrong order (the older last). Drains change seldom.
         if let Some(drains) = &got.drains {
             self.persist(drains);
+        }
+        drop(book);
+        for d in &got.learnt {
+            news::drain_learnt(&self.snapshots.events, d, &from);
         }
         if got.news || (got.relayed && self.relays_pushes()) {
             self.bump();
