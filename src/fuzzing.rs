@@ -92,7 +92,7 @@ impl DnsFixture {
         let targets = zones.probe_targets();
         let mut merged = Merged::default();
         for (addr, check) in &targets {
-            merged.endpoints.insert(
+            Arc::make_mut(&mut merged.endpoints).insert(
                 EndpointKey::new(*addr, check),
                 Verdict {
                     up: !down.contains(addr),
@@ -843,7 +843,7 @@ pub fn check_peer_message(data: &[u8]) {
                 settle_ms: 3_000,
             };
             let merged = merge::merge(&reports, now_ms, settings);
-            for (key, v) in &merged.endpoints {
+            for (key, v) in merged.endpoints.iter() {
                 assert!(
                     v.down_votes <= v.counted_votes && v.counted_votes <= v.ballots.len(),
                     "{key:?}: {v:?}"

@@ -155,35 +155,19 @@ impl Digest {
     /// lies below BASE, the greatest of them: heartbeats are seconds old, so a hundred nodes'
     /// take a few bytes each rather than thirteen digits.
     pub fn to_header(&self) -> String {
-        let base = self
-            .versions
-            .values()
-            .chain(self.beats.values())
-            .copied()
-            .max()
-            .unwrap_or(0);
-        let mut out = format!("drains={:x};t={base};v=", self.drains);
         let nodes: std::collections::BTreeSet<&String> =
             self.versions.keys().chain(self.beats.keys()).collect();
-        for (i, node) in nodes.into_iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            for b in node.bytes() {
-                if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-                    out.push(char::from(b));
-                } else {
-                    out.push_str(&format!("%{b:02X}"));
-                }
-            }
-            for value in [self.versions.get(node), self.beats.get(node)] {
-                out.push(':');
-                if let Some(v) = value {
-                    out.push_str(&format!("{:x}", base - v));
-                }
-            }
-        }
-        out
+        let entries: Vec<(&str, Option<u64>, Option<u64>)> = nodes
+            .into_iter()
+            .map(|n| {
+                (
+                    n.as_str(),
+                    self.versions.get(n).copied(),
+                    self.beats.get(n).copied(),
+                )
+            })
+            .collect();
+        write_header(self.drains, &entries)
     }
 
     /// Reads a header value, this format or the older `drains=HEX;v=NODE:VERSION,...` (no
@@ -206,6 +190,9 @@ impl Digest {
                     .map(Some)
             };
             digest.deltas = true;
+            // Collected, then built at once: a header lists its nodes in order, and a map
+            // built from sorted entries compares each id once rather than searching for it.
+            let (mut held, mut beats) = (Vec::new(), Vec::new());
             for item in versions
                 .strip_prefix("v=")?
                 .split(',')
@@ -218,12 +205,14 @@ impl Digest {
                 }
                 let node = percent_decode(node)?;
                 if let Some(v) = below(version)? {
-                    digest.versions.insert(node.clone(), v);
+                    held.push((node.clone(), v));
                 }
                 if let Some(b) = below(beat)? {
-                    digest.beats.insert(node, b);
+                    beats.push((node, b));
                 }
             }
+            digest.versions = held.into_iter().collect();
+            digest.beats = beats.into_iter().collect();
             return Some(digest);
         }
         for item in rest
@@ -237,6 +226,71 @@ impl Digest {
                 .insert(percent_decode(node)?, version.parse().ok()?);
         }
         Some(digest)
+    }
+}
+
+/// A digest's header (see `Digest::to_header`) from its entries, (node, version, heartbeat) in
+/// node id order.
+fn write_header(drains: u64, entries: &[(&str, Option<u64>, Option<u64>)]) -> String {
+    use std::fmt::Write as _;
+    let base = entries
+        .iter()
+        .flat_map(|(_, v, b)| [*v, *b])
+        .flatten()
+        .max()
+        .unwrap_or(0);
+    let mut out = String::with_capacity(24 + entries.len() * 16);
+    let _ = write!(out, "drains={drains:x};t={base};v=");
+    for (i, (node, version, beat)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for b in node.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                out.push(char::from(b));
+            } else {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+        for value in [version, beat] {
+            out.push(':');
+            if let Some(v) = value {
+                let _ = write!(out, "{:x}", base - v);
+            }
+        }
+    }
+    out
+}
+
+/// A digest's versions and heartbeats by node, hashed: what answering a request looks up once
+/// per node held (see `Digest::held`).
+pub struct Held<'a>(rustc_hash::FxHashMap<&'a str, (Option<u64>, Option<u64>)>);
+
+impl Held<'_> {
+    /// The version of `node`'s report the asker holds.
+    pub fn version(&self, node: &str) -> Option<u64> {
+        self.0.get(node).and_then(|(v, _)| *v)
+    }
+
+    /// The newest heartbeat of `node` the asker holds.
+    pub fn beat(&self, node: &str) -> Option<u64> {
+        self.0.get(node).and_then(|(_, b)| *b)
+    }
+}
+
+impl Digest {
+    /// Its versions and heartbeats by node, for lookups.
+    pub fn held(&self) -> Held<'_> {
+        let mut held: rustc_hash::FxHashMap<&str, (Option<u64>, Option<u64>)> =
+            rustc_hash::FxHashMap::default();
+        held.reserve(self.versions.len().max(self.beats.len()));
+        for (node, v) in &self.versions {
+            held.entry(node.as_str()).or_default().0 = Some(*v);
+        }
+        for (node, b) in &self.beats {
+            held.entry(node.as_str()).or_default().1 = Some(*b);
+        }
+        Held(held)
     }
 }
 
@@ -294,6 +348,9 @@ pub struct Book {
     changes: HashMap<String, VecDeque<Change>>,
     /// The nodes whose report held here came from that node itself (see `Reach::Near`).
     direct: HashSet<String>,
+    /// Every node id held (reports, heartbeats, this node's), sorted, and the numbers of
+    /// reports and heartbeats it was listed for (`digest_header`).
+    ids: (Vec<String>, Option<(usize, usize)>),
 }
 
 /// What a refresh found.
@@ -307,6 +364,9 @@ pub struct Refreshed {
     pub changes: Vec<VerdictChange>,
     /// The nodes the isolation guard ignores, when that list changed.
     pub isolation: Option<Vec<String>>,
+    /// Whether the merge judged any endpoint again (`Tally::merge`): when not, `merged` has the
+    /// verdicts of the refresh before.
+    pub judged: bool,
     pub drains: DrainSet,
 }
 
@@ -341,6 +401,7 @@ impl Book {
             check_ids: CheckIds::default(),
             changes: HashMap::new(),
             direct: HashSet::new(),
+            ids: (Vec::new(), None),
             steerer: Steerer::default(),
         }
     }
@@ -455,14 +516,20 @@ impl Book {
     /// not keep one fresh that its node has replaced (a node whose answers do not get out but
     /// whose requests do would otherwise keep its old votes counted).
     pub fn absorb_beats(&mut self, digest: &Digest) {
+        let held = digest.held();
         for (node, beat) in &digest.beats {
-            let same = digest
-                .versions
-                .get(node)
-                .is_some_and(|v| self.reports.get(node).is_some_and(|r| r.version == *v));
-            if same && *node != self.node {
-                let held = self.heartbeats.entry(node.clone()).or_default();
-                *held = (*held).max(*beat);
+            let same = held
+                .version(node)
+                .is_some_and(|v| self.reports.get(node).is_some_and(|r| r.version == v));
+            if !same || *node == self.node {
+                continue;
+            }
+            // No copy of the node's id for one already known (every one, past the start).
+            match self.heartbeats.get_mut(node) {
+                Some(held) => *held = (*held).max(*beat),
+                None => {
+                    self.heartbeats.insert(node.clone(), *beat);
+                }
             }
         }
     }
@@ -486,6 +553,8 @@ impl Book {
     /// The report gets a new version only when what it says changed, or a smoothed round-trip
     /// time moved by more than `latency::REPUBLISH_MOVE` (10%); otherwise it keeps its version, and the
     /// RTTs and `since` times it was published with (errors ride along when it is next sent).
+    /// A new version, too, keeps the published RTT of every vote whose RTT did not move that
+    /// much (`latency::keep_published_rtts`): its delta is then the votes that changed.
     pub fn refresh(
         &mut self,
         view: &HealthView,
@@ -503,6 +572,7 @@ impl Book {
         );
         if let Some(old) = self.reports.get(&self.node) {
             own.keep_since(old);
+            latency::keep_published_rtts(old, &mut own);
         }
         let kept = self
             .reports
@@ -518,10 +588,6 @@ impl Book {
             self.own_version = (self.own_version + 1).max(now_ms);
             (self.own_version, now_ms)
         });
-        // Served to older peers under the heartbeat's time (see `message`): keep past it.
-        self.own_version = self.own_version.max(now_ms);
-        let beat = self.heartbeats.entry(self.node.clone()).or_default();
-        *beat = (*beat).max(now_ms);
         if news {
             self.tally.take(&own);
             let old = self.reports.get(&self.node);
@@ -529,7 +595,35 @@ impl Book {
             let keys = old.map(|o| changed_votes(o, &own)).unwrap_or_default();
             self.note_change(&self.node.clone(), from, own.version, keys);
         }
+        // A report kept replaces the one held under the same version, RTTs and starts: only
+        // its errors differ, and they ride along when it is next sent.
         self.reports.insert(own.node.clone(), own);
+        self.merge(news, now_ms, settings)
+    }
+
+    /// A refresh from the same probers' view as the last one (`refresh`), which would rebuild
+    /// the same report and keep it: beats the heartbeat and merges, without reading a vote of
+    /// this node's. What a steady node does every exchange interval; `refresh` with a view
+    /// that has not changed costs a report of every endpoint. Before the first `refresh`, a
+    /// refresh of an empty view.
+    pub fn refresh_same(
+        &mut self,
+        now_ms: u64,
+        now: Instant,
+        settings: MergeSettings,
+    ) -> Refreshed {
+        if !self.reports.contains_key(&self.node) {
+            return self.refresh(&HealthView::default(), now_ms, now, settings);
+        }
+        self.merge(false, now_ms, settings)
+    }
+
+    /// Beats this node's heartbeat and merges every report (see `refresh`).
+    fn merge(&mut self, news: bool, now_ms: u64, settings: MergeSettings) -> Refreshed {
+        // Served to older peers under the heartbeat's time (see `message`): keep past it.
+        self.own_version = self.own_version.max(now_ms);
+        let beat = self.heartbeats.entry(self.node.clone()).or_default();
+        *beat = (*beat).max(now_ms);
         let tallied = self.tally.merge(&self.heartbeats, now_ms, settings);
         self.merges += 1;
         Refreshed {
@@ -538,6 +632,7 @@ impl Book {
             merged: tallied.merged,
             changes: tallied.changes,
             isolation: tallied.isolation,
+            judged: tallied.judged,
             drains: self.drains.clone(),
         }
     }
@@ -617,15 +712,21 @@ impl Book {
     /// everyone sees at once (a DC failure) would be sent to each node by every peer, each
     /// waking with a digest older than the reports it gained meanwhile.
     pub fn message(&self, generation: u64, digest: Option<&Digest>, reach: Reach) -> Exchange {
+        // One index of the digest for the hundreds of lookups below: a BTreeMap of node ids
+        // compared byte by byte took most of a large cluster's steady CPU.
+        let held = digest.map(Digest::held);
         let heartbeats: BTreeMap<String, u64> = self
             .heartbeats
             .iter()
-            .filter(|(n, b)| digest.is_none_or(|d| d.beats.get(*n).is_none_or(|held| *b > held)))
+            .filter(|(n, b)| {
+                held.as_ref()
+                    .is_none_or(|h| h.beat(n).is_none_or(|held| **b > held))
+            })
             .map(|(n, b)| (n.clone(), *b))
             .collect();
         let mut deltas = Vec::new();
-        let (reports, drains) = match digest {
-            Some(d) => {
+        let (reports, drains) = match digest.zip(held.as_ref()) {
+            Some((d, h)) => {
                 let mut reports = Vec::new();
                 let newer = self
                     .reports
@@ -635,13 +736,12 @@ impl Book {
                         Reach::Own => r.node == self.node,
                         Reach::Near => r.node == self.node || self.direct.contains(&r.node),
                     })
-                    .filter(|r| d.versions.get(&r.node).is_none_or(|v| r.version > *v));
+                    .filter(|r| h.version(&r.node).is_none_or(|v| r.version > v));
                 for r in newer {
-                    let delta = d
-                        .versions
-                        .get(&r.node)
+                    let delta = h
+                        .version(&r.node)
                         .filter(|_| d.deltas)
-                        .and_then(|held| self.delta(r, *held));
+                        .and_then(|held| self.delta(r, held));
                     match delta {
                         Some(delta) => deltas.push(delta),
                         // A relayed report that would go whole waits for the asker's pulls:
@@ -695,6 +795,42 @@ impl Book {
     }
 
     /// What this node holds, for its requests.
+    /// `digest().to_header()` with this node's heartbeat at `beat` at least (as sent, see
+    /// `Cluster::pull`), written straight from what the book holds, in the order of the ids
+    /// sorted once: a pull's digest copied every node's id twice into two sorted maps, a fifth
+    /// of a large cluster's steady CPU, and sorting the ids at every pull a third after that.
+    pub fn digest_header(&mut self, beat: u64) -> String {
+        // Node ids are never forgotten: the same counts are the same ids.
+        let sizes = (self.reports.len(), self.heartbeats.len());
+        if self.ids.1 != Some(sizes) {
+            let mut ids: Vec<String> = self
+                .reports
+                .keys()
+                .chain(self.heartbeats.keys())
+                .chain([&self.node])
+                .cloned()
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            self.ids = (ids, Some(sizes));
+        }
+        let entries: Vec<(&str, Option<u64>, Option<u64>)> = self
+            .ids
+            .0
+            .iter()
+            .map(|n| {
+                let held = self.heartbeats.get(n).copied();
+                let beat = if *n == self.node {
+                    Some(held.unwrap_or(0).max(beat))
+                } else {
+                    held
+                };
+                (n.as_str(), self.reports.get(n).map(|r| r.version), beat)
+            })
+            .collect();
+        write_header(drains_hash(&self.drains), &entries)
+    }
+
     pub fn digest(&self) -> Digest {
         Digest {
             versions: self
@@ -1009,6 +1145,48 @@ mod tests {
         assert!(b.reports.get("b").is_some_and(|r| r.version > 4_000));
     }
 
+    /// A pull's header is written straight from the book: it must say what the digest would,
+    /// with the asker's heartbeat stamped, for every mix of nodes with a report, a heartbeat,
+    /// or both, and ids that need escaping.
+    #[test]
+    fn the_digest_header_is_the_digests() {
+        let want = |book: &Book, beat: u64| {
+            let mut d = book.digest();
+            let own = d.beats.entry(book.node.clone()).or_default();
+            *own = (*own).max(beat);
+            d.to_header()
+        };
+        let now = Instant::now();
+        let up = view(now, &[("192.0.2.1", Status::Up)]);
+        let mut a = Book::new("a", "r", DrainSet::default());
+        let mut odd = Book::new("b,odd:%", "r", DrainSet::default());
+        odd.refresh(&up, 1_000, now, SETTINGS);
+        assert_eq!(a.digest_header(900), want(&a, 900), "an empty book");
+        a.absorb(odd.message(1, None, Reach::All));
+        a.heartbeats.insert("c".into(), 500);
+        a.absorb(Exchange {
+            from: "d".into(),
+            reports: vec![Report::new("d", "r", 7, 600)],
+            drains: DrainSet::default(),
+            generation: 0,
+            heartbeats: BTreeMap::new(),
+            deltas: Vec::new(),
+        });
+        assert!(
+            !a.heartbeats.contains_key("d"),
+            "a report without a heartbeat"
+        );
+        assert_eq!(a.digest_header(2_000), want(&a, 2_000), "no own report yet");
+        a.refresh(&up, 3_000, now, SETTINGS);
+        assert_eq!(a.digest_header(2_000), want(&a, 2_000), "an own beat newer");
+        a.set_drains(a.with_decision(drain("dc1", 900, "a")));
+        let text = a.digest_header(4_000);
+        assert_eq!(text, want(&a, 4_000));
+        let back = Digest::parse(&text).expect("reads back");
+        assert_eq!(back.beats["a"], 4_000);
+        assert_eq!(back.versions["d"], 7);
+    }
+
     #[test]
     fn a_digest_reads_back_what_it_wrote() {
         let digest = Digest {
@@ -1150,6 +1328,76 @@ mod tests {
         });
         assert!(!got.changed);
         assert_eq!(d.reports["a"], before);
+    }
+
+    /// Issue 13 in a real cluster: smoothed RTTs wander a little with every probe, and a report
+    /// whose version moves for one verdict must not republish every RTT that wandered (which
+    /// made the delta every vote, and so the whole report). Only an RTT that moved by
+    /// `latency::REPUBLISH_MOVE` goes out with it, and such a move is still published.
+    #[test]
+    fn a_verdict_change_among_wandering_rtts_goes_out_as_a_delta() {
+        let now = Instant::now();
+        let check = check();
+        let addrs: Vec<String> = (1..=20).map(|i| format!("192.0.2.{i}")).collect();
+        // Endpoint i: up unless in `down`, at 50 ms times `wander(i)`.
+        let view_of = |down: &[usize], wander: &dyn Fn(usize) -> f64| {
+            HealthView::new(
+                true,
+                addrs.iter().enumerate().map(|(i, a)| Observation {
+                    target: ProbeTarget::new(a.parse().unwrap(), check.clone()),
+                    status: if down.contains(&i) {
+                        Status::Down
+                    } else {
+                        Status::Up
+                    },
+                    confirmed: true,
+                    since: now,
+                    last_rtt: None,
+                    smoothed_rtt: Some(Duration::from_secs_f64(50.0 * wander(i) / 1000.0)),
+                    recovered: false,
+                    last_error: None,
+                }),
+            )
+        };
+        let rtt = |book: &Book, node: &str, i: usize| {
+            book.reports[node].votes.values().next().unwrap()[&addrs[i]].rtt_ms
+        };
+        let mut a = Book::new("a", "r", DrainSet::default());
+        let mut b = Book::new("b", "r", DrainSet::default());
+        a.refresh(&view_of(&[], &|_| 1.0), 1_000, now, SETTINGS);
+        b.absorb(a.message(1, Some(&b.digest()), Reach::All));
+
+        // Every RTT wanders by 3 to 8%, and endpoint 0 goes down.
+        let wander = |i: usize| if i.is_multiple_of(2) { 1.03 } else { 0.92 };
+        // The clocks move together: a vote that says the same keeps its start.
+        let later = |ms: u64| now + Duration::from_millis(ms - 1_000);
+        a.refresh(&view_of(&[0], &wander), 2_000, later(2_000), SETTINGS);
+        let msg = a.message(2, Some(&b.digest()), Reach::All);
+        assert!(msg.reports.is_empty(), "went whole: {:?}", msg.reports);
+        let [delta] = &msg.deltas[..] else {
+            panic!("one delta: {:?}", msg.deltas)
+        };
+        let changed: Vec<&String> = delta.votes.values().flat_map(|v| v.keys()).collect();
+        assert_eq!(changed, ["192.0.2.1"], "only the verdict that changed");
+        assert!(b.absorb(msg).changed);
+        assert_eq!(rtt(&a, "a", 5), Some(50.0), "the published RTT stays");
+        assert_eq!(b.reports["a"], a.reports["a"], "both hold the same report");
+
+        // Endpoint 5's RTT moves by 20% (the others still wander): published, with the move
+        // only.
+        let moved = |i: usize| if i == 5 { 1.2 } else { wander(i) };
+        let r = a.refresh(&view_of(&[0], &moved), 3_000, later(3_000), SETTINGS);
+        assert!(r.news, "a real move is published");
+        let msg = a.message(3, Some(&b.digest()), Reach::All);
+        let [delta] = &msg.deltas[..] else {
+            panic!("one delta: {:?} {:?}", msg.deltas, msg.reports)
+        };
+        let changed: Vec<&String> = delta.votes.values().flat_map(|v| v.keys()).collect();
+        assert_eq!(changed, ["192.0.2.6"]);
+        b.absorb(msg);
+        assert!(rtt(&b, "a", 5).is_some_and(|ms| (ms - 60.0).abs() < 1e-6));
+        assert_eq!(rtt(&b, "a", 4), Some(50.0));
+        assert_eq!(b.reports["a"], a.reports["a"]);
     }
 
     /// A delta carries every vote whose verdict, start or published round-trip time moved:

@@ -35,6 +35,8 @@
 //! operator's DrainRequest --policy--> Drain --persist--> Book
 //! ```
 
+use std::collections::HashSet;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -59,10 +61,13 @@ pub use policy::{DrainRefused, DrainRequest};
 pub use transport::{ExchangeError, ExchangeRequest, HttpTransport, Transport};
 
 use crate::clock::now_ms;
+use crate::health::HealthView;
 use crate::health::drain::{Drain, DrainSet};
-use crate::health::merge::{EffectiveHealth, MergeSettings, Report};
+use crate::health::merge::{EffectiveHealth, Lookup, MergeSettings, Report};
 use crate::health::probe::SharedHealthView;
 use crate::state::Snapshots;
+use crate::zone::ZoneSet;
+use crate::zone::check::Check;
 use auth::{NonceCache, response_signature, verify_request};
 use book::{Book, Reach};
 
@@ -128,6 +133,8 @@ pub struct Cluster {
     peers: Mutex<Vec<PeerStatus>>,
     /// The version of the merge last published (see `publish`).
     published: Mutex<u64>,
+    /// What the last refresh read and built (locked under `book`, by `refresh` only).
+    kept: Mutex<Kept>,
     transport: Arc<dyn Transport>,
     /// Moves when a verdict or a drain this node holds changes: what followers long-poll for.
     generation: tokio::sync::watch::Sender<u64>,
@@ -148,6 +155,38 @@ pub struct Cluster {
     /// once for however many arrived meanwhile (a merge reads every node's report, and many
     /// nodes' answers arriving together would otherwise each pay for one).
     absorbed: tokio::sync::Notify,
+}
+
+/// What a refresh read and built, for the next to skip what would come out the same. The
+/// view and zones are held, not only compared by address: an address can be reused once freed.
+#[derive(Default)]
+struct Kept {
+    /// The probers' view last made into this node's report.
+    view: Option<Arc<HealthView>>,
+    /// The zones last read, with their probe targets and the settle time of lone down votes.
+    zones: Option<(Arc<ZoneSet>, Arc<ProbeTargets>, u64)>,
+    /// The lookup of the targets' verdicts built at the last merge that judged any endpoint
+    /// again, for those zones.
+    lookup: Option<Lookup>,
+}
+
+type ProbeTargets = HashSet<(IpAddr, Arc<Check>)>;
+
+impl Kept {
+    /// The targets of `zones` and their settle time, listed again only for another zone set
+    /// (which also drops the lookup built for the one before).
+    fn targets(&mut self, zones: &Arc<ZoneSet>) -> (Arc<ProbeTargets>, u64) {
+        match &self.zones {
+            Some((z, targets, settle)) if Arc::ptr_eq(z, zones) => (targets.clone(), *settle),
+            _ => {
+                let targets = Arc::new(zones.probe_targets());
+                let settle = book::settle_ms(&targets);
+                self.zones = Some((zones.clone(), targets.clone(), settle));
+                self.lookup = None;
+                (targets, settle)
+            }
+        }
+    }
 }
 
 /// Locks, going on past a panic elsewhere: every value under these locks is replaced whole.
@@ -214,6 +253,7 @@ impl Cluster {
             nonces: Mutex::new(NonceCache::default()),
             peers: Mutex::new(peers),
             published: Mutex::new(0),
+            kept: Mutex::new(Kept::default()),
             transport,
             // 0 means "does not hold" in the exchange message.
             generation: tokio::sync::watch::Sender::new(1),
@@ -234,20 +274,41 @@ impl Cluster {
 
     /// Rebuilds this node's report from its probers, merges everything and publishes the view
     /// the answers use.
+    ///
+    /// Work follows what changed (see `Kept`): a probers' view already made into this node's
+    /// report is not read again, the zones' targets are listed once per zone set, and a merge
+    /// that judged no endpoint again keeps the lookup the answers read. A steady node (the
+    /// merge every interval that ages the reports) then costs a beat, a merge that looks at
+    /// each node once, and the drains.
     pub fn refresh(&self) {
         let mut book = self.book();
+        let mut kept = lock(&self.kept);
         // Read under the lock: refreshes then merge what they read in the order they merge,
         // and `publish` can keep an older merge from replacing a newer one.
         let view = self.local.load_full();
-        let zones = self.snapshots.zones.load();
-        let targets = zones.probe_targets();
+        let zones = self.snapshots.zones.load_full();
+        let (targets, settle_ms) = kept.targets(&zones);
         let settings = MergeSettings {
-            settle_ms: book::settle_ms(&targets),
+            settle_ms,
             ..self.settings.merge
         };
         let now = now_ms();
-        let r = book.refresh(&view, now, tokio::time::Instant::now(), settings);
+        let r = if kept.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, &view)) {
+            book.refresh_same(now, tokio::time::Instant::now(), settings)
+        } else {
+            book.refresh(&view, now, tokio::time::Instant::now(), settings)
+        };
+        kept.view = Some(view.clone());
         let steering = book.steer(&zones, now, settings.stale_after_ms);
+        let lookup = match &kept.lookup {
+            Some(lookup) if !r.judged => lookup.clone(),
+            _ => {
+                let lookup = Lookup::new(targets.iter().cloned(), &r.merged);
+                kept.lookup = Some(lookup.clone());
+                lookup
+            }
+        };
+        drop(kept);
         drop(book);
         // The new report is in the book before the followers wake to read it.
         if r.news {
@@ -260,7 +321,7 @@ impl Cluster {
         if let Some(isolated) = &r.isolation {
             news::isolation_changed(events, &self.settings.node, isolated);
         }
-        let eff = EffectiveHealth::new(view.ready, targets, r.merged, r.drains, now)
+        let eff = EffectiveHealth::with_lookup(view.ready, lookup, r.merged, r.drains, now)
             .with_steering(steering);
         self.publish(r.version, eff);
     }
@@ -383,12 +444,17 @@ impl Cluster {
     /// Takes in what a peer holds; true if anything changed.
     fn absorb(&self, msg: Exchange) -> bool {
         let from = msg.from.clone();
-        let got = self.book().absorb(msg);
-        for d in &got.learnt {
-            news::drain_learnt(&self.snapshots.events, d, &from);
-        }
+        let mut book = self.book();
+        let got = book.absorb(msg);
+        // Persisted before the book is free again: a refresh (which needs it) cannot publish a
+        // learnt drain or undrain before it is on disk, and two answers taken in at once cannot
+        // write their sets in the wrong order (the older last). Drains change seldom.
         if let Some(drains) = &got.drains {
             self.persist(drains);
+        }
+        drop(book);
+        for d in &got.learnt {
+            news::drain_learnt(&self.snapshots.events, d, &from);
         }
         if got.news || (got.relayed && self.relays_pushes()) {
             self.bump();
@@ -423,9 +489,7 @@ impl Cluster {
     ) -> Result<Exchange, ExchangeError> {
         let base = pull_timeout(&self.settings);
         // What this node holds as it asks: a held answer brings what changed since.
-        let mut digest = self.book().digest();
-        alive_now(&mut digest.beats, &self.settings.node);
-        let digest = digest.to_header();
+        let digest = self.book().digest_header(now_ms());
         let request = ExchangeRequest {
             peer,
             credentials,

@@ -183,7 +183,7 @@ records:
             })
             .collect();
         let merged = Merged {
-            endpoints,
+            endpoints: Arc::new(endpoints),
             isolated: Vec::new(),
             voters: Vec::new(),
         };

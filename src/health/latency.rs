@@ -38,14 +38,38 @@ pub fn rtt_moved(published: &Report, now: &Report) -> bool {
         .values()
         .zip(now.votes.values())
         .flat_map(|(a, b)| a.values().zip(b.values()))
-        .any(|(a, b)| match (a.rtt_ms, b.rtt_ms) {
-            (None, None) => false,
-            (Some(a), Some(b)) => {
-                let moved = (a - b).abs();
-                moved > REPUBLISH_FLOOR_MS && moved > a * REPUBLISH_MOVE
+        .any(|(a, b)| moved(a.rtt_ms, b.rtt_ms))
+}
+
+/// Whether an RTT moved from the `published` one enough to publish (see `REPUBLISH_MOVE`).
+fn moved(published: Option<f64>, now: Option<f64>) -> bool {
+    match (published, now) {
+        (None, None) => false,
+        (Some(a), Some(b)) => {
+            let moved = (a - b).abs();
+            moved > REPUBLISH_FLOOR_MS && moved > a * REPUBLISH_MOVE
+        }
+        _ => true,
+    }
+}
+
+/// Gives each vote of `now` that `published` holds too the RTT published there, unless it
+/// moved enough to publish (`REPUBLISH_MOVE`): a report whose version moves for a verdict then
+/// carries the RTTs its peers hold for every other vote, and the delta that sends it is the
+/// votes that changed, not every vote whose RTT wandered a little since (`book::ReportDelta`).
+pub fn keep_published_rtts(published: &Report, now: &mut Report) {
+    for (check, by_addr) in &mut now.votes {
+        let Some(old) = published.votes.get(check) else {
+            continue;
+        };
+        for (addr, vote) in by_addr.iter_mut() {
+            if let Some(o) = old.get(addr)
+                && !moved(o.rtt_ms, vote.rtt_ms)
+            {
+                vote.rtt_ms = o.rtt_ms;
             }
-            _ => true,
-        })
+        }
+    }
 }
 
 /// One region's view of one endpoint: the smoothed RTT, averaged over the region's fresh nodes

@@ -327,7 +327,8 @@ pub struct Verdict {
 /// The outcome of a merge.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Merged {
-    pub endpoints: BTreeMap<EndpointKey, Verdict>,
+    /// Shared: a merge that judges no endpoint again hands out the same map (`tally::Tally`).
+    pub endpoints: Arc<BTreeMap<EndpointKey, Verdict>>,
     /// Nodes whose votes were ignored by the isolation guard.
     pub isolated: Vec<String>,
     /// The nodes the ballots name, by their index.
@@ -493,9 +494,9 @@ pub fn merge_alive(
             }
             (key, v)
         })
-        .collect();
+        .collect::<BTreeMap<_, _>>();
     Merged {
-        endpoints,
+        endpoints: Arc::new(endpoints),
         isolated,
         voters,
     }
@@ -568,12 +569,56 @@ impl Steering {
     }
 }
 
+/// Per address and check of the current targets: up, and when the merged view brought it back
+/// (0: up all along). Built from the targets and the merged verdicts, and shared (an `Arc`) by
+/// every view built while neither changes: a node publishes a view at every merge, and most
+/// merges change no verdict.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Lookup(Arc<rustc_hash::FxHashMap<IpAddr, Vec<Judged>>>);
+
+/// A check of an address, up or not, and when the merged view brought it back.
+type Judged = (Arc<Check>, bool, u64);
+
+impl Lookup {
+    /// The lookup of `targets`, the (address, check) pairs of the current zones, in `merged`.
+    pub fn new(targets: impl IntoIterator<Item = (IpAddr, Arc<Check>)>, merged: &Merged) -> Lookup {
+        // A target with no verdict yet, on an address that has a down verdict under another
+        // check, is the edited check of an endpoint known to be down: the zones were swapped
+        // before the probers caught up (a reload that edits a check). It stays down until its
+        // own verdict comes; counting it up would put a dead endpoint back into the answers for
+        // as long as that takes.
+        let down_addrs: rustc_hash::FxHashSet<IpAddr> = merged
+            .endpoints
+            .iter()
+            .filter(|(_, v)| !v.up)
+            .map(|(k, _)| k.addr)
+            .collect();
+        let mut by_addr: rustc_hash::FxHashMap<IpAddr, Vec<Judged>> =
+            rustc_hash::FxHashMap::default();
+        let mut ids = CheckIds::default();
+        for (addr, check) in targets {
+            let key = ids.key(addr, &check);
+            let (up, restored) = match merged.endpoints.get(&key) {
+                Some(v) => (v.up, v.restored_ms),
+                None => (!down_addrs.contains(&addr), 0),
+            };
+            by_addr.entry(addr).or_default().push((check, up, restored));
+        }
+        Lookup(Arc::new(by_addr))
+    }
+
+    fn get(&self, addr: &IpAddr) -> Option<&Vec<Judged>> {
+        self.0.get(addr)
+    }
+}
+
 /// The health the query path reads: the merged verdicts, looked up by address then check.
 #[derive(Debug, Default)]
 pub struct EffectiveHealth {
     pub ready: bool,
     /// Per address and check: up, and when the merged view brought it back (0: up all along).
-    by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool, u64)>>,
+    /// Shared by the views built while no verdict changes (`Lookup`).
+    by_addr: Lookup,
     pub merged: Merged,
     /// Every drain decision known (for the state API).
     pub drains: crate::health::drain::DrainSet,
@@ -604,6 +649,20 @@ impl EffectiveHealth {
         drains: crate::health::drain::DrainSet,
         now_ms: u64,
     ) -> EffectiveHealth {
+        let by_addr = Lookup::new(targets, &merged);
+        EffectiveHealth::with_lookup(ready, by_addr, merged, drains, now_ms)
+    }
+
+    /// As `new`, with the lookup of the targets' verdicts built already: `by_addr` must be
+    /// `Lookup::new` of the current targets and of verdicts equal to `merged`'s (a merge that
+    /// judged no endpoint again keeps the lookup of the one before).
+    pub fn with_lookup(
+        ready: bool,
+        by_addr: Lookup,
+        merged: Merged,
+        drains: crate::health::drain::DrainSet,
+        now_ms: u64,
+    ) -> EffectiveHealth {
         let in_force = drains
             .in_force(now_ms)
             .map(|d| (d.dc.clone(), d.service.clone()))
@@ -620,28 +679,6 @@ impl EffectiveHealth {
                 Some((d.dc.clone(), d.service.clone(), at))
             })
             .collect();
-        // A target with no verdict yet, on an address that has a down verdict under another
-        // check, is the edited check of an endpoint known to be down: the zones were swapped
-        // before the probers caught up (a reload that edits a check). It stays down until its
-        // own verdict comes; counting it up would put a dead endpoint back into the answers for
-        // as long as that takes.
-        let down_addrs: rustc_hash::FxHashSet<IpAddr> = merged
-            .endpoints
-            .iter()
-            .filter(|(_, v)| !v.up)
-            .map(|(k, _)| k.addr)
-            .collect();
-        let mut by_addr: rustc_hash::FxHashMap<IpAddr, Vec<(Arc<Check>, bool, u64)>> =
-            rustc_hash::FxHashMap::default();
-        let mut ids = CheckIds::default();
-        for (addr, check) in targets {
-            let key = ids.key(addr, &check);
-            let (up, restored) = match merged.endpoints.get(&key) {
-                Some(v) => (v.up, v.restored_ms),
-                None => (!down_addrs.contains(&addr), 0),
-            };
-            by_addr.entry(addr).or_default().push((check, up, restored));
-        }
         EffectiveHealth {
             ready,
             by_addr,
@@ -652,6 +689,11 @@ impl EffectiveHealth {
             steering: Default::default(),
             answers: ANSWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
         }
+    }
+
+    /// The lookup the answers read, to build the next view with when no verdict changed.
+    pub fn lookup(&self) -> &Lookup {
+        &self.by_addr
     }
 
     /// Takes `before`'s `answers` number when every answer reads the same from both views:
@@ -673,7 +715,7 @@ impl EffectiveHealth {
             v
         }
         if self.ready == before.ready
-            && self.by_addr == before.by_addr
+            && (Arc::ptr_eq(&self.by_addr.0, &before.by_addr.0) || self.by_addr == before.by_addr)
             && self.in_force == before.in_force
             && self.lifted == before.lifted
             && orders(&self.steering) == orders(&before.steering)

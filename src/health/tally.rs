@@ -84,6 +84,10 @@ pub struct Tallied {
     pub changes: Vec<VerdictChange>,
     /// The isolated nodes, when that list changed.
     pub isolation: Option<Vec<String>>,
+    /// Whether any endpoint was judged again (or everything was: a first merge, new settings,
+    /// a clock that went back): when none was, `merged.endpoints` equals the last merge's (only
+    /// the voters' ages moved).
+    pub judged: bool,
 }
 
 /// Every node's votes, held for merging again and again (see the module doc).
@@ -101,7 +105,8 @@ pub struct Tally {
     dirty: Vec<u32>,
     /// (when a settling vote counts, its endpoint), soonest first.
     settles: BinaryHeap<Reverse<(u64, u32)>>,
-    verdicts: BTreeMap<EndpointKey, Verdict>,
+    /// Shared with the merges handed out: copied when a verdict changes while they hold it.
+    verdicts: Arc<BTreeMap<EndpointKey, Verdict>>,
     isolated: Vec<String>,
 }
 
@@ -264,10 +269,10 @@ impl Tally {
     ) -> Tallied {
         // New settings, or a clock that went back (settling and freshness are read against it):
         // judge everything again.
-        if self
+        let everything = self
             .last
-            .is_none_or(|(s, then)| s != settings || now_ms < then)
-        {
+            .is_none_or(|(s, then)| s != settings || now_ms < then);
+        if everything {
             for e in 0..self.endpoints.len() as u32 {
                 mark(&mut self.endpoints, &mut self.dirty, e);
             }
@@ -328,6 +333,7 @@ impl Tally {
         }
 
         let mut changes = Vec::new();
+        let judged = everything || !self.dirty.is_empty();
         for e in std::mem::take(&mut self.dirty) {
             if let Some(change) = self.judge(e, now_ms, settings) {
                 changes.push(change);
@@ -365,6 +371,7 @@ impl Tally {
             },
             changes,
             isolation,
+            judged,
         }
     }
 
@@ -373,7 +380,9 @@ impl Tally {
         let slot = &mut self.endpoints[e as usize];
         slot.dirty = false;
         if slot.votes.is_empty() {
-            self.verdicts.remove(&slot.key);
+            if self.verdicts.contains_key(&slot.key) {
+                Arc::make_mut(&mut self.verdicts).remove(&slot.key);
+            }
             return None;
         }
         let nodes = &self.nodes;
@@ -424,10 +433,11 @@ impl Tally {
             ballots: ballots.into(),
             restored_ms,
         };
-        match self.verdicts.get_mut(&slot.key) {
+        let verdicts = Arc::make_mut(&mut self.verdicts);
+        match verdicts.get_mut(&slot.key) {
             Some(v) => *v = verdict,
             None => {
-                self.verdicts.insert(slot.key.clone(), verdict);
+                verdicts.insert(slot.key.clone(), verdict);
             }
         }
         let changed = match before {
@@ -512,6 +522,7 @@ mod tests {
             let mut heartbeats: HashMap<String, u64> = HashMap::new();
             let mut tally = Tally::new();
             let mut last: HashMap<EndpointKey, bool> = HashMap::new();
+            let mut previous: Option<BTreeMap<EndpointKey, (bool, u64)>> = None;
             for step in 0..80 {
                 match rng.random_range(0..10) {
                     0..=3 => {
@@ -558,8 +569,23 @@ mod tests {
                     seen(&want),
                     "seed {seed}, step {step}, now {now}"
                 );
+                // A merge that judged nothing again says what the one before said: the cluster
+                // then keeps the lookup the answers read (`merge::Lookup`).
+                let outcome: BTreeMap<EndpointKey, (bool, u64)> = want
+                    .endpoints
+                    .iter()
+                    .map(|(k, v)| (k.clone(), (v.up, v.restored_ms)))
+                    .collect();
+                if !got.judged {
+                    assert_eq!(
+                        previous.as_ref(),
+                        Some(&outcome),
+                        "seed {seed}, step {step}"
+                    );
+                }
+                previous = Some(outcome);
                 let mut changes = Vec::new();
-                for (k, v) in &want.endpoints {
+                for (k, v) in want.endpoints.iter() {
                     let before = last.insert(k.clone(), v.up);
                     if before.is_some_and(|b| b != v.up) || (before.is_none() && !v.up) {
                         changes.push(VerdictChange {

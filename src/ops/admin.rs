@@ -484,7 +484,7 @@ fn observe_state(
             }
         }
     }
-    for (key, verdict) in &health.merged.endpoints {
+    for (key, verdict) in health.merged.endpoints.iter() {
         for v in health.merged.votes(verdict) {
             let labels = VoteLabels {
                 endpoint: key.addr.to_string(),
