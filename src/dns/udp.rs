@@ -137,7 +137,9 @@ pub fn run(
             }
         }
         // Every answered query counts, also one rate limiting then drops (as the query
-        // counters do): from the batch's receipt to its responses handed to the socket.
+        // counters do): from the batch's receipt to its responses ready to send. Observed
+        // before the send, as the counters are, so a client that has its answer finds it
+        // counted.
         handler
             .snapshots
             .metrics

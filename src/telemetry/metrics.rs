@@ -344,7 +344,7 @@ impl Metrics {
         let query_duration = QueryLatency::default();
         registry.register_with_unit(
             "dns_query_duration",
-            "Time from a request's receipt to its response handed to the socket (a UDP batch's queries are timed together)",
+            "Time from a request's receipt to its response ready to send (a UDP batch's queries are timed together)",
             Unit::Seconds,
             query_duration.clone(),
         );
@@ -671,8 +671,8 @@ impl Metrics {
     }
 
     /// Counts `n` answered queries in the latency histogram, each of which took `took` from
-    /// its receipt to its response handed to the socket (a UDP batch's queries finish
-    /// together: one clock reading and one call for all of them).
+    /// its receipt to its response ready to send (a UDP batch's queries finish together: one
+    /// clock reading and one call for all of them).
     pub fn observe_queries(&self, took: Duration, n: u64) {
         self.query_duration.observe(took, n);
     }
