@@ -306,7 +306,7 @@ pub fn encode_sections(
         }
     }
     if let Some(o) = opt {
-        e.opt(o);
+        write_opt(e.out, o);
     }
     if e.out.len() > limit {
         out.clear();
@@ -314,7 +314,7 @@ pub fn encode_sections(
         e.header(h, true, [0, 0, usize::from(opt.is_some())]);
         e.out.extend_from_slice(question);
         if let Some(o) = opt {
-            e.opt(o);
+            write_opt(e.out, o);
         }
     }
 }
@@ -355,8 +355,7 @@ pub fn write_opt(out: &mut Vec<u8>, o: OptOut) {
                 }
                 IpAddr::V6(v6) => (2, v6.octets()),
             };
-            // The parser accepted only prefixes within the address; min() keeps this total.
-            let n = usize::from(ecs.source).div_ceil(8).min(16);
+            let n = ecs_address_len(ecs);
             let optlen = 4 + n;
             rr[9..11].copy_from_slice(&((4 + optlen) as u16).to_be_bytes());
             rr[11..13].copy_from_slice(&OPT_ECS.to_be_bytes());
@@ -371,12 +370,16 @@ pub fn write_opt(out: &mut Vec<u8>, o: OptOut) {
     out.extend_from_slice(&rr[..len]);
 }
 
-/// The length of the OPT record `o` in bytes.
+/// The length of the OPT record `o` in bytes (as `write_opt` writes it).
 pub fn opt_len(o: OptOut) -> usize {
-    let ecs = o.ecs.map_or(0, |(ecs, _)| {
-        4 + 4 + usize::from(ecs.source).div_ceil(8).min(16)
-    });
+    let ecs = o.ecs.map_or(0, |(ecs, _)| 4 + 4 + ecs_address_len(ecs));
     11 + ecs
+}
+
+/// The address octets an ECS option carries: the source prefix's, rounded up to whole octets.
+/// The parser accepted only prefixes within the address; min() keeps this total.
+fn ecs_address_len(ecs: Ecs) -> usize {
+    usize::from(ecs.source).div_ceil(8).min(16)
 }
 
 /// The question section for `name` (lower-case, dotted; empty for the root) and `qtype`,
@@ -616,10 +619,6 @@ impl<'a> Encoder<'a> {
         self.out
             .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
         self.out.extend_from_slice(rdata);
-    }
-
-    fn opt(&mut self, o: OptOut) {
-        write_opt(self.out, o);
     }
 }
 

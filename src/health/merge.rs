@@ -573,8 +573,15 @@ impl Steering {
 /// (0: up all along). Built from the targets and the merged verdicts, and shared (an `Arc`) by
 /// every view built while neither changes: a node publishes a view at every merge, and most
 /// merges change no verdict.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone)]
 pub struct Lookup(Arc<rustc_hash::FxHashMap<IpAddr, Vec<Judged>>>);
+
+impl PartialEq for Lookup {
+    /// The same shared map (the usual case: kept while no verdict changes) without reading it.
+    fn eq(&self, other: &Lookup) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
 
 /// A check of an address, up or not, and when the merged view brought it back.
 type Judged = (Arc<Check>, bool, u64);
@@ -691,11 +698,6 @@ impl EffectiveHealth {
         }
     }
 
-    /// The lookup the answers read, to build the next view with when no verdict changed.
-    pub fn lookup(&self) -> &Lookup {
-        &self.by_addr
-    }
-
     /// Takes `before`'s `answers` number when every answer reads the same from both views:
     /// readiness, up/down and restore time per endpoint, the drains in force and lifted, and the
     /// latency orders (the DCs and their order per region, not the RTTs' values or ages, which
@@ -715,7 +717,7 @@ impl EffectiveHealth {
             v
         }
         if self.ready == before.ready
-            && (Arc::ptr_eq(&self.by_addr.0, &before.by_addr.0) || self.by_addr == before.by_addr)
+            && self.by_addr == before.by_addr
             && self.in_force == before.in_force
             && self.lifted == before.lifted
             && orders(&self.steering) == orders(&before.steering)
