@@ -4,12 +4,14 @@
 //! (`{country_code}` only), taking continent and coordinates for the latter from the country
 //! table shipped in `geoip/country-centroids.csv`. Several databases may be stacked: the first one
 //! that knows an address answers (e.g. an IPv4 city database, then an IPv4+IPv6 country one).
-//! Lookups are cached per client network, so a repeated client costs a hash lookup.
+//! Lookups are cached per client network and per thread, so a repeated client costs a hash
+//! lookup with no lock.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use serde::Deserialize;
@@ -208,21 +210,19 @@ impl GeoIp2Record<'_> {
     }
 }
 
-/// How many entries the per-network cache holds per shard before it starts over.
-const CACHE_SHARD_CAPACITY: usize = 8192;
-const CACHE_SHARDS: usize = 16;
+/// How many networks each thread's cache holds before it starts over: about 4 MiB a thread at
+/// most. The query path runs on one UDP thread per core and the runtime's threads for TCP.
+const CACHE_CAPACITY: usize = 65_536;
 /// The cache key masks an address to this many bits: /24 for IPv4 and /48 for IPv6 cover what
 /// databases usually distinguish; a more specific network is looked up every time.
 const CACHE_V4_BITS: u8 = 24;
 const CACHE_V6_BITS: u8 = 48;
 
-/// Opened GeoIP databases with their lookup cache. Immutable: a reload builds a new one.
+/// Opened GeoIP databases. Immutable: a reload builds a new one, with a new `id`.
 pub struct GeoDb {
     sources: Vec<Source>,
-    cache: Vec<Mutex<HashMap<IpAddr, Option<Located>, foldhash::fast::RandomState>>>,
-    /// Keyed per process (clients choose the keys, so the hash must not be predictable), and
-    /// several times faster than SipHash.
-    hasher: foldhash::fast::RandomState,
+    /// Which database each thread's cache (`PLACES`) holds answers of.
+    id: u64,
     /// Decoded locations by (source, record offset), shared between networks.
     interned: Mutex<HashMap<(usize, usize), Arc<Location>>>,
 }
@@ -264,12 +264,10 @@ impl GeoDb {
     }
 
     fn from_sources(sources: Vec<Source>) -> GeoDb {
+        static IDS: AtomicU64 = AtomicU64::new(1);
         GeoDb {
             sources,
-            cache: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(HashMap::with_hasher(Default::default())))
-                .collect(),
-            hasher: Default::default(),
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             interned: Mutex::new(HashMap::new()),
         }
     }
@@ -347,6 +345,20 @@ impl GeoDb {
     }
 }
 
+/// Each thread's answers per client network, of the database `db` (a `GeoDb::id`). Per thread,
+/// so a hit takes no lock and writes no line another core reads: the query path's threads each
+/// look a network up once. Keyed per thread (clients choose the keys, so the hash must not be
+/// predictable) by foldhash, several times faster than SipHash.
+#[derive(Default)]
+struct Places {
+    db: u64,
+    map: HashMap<IpAddr, Option<Located>, foldhash::fast::RandomState>,
+}
+
+thread_local! {
+    static PLACES: RefCell<Places> = RefCell::new(Places::default());
+}
+
 impl Locator for GeoDb {
     fn locate(&self, ip: IpAddr) -> Option<Located> {
         let ip = ip.to_canonical();
@@ -354,24 +366,29 @@ impl Locator for GeoDb {
             IpAddr::V4(v4) => (IpAddr::V4(mask_v4(v4, CACHE_V4_BITS)), CACHE_V4_BITS),
             IpAddr::V6(v6) => (IpAddr::V6(mask_v6(v6, CACHE_V6_BITS)), CACHE_V6_BITS),
         };
-        let shard = (self.hasher.hash_one(key) as usize) % CACHE_SHARDS;
-        if let Some(hit) = self.cache[shard]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return hit.clone();
-        }
-        let (found, uniform) = self.lookup(ip, key_bits);
-        // Cache only when the whole key network shares the answer.
-        if uniform {
-            let mut map = self.cache[shard].lock().unwrap_or_else(|e| e.into_inner());
-            if map.len() >= CACHE_SHARD_CAPACITY {
-                map.clear();
+        PLACES.with(|places| {
+            // Never borrowed twice (a lookup does not locate), but a query must not panic.
+            let Ok(mut places) = places.try_borrow_mut() else {
+                return self.lookup(ip, key_bits).0;
+            };
+            if places.db != self.id {
+                // Another database was loaded: drop the old one's answers.
+                places.map.clear();
+                places.db = self.id;
             }
-            map.insert(key, found.clone());
-        }
-        found
+            if let Some(hit) = places.map.get(&key) {
+                return hit.clone();
+            }
+            let (found, uniform) = self.lookup(ip, key_bits);
+            // Cache only when the whole key network shares the answer.
+            if uniform {
+                if places.map.len() >= CACHE_CAPACITY {
+                    places.map.clear();
+                }
+                places.map.insert(key, found.clone());
+            }
+            found
+        })
     }
 }
 
@@ -563,6 +580,28 @@ mod tests {
         assert_eq!(&*gb.source, "GeoIP2-City-Test.mmdb");
         let au = db.locate("1.1.1.1".parse().unwrap()).unwrap();
         assert_eq!(&*au.source, "dbip-country.mmdb");
+    }
+
+    #[test]
+    fn a_thread_never_answers_from_another_databases_cache() {
+        // A reload builds a new database; the thread's cache must not answer for it from the
+        // old one's entries, nor the other way round.
+        let country =
+            GeoDb::open(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("geoip/dbip-country.mmdb")])
+                .unwrap();
+        let city = GeoDb::open(&[fixture("GeoIP2-City-Test.mmdb")]).unwrap();
+        let ip: IpAddr = "1.1.1.1".parse().unwrap();
+        for _ in 0..2 {
+            let au = country.locate(ip).unwrap();
+            assert_eq!(au.location.country.as_deref(), Some("AU"));
+            assert_eq!(city.locate(ip), None);
+            // The city database knows 81.2.69.0/24 and the country one answers it too: each
+            // from its own data.
+            let gb = city.locate("81.2.69.160".parse().unwrap()).unwrap();
+            assert_eq!(&*gb.source, "GeoIP2-City-Test.mmdb");
+            let other = country.locate("81.2.69.160".parse().unwrap()).unwrap();
+            assert_eq!(&*other.source, "dbip-country.mmdb");
+        }
     }
 
     #[test]
