@@ -16,7 +16,9 @@
 #             kernel path costs whatever a server does
 #   --instructions   instead of the load: steerdns and gdnsd under valgrind's callgrind, the
 #             user-space instructions per query of each workload (load-independent; the kernel's
-#             work is not counted), BENCH_INSTR_QUERIES queries each (default 20000)
+#             work is not counted), BENCH_INSTR_QUERIES queries each (default 20000); with
+#             BENCH_CACHE_SIM=1 also callgrind's cache simulation: data reads and writes, and
+#             first-level data and instruction cache misses per query
 #
 # Environment: BENCH_RATES="20000 60000" (queries per second, space separated),
 # BENCH_DURATION=10 (seconds per run), BENCH_REPEAT=1 (runs per row; the table shows medians),
@@ -53,7 +55,7 @@ for arg in "$@"; do
     esac
 done
 COMMAND_LINE="bash bench/run.sh${*:+ $*}"
-for var in BENCH_RATES BENCH_DURATION BENCH_REPEAT BENCH_SERVER_CPU BENCH_CLIENT_CPU BENCH_SCHED BENCH_NICE BENCH_LIMIT BENCH_LIMIT_RATES BENCH_LIMIT_DURATION BENCH_WORKLOADS; do
+for var in BENCH_CACHE_SIM BENCH_RATES BENCH_DURATION BENCH_REPEAT BENCH_SERVER_CPU BENCH_CLIENT_CPU BENCH_SCHED BENCH_NICE BENCH_LIMIT BENCH_LIMIT_RATES BENCH_LIMIT_DURATION BENCH_WORKLOADS; do
     if [[ -n "${!var:-}" ]]; then
         val=${!var}
         [[ "$val" == *" "* ]] && val="\"$val\""
@@ -543,6 +545,7 @@ fi
 start_server() {
     local s=$1
     ((INSTR)) && VG=(valgrind --tool=callgrind --callgrind-out-file="$WORK/$s/callgrind.%p")
+    ((INSTR)) && [[ "${BENCH_CACHE_SIM:-0}" == 1 ]] && VG+=(--cache-sim=yes)
     case "$s" in
     steerdns)
         # RRL off: dnsperf asks the same names from one address far faster than any resolver
@@ -574,8 +577,10 @@ start_server() {
 }
 
 wait_ready() {
-    local s=$1 pid=${SERVER_PID[$1]} t0=$SECONDS
-    while ((SECONDS - t0 < 60)); do
+    local s=$1 pid=${SERVER_PID[$1]} t0=$SECONDS limit=60
+    # Under callgrind (and its cache simulation above all) steerdns takes minutes to start.
+    ((INSTR)) && limit=600
+    while ((SECONDS - t0 < limit)); do
         if ! kill -0 "$pid" 2>/dev/null; then
             log "$s exited during start-up; its log:"
             tail -n 30 "$WORK/$s/log" >&2
@@ -587,7 +592,7 @@ wait_ready() {
         fi
         sleep 0.2
     done
-    die "$s did not answer within 60 s (log: $WORK/$s/log)"
+    die "$s did not answer within $limit s (log: $WORK/$s/log)"
 }
 
 for s in "${SERVERS[@]}"; do
@@ -612,13 +617,20 @@ if ((INSTR)); then
         echo "- machine: $(nproc) CPUs, $(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
         echo "- steerdns $(git -C "$REPO" log -1 --format=%h -- src Cargo.toml Cargo.lock), gdnsd $(gdnsd -h 2>&1 | awk '/^gdnsd version/ { print $3; exit }'), valgrind $(valgrind --version)"
         echo "- user-space instructions of the server process (all threads) per answered query, $NQ queries per row after a warm-up; the kernel's work is not counted"
-        echo
-        echo "| workload | steerdns instr/query | gdnsd instr/query | steerdns / gdnsd |"
-        echo "|---|---:|---:|---:|"
+        if [[ "${BENCH_CACHE_SIM:-0}" == 1 ]]; then
+            echo "- with callgrind's cache simulation (--cache-sim=yes: a first-level cache of the host's sizes and an inclusive last level): data reads (Dr), data writes (Dw), first-level data read misses (D1mr) and instruction misses (I1mr) per query"
+            echo
+            echo "| workload | steerdns instr/query | gdnsd instr/query | steerdns / gdnsd | steerdns Dr / Dw / D1mr / I1mr | gdnsd Dr / Dw / D1mr / I1mr |"
+            echo "|---|---:|---:|---:|---:|---:|"
+        else
+            echo
+            echo "| workload | steerdns instr/query | gdnsd instr/query | steerdns / gdnsd |"
+            echo "|---|---:|---:|---:|"
+        fi
     } >"$INSTR_MD"
     for w in "${WORKLOADS[@]}"; do
         IFS='|' read -r wname file fmt transport _ <<<"$w"
-        declare -A IPQ=()
+        declare -A IPQ=() CACHE=()
         for s in "${SERVERS[@]}"; do
             pid=${SERVER_PID[$s]}
             # Warm-up: the whole query file once (`-n 1`), not counted. The geo-10k file has
@@ -638,11 +650,23 @@ if ((INSTR)); then
             ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
             done_q=$(awk '/Queries completed:/ { print $3 }' "$out")
             IPQ[$s]=$(awk -v i="${ir:-0}" -v n="${done_q:-0}" 'BEGIN { if (n > 0) printf "%.0f", i / n; else print "-" }')
+            # The events line names the columns of the totals line.
+            CACHE[$s]=$(awk -v n="${done_q:-0}" '
+                /^events:/ { for (i = 2; i <= NF; i++) col[$i] = i }
+                /^(summary|totals):/ && !done {
+                    done = 1
+                    if (n == 0 || !("D1mr" in col)) { print "-"; exit }
+                    printf "%.0f / %.0f / %.1f / %.2f", $col["Dr"] / n, $col["Dw"] / n, $col["D1mr"] / n, $col["I1mr"] / n
+                }' "$dump")
             log "$s $wname: ${IPQ[$s]} instructions/query ($ir over $done_q queries; dump $before -> $dump)"
         done
         ratio=$(awk -v a="${IPQ[steerdns]}" -v b="${IPQ[gdnsd]}" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }')
-        echo "| $wname | ${IPQ[steerdns]} | ${IPQ[gdnsd]} | $ratio |" >>"$INSTR_MD"
-        unset IPQ
+        if [[ "${BENCH_CACHE_SIM:-0}" == 1 ]]; then
+            echo "| $wname | ${IPQ[steerdns]} | ${IPQ[gdnsd]} | $ratio | ${CACHE[steerdns]} | ${CACHE[gdnsd]} |" >>"$INSTR_MD"
+        else
+            echo "| $wname | ${IPQ[steerdns]} | ${IPQ[gdnsd]} | $ratio |" >>"$INSTR_MD"
+        fi
+        unset IPQ CACHE
     done
     log "written to $INSTR_MD"
     cat "$INSTR_MD"
